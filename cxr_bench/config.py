@@ -1,0 +1,237 @@
+"""Typed run configuration: resolved once, written whole into each run's directory.
+
+A run is fully described by a :class:`RunConfig`. Suites (TOML) are merged into plain dicts, then turned
+into a ``RunConfig`` by :meth:`RunConfig.from_dict`, which rejects unknown keys and wrong types with a
+message naming the key. The run id is a hash of the fields that change the result; fields that only say
+*where* or *how fast* (paths, worker counts, progress bars) are excluded, so moving a run store or
+changing ``--workers`` does not orphan finished runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+# Field metadata flag: the field does not change the numbers a run produces.
+NOT_IDENTITY = {"identity": False}
+
+
+@dataclass
+class DataConfig:
+    # None means the bundled real sample (cxr_bench/bundled/nih-sample).
+    root: str | None = field(default=None, metadata=NOT_IDENTITY)
+    label_set: str = "chestxray14"
+    # official | random-image | random-patient
+    split: str = "official"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    # Fractions for the random-* protocols (train, val, test); CVPR 2017 used 70/10/20 by image.
+    random_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    image_size: int = 224
+    resize: str = "lanczos"
+    # A name in cxr_bench.data.grayscale's registry, applied when the cache is built.
+    grayscale: str = "identity"
+    # How a 3-channel backbone sees a 1-channel radiograph: "replicate" (repeat to 3 channels) or
+    # "stem" (1-channel first convolution with summed RGB weights).
+    channels: str = "replicate"
+    augment: str = "flip"  # none | flip | light
+    # Cap the training set (deterministic subsample by the split seed); None keeps all.
+    max_train_images: int | None = None
+    cache_dir: str | None = field(default=None, metadata=NOT_IDENTITY)
+    workers: int = field(default=2, metadata=NOT_IDENTITY)
+    # "cache" (memory-mapped prepared images) or "png" (decode on the fly, small jobs).
+    source: str = field(default="cache", metadata=NOT_IDENTITY)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mobilenet_v1"
+    head: str = "gap"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    # None (random init), a local weights file, or "cache" (a populated timm/torchvision cache).
+    pretrained: str | None = None
+    freeze_backbone: bool = False
+    drop_rate: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"  # sgd | adamw
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | plateau | none
+    warmup_epochs: int = 0
+    epochs: int = 10
+    batch_size: int = 32
+    # Gradient accumulation: effective batch = batch_size * accum_steps (Wang et al.: 80).
+    accum_steps: int = 1
+    # Cap on optimizer steps per epoch (None: a full pass); lets a CPU profile run in minutes.
+    max_steps_per_epoch: int | None = None
+    early_stopping_patience: int | None = None
+    grad_clip: float | None = None
+    amp: str = field(default="none", metadata=NOT_IDENTITY)  # none | bf16 | fp16 (CUDA only)
+    channels_last: bool = field(default=False, metadata=NOT_IDENTITY)
+    compile: bool = field(default=False, metadata=NOT_IDENTITY)
+
+
+@dataclass
+class LossConfig:
+    name: str = "bce"  # bce | wcel | bce_pos_weight
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    bootstrap: int = 1000
+    ci_level: float = 0.95
+    # How operating thresholds are chosen on the validation set: youden | f1 | sens90
+    threshold: str = "youden"
+    batch_size: int = field(default=64, metadata=NOT_IDENTITY)
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = field(default="auto", metadata=NOT_IDENTITY)  # auto | cpu | cuda | cuda:N
+    # Free-form name shown in tables; the run id, not the name, identifies a run.
+    name: str = field(default="", metadata=NOT_IDENTITY)
+
+    # ------------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, d, "")
+
+    def identity_dict(self) -> dict[str, Any]:
+        """The fields that change a run's numbers (see NOT_IDENTITY)."""
+        return _identity(self)
+
+    def run_id(self) -> str:
+        """Stable 12-hex-digit id of the resolved config's identity fields."""
+        blob = json.dumps(self.identity_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **overrides: Any) -> RunConfig:
+        """Copy with dotted overrides: ``cfg.replace(**{"optim.lr": 0.1})``."""
+        d = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(d, key, value)
+        return RunConfig.from_dict(d)
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"config key {key!r}: {p!r} is not a section")
+    cur[parts[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge; ``over`` wins. Dict-valued fields such as head_kwargs merge too."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _identity(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: _identity(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.metadata.get("identity", True)
+        }
+    return _to_plain(obj)
+
+
+def _from_dict(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {where or '<root>'!r} must be a table, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {(where + '.' if where else '') + unknown[0]!r}; "
+            f"known keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        key = f"{where}.{f.name}" if where else f.name
+        kwargs[f.name] = _coerce(hints[f.name], d[f.name], key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, key) for a, v in zip(args, value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a table, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,52 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cxr_bench.utils.io import atomic_open, atomic_write_json, atomic_write_text, sha256_file
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    p = tmp_path / "a" / "r.json"
+    atomic_write_json(p, {"x": 1})
+    atomic_write_json(p, {"x": 2})
+    assert json.loads(p.read_text()) == {"x": 2}
+    assert [f.name for f in p.parent.iterdir()] == ["r.json"]  # no temp file left
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+    p = tmp_path / "r.txt"
+    atomic_write_text(p, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(p) as fh:
+            fh.write("half")
+            raise RuntimeError("boom")
+    assert p.read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["r.txt"]
+
+
+def test_sigkill_mid_write_never_tears_the_file(tmp_path):
+    p = tmp_path / "r.txt"
+    atomic_write_text(p, "old")
+    code = textwrap.dedent(f"""
+        import os, signal
+        from cxr_bench.utils.io import atomic_open
+        with atomic_open({str(p)!r}) as fh:
+            fh.write("x" * 100000)
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -signal.SIGKILL
+    assert p.read_text() == "old"
+
+
+def test_sha256(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert not os.path.exists(tmp_path / ".f.tmp")
