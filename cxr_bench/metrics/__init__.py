@@ -1,0 +1,61 @@
+"""Metrics: ROC AUC with patient-level bootstrap intervals, DeLong's test, operating points, the
+predictions CSV, and the box math of weakly-supervised localization.
+
+See docs/architecture.md ("metrics") for the contract; :func:`summarize` builds a ``metrics.json`` split.
+"""
+
+from .delong import AucVariance, DeLongResult, delong_auc_variance, delong_per_label, delong_test
+from .localization import (
+    IOBB_THRESHOLDS,
+    IOU_THRESHOLDS,
+    heatmap_to_boxes,
+    iobb,
+    iou,
+    localization_accuracy,
+    localization_table,
+    pairwise_overlap,
+)
+from .predictions import Predictions, read_predictions, write_predictions
+from .roc import (
+    THRESHOLD_METHODS,
+    BootstrapResult,
+    auprc,
+    bootstrap_auc,
+    choose_thresholds,
+    mean_defined,
+    per_label_auc,
+    resample_groups,
+    sens_spec,
+    summarize,
+    summary_table,
+)
+
+__all__ = [
+    "IOBB_THRESHOLDS",
+    "IOU_THRESHOLDS",
+    "THRESHOLD_METHODS",
+    "AucVariance",
+    "BootstrapResult",
+    "DeLongResult",
+    "Predictions",
+    "auprc",
+    "bootstrap_auc",
+    "choose_thresholds",
+    "delong_auc_variance",
+    "delong_per_label",
+    "delong_test",
+    "heatmap_to_boxes",
+    "iobb",
+    "iou",
+    "localization_accuracy",
+    "localization_table",
+    "mean_defined",
+    "pairwise_overlap",
+    "per_label_auc",
+    "read_predictions",
+    "resample_groups",
+    "sens_spec",
+    "summarize",
+    "summary_table",
+    "write_predictions",
+]
