@@ -18,6 +18,14 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert [f.name for f in p.parent.iterdir()] == ["r.json"]  # no temp file left
 
 
+def test_written_file_gets_normal_permissions(tmp_path):
+    p = tmp_path / "r.txt"
+    atomic_write_text(p, "x")
+    old = os.umask(0o022)
+    os.umask(old)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~old)
+
+
 def test_failed_write_leaves_old_file(tmp_path):
     p = tmp_path / "r.txt"
     atomic_write_text(p, "old")

@@ -1,0 +1,250 @@
+"""Render the report notebooks: papermill executes a template, nbconvert turns it into HTML.
+
+Why each precaution:
+
+- *Pinned kernel.* A kernel spec named ``python3`` found on the Jupyter path may start whatever
+  ``python`` is first on ``PATH`` (the one ipykernel installs into a venv literally says ``"python"``), i.e.
+  an interpreter without cxr-bench. We write our own spec whose ``argv[0]`` is :data:`sys.executable` into
+  ``<out>/.kernels`` and give papermill a kernel manager that looks *only* there, so the notebook runs in
+  the interpreter that runs ``cxr-bench report``, with no global Jupyter configuration needed.
+- *Absolute paths and a working directory.* Parameters are resolved to absolute paths and the kernel runs
+  in the output directory, so a relative ``--runs`` means the same thing inside the kernel.
+- *Parameters are data.* Only strings and paths are accepted; papermill writes them as escaped Python
+  string literals in a new cell, so a value like ``x'); import os; ...`` stays a string (tested).
+- *Errors name the cell.* A failing cell raises :class:`~cxr_bench.errors.ReportError` with the template,
+  the cell's index in the template, its first line and the exception, and the partly executed notebook is
+  kept beside the HTML for debugging.
+- *A cell timeout* bounds a runaway cell (default 600 s per cell).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from ..errors import ReportError
+from ..utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+TEMPLATES: tuple[str, ...] = ("replication", "ablation", "leaderboard")
+KERNEL_NAME = "cxr-bench-python"
+DEFAULT_CELL_TIMEOUT = 600
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PATH_PARAMETERS = frozenset({"runs_dir", "out_dir"})
+
+
+def template_dir() -> Path:
+    """The packaged templates (``cxr_bench.report_templates``), or the checkout's ``reports/``."""
+    try:
+        path = Path(str(importlib.resources.files("cxr_bench.report_templates")))
+        if (path / f"{TEMPLATES[0]}.ipynb").is_file():
+            return path
+    except ModuleNotFoundError:
+        pass
+    import cxr_bench
+
+    path = Path(cxr_bench.__file__).resolve().parents[1] / "reports"
+    if not (path / f"{TEMPLATES[0]}.ipynb").is_file():
+        raise ReportError(f"report templates not found (package cxr_bench.report_templates or {path}); "
+                          "reinstall cxr-bench with `pip install -e .`")
+    return path
+
+
+def template_path(name: str) -> Path:
+    if name not in TEMPLATES:
+        raise ReportError(f"unknown report {name!r}; known: {', '.join(TEMPLATES)}")
+    return template_dir() / f"{name}.ipynb"
+
+
+def validate_parameters(parameters: dict[str, Any]) -> dict[str, str]:
+    """Parameters as plain strings: names must be identifiers, values ``str`` or ``os.PathLike``.
+
+    Path parameters (:data:`PATH_PARAMETERS`) are made absolute. Anything else (numbers, lists, objects
+    with a clever ``__repr__``) is refused, so nothing but an escaped string literal reaches the kernel.
+    """
+    out: dict[str, str] = {}
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not _IDENT.fullmatch(key):
+            raise ReportError(f"report parameter name {key!r} is not a Python identifier")
+        if value is None:
+            value = ""
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if type(value) is not str:  # noqa: E721 - a str subclass could override its repr
+            raise ReportError(f"report parameter {key}={value!r}: only strings and paths are accepted, got "
+                              f"{type(value).__name__}")
+        if "\x00" in value:
+            raise ReportError(f"report parameter {key}: contains a NUL character")
+        if key in PATH_PARAMETERS and value:
+            value = str(Path(value).expanduser().resolve())
+        out[key] = value
+    return out
+
+
+def install_kernel_spec(kernels_dir: Path) -> Path:
+    """Write a kernel spec that starts :data:`sys.executable` (this interpreter) into ``kernels_dir``."""
+    spec_dir = kernels_dir / KERNEL_NAME
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"cxr-bench ({sys.executable})",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
+    atomic_write_text(spec_dir / "kernel.json", json.dumps(spec, indent=1) + "\n")
+    return spec_dir
+
+
+def _pinned_kernel_manager(kernels_dir: Path) -> type:
+    """An async kernel manager whose spec manager sees only ``kernels_dir`` (no global Jupyter path)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class PinnedKernelSpecManager(KernelSpecManager):
+        @default("kernel_dirs")
+        def _kernel_dirs_default(self) -> list[str]:
+            return [str(kernels_dir)]
+
+        @default("ensure_native_kernel")
+        def _ensure_native_kernel_default(self) -> bool:
+            return False
+
+    class PinnedKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _kernel_spec_manager_default(self) -> KernelSpecManager:
+            return PinnedKernelSpecManager()
+
+    return PinnedKernelManager
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    name: str
+    notebook: Path
+    html: Path
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            return line.strip()[:120]
+    return "(empty cell)"
+
+
+def _template_index(template: nbformat.NotebookNode, source: str, fallback: int) -> int:
+    for i, cell in enumerate(template.cells):
+        if cell.cell_type == "code" and cell.source == source:
+            return i
+    return fallback
+
+
+def _error_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, nbformat.NotebookNode, dict[str, Any]]]:
+    return [(i, cell, out) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+
+def execute_notebook(template: str | Path, output: str | Path, parameters: dict[str, Any], *,
+                     cwd: str | Path | None = None, timeout: int = DEFAULT_CELL_TIMEOUT,
+                     start_timeout: int = 120) -> nbformat.NotebookNode:
+    """Execute ``template`` with ``parameters`` into ``output`` (.ipynb) on the pinned kernel.
+
+    Raises :class:`ReportError` naming the failing cell (its index in the template and its first line).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    template, output = Path(template).resolve(), Path(output).resolve()
+    params = validate_parameters(parameters)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cwd = Path(cwd).resolve() if cwd is not None else output.parent
+    kernels_dir = output.parent / ".kernels"
+    install_kernel_spec(kernels_dir)
+    source_nb = nbformat.read(template, as_version=4)
+    try:
+        papermill.execute_notebook(
+            str(template), str(output), parameters=params, kernel_name=KERNEL_NAME, language="python",
+            cwd=str(cwd), progress_bar=False, execution_timeout=timeout, start_timeout=start_timeout,
+            kernel_manager_class=_pinned_kernel_manager(kernels_dir),
+        )
+    except PapermillExecutionError as e:
+        idx = _template_index(source_nb, e.source, e.cell_index)
+        raise ReportError(
+            f"{template.name}: cell {idx} (`{_first_line(e.source)}`) failed: {e.ename}: {e.evalue}. "
+            f"The executed notebook with the traceback is {output}"
+        ) from None
+    except Exception as e:  # kernel start-up, timeouts, dead kernels: all surface as one clear error
+        if isinstance(e, ReportError):
+            raise
+        raise ReportError(f"{template.name}: execution failed ({type(e).__name__}: {e}); "
+                          f"see {output} if it was written") from e
+    nb = nbformat.read(output, as_version=4)
+    check_executed(nb, source_nb, template.name, output)
+    return nb
+
+
+def check_executed(nb: nbformat.NotebookNode, template: nbformat.NotebookNode, name: str, path: Path) -> None:
+    """Raise :class:`ReportError` if any cell of an executed notebook holds an error output."""
+    errors = _error_outputs(nb)
+    if errors:
+        i, cell, out = errors[0]
+        idx = _template_index(template, cell.source, i)
+        raise ReportError(f"{name}: cell {idx} (`{_first_line(cell.source)}`) produced an error: "
+                          f"{out.get('ename')}: {out.get('evalue')}. See {path}")
+
+
+def export_html(nb: nbformat.NotebookNode, path: str | Path, title: str = "") -> Path:
+    """HTML with code inputs and prompts hidden and stderr (log lines) dropped; figures stay embedded as
+    base64 PNG, so the file is self-contained."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a copy: the .ipynb keeps its logs
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    if title:
+        nb.metadata["title"] = title
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    path = Path(path)
+    atomic_write_text(path, body)
+    path.chmod(0o644)  # a report is meant to be shared; the atomic writer's temp file is private (0600)
+    return path
+
+
+def render_report(name: str, runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
+                  timeout: int = DEFAULT_CELL_TIMEOUT) -> RenderedReport:
+    """Execute the template ``name`` against a run store and write ``<out>/<name>.ipynb`` and ``.html``."""
+    out_dir = Path(out_dir).resolve()
+    nb_path = out_dir / f"{name}.ipynb"
+    params = {"runs_dir": Path(runs_dir), "suite": suite or "", "out_dir": out_dir}
+    nb = execute_notebook(template_path(name), nb_path, params, cwd=out_dir, timeout=timeout)
+    title = f"cxr-bench {name} report" + (f": {suite}" if suite else "")
+    html = export_html(nb, out_dir / f"{name}.html", title)
+    log.info("wrote %s and %s", nb_path, html)
+    return RenderedReport(name, nb_path, html)
+
+
+def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
+                   names: tuple[str, ...] | list[str] = TEMPLATES,
+                   timeout: int = DEFAULT_CELL_TIMEOUT) -> list[RenderedReport]:
+    """Render every report in ``names``; fails early when the store has no completed run."""
+    from ..results.runs import load_runs
+
+    runs_dir = Path(runs_dir).resolve()
+    runs = load_runs(runs_dir, suite or None)
+    if not runs:
+        raise ReportError(f"no completed run under {runs_dir}" + (f" for suite {suite!r}" if suite else "")
+                          + "; run `cxr-bench run` first or point --runs at its --out directory")
+    return [render_report(n, runs_dir, out_dir, suite=suite, timeout=timeout) for n in names]

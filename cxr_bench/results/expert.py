@@ -1,0 +1,137 @@
+"""A run's test predictions against radiologist-adjudicated labels (Majkowska et al., Radiology 2019).
+
+The NIH labels were mined from reports by NLP; Google's 2019 re-labelling of 4,375 NIH images by panels of
+radiologists gives four findings with adjudicated YES/NO labels. Scoring the same predictions on the same
+images against both label sources shows how the NLP labels flatter or hide a model.
+
+Our labels map to theirs as follows (documented in docs and the leaderboard):
+
+- ``pneumothorax``: p(Pneumothorax); NIH truth = Pneumothorax.
+- ``nodule_or_mass``: max(p(Nodule), p(Mass)); NIH truth = Nodule or Mass.
+- ``airspace_opacity``: max of p over Consolidation, Pneumonia, Infiltration and Edema, those in the run's
+  label set (chestxray8 has Infiltration and Pneumonia only); NIH truth = any of the same labels.
+- ``Fracture`` has no NIH label and is skipped.
+
+Taking the max of probabilities is the simplest score that is high when any member finding is; it is not
+calibrated, but ROC AUC only needs a ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..metrics.predictions import Predictions
+from .runs import RunRecord, take_rows
+
+log = logging.getLogger(__name__)
+
+# Expert finding -> the NIH labels whose max score (and any-positive truth) stands for it.
+EXPERT_MAPPING: dict[str, tuple[str, ...]] = {
+    "pneumothorax": ("Pneumothorax",),
+    "nodule_or_mass": ("Nodule", "Mass"),
+    "airspace_opacity": ("Consolidation", "Pneumonia", "Infiltration", "Edema"),
+}
+EXPERT_TARGETS: tuple[str, ...] = tuple(EXPERT_MAPPING)
+
+# Leaderboard columns, in order.
+EXPERT_COLUMNS: tuple[str, ...] = ("expert_n",) + tuple(
+    col for t in EXPERT_TARGETS
+    for col in (f"expert_pos_{t}", f"expert_auc_{t}", f"nih_pos_{t}_same_images", f"nih_auc_{t}_same_images")
+)
+
+
+@lru_cache(maxsize=1)
+def expert_labels() -> pd.DataFrame:
+    """The bundled Google 2019 labels: ``image``, ``set_id`` and one 0/1 column per expert target."""
+    from ..data.bundled import full_metadata_root
+    from ..data.metadata import read_google2019
+
+    raw = read_google2019(full_metadata_root() / "google2019_nih-chest-xray-labels.csv.gz")
+    return raw[["image", "set_id", *EXPERT_TARGETS]].drop_duplicates("image").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ExpertResult:
+    target: str
+    members: tuple[str, ...]
+    n: int
+    expert_pos: int
+    expert_auc: float
+    nih_pos: int
+    nih_auc: float
+
+
+def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    from ..metrics.roc import per_label_auc
+
+    return float(per_label_auc(y_true[:, None], y_score[:, None])[0])
+
+
+def evaluate_expert(pred: Predictions, experts: pd.DataFrame | None = None) -> list[ExpertResult]:
+    """AUC of ``pred`` against expert labels and against its own NIH labels, on the covered images.
+
+    A target whose member labels are all outside the run's label set is left out; AUC is NaN where a label
+    source has only one class among the covered images (the bundled sample covers a couple of dozen).
+    """
+    experts = expert_labels() if experts is None else experts
+    common = experts.set_index("image").index.intersection(pd.Index(pred.images))
+    results = []
+    if len(common) == 0:
+        return results
+    sub = take_rows(pred, list(common))
+    ex = experts.set_index("image").loc[common]
+    for target, members in EXPERT_MAPPING.items():
+        present = tuple(m for m in members if m in sub.labels)
+        if not present:
+            continue
+        idx = [sub.labels.index(m) for m in present]
+        score = sub.y_prob[:, idx].max(axis=1)
+        nih = sub.y_true[:, idx].max(axis=1)
+        truth = ex[target].to_numpy(dtype=float)
+        keep = ~np.isnan(truth)
+        results.append(ExpertResult(
+            target, present, int(keep.sum()), int(truth[keep].sum()), _auc(truth[keep], score[keep]),
+            int(nih[keep].sum()), _auc(nih[keep], score[keep]),
+        ))
+    return results
+
+
+def expert_columns(rec: RunRecord, split: str = "test") -> dict[str, Any]:
+    """The leaderboard's expert-label columns for one run (NaN where no image is covered)."""
+    row: dict[str, Any] = {c: math.nan for c in EXPERT_COLUMNS}
+    row["expert_n"] = 0
+    if not rec.predictions_path(split).is_file():
+        log.warning("%s: no %s predictions; expert-label columns left empty", rec.run_dir, split)
+        return row
+    results = evaluate_expert(rec.predictions(split))
+    for r in results:
+        row["expert_n"] = max(int(row["expert_n"]), r.n)
+        row[f"expert_pos_{r.target}"] = r.expert_pos
+        row[f"expert_auc_{r.target}"] = r.expert_auc
+        row[f"nih_pos_{r.target}_same_images"] = r.nih_pos
+        row[f"nih_auc_{r.target}_same_images"] = r.nih_auc
+    return row
+
+
+def expert_table(runs: list[RunRecord], split: str = "test") -> pd.DataFrame:
+    """Long table: one row per (run, expert target): n, positives and AUC under each label source."""
+    rows = []
+    for rec in runs:
+        if not rec.predictions_path(split).is_file():
+            continue
+        for r in evaluate_expert(rec.predictions(split)):
+            rows.append({
+                "suite": rec.suite, "run_id": rec.run_id, "backbone": rec.cfg("model.backbone"),
+                "target": r.target, "scored_from": "max(" + ", ".join(r.members) + ")", "n": r.n,
+                "expert_pos": r.expert_pos, "nih_pos": r.nih_pos, "expert_auc": r.expert_auc,
+                "nih_auc": r.nih_auc, "nih_minus_expert": r.nih_auc - r.expert_auc,
+            })
+    return pd.DataFrame(rows, columns=["suite", "run_id", "backbone", "target", "scored_from", "n",
+                                       "expert_pos", "nih_pos", "expert_auc", "nih_auc", "nih_minus_expert"])

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from cxr_bench.metrics.predictions import Predictions
+from cxr_bench.results.expert import EXPERT_COLUMNS, evaluate_expert, expert_columns, expert_labels, expert_table
+from cxr_bench.results.runs import load_runs
+
+
+def test_bundled_expert_labels():
+    ex = expert_labels()
+    assert len(ex) > 4000 and ex["image"].is_unique
+    assert set(ex["pneumothorax"].unique()) <= {0, 1}
+    assert ex.loc[ex["image"] == "00000013_026.png", "pneumothorax"].item() == 1
+
+
+def test_expert_auc_matches_a_direct_computation(run_store):
+    root, ids = run_store
+    rec = next(r for r in load_runs(root) if r.run_id == ids["resnet50_14"])
+    pred = rec.predictions("test")
+    ex = expert_labels().set_index("image")
+    covered = [i for i, name in enumerate(pred.images) if name in ex.index]
+    assert len(covered) == 30  # the factory puts 30 covered test images first
+    res = {r.target: r for r in evaluate_expert(pred)}
+    truth = ex.loc[pred.images[covered]]
+    cols = [pred.labels.index(lab) for lab in ("Consolidation", "Pneumonia", "Infiltration", "Edema")]
+    score = pred.y_prob[covered][:, cols].max(axis=1)
+    air = res["airspace_opacity"]
+    assert air.n == 30 and air.members == ("Consolidation", "Pneumonia", "Infiltration", "Edema")
+    assert math.isclose(air.expert_auc, roc_auc_score(truth["airspace_opacity"], score), abs_tol=1e-12)
+    nih = pred.y_true[covered][:, cols].max(axis=1)
+    assert math.isclose(air.nih_auc, roc_auc_score(nih, score), abs_tol=1e-12)
+    nm = [pred.labels.index("Nodule"), pred.labels.index("Mass")]
+    assert math.isclose(res["nodule_or_mass"].expert_auc,
+                        roc_auc_score(truth["nodule_or_mass"], pred.y_prob[covered][:, nm].max(axis=1)),
+                        abs_tol=1e-12)
+    row = expert_columns(rec)
+    assert row["expert_n"] == 30 and row["expert_auc_airspace_opacity"] == air.expert_auc
+    assert row["nih_auc_airspace_opacity_same_images"] == air.nih_auc
+
+
+def test_eight_label_run_uses_only_its_labels(run_store):
+    root, ids = run_store
+    rec = next(r for r in load_runs(root) if r.run_id == ids["alexnet_8"])
+    res = {r.target: r for r in evaluate_expert(rec.predictions())}
+    assert res["airspace_opacity"].members == ("Pneumonia", "Infiltration")
+    table = expert_table([rec])
+    assert set(table["target"]) == {"pneumothorax", "nodule_or_mass", "airspace_opacity"}
+
+
+def test_no_covered_image_gives_empty_columns():
+    names = np.array(["99999999_000.png", "99999999_001.png"])
+    pred = Predictions(names, np.array(["1", "1"]), np.array([[1], [0]], dtype=np.int8),
+                       np.array([[0.7], [0.2]]), ("Pneumothorax",))
+    assert evaluate_expert(pred) == []
+    # Only one class among the covered images: AUC is NaN, not an error.
+    ex = expert_labels()
+    neg = ex[ex["pneumothorax"] == 0]["image"].to_numpy()[:3]
+    pred = Predictions(neg, np.array(["1", "2", "3"]), np.array([[1], [0], [0]], dtype=np.int8),
+                       np.array([[0.9], [0.1], [0.4]]), ("Pneumothorax",))
+    (r,) = evaluate_expert(pred)
+    assert r.n == 3 and r.expert_pos == 0 and math.isnan(r.expert_auc) and r.nih_auc == 1.0
+    assert "expert_n" in EXPERT_COLUMNS

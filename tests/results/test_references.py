@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_bench.errors import ConfigError
+from cxr_bench.results.references import (
+    REFERENCE_FILES,
+    chexnet2017,
+    match_reference,
+    read_reference,
+    replication_dir,
+    wang2017_table3,
+    wang2017_table4,
+    wang2017_table17,
+)
+
+SHARED = Path("/work/shared/reference")
+
+
+@pytest.mark.parametrize("name", REFERENCE_FILES)
+def test_every_number_equals_the_shared_transcription(name):
+    if not (SHARED / name).is_file():
+        pytest.skip("shared reference folder not present")
+    ours = pd.read_csv(replication_dir() / name, dtype=str)
+    theirs = pd.read_csv(SHARED / name, dtype=str)
+    pd.testing.assert_frame_equal(ours, theirs)  # as text: every digit, not just the float value
+    assert filecmp.cmp(replication_dir() / name, SHARED / name, shallow=False)
+
+
+def test_published_numbers_and_means():
+    t3 = wang2017_table3()
+    assert list(t3.columns) == ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
+                                "Pneumonia", "Pneumothorax"]
+    assert t3.loc["ResNet-50", "Cardiomegaly"] == 0.8141
+    assert t3.loc["AlexNet", "Pneumothorax"] == 0.7425
+    assert t3.loc["ResNet-50 (unweighted CEL)", "Pneumonia"] == 0.5164
+    means = t3.mean(axis=1).round(4)
+    assert means["AlexNet"] == 0.6389
+    assert means["GoogLeNet"] == 0.6385
+    assert means["VGGNet-16"] == 0.6255
+    assert means["ResNet-50"] == 0.6962
+    t17 = wang2017_table17()
+    assert len(t17) == 14 and t17["Hernia"] == 0.8717 and t17["Atelectasis"] == 0.7003
+    assert round(t17.mean(), 4) == 0.7451
+    assert round(t17.iloc[:8].mean(), 4) == 0.7187
+    assert wang2017_table4().loc[0.1, "Cardiomegaly"] == 0.9931
+    assert chexnet2017().loc["Pneumonia", "chexnet_densenet121"] == 0.7680
+
+
+def test_unknown_reference_table():
+    with pytest.raises(ConfigError, match="unknown reference table"):
+        read_reference("nope.csv")
+
+
+@pytest.mark.parametrize(("backbone", "label_set", "loss", "split", "setting", "table", "comparable"), [
+    ("alexnet", "chestxray8", "wcel", "official", "AlexNet", "Table 3", False),
+    ("googlenet", "chestxray8", "wcel", "random-image", "GoogLeNet", "Table 3", True),
+    ("vgg16", "chestxray8", "wcel", "official", "VGGNet-16", "Table 3", False),
+    ("resnet50", "chestxray8", "wcel", "official", "ResNet-50", "Table 3", False),
+    ("resnet50", "chestxray8", "bce", "official", "ResNet-50 (unweighted CEL)", "Table 3", False),
+    ("resnet50", "chestxray14", "wcel", "official", "ResNet-50", "Table 17", True),
+])
+def test_wang2017_mapping(backbone, label_set, loss, split, setting, table, comparable):
+    m = match_reference("wang2017", {"backbone": backbone, "label_set": label_set, "loss": loss, "split": split})
+    assert m is not None and m.setting == setting and table in m.source and m.comparable is comparable
+    assert len(m.auc) == (14 if label_set == "chestxray14" else 8)
+    if setting == "ResNet-50" and label_set == "chestxray8":
+        assert m.mean_auc == 0.6962
+
+
+def test_no_counterpart_and_chexnet():
+    assert match_reference("wang2017", {"backbone": "mobilenet_v1", "label_set": "chestxray14"}) is None
+    assert match_reference("wang2017", {"backbone": "alexnet", "label_set": "chestxray14"}) is None
+    m = match_reference("chexnet", {"backbone": "densenet121", "label_set": "chestxray14", "split": "official"})
+    assert m is not None and not m.comparable and m.auc["Emphysema"] == 0.9371
+    assert match_reference("chexnet", {"backbone": "resnet50", "label_set": "chestxray14"}) is None
+    with pytest.raises(ConfigError, match="unknown reference"):
+        match_reference("nope", {})
