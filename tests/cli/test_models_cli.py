@@ -1,0 +1,48 @@
+"""``cxr-bench models``: the table and its JSON agree with model_complexity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cxr_bench.cli import main
+from cxr_bench.models import list_heads, list_models, model_complexity
+
+
+def test_json_rows_match_model_complexity(capsys):
+    assert main(["models", "--img-size", "64", "--json", "--backbone", "mobilenet_v1", "--timm", "test_vit"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["backbone"], r["head"]) for r in rows] == [
+        (b, h) for b in ("mobilenet_v1", "timm:test_vit") for h in list_heads()]
+    for row in rows:
+        assert row["img_size"] == 64
+        expected = model_complexity(row["backbone"], 64, head=row["head"], num_labels=14)
+        assert row["params"] == expected["params"]
+        assert row["gmacs"] == pytest.approx(expected["gmacs"], rel=1e-9)
+    assert rows[0]["feature_shape"] == [1024, 2, 2]
+
+
+def test_table(capsys):
+    assert main(["models", "--backbone", "alexnet", "--num-labels", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("input: 1 x 224 x 224, 3 labels")
+    assert lines[1].split() == ["backbone", "head", "features", "params", "(M)", "GMACs"]
+    gap = lines[2].split()
+    # AlexNet's convolutions: 2.47M parameters, 0.66 GMACs at 224 px; 256 x 6 x 6 features.
+    assert gap[:4] == ["alexnet", "gap", "256x6x6", "2.47"]
+    assert float(gap[4]) == pytest.approx(0.656, abs=1e-3)
+
+
+def test_unknown_backbone_is_one_line_error(capsys):
+    assert main(["models", "--backbone", "resnet5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cxr-bench: error: unknown backbone 'resnet5'") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_lists_every_backbone_and_head(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["backbone"], r["head"]) for r in rows} == {(b, h) for b in list_models() for h in list_heads()}
+    assert all(r["params"] > 1e6 and r["gmacs"] > 0.1 for r in rows)
