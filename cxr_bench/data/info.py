@@ -1,0 +1,237 @@
+"""``cxr-bench data info``: what a release holds, per official split, as a JSON-able dict and as a table.
+
+The population reported (and used by every protocol of :mod:`cxr_bench.data.splits`) is every image of the
+Data_Entry file: PA and AP views, all follow-up visits of a patient. This differs from torchxrayvision's
+``NIH_Dataset``, whose default keeps PA views only and one image per patient; numbers from the two are not
+comparable without the same filter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CxrBenchError
+from .labels import LABEL_SETS, NO_FINDING, get_label_set
+from .release import NIHRelease
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+POPULATION_NOTE = (
+    "every image in the Data_Entry file: PA and AP views, all follow-up visits of each patient "
+    "(no view filter, no one-image-per-patient filter; unlike torchxrayvision's NIH_Dataset default, "
+    "which keeps PA views only and one image per patient)"
+)
+
+SPLITS = ("train_val", "test", "total")
+
+
+def _split_rows(release: NIHRelease) -> dict[str, Any]:
+    index = pd.Index(release.metadata["image"].to_numpy(dtype=object))
+    out: dict[str, Any] = {}
+    for key, names in (("train_val", release.train_val_names), ("test", release.test_names)):
+        pos = index.get_indexer(pd.Index(names, dtype=object)) if names else np.zeros(0, dtype=np.int64)
+        out[key] = np.sort(pos[pos >= 0]).astype(np.int64)
+        out[f"{key}_missing"] = [names[i] for i in np.flatnonzero(pos < 0)]
+    listed = np.zeros(len(index), dtype=bool)
+    listed[out["train_val"]] = True
+    listed[out["test"]] = True
+    out["unlisted"] = np.flatnonzero(~listed).astype(np.int64)
+    out["total"] = np.arange(len(index), dtype=np.int64)
+    return out
+
+
+def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
+              check_images: bool = False) -> dict[str, Any]:
+    """Counts of ``release`` for ``cxr-bench data info``: a JSON-able dict with stable keys.
+
+    Keys: ``schema``, ``release`` (kind, root, files and hashes, Data_Entry form), ``population``,
+    ``images`` / ``patients`` (per official list: ``train_val``, ``test``, ``unlisted``, ``total``),
+    ``patient_overlap`` (the check that the official lists are patient-disjoint), ``views`` (per list),
+    ``labels`` (per label set: labels in order, positives per list, all-zero rows per list), ``no_finding``,
+    ``bboxes``, ``official_split`` (the train/val/test carve for ``val_fraction`` and ``seed``, or the error),
+    and with ``check_images`` ``images_on_disk``.
+    """
+    md = release.metadata
+    pid = md["patient_id"].to_numpy()
+    rows = _split_rows(release)
+    split_keys = ("train_val", "test", "unlisted", "total")
+
+    tv_pat = np.unique(pid[rows["train_val"]])
+    te_pat = np.unique(pid[rows["test"]])
+    shared = np.intersect1d(tv_pat, te_pat)
+    both_names = sorted(set(release.train_val_names) & set(release.test_names))
+    missing = rows["train_val_missing"] + rows["test_missing"]
+    overlap = {
+        "shared_patients": int(shared.size),
+        "shared_patient_examples": [int(p) for p in shared[:5]],
+        "images_on_both_lists": len(both_names),
+        "listed_images_not_in_metadata": len(missing),
+        "listed_images_not_in_metadata_examples": missing[:5],
+        "ok": bool(shared.size == 0 and not both_names and not missing),
+    }
+
+    views_all = sorted(md["view"].unique().tolist())
+    views = {k: {v: int(n) for v, n in md["view"].iloc[rows[k]].value_counts().reindex(views_all, fill_value=0)
+                 .items()} for k in split_keys}
+
+    labels: dict[str, Any] = {}
+    for name in LABEL_SETS.names():
+        ls = get_label_set(name)
+        y = ls.encode(md["finding_labels"].to_numpy(dtype=object))
+        labels[name] = {
+            "labels": list(ls.labels),
+            "positives": {k: {lab: int(v) for lab, v in zip(ls.labels, y[rows[k]].sum(axis=0))} for k in split_keys},
+            "all_zero_images": {k: int((y[rows[k]].sum(axis=1) == 0).sum()) for k in split_keys},
+        }
+    no_finding = (md["finding_labels"] == NO_FINDING).to_numpy()
+    boxes = release.bboxes
+
+    info: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "release": {
+            "kind": release.kind,
+            "root": str(release.root),
+            "data_entry_file": release.data_entry_path.name,
+            "data_entry_format": release.data_entry_format,
+            "files": release.file_hashes(),
+            "has_images": release.has_images,
+        },
+        "population": {
+            "description": POPULATION_NOTE,
+            "views": views_all,
+            "all_follow_ups": True,
+            "one_image_per_patient": False,
+            "images": int(len(md)),
+            "patients": int(np.unique(pid).size),
+        },
+        "images": {k: int(len(rows[k])) for k in split_keys},
+        "patients": {k: int(np.unique(pid[rows[k]]).size) for k in split_keys},
+        "patient_overlap": overlap,
+        "views": views,
+        "labels": labels,
+        "no_finding": {k: int(no_finding[rows[k]].sum()) for k in split_keys},
+        "bboxes": {
+            "file": release.bbox_path.name if release.bbox_path is not None else None,
+            "boxes": int(len(boxes)),
+            "images": int(boxes["image"].nunique()),
+            "per_label": {lab: int(n) for lab, n in boxes["label"].value_counts().sort_index().items()},
+        },
+    }
+
+    from .splits import make_splits  # splits imports release; keep module import order simple
+
+    try:
+        sp = make_splits(release, "official", val_fraction=val_fraction, seed=seed)
+        info["official_split"] = sp.summary(release)
+    except CxrBenchError as e:
+        info["official_split"] = {"error": str(e)}
+
+    if check_images:
+        info["images_on_disk"] = _images_on_disk(release)
+    return info
+
+
+def _images_on_disk(release: NIHRelease) -> dict[str, Any]:
+    if not release.has_images:
+        return {"checked": False, "reason": "the bundled full metadata ships without images"}
+    paths = release.image_paths()
+    names = release.metadata["image"].to_numpy(dtype=object)
+    missing = [n for n in names if n not in paths]
+    return {"checked": True, "found": int(len(names) - len(missing)), "missing": len(missing),
+            "missing_examples": missing[:5]}
+
+
+# ------------------------------------------------------------------------------------------ human table
+
+def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -> list[str]:
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v)
+        if isinstance(v, int):
+            return f"{v:,}"
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    align = align or ("l" + "r" * (len(header) - 1))
+
+    def line(vals: list[str]) -> str:
+        return "  ".join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(vals, widths, align)).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return out
+
+
+def format_data_info(info: dict[str, Any]) -> str:
+    """The human-readable report of :func:`data_info`."""
+    rel = info["release"]
+    kind = {"bundled-full": "bundled full NIH metadata (no images)",
+            "bundled-sample": "bundled 1,673-image sample release (biased selection; see its README.md)",
+            "data-root": "NIH release"}.get(rel["kind"], rel["kind"])
+    out = [f"NIH ChestX-ray14: {kind}", f"  root: {rel['root']}"]
+    for name, sha in rel["files"].items():
+        extra = f" ({rel['data_entry_format']} form)" if name == rel["data_entry_file"] else ""
+        out.append(f"  {name}{extra}  sha256 {sha}")
+    pop = info["population"]
+    out += ["", f"Population: {pop['images']:,} images of {pop['patients']:,} patients = {pop['description']}.", ""]
+
+    keys = ["train_val", "test", "unlisted", "total"]
+    shown = [k for k in keys if k != "unlisted" or info["images"]["unlisted"]]
+    out += _table(["official list", "images", "patients"],
+                  [[k, info["images"][k], info["patients"][k]] for k in shown])
+    ov = info["patient_overlap"]
+    status = "OK" if ov["ok"] else "PROBLEM"
+    out += ["", f"Patient-overlap check ({status}): {ov['shared_patients']:,} patient(s) on both lists, "
+                f"{ov['images_on_both_lists']:,} image(s) on both lists, "
+                f"{ov['listed_images_not_in_metadata']:,} listed image(s) not in the metadata."]
+    if info["images"]["unlisted"]:
+        out.append(f"  {info['images']['unlisted']:,} image(s) of the metadata are on neither list "
+                   "(left out of the official split).")
+
+    sp = info.get("official_split", {})
+    if "error" in sp:
+        out += ["", f"Official split: cannot be made: {sp['error']}"]
+    else:
+        out += ["", f"Official split with a validation set carved from train_val by patient "
+                    f"(val_fraction={sp['val_fraction']}, seed={sp['seed']}):"]
+        out += _table(["set", "images", "patients"],
+                      [[k, sp["images"][k], sp["patients"][k]] for k in ("train", "val", "test")])
+
+    cols = [k for k in shown if k != "total"] + ["total"]
+    out += [""]
+    out += _table(["view"] + cols, [[v] + [info["views"][k][v] for k in cols] for v in info["population"]["views"]])
+
+    for name, block in info["labels"].items():
+        total = info["images"]["total"] or 1
+        rows = [[lab] + [block["positives"][k][lab] for k in cols]
+                + [f"{100.0 * block['positives']['total'][lab] / total:.2f}"] for lab in block["labels"]]
+        rows.append(["(all zeros)"] + [block["all_zero_images"][k] for k in cols]
+                    + [f"{100.0 * block['all_zero_images']['total'] / total:.2f}"])
+        out += ["", f"Positives per label, label set {name} ({len(block['labels'])} labels; "
+                    "'(all zeros)' = images with none of them):"]
+        out += _table(["label"] + cols + ["% total"], rows)
+    out += ["", "No Finding: " + ", ".join(f"{k} {info['no_finding'][k]:,}" for k in cols)]
+
+    bb = info["bboxes"]
+    if bb["file"]:
+        out += [f"Boxes ({bb['file']}): {bb['boxes']:,} on {bb['images']:,} images: "
+                + ", ".join(f"{k} {v}" for k, v in bb["per_label"].items())]
+    else:
+        out += ["Boxes: no BBox_List_2017.csv in this release"]
+    if "images_on_disk" in info:
+        d = info["images_on_disk"]
+        if d.get("checked"):
+            out += [f"Images on disk: {d['found']:,} found, {d['missing']:,} missing"
+                    + (f" (e.g. {', '.join(d['missing_examples'])})" if d["missing"] else "")]
+        else:
+            out += [f"Images on disk: not checked ({d['reason']})"]
+    return "\n".join(out)
