@@ -1,0 +1,99 @@
+"""``cxr-bench run --suite NAME``: run (or resume) every run of a suite into a run store.
+
+With no ``--data-root`` it runs the suite's sample profile on the bundled real sample; with one, the
+suite's full profile (``paper``). Completed runs are skipped, interrupted ones resumed; the exit status
+is 1 if any run failed. See docs/running.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..suite import parse_overrides
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run or resume a suite (e.g. --suite wang2017)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", required=True, help="a shipped suite name (see `cxr-bench suites`) or a .toml path")
+    p.add_argument("--data-root", help="the NIH release folder; omitted: the bundled 1,673-image sample")
+    p.add_argument("--profile", help="suite profile (default: 'sample' without --data-root, 'paper' with it)")
+    p.add_argument("--out", default="runs", help="run store root (default: ./runs)")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only runs whose id, name, backbone or block matches this fnmatch pattern "
+                        "(repeatable, or comma-separated)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config key for every run, e.g. --set optim.epochs=2 (value parsed as TOML)")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded runs and exit")
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                   help="local: in this process, one run after another; submitit: one job per run "
+                        "(a SLURM job array on a cluster)")
+    p.add_argument("--nproc-per-run", type=int, default=None, metavar="N",
+                   help="processes per run under torchrun (one per GPU; default 1, or --slurm-gpus-per-node)")
+    p.add_argument("--no-report", action="store_true", help="do not write the leaderboard and report at the end")
+    g = p.add_argument_group("submitit / SLURM (also CXR_BENCH_SLURM_<NAME> variables and the suite's [slurm])")
+    g.add_argument("--slurm-partition")
+    g.add_argument("--slurm-gpus-per-node", type=int)
+    g.add_argument("--slurm-timeout-min", type=int)
+    g.add_argument("--slurm-cpus-per-task", type=int)
+    g.add_argument("--slurm-mem-gb", type=float)
+    g.add_argument("--slurm-array-parallelism", type=int, help="max jobs of the array running at once")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-extra account=abc --slurm-extra qos=high")
+    g.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"],
+                   help="force submitit's executor (default: slurm when available, else local)")
+    g.add_argument("--local-parallelism", type=int, default=1,
+                   help="jobs at once with submitit's local executor (default 1)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..runner import dry_run_table, finish_outputs, plan_sweep, run_suite
+
+    only = [p for item in args.only for p in item.split(",") if p]
+    plan = plan_sweep(args.suite, data_root=args.data_root, profile=args.profile,
+                      overrides=parse_overrides(args.overrides), only=only)
+    if plan.banner:
+        print(_boxed(plan.banner), file=sys.stderr)
+    selected = f"{len(plan.runs)} of {plan.total}" if len(plan.runs) != plan.total else str(plan.total)
+    print(f"suite {plan.suite.name} ({plan.suite.path}), profile {plan.profile}: {selected} runs -> "
+          f"{Path(args.out) / plan.suite.name}", file=sys.stderr)
+    if args.dry_run:
+        print(dry_run_table(plan.runs))
+        return 0
+    launcher, nproc = _launcher(args, plan.suite.slurm, Path(args.out) / plan.suite.name)
+    result = run_suite(plan.suite, plan.runs, profile=plan.profile, out=args.out, launcher=launcher, nproc=nproc)
+    print(result.summary())
+    for failed in result.failed:
+        print(f"FAILED {failed.run_id} {failed.name}: {failed.detail}", file=sys.stderr)
+    if not args.no_report:
+        for line in finish_outputs(args.out, plan.suite.name, plan.profile):
+            print(line)
+    if plan.banner:
+        print("(bundled sample: these numbers are not comparable with the paper)", file=sys.stderr)
+    return result.exit_code
+
+
+def _launcher(args: argparse.Namespace, suite_slurm: dict, store_dir: Path):
+    from ..launchers import LocalLauncher, SlurmOptions, SubmititLauncher
+
+    nproc = args.nproc_per_run
+    if args.launcher == "local":
+        return LocalLauncher(), nproc or 1
+    cli = {"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus_per_node,
+           "timeout_min": args.slurm_timeout_min, "cpus_per_task": args.slurm_cpus_per_task,
+           "mem_gb": args.slurm_mem_gb, "array_parallelism": args.slurm_array_parallelism,
+           "extra": args.slurm_extra or None}
+    opts = SlurmOptions.resolve(cli, suite_slurm, os.environ)
+    nproc = nproc or max(1, opts.gpus_per_node)
+    launcher = SubmititLauncher(store_dir / "submitit", opts, cluster=args.submitit_cluster, nproc=nproc,
+                                local_parallelism=args.local_parallelism)
+    return launcher, nproc
+
+
+def _boxed(text: str) -> str:
+    bar = "=" * 78
+    return f"{bar}\n{text}\n{bar}"

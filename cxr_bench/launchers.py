@@ -1,0 +1,240 @@
+"""Launchers: how the runs of a sweep are executed.
+
+- :class:`LocalLauncher`: in this process, one run after the other (the default; what ``make demo`` uses).
+- :class:`SubmititLauncher`: each run is a submitit job. On a SLURM cluster the runs go in as one job
+  array (``executor.map_array``) with ``--slurm-*`` parameters; without SLURM, submitit's local executor
+  runs the jobs as subprocesses of this machine (what the tests use). The image caches are first built
+  by one job, so a bad image is reported once and the array's jobs only read the caches.
+
+Both call :func:`cxr_bench.runner.execute_run`, which takes each run's lock: a job that finds its run
+completed or held by another process returns at once, so re-submitting a suite is always safe.
+
+A run that asks for several processes (``--nproc-per-run N``, one per GPU) runs them with
+``torchrun --standalone --nproc-per-node N`` inside the job (one SLURM task with N GPUs), see
+docs/running.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from .errors import ConfigError
+from .runner import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
+from .runstore import RunLocked, RunStore
+from .utils.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "CXR_BENCH_SLURM_"
+
+
+class LocalLauncher:
+    """Runs one after another in this process; one progress bar over the runs, the engine's per run."""
+
+    name = "local"
+
+    def prepare(self, specs: list[RunSpec], *, progress: bool | None = None) -> CacheReport:
+        return prepare_caches(specs, progress=progress)
+
+    def launch(self, specs: list[RunSpec], *, progress: bool | None = None) -> list[RunOutcome]:
+        outcomes = []
+        bar = progress_bar(total=len(specs), desc="suite", unit="run", enabled=progress)
+        try:
+            for spec in specs:
+                bar.set_postfix_str(spec.name, refresh=True)
+                outcome = execute_run(spec, progress=progress)
+                outcomes.append(outcome)
+                bar.update(1)
+                log.info("[%d/%d] %s %s: %s%s", len(outcomes), len(specs), spec.run_id, spec.name,
+                         outcome.status, f" ({outcome.detail})" if outcome.detail else "")
+        finally:
+            bar.close()
+        return outcomes
+
+
+@dataclass
+class SlurmOptions:
+    """Job parameters for ``--launcher submitit`` (ignored by submitit's local executor, except the time
+    limit and GPU count). Precedence: command line > ``CXR_BENCH_SLURM_*`` environment > the suite's
+    ``[slurm]`` table > these defaults."""
+
+    partition: str | None = None
+    timeout_min: int = 24 * 60
+    gpus_per_node: int = 0
+    cpus_per_task: int = 8
+    mem_gb: float | None = None
+    nodes: int = 1
+    array_parallelism: int = 32
+    # Anything else sbatch accepts (account, qos, constraint, ...): --slurm-extra account=abc
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, cli: Mapping[str, Any], suite: Mapping[str, Any] | None = None,
+                env: Mapping[str, str] | None = None) -> SlurmOptions:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        fields = cls.__dataclass_fields__
+        for source_name, source in (("suite [slurm]", suite or {}), ("environment", _from_env(env)),
+                                    ("command line", cli)):
+            for key, value in source.items():
+                if value is None:
+                    continue
+                if key not in fields:
+                    raise ConfigError(f"{source_name}: unknown SLURM option {key!r}; known: "
+                                      f"{', '.join(sorted(fields))}")
+                if key == "extra":
+                    values["extra"] = {**values.get("extra", {}), **_extra(value, source_name)}
+                else:
+                    values[key] = _coerce(key, value, source_name)
+        opts = cls(**values)
+        if opts.nodes != 1:
+            raise ConfigError(f"SLURM nodes={opts.nodes}: a run uses one node (torchrun --standalone); "
+                              "spread runs over nodes with the job array instead")
+        return opts
+
+    def executor_parameters(self, nproc: int) -> dict[str, Any]:
+        """``executor.update_parameters`` keywords: one task per job, ``nproc`` torchrun ranks inside it."""
+        params: dict[str, Any] = {
+            "timeout_min": self.timeout_min, "nodes": 1, "tasks_per_node": 1,
+            "cpus_per_task": self.cpus_per_task, "gpus_per_node": max(self.gpus_per_node, 0),
+            "slurm_array_parallelism": self.array_parallelism, "name": "cxr-bench",
+        }
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.mem_gb is not None:
+            params["mem_gb"] = self.mem_gb
+        if self.extra:
+            params["slurm_additional_parameters"] = dict(self.extra)
+        if nproc > 1 and self.gpus_per_node and self.gpus_per_node < nproc:
+            raise ConfigError(f"--nproc-per-run {nproc} needs as many GPUs, but --slurm-gpus-per-node is "
+                              f"{self.gpus_per_node}")
+        return params
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX):].lower()
+            out[name] = value
+    return out
+
+
+def _extra(value: Any, source: str) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    out = {}
+    for item in value:
+        k, sep, v = str(item).partition("=")
+        if not sep or not k:
+            raise ConfigError(f"{source}: SLURM extra parameter {item!r} must be key=value, e.g. account=abc")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    tp = {"partition": str, "timeout_min": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": float,
+          "nodes": int, "array_parallelism": int}[key]
+    try:
+        return tp(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: SLURM option {key} = {value!r} is not a valid {tp.__name__}") from None
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """The job function: one run. Checkpointable, so a job that reaches its SLURM time limit is requeued
+    (submitit signals it first) and the new job resumes the run from ``checkpoints/last.pt``."""
+
+    def __call__(self, spec: RunSpec) -> RunOutcome:
+        return execute_run(spec, progress=False)
+
+
+class SubmititLauncher:
+    """Each run a submitit job; on SLURM one job array. Waits for the jobs and returns their outcomes."""
+
+    name = "submitit"
+
+    def __init__(self, folder: str | os.PathLike, options: SlurmOptions, *, cluster: str | None = None,
+                 nproc: int = 1, local_parallelism: int = 1) -> None:
+        self.folder = Path(folder)
+        self.options = options
+        self.cluster = cluster
+        self.nproc = nproc
+        # submitit's local executor starts every submitted job at once; on a workstation that would
+        # oversubscribe it, so local jobs go in waves of this many.
+        self.local_parallelism = max(1, local_parallelism)
+
+    def _executor(self) -> submitit.AutoExecutor:
+        executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
+        executor.update_parameters(**self.options.executor_parameters(self.nproc))
+        log.info("submitit executor: %s (folder %s)", executor.cluster, self.folder)
+        return executor
+
+    def prepare(self, specs: list[RunSpec], *, progress: bool | None = None) -> CacheReport:
+        """Build the image caches: on SLURM in one job (a compute node, not the login node), otherwise
+        here, where a job would run on this same machine anyway."""
+        executor = self._executor()
+        if executor.cluster != "slurm":
+            return prepare_caches(specs, progress=progress)
+        job = executor.submit(prepare_caches, specs, progress=False)
+        log.info("image caches: job %s", job.job_id)
+        try:
+            return job.result()
+        except Exception as e:  # the job died: report it once, as the reason for every run
+            log.error("image cache job %s failed: %s", job.job_id, _short(e))
+            return CacheReport(errors={s.run_id: f"image cache job {job.job_id} failed: {_short(e)}"
+                                       for s in specs})
+
+    def launch(self, specs: list[RunSpec], *, progress: bool | None = None) -> list[RunOutcome]:
+        if not specs:
+            return []
+        executor = self._executor()
+        for spec in specs:
+            spec.launcher = {"kind": "submitit", "cluster": executor.cluster,
+                             "options": asdict(self.options)}
+        waves = [specs] if executor.cluster == "slurm" else [
+            specs[i:i + self.local_parallelism] for i in range(0, len(specs), self.local_parallelism)]
+        outcomes: dict[str, RunOutcome] = {}
+        bar = progress_bar(total=len(specs), desc="suite jobs", unit="run", enabled=progress)
+        try:
+            for wave in waves:
+                jobs = executor.map_array(RunJob(), wave)
+                log.info("submitted %d runs as jobs %s", len(jobs), ", ".join(j.job_id for j in jobs))
+                by_job = {j.job_id: s for j, s in zip(jobs, wave)}
+                for job in submitit.helpers.as_completed(jobs, poll_frequency=2):
+                    spec = by_job[job.job_id]
+                    try:
+                        outcome = job.result()
+                    except Exception as e:  # the job itself died (timeout, OOM, node failure)
+                        outcome = _job_died(spec, job, e)
+                    outcomes[spec.run_id] = outcome
+                    bar.update(1)
+        finally:
+            bar.close()
+        return [outcomes[s.run_id] for s in specs]
+
+
+def _job_died(spec: RunSpec, job: submitit.Job, error: BaseException) -> RunOutcome:
+    """Record in the run's manifest that its job died without a result, and return a failed outcome."""
+    message = f"job {job.job_id} died: {_short(error)}; job logs in {job.paths.folder}"
+    rd = RunStore(spec.store_root, spec.suite).run(spec.run_id)
+    try:
+        with rd.lock():
+            rd.mark_failed(type(error).__name__, message, str(error))
+    except RunLocked:  # a new job already took the run over (e.g. submitit requeued it)
+        pass
+    return RunOutcome(spec.run_id, spec.name, "failed", message)
+
+
+def _short(e: BaseException, n: int = 400) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= n else "..." + text[-n:]

@@ -1,0 +1,507 @@
+"""Sweeps: run every run of a suite into a run store, resumably, whatever happens to one of them.
+
+``run_suite`` expands a suite, skips the runs that are already completed, builds each image cache the
+remaining runs need once (so a broken image is reported once, not once per run), then hands the runs to a
+launcher (:mod:`cxr_bench.launchers`: in-process, or submitit jobs). Each run is executed by
+:func:`execute_run`, the one unit of work every launcher calls:
+
+- take the run's lock, or skip the run if another process holds it;
+- skip it if it is completed (and was computed on the same data files);
+- write ``config.json`` and a ``running`` manifest with provenance, copy the log into ``log.txt``;
+- call the engine (:func:`cxr_bench.engine.trainer.train_run`, which resumes from ``checkpoints/last.pt``)
+  in-process, or under ``torchrun`` when the run asks for several processes;
+- record ``completed``, or ``failed`` with the error and its traceback, and go on.
+
+An interrupted run (killed, out of time, Ctrl-C) keeps status ``running`` with its lock released; the next
+sweep finds it that way and resumes it.
+
+``python -m cxr_bench.runner RUN_DIR`` is the per-process entry point ``torchrun`` starts for a multi-GPU
+run (see docs/running.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import RunConfig
+from .errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
+from .provenance import collect_provenance
+from .runstore import RunDir, RunLocked, RunStore, utc_now
+from .suite import Suite, SuiteRun
+from .utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+SAMPLE_BANNER = (
+    "Running the '{profile}' profile on the bundled real sample (1,673 NIH images at 256 px; no --data-root "
+    "given).\nThese numbers are NOT comparable with the paper: the sample is tiny and biased (1,000 of its "
+    "images are 500 'Pneumonia' + 500 'No Finding' from a single source), images are small and training "
+    "is capped at a few steps. It checks the whole pipeline end to end; for the real benchmark pass "
+    "--data-root /path/to/NIH (see docs/running.md)."
+)
+
+
+# ---------------------------------------------------------------------------------------------- records
+@dataclass
+class RunSpec:
+    """Everything a process needs to execute one run; small and picklable (sent to submitit jobs)."""
+
+    store_root: str
+    suite: str
+    run_id: str
+    config: dict[str, Any]
+    suite_record: dict[str, Any]
+    nproc: int = 1
+    launcher: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.run_id)
+
+
+@dataclass
+class RunOutcome:
+    """What one run did in this sweep: ``completed``, ``skipped`` (done before, or locked), ``failed``."""
+
+    run_id: str
+    name: str
+    status: str
+    detail: str = ""
+    wall_seconds: float | None = None
+    test_mean_auc: float | None = None
+
+
+@dataclass
+class SweepResult:
+    suite: str
+    profile: str | None
+    store_dir: Path
+    outcomes: list[RunOutcome]
+    wall_seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        """A table of every run and one line of totals, for the end of a sweep."""
+        rows = [[o.run_id, o.name, o.status,
+                 "" if o.test_mean_auc is None else f"{o.test_mean_auc:.3f}",
+                 "" if o.wall_seconds is None else f"{o.wall_seconds:.0f}s",
+                 _one_line(o.detail, 100)] for o in self.outcomes]
+        table = format_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
+        totals = (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
+                  f"{self.count('skipped')} skipped, {self.count('failed')} failed "
+                  f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
+        return f"{table}\n{totals}"
+
+
+# ---------------------------------------------------------------------------------------------- one run
+@functools.lru_cache(maxsize=8)
+def _data_record(root: str | None) -> dict[str, Any]:
+    from .data.release import NIHRelease
+
+    release = NIHRelease.open(root)
+    return {"root": None if root is None else str(Path(root).resolve()),
+            "is_bundled_sample": bool(release.is_bundled_sample),
+            "file_hashes": dict(release.file_hashes())}
+
+
+def check_same_data(rd: RunDir, data: dict[str, Any]) -> None:
+    """Refuse to reuse a run computed on other data files.
+
+    ``data.root`` is not part of the run id (moving a dataset must not orphan runs), so the sha256 of the
+    metadata and split files recorded in the manifest is what tells a sample run from a full-data run.
+    """
+    before = (rd.manifest().get("data") or {}).get("file_hashes")
+    if before and before != data["file_hashes"]:
+        changed = sorted(k for k in set(before) | set(data["file_hashes"])
+                         if before.get(k) != data["file_hashes"].get(k))
+        raise RunStoreError(
+            f"run {rd.run_id} in {rd.path} was computed on other data files ({', '.join(changed)} differ "
+            f"from {data['root'] or 'the bundled sample'}); use another --out for this dataset"
+        )
+
+
+def execute_run(spec: RunSpec, *, progress: bool | None = None) -> RunOutcome:
+    """Execute one run into the store (see the module docstring). Never raises for a failing run: the
+    failure is recorded in the run's manifest and returned as a ``failed`` outcome."""
+    rd = RunStore(spec.store_root, spec.suite).run(spec.run_id)
+    cfg = RunConfig.from_dict(spec.config)
+    if cfg.run_id() != spec.run_id:
+        raise RunStoreError(f"run {spec.run_id}: config hashes to {cfg.run_id()}; the spec is inconsistent")
+    try:
+        with rd.lock():
+            return _execute_locked(spec, cfg, rd, progress)
+    except RunLocked as e:
+        log.warning("%s", e)
+        return RunOutcome(spec.run_id, spec.name, "skipped", "locked: running in another process")
+
+
+def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | None) -> RunOutcome:
+    try:
+        data = _data_record(cfg.data.root)
+        check_same_data(rd, data)
+    except CxrBenchError as e:
+        log.error("run %s (%s): %s", spec.run_id, spec.name, e)
+        return RunOutcome(spec.run_id, spec.name, "failed", str(e))
+    if rd.completed:
+        return RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
+                          test_mean_auc=_test_auc(rd))
+    atomic_write_json(rd.config_path, cfg.to_dict())
+    prov = collect_provenance()
+    attempt = rd.start({
+        **prov, "name": cfg.name, "seed": cfg.seed, "suite": spec.suite_record, "data": data,
+        "cache_key": spec.cache_key, "launcher": {**spec.launcher, "nproc": spec.nproc},
+    })
+    resumed = attempt.manifest["attempts"][-1]["resumed_from_checkpoint"]
+    with rd.log_to_file():
+        log.info("run %s (%s): %s%s", spec.run_id, spec.name,
+                 "resuming from checkpoints/last.pt" if resumed else "starting",
+                 f" with torchrun, {spec.nproc} processes" if spec.nproc > 1 else "")
+        try:
+            result = _train(cfg, rd, spec.nproc, progress)
+        except Exception as e:  # recorded and reported; the sweep goes on
+            log.exception("run %s (%s) failed: %s", spec.run_id, spec.name, e)
+            m = rd.finish(attempt, "failed", error=e)
+            return RunOutcome(spec.run_id, spec.name, "failed", f"{type(e).__name__}: {e}",
+                              m["wall_seconds"])
+        m = rd.finish(attempt, "completed", result=result)
+        from .engine.checkpoint import LAST, compact_finished
+
+        saved = compact_finished(rd.path / "checkpoints" / LAST)
+        log.info("compacted checkpoints/last.pt of the finished run (%.0f MB freed)", saved / 2**20)
+        log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])
+    return RunOutcome(spec.run_id, spec.name, "completed", "resumed" if resumed else "",
+                      m["wall_seconds"], _test_auc(rd))
+
+
+def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dict[str, Any]:
+    """Run the engine in this process, or under torchrun with ``nproc`` processes (one per GPU)."""
+    if nproc <= 1:
+        from .engine.trainer import train_run
+
+        train_run(cfg, rd.path, progress=progress)
+    else:
+        cmd = torchrun_command(rd.path, nproc)
+        log.info("launching: %s", " ".join(cmd))
+        with open(rd.log_path, "a", encoding="utf-8") as fh:
+            fh.flush()
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+        if rc != 0:
+            raise TrainingError(f"torchrun exited with status {rc}; the ranks' output is in {rd.log_path}")
+    if not rd.metrics_path.is_file():
+        raise TrainingError(f"the engine finished without writing {rd.metrics_path}")
+    return _result_summary(rd)
+
+
+def torchrun_command(run_dir: Path, nproc: int) -> list[str]:
+    """The single-node torchrun command line for one run: ``nproc`` ranks of ``python -m cxr_bench.runner``.
+
+    ``--standalone`` gives the ranks a private rendezvous on localhost, so several runs (or jobs on one
+    node) never collide on a port.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "cxr_bench.runner", str(run_dir)]
+
+
+def _result_summary(rd: RunDir) -> dict[str, Any]:
+    m = read_json(rd.metrics_path)
+    test = m.get("test") or {}
+    return {"test_mean_auc": test.get("mean_auc"), "test_mean_auc_ci": test.get("mean_auc_ci"),
+            "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run")}
+
+
+def _test_auc(rd: RunDir) -> float | None:
+    try:
+        auc = (read_json(rd.metrics_path).get("test") or {}).get("mean_auc")
+    except (OSError, ValueError):
+        return None
+    return None if auc is None else float(auc)
+
+
+# ---------------------------------------------------------------------------------------------- caches
+def cache_groups(specs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
+    """Runs grouped by the image cache they read.
+
+    The engine caches exactly the images a run needs (train, possibly capped, + val + test), so the cache
+    key follows the data fields that choose those images as well as the pixel fields.
+    """
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        d = RunConfig.from_dict(spec.config).data
+        if d.source != "cache":
+            continue
+        key = (d.root, d.split, d.val_fraction, d.split_seed, tuple(d.random_fractions), d.max_train_images,
+               d.image_size, d.resize, d.grayscale, d.cache_dir)
+        groups.setdefault(key, []).append(spec)
+    return groups
+
+
+@dataclass
+class CacheReport:
+    """What :func:`prepare_caches` did: the cache key each run reads, the error of each run whose cache
+    could not be built."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, specs: Iterable[RunSpec]) -> None:
+        for spec in specs:
+            spec.cache_key = self.keys.get(spec.run_id, spec.cache_key)
+
+
+def prepare_caches(specs: Sequence[RunSpec], *, progress: bool | None = None) -> CacheReport:
+    """Build every image cache ``specs`` need, once each (a failure is logged once per cache).
+
+    Goes through the engine's own :func:`~cxr_bench.engine.trainer.load_run_data`, so the runs find
+    exactly these caches (same images, same key) and build nothing themselves.
+    """
+    from .engine.trainer import load_run_data
+
+    report = CacheReport()
+    for group in cache_groups(specs).values():
+        d = RunConfig.from_dict(group[0].config).data
+        what = f"image cache {d.image_size}px/{d.grayscale} of {d.root or 'the bundled sample'}"
+        t0 = time.monotonic()
+        try:
+            cache = load_run_data(RunConfig.from_dict(group[0].config), progress=progress).train.cache
+        except Exception as e:  # one report for every run that needs this cache
+            log.error("%s failed (%d runs need it): %s", what, len(group), e,
+                      exc_info=not isinstance(e, CxrBenchError))
+            report.errors.update({spec.run_id: f"{what} failed: {e}" for spec in group})
+            continue
+        log.info("%s ready in %.1fs (key %s, %d rejected images)", what, time.monotonic() - t0, cache.key,
+                 len(cache.rejected))
+        report.keys.update({spec.run_id: cache.key for spec in group})
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+class Launcher(Protocol):
+    name: str
+
+    def launch(self, specs: list[RunSpec], *, progress: bool | None = None) -> list[RunOutcome]: ...
+
+    def prepare(self, specs: list[RunSpec], *, progress: bool | None = None) -> CacheReport: ...
+
+
+def plan_specs(suite: Suite, runs: Sequence[SuiteRun], profile: str | None, out: str | os.PathLike,
+               *, nproc: int = 1, launcher: str = "local") -> list[RunSpec]:
+    store = RunStore(out, suite.name)
+    return [RunSpec(str(store.root), suite.name, r.run_id, r.config.to_dict(), r.suite_record(suite, profile),
+                    nproc=nproc, launcher={"kind": launcher}) for r in runs]
+
+
+def write_plan(suite: Suite, runs: Sequence[SuiteRun], profile: str | None, store: RunStore) -> Path:
+    """``plan-<profile>.json``: the expanded suite, with every run's blocks and ablation pairs in one file
+    (what a report needs to pair runs without reading every manifest)."""
+    path = store.plan_path(profile)
+    atomic_write_json(path, {
+        "suite": suite.name, "file": str(suite.path), "file_sha256": suite.sha256, "profile": profile,
+        "written_at": utc_now(),
+        "blocks": [{"name": b.name, "description": b.description, "grid": b.grid, "reference": b.reference}
+                   for b in suite.blocks],
+        "runs": [{"run_id": r.run_id, "name": r.name, **r.suite_record(suite, profile)} for r in runs],
+    })
+    return path
+
+
+def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, out: str | os.PathLike,
+              launcher: Launcher, nproc: int = 1, progress: bool | None = None) -> SweepResult:
+    """Execute ``runs`` (an expansion of ``suite``) into ``<out>/<suite.name>/`` with ``launcher``."""
+    t0 = time.monotonic()
+    store = RunStore(out, suite.name)
+    store.path.mkdir(parents=True, exist_ok=True)
+    write_plan(suite, runs, profile, store)
+    specs = plan_specs(suite, runs, profile, out, nproc=nproc, launcher=launcher.name)
+    outcomes: dict[str, RunOutcome] = {}
+    todo: list[RunSpec] = []
+    for spec in specs:
+        rd = store.run(spec.run_id)
+        if rd.completed:
+            try:
+                check_same_data(rd, _data_record(spec.config["data"]["root"]))
+            except CxrBenchError as e:
+                outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, "failed", str(e))
+                continue
+            outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
+                                               test_mean_auc=_test_auc(rd))
+        else:
+            todo.append(spec)
+    log.info("%s: %d runs, %d completed before, %d to run with the %s launcher", suite.name, len(specs),
+             len(specs) - len(todo), len(todo), launcher.name)
+    if todo:
+        report = launcher.prepare(todo, progress=progress)
+        report.apply(todo)
+        cache_errors = report.errors
+        for spec in todo:
+            if spec.run_id in cache_errors:
+                outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, "failed", cache_errors[spec.run_id])
+        todo = [s for s in todo if s.run_id not in cache_errors]
+        for o in launcher.launch(todo, progress=progress):
+            outcomes[o.run_id] = o
+    ordered = [outcomes[s.run_id] for s in specs if s.run_id in outcomes]
+    return SweepResult(suite.name, profile, store.path, ordered, time.monotonic() - t0)
+
+
+@dataclass
+class SweepPlan:
+    """A suite expanded for one invocation: the profile chosen, the runs selected, what to tell the user."""
+
+    suite: Suite
+    profile: str | None
+    runs: list[SuiteRun]
+    total: int  # runs in the suite before --only
+    banner: str | None  # set when running on the bundled sample
+
+
+def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
+               profile: str | None = None, overrides: dict[str, Any] | None = None,
+               only: Sequence[str] = ()) -> SweepPlan:
+    """Load and expand a suite the way ``cxr-bench run`` does.
+
+    No ``data_root``: the suite's sample profile on the bundled real sample (with a banner saying so).
+    With one: the suite's full profile (``paper`` for wang2017). ``only`` keeps the runs whose id, name,
+    backbone or block matches one of the fnmatch patterns.
+    """
+    from .suite import load_suite
+
+    suite = load_suite(suite_name)
+    profile = profile if profile is not None else suite.default_profile(str(data_root) if data_root else None)
+    prof = suite.check_profile(profile)
+    overrides = dict(overrides or {})
+    if data_root is not None:
+        root = Path(data_root).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"--data-root {root} is not a directory (the folder holding Data_Entry_2017*.csv "
+                              "and the images)")
+        overrides["data.root"] = str(root.resolve())
+    elif prof is not None and prof.needs_data_root:
+        raise ConfigError(f"profile {profile!r} of suite {suite.name!r} runs on the full NIH release: pass "
+                          f"--data-root DIR (or use --profile {suite.sample_profile or '<a sample profile>'})")
+    runs = suite.expand(profile, overrides)
+    total = len(runs)
+    if only:
+        runs = [r for r in runs if r.matches(only)]
+        if not runs:
+            raise ConfigError(f"--only {' '.join(only)} matches none of the {total} runs of {suite.name} "
+                              "(patterns match run id, name, backbone or block; see --dry-run)")
+    is_sample = all(r.config.data.root is None for r in runs)
+    banner = SAMPLE_BANNER.format(profile=profile or "default") if is_sample else None
+    return SweepPlan(suite, profile, runs, total, banner)
+
+
+# ---------------------------------------------------------------------------------------------- after
+def finish_outputs(out: str | os.PathLike, suite: str, profile: str | None) -> list[str]:
+    """Write ``<out>/<suite>/leaderboard.csv`` and render the reports into ``<out>/<suite>/reports/``
+    when those modules are installed, else say which commands will. Returns lines to show the user.
+
+    A failure here is reported, not raised: the runs themselves are done and safe in the store.
+    """
+    store = RunStore(out, suite)
+    lb_csv = store.path / "leaderboard.csv"
+    report_dir = store.path / "reports"
+    lines: list[str] = []
+    build = _optional("cxr_bench.results.leaderboard", "build_leaderboard")
+    write = _optional("cxr_bench.results.leaderboard", "write_leaderboard")
+    if build is None or write is None:
+        lines.append(f"leaderboard: cxr-bench leaderboard --runs {store.path} --out {lb_csv}")
+    else:
+        try:
+            write(build(store.path, suite).table, lb_csv)
+            lines.append(f"leaderboard: {lb_csv}")
+        except Exception as e:  # reported, with its traceback in the log
+            log.error("leaderboard failed: %s", e, exc_info=not isinstance(e, CxrBenchError))
+            lines.append(f"leaderboard failed ({e}); retry: cxr-bench leaderboard --runs {store.path}")
+    render = _optional("cxr_bench.reports.render", "render_reports")
+    if render is None:
+        lines.append(f"report: cxr-bench report --runs {store.path} --suite {suite} --out {report_dir}")
+    else:
+        try:
+            rendered = render(store.path, report_dir, suite=suite)
+            lines += [f"report: {r.html}" for r in rendered] or [f"report: {report_dir}"]
+        except Exception as e:
+            log.error("report failed: %s", e, exc_info=not isinstance(e, CxrBenchError))
+            lines.append(f"report failed ({e}); retry: cxr-bench report --runs {store.path} --suite {suite}")
+    return lines
+
+
+def _optional(module: str, attr: str) -> Callable[..., Any] | None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def dry_run_table(runs: Sequence[SuiteRun]) -> str:
+    rows = []
+    for r in runs:
+        c = r.config
+        rows.append([r.run_id, ",".join(r.blocks), c.model.backbone, c.model.head, c.data.label_set,
+                     c.data.grayscale, c.data.channels, c.loss.name, str(c.seed), str(c.data.image_size),
+                     ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])
+    return format_table(["run id", "block(s)", "backbone", "head", "label set", "grayscale", "channels",
+                         "loss", "seed", "px", "pair (vs reference)"], rows)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain fixed-width text table."""
+    widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*map(str, r)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _one_line(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- torchrun entry
+def _worker_main(argv: list[str] | None = None) -> int:
+    """One torchrun rank: train the run whose ``config.json`` is in RUN_DIR (the parent holds the lock)."""
+    parser = argparse.ArgumentParser(prog="python -m cxr_bench.runner",
+                                     description="torchrun entry point: one rank of one run")
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        cfg = RunConfig.from_dict(read_json(args.run_dir / "config.json"))
+    except (OSError, ValueError, ConfigError) as e:
+        log.error("%s: cannot read config.json: %s", args.run_dir, e)
+        return 2
+    from .engine.trainer import train_run
+
+    train_run(cfg, args.run_dir, progress=False)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through torchrun
+    sys.exit(_worker_main())

@@ -1,0 +1,262 @@
+"""The run store: where every run of every suite lives, and the record of what happened to it.
+
+Layout (``<out>`` is ``cxr-bench run --out``, default ``./runs``)::
+
+    <out>/<suite>/<run_id>/
+        config.json      the whole resolved RunConfig (RunConfig.to_dict())
+        manifest.json    provenance, suite blocks and ablation pairs, attempts, status, error
+        status.json      {"status", "run_id", "updated_at", "error"}: cheap to read for listings
+        log.txt          the run's log (every attempt, appended)
+        .lock            held (flock) by the one process running the run
+        history.csv, checkpoints/, predictions/, metrics.json   written by the engine
+    <out>/<suite>/plan-<profile>.json   the expanded suite (runs, blocks, pairs) of the last sweep
+    <out>/<suite>/submitit/             submitit job folders (--launcher submitit)
+
+A run id is :meth:`RunConfig.run_id` (12 hex digits); suite names come from suite files. Both are
+checked against ``[A-Za-z0-9_.-]+`` (no ``..``) before they touch a path, so neither can escape the store.
+Every file is written atomically, and a run is only ever changed by the process that holds its lock, so
+two ``cxr-bench run`` processes on one store never run the same run twice or tear a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from .errors import RunStoreError
+from .utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pending", "running", "completed", "failed")
+_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+MANIFEST_VERSION = 1
+
+
+class RunLocked(RunStoreError):
+    """Another process holds the run's lock (it is running the run right now)."""
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """``name`` if it is safe as one path component (``[A-Za-z0-9_.-]+``, not ``.``/``..``, no ``..``)."""
+    if not isinstance(name, str) or not _SAFE.fullmatch(name) or ".." in name or name == ".":
+        raise RunStoreError(
+            f"{what} {name!r} is not allowed: use letters, digits, '_', '.', '-' only (no path separators, "
+            "no '..'), so it cannot point outside the run store"
+        )
+    return name
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Attempt:
+    """A started attempt: the manifest being written and the monotonic clock at its start."""
+
+    manifest: dict[str, Any]
+    t0: float
+    cpu0: float = 0.0
+
+
+class RunDir:
+    """One run's directory: file names, manifest and status transitions, log file, lock."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+
+    config_path = property(lambda self: self.path / "config.json")
+    manifest_path = property(lambda self: self.path / "manifest.json")
+    status_path = property(lambda self: self.path / "status.json")
+    log_path = property(lambda self: self.path / "log.txt")
+    lock_path = property(lambda self: self.path / ".lock")
+    last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+
+    # ------------------------------------------------------------------ reading
+    def manifest(self) -> dict[str, Any]:
+        """The manifest, or ``{}`` if the run was never started."""
+        if not self.manifest_path.is_file():
+            return {}
+        try:
+            m = read_json(self.manifest_path)
+        except (OSError, ValueError) as e:
+            raise RunStoreError(f"{self.manifest_path}: unreadable ({e}); delete the run directory to redo "
+                                "the run") from e
+        if not isinstance(m, dict):
+            raise RunStoreError(f"{self.manifest_path}: expected a JSON object")
+        return m
+
+    @property
+    def status(self) -> str:
+        """``pending`` (never started), ``running`` (running now, or interrupted), ``completed``, ``failed``."""
+        return str(self.manifest().get("status", "pending"))
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed" and self.metrics_path.is_file()
+
+    # ------------------------------------------------------------------ writing (hold the lock)
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest and the small status.json beside it (both atomic)."""
+        if manifest.get("status") not in STATUSES:
+            raise RunStoreError(f"{self.manifest_path}: invalid status {manifest.get('status')!r}")
+        manifest["updated_at"] = utc_now()
+        atomic_write_json(self.manifest_path, manifest)
+        error = manifest.get("error") or {}
+        atomic_write_json(self.status_path, {
+            "run_id": self.run_id, "status": manifest["status"], "updated_at": manifest["updated_at"],
+            "error": error.get("message") if isinstance(error, dict) else error,
+        })
+
+    def start(self, record: dict[str, Any]) -> Attempt:
+        """Mark the run ``running`` and open a new attempt; ``record`` (provenance, suite, data, launcher)
+        is merged into the manifest, replacing the previous attempt's values."""
+        manifest = self.manifest()
+        attempts = list(manifest.get("attempts", []))
+        now = utc_now()
+        attempt = {
+            "started_at": now, "hostname": record.get("hostname"), "pid": record.get("pid"),
+            "resumed_from_checkpoint": self.last_checkpoint.is_file(),
+            "previous_status": manifest.get("status", "pending"),
+        }
+        attempts.append(attempt)
+        manifest.update(record)
+        manifest.update({
+            "manifest_version": MANIFEST_VERSION, "run_id": self.run_id, "status": "running",
+            "created_at": manifest.get("created_at", now), "started_at": now, "ended_at": None,
+            "wall_seconds": None, "error": None, "attempts": attempts,
+        })
+        self.write_manifest(manifest)
+        return Attempt(manifest, time.monotonic(), time.process_time())
+
+    def finish(self, attempt: Attempt, status: str, *, error: BaseException | None = None,
+               result: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Close the attempt as ``completed`` or ``failed`` (with the error and its traceback)."""
+        if status not in ("completed", "failed"):
+            raise RunStoreError(f"a run attempt ends completed or failed, not {status!r}")
+        manifest = attempt.manifest
+        wall = round(time.monotonic() - attempt.t0, 3)
+        # CPU seconds of this process (all its threads; not torchrun's child ranks): on a shared
+        # machine this, not the wall time, says what the run costs.
+        cpu = round(time.process_time() - attempt.cpu0, 3)
+        manifest.update({"status": status, "ended_at": utc_now(), "wall_seconds": wall})
+        if error is not None:
+            manifest["error"] = {
+                "type": type(error).__name__, "message": str(error),
+                "traceback": "".join(traceback.format_exception(error)),
+            }
+        if result is not None:
+            manifest["result"] = result
+        if manifest.get("attempts"):
+            manifest["attempts"][-1].update({"ended_at": manifest["ended_at"], "status": status,
+                                             "wall_seconds": wall, "cpu_seconds": cpu})
+        manifest["total_wall_seconds"] = round(sum(a.get("wall_seconds") or 0.0
+                                                   for a in manifest.get("attempts", [])), 3)
+        self.write_manifest(manifest)
+        return manifest
+
+    def mark_failed(self, error_type: str, message: str, details: str = "") -> None:
+        """Record a failure seen from outside the run's process (its job died: time limit, memory, node).
+
+        Call with the lock held. A completed run is left alone; the last attempt, if it is still open,
+        is closed as failed.
+        """
+        manifest = self.manifest()
+        if manifest.get("status") == "completed":
+            return
+        manifest.setdefault("run_id", self.run_id)
+        manifest.update({"status": "failed", "ended_at": utc_now(),
+                         "error": {"type": error_type, "message": message, "traceback": details}})
+        attempts = manifest.get("attempts") or []
+        if attempts and "status" not in attempts[-1]:
+            attempts[-1].update({"ended_at": manifest["ended_at"], "status": "failed"})
+        self.write_manifest(manifest)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[filelock.BaseFileLock]:
+        """Hold the run's lock for the block, or raise :class:`RunLocked` at once if another process has it.
+
+        The lock is an OS file lock (flock), so a killed process releases it; the next sweep then finds the
+        run ``running`` but unlocked, i.e. interrupted, and resumes it.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.lock_path), blocking=False, thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            holder = self.manifest()
+            raise RunLocked(
+                f"run {self.run_id} is locked by another process (pid {holder.get('pid')} on "
+                f"{holder.get('hostname')}); skipping it. If no such process exists, remove {self.lock_path}"
+            ) from None
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def log_to_file(self, level: int = logging.INFO) -> Iterator[None]:
+        """Copy every log record (the runner's and the engine's) into ``log.txt`` during the block."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        old_level = root.level
+        if root.level > level or root.level == logging.NOTSET:
+            root.setLevel(level)
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+            handler.close()
+
+
+class RunStore:
+    """``<root>/<suite>/``: the runs of one suite."""
+
+    def __init__(self, root: str | os.PathLike, suite: str) -> None:
+        self.root = Path(root)
+        self.suite = validate_name(suite, "suite name")
+        self.path = self.root / self.suite
+
+    def run(self, run_id: str) -> RunDir:
+        """The directory of ``run_id`` (not created). Rejects ids that would leave the store."""
+        validate_name(run_id, "run id")
+        path = self.path / run_id
+        base = self.path.resolve()
+        resolved = path.resolve()
+        if resolved.parent != base:
+            raise RunStoreError(f"run directory {path} resolves to {resolved}, outside the run store {base} "
+                                "(a symbolic link?); remove it")
+        return RunDir(path, run_id)
+
+    def run_ids(self) -> list[str]:
+        """Ids of the run directories present (with a config.json), sorted."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.is_dir() and _SAFE.fullmatch(p.name) and (p / "config.json").is_file())
+
+    @property
+    def submitit_dir(self) -> Path:
+        return self.path / "submitit"
+
+    def plan_path(self, profile: str | None) -> Path:
+        return self.path / f"plan-{validate_name(profile or 'default', 'profile name')}.json"

@@ -1,0 +1,178 @@
+"""Sweeps with the real engine on a phantom release: failures recorded and survived, completed runs
+skipped, a killed sweep resumed, locks respected, runs never reused across datasets, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_bench.cli import main as cli_main
+from cxr_bench.config import RunConfig
+from cxr_bench.data.release import NIHRelease
+from cxr_bench.launchers import LocalLauncher
+from cxr_bench.runner import plan_sweep, run_suite
+from cxr_bench.runstore import RunStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+ONE_BAD = """
+[[block]]
+name = "nets"
+grid = { "model.backbone" = ["mobilenet_v1", "no_such_net"] }
+"""
+
+
+def _run(suite: Path, data_root: Path, out: Path, *extra: str) -> int:
+    return cli_main(["run", "--suite", str(suite), "--data-root", str(data_root), "--out", str(out),
+                     "--no-report", *extra])
+
+
+def _manifests(out: Path, suite: str = "tiny") -> dict[str, dict]:
+    store = RunStore(out, suite)
+    return {rid: store.run(rid).manifest() for rid in store.run_ids()}
+
+
+@pytest.mark.slow
+def test_failing_run_is_recorded_and_the_sweep_goes_on(write_suite, phantom_root, make_phantom, tmp_path, capsys):
+    suite = write_suite(ONE_BAD)
+    out = tmp_path / "runs"
+    assert _run(suite, phantom_root, out) == 1
+    stdout = capsys.readouterr().out
+    assert "1 completed, 0 skipped, 1 failed" in stdout
+
+    runs = {r.config.model.backbone: r for r in plan_sweep(suite, data_root=phantom_root).runs}
+    store = RunStore(out, "tiny")
+    good, bad = store.run(runs["mobilenet_v1"].run_id), store.run(runs["no_such_net"].run_id)
+
+    # The failure: status, error, traceback in the manifest and in the run's log.
+    m = bad.manifest()
+    assert m["status"] == "failed" and m["error"]["type"] == "ConfigError"
+    assert "no_such_net" in m["error"]["message"] and "Traceback" in m["error"]["traceback"]
+    log = bad.log_path.read_text()
+    assert "no_such_net" in log and "Traceback" in log
+    assert json.loads(bad.status_path.read_text())["status"] == "failed"
+
+    # The completed run: the engine's files plus the runner's, and a full manifest.
+    for name in ("config.json", "manifest.json", "status.json", "log.txt", "history.csv", "metrics.json",
+                 "predictions/test.csv", "predictions/val.csv", "checkpoints/last.pt"):
+        assert (good.path / name).is_file(), name
+    cfg = RunConfig.from_dict(json.loads(good.config_path.read_text()))
+    assert cfg.run_id() == good.run_id and cfg.data.root == str(phantom_root.resolve())
+    m = good.manifest()
+    assert m["status"] == "completed" and m["error"] is None and m["seed"] == 0
+    assert m["data"]["file_hashes"] == NIHRelease.open(phantom_root).file_hashes()
+    assert m["data"]["is_bundled_sample"] is False
+    assert len(m["cache_key"]) == 64
+    assert m["packages"]["torch"] and m["hardware"]["cpu_count"] >= 1 and "git" in m
+    assert m["hostname"] and m["pid"] == os.getpid() and m["command"] == sys.argv
+    assert m["wall_seconds"] > 0 and m["started_at"] <= m["ended_at"]
+    assert m["suite"]["name"] == "tiny" and m["suite"]["blocks"] == ["nets"]
+    assert m["suite"]["grid"] == {"nets": {"model.backbone": "mobilenet_v1"}}
+    assert m["result"]["test_mean_auc"] == json.loads(good.metrics_path.read_text())["test"]["mean_auc"]
+    plan = json.loads((store.path / "plan-default.json").read_text())
+    assert {r["run_id"] for r in plan["runs"]} == {good.run_id, bad.run_id}
+
+    # Again: the completed run is skipped untouched, the failed one is tried again (and fails again).
+    before = good.metrics_path.stat().st_mtime_ns
+    assert _run(suite, phantom_root, out) == 1
+    assert "0 completed, 1 skipped, 1 failed" in capsys.readouterr().out
+    assert good.metrics_path.stat().st_mtime_ns == before
+    assert len(good.manifest()["attempts"]) == 1 and len(bad.manifest()["attempts"]) == 2
+
+    # Another dataset in the same store: the completed run is not reused as if it were the same.
+    other = make_phantom(seed=1)
+    assert _run(suite, other, out, "--only", "mobilenet*") == 1
+    captured = capsys.readouterr()
+    assert "other data files" in captured.out + captured.err
+    assert good.metrics_path.stat().st_mtime_ns == before
+
+
+def test_locked_run_is_skipped(two_head_suite, phantom_root, tmp_path):
+    out = tmp_path / "runs"
+    plan = plan_sweep(two_head_suite, data_root=phantom_root, only=["*"])
+    target = plan.runs[1]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom cxr_bench.runstore import RunStore\n"
+         "with RunStore(sys.argv[1], 'tiny').run(sys.argv[2]).lock():\n print('held', flush=True)\n"
+         " time.sleep(600)\n", str(out), target.run_id],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_suite(plan.suite, [target], profile=plan.profile, out=out, launcher=LocalLauncher())
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    (outcome,) = result.outcomes
+    assert outcome.status == "skipped" and "locked" in outcome.detail and result.exit_code == 0
+    assert RunStore(out, "tiny").run(target.run_id).manifest() == {}  # nothing touched
+
+
+EPOCHS = 6
+
+
+def _wait_for(pred, timeout: float, what: str) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes(write_suite, two_heads, phantom_root, tmp_path):
+    """SIGKILL the sweep while its second run is mid-way; the next sweep skips the first and resumes the
+    second from its last checkpoint, and no epoch is run twice."""
+    suite = write_suite(two_heads, epochs=EPOCHS)
+    out = tmp_path / "runs"
+    first, second = plan_sweep(suite, data_root=phantom_root).runs
+    store = RunStore(out, "tiny")
+    a, b = store.run(first.run_id), store.run(second.run_id)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CXR_BENCH_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "cxr_bench", "run", "--suite", str(suite), "--data-root",
+                             str(phantom_root), "--out", str(out), "--no-report"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: a.completed, 600, "the first run to complete")
+        _wait_for(lambda: b.last_checkpoint.is_file() or proc.poll() is not None, 600,
+                  "the second run's first checkpoint")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert not b.completed, "the second run finished before it could be killed; raise EPOCHS"
+    assert b.status == "running"  # killed: no chance to record anything
+    epochs_before = len(pd.read_csv(b.path / "history.csv")) if (b.path / "history.csv").is_file() else 0
+    assert 1 <= epochs_before < EPOCHS
+
+    a_metrics = a.metrics_path.read_bytes()
+    assert cli_main(["run", "--suite", str(suite), "--data-root", str(phantom_root), "--out", str(out),
+                     "--no-report"]) == 0
+    assert a.metrics_path.read_bytes() == a_metrics and len(a.manifest()["attempts"]) == 1
+    m = b.manifest()
+    assert m["status"] == "completed" and b.completed
+    assert [(x["previous_status"], x["resumed_from_checkpoint"]) for x in m["attempts"]] == [
+        ("pending", False), ("running", True)]
+    history = pd.read_csv(b.path / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))  # resumed, not restarted or repeated
+    assert json.loads(b.metrics_path.read_text())["epochs_run"] == EPOCHS
+    assert sorted(store.run_ids()) == sorted([a.run_id, b.run_id])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(two_head_suite, phantom_root, tmp_path):
+    """--nproc-per-run 2: the run goes through real torchrun (2 gloo ranks on CPU)."""
+    out = tmp_path / "runs"
+    assert _run(two_head_suite, phantom_root, out, "--only", "*gap*", "--nproc-per-run", "2") == 0
+    (rid,) = RunStore(out, "tiny").run_ids()
+    rd = RunStore(out, "tiny").run(rid)
+    assert rd.manifest()["launcher"] == {"kind": "local", "nproc": 2}
+    assert json.loads(rd.metrics_path.read_text())["world_size"] == 2
+    log = rd.log_path.read_text()
+    assert "torch.distributed.run" in log and "rank1" in log
