@@ -421,7 +421,7 @@ def finish_outputs(out: str | os.PathLike, suite: str, profile: str | None) -> l
     store = RunStore(out, suite)
     lb_csv = store.path / "leaderboard.csv"
     report_dir = store.path / "reports"
-    lines: list[str] = []
+    lines: list[str] = localize_completed(store)
     build = _optional("cxr_bench.results.leaderboard", "build_leaderboard")
     write = _optional("cxr_bench.results.leaderboard", "write_leaderboard")
     if build is None or write is None:
@@ -443,6 +443,35 @@ def finish_outputs(out: str | os.PathLike, suite: str, profile: str | None) -> l
         except Exception as e:
             log.error("report failed: %s", e, exc_info=not isinstance(e, CxrBenchError))
             lines.append(f"report failed ({e}); retry: cxr-bench report --runs {store.path} --suite {suite}")
+    return lines
+
+
+def localize_completed(store: RunStore) -> list[str]:
+    """Score the heatmaps of every completed, not yet localized run against BBox_List (Wang Table 4).
+
+    Runs whose release has no box file, or whose label set has no box label, are skipped; a failure is
+    reported, never raised (the leaderboard then leaves that run's localization columns empty).
+    """
+    localize = _optional("cxr_bench.localize", "localize_run")
+    if localize is None:
+        return []
+    done, failed = 0, []
+    for run_id in store.run_ids():
+        rd = store.run(run_id)
+        if not rd.completed or (rd.path / "localization.csv").is_file():
+            continue
+        cfg = RunConfig.from_dict(read_json(rd.config_path))
+        try:
+            localize(rd.path, progress=False)
+            done += 1
+        except CxrBenchError as e:
+            log.info("run %s: not localized: %s", run_id, e)
+        except Exception as e:  # reported with its traceback; the other runs go on
+            log.error("run %s: localization failed: %s", run_id, e, exc_info=True)
+            failed.append(f"{run_id} ({cfg.name or cfg.model.backbone})")
+    lines = [f"localization: {done} run(s) scored against BBox_List_2017"] if done else []
+    if failed:
+        lines.append(f"localization failed for {', '.join(failed)}; retry: cxr-bench localize --run RUN_DIR")
     return lines
 
 

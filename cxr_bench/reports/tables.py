@@ -276,3 +276,54 @@ def text_table(df: pd.DataFrame, decimals: int = 4, max_colwidth: int = 40) -> s
         return str(v)[:max_colwidth]
 
     return df.to_string(index=False, formatters={c: fmt for c in df.columns})
+
+
+# ------------------------------------------------------------------------------------ localization
+def localized_runs(ctx: ReportContext) -> list[RunRecord]:
+    """Runs with a ``localization.csv`` (written by ``cxr-bench localize`` or at the end of a sweep)."""
+    return [r for r in ctx.runs if (r.run_dir / "localization.csv").is_file()]
+
+
+def localization_summary(ctx: ReportContext) -> Styler | None:
+    """Accuracy at each T(IoBB), averaged over the box labels, one row per localized run, under the same
+    average of Wang et al.'s Table 4 (ResNet-50). None when no run was localized."""
+    from ..localize import table4_comparison
+    from ..results.references import wang2017_table4
+
+    runs = localized_runs(ctx)
+    if not runs:
+        return None
+    rows = {}
+    for rec in runs:
+        long = table4_comparison(pd.read_csv(rec.run_dir / "localization.csv"))
+        long = long[long["n_gt"] > 0]
+        rows[run_label(rec)] = long.groupby("t_iobb")["accuracy"].mean()
+    ref = wang2017_table4()
+    rows["Wang et al. 2017, ResNet-50 (Table 4)"] = ref.mean(axis=1).set_axis(ref.index.astype(float).round(4))
+    df = pd.DataFrame(rows).T
+    df.columns = [f"T(IoBB)={t:g}" for t in df.columns]
+    return (df.style.format(precision=3, na_rep="")
+            .background_gradient(cmap=CMAP, vmin=0.0, vmax=1.0, axis=None)
+            .set_caption("Localization accuracy (a ground-truth box is hit when IoBB > T), mean over the box "
+                         "labels that have boxes in the test images"))
+
+
+def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None] | None:
+    """The per-label table beside Table 4 for the run closest to the paper's (ResNet-50, 8 labels, Wang
+    head; else the first localized run), with its heatmap figure if there is one."""
+    from ..localize import localization_report_table
+
+    runs = localized_runs(ctx)
+    if not runs:
+        return None
+
+    def closeness(rec: RunRecord) -> tuple[int, int, int]:
+        return (rec.cfg("model.backbone") != "resnet50", rec.cfg("data.label_set") != "chestxray8",
+                rec.cfg("model.head") != "wang2017")
+
+    rec = min(runs, key=closeness)
+    table = localization_report_table(rec.run_dir, wide=True)
+    styled = (table.style.format(precision=3, na_rep="")
+              .set_caption("Accuracy at T(IoBB) per label; '(paper)': Wang et al. 2017 Table 4, ResNet-50"))
+    fig = rec.run_dir / "figures" / "localization.png"
+    return run_label(rec), styled, fig if fig.is_file() else None

@@ -50,14 +50,21 @@ AUC_COLUMNS: tuple[str, ...] = tuple(f"auc_{lab}" for lab in CHESTXRAY14)
 CI_COLUMNS: tuple[str, ...] = tuple(f"auc_{lab}_ci_{end}" for lab in CHESTXRAY14 for end in ("lo", "hi"))
 COST_COLUMNS: tuple[str, ...] = ("param_count", "gmacs", "train_images_per_s", "epochs", "best_epoch")
 PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "metadata_sha256", "profile")
+# Weakly-supervised localization (``cxr-bench localize``): accuracy at T(IoBB) and average false
+# positives per image, averaged over the BBox_List labels that have ground-truth boxes; the per-label
+# table beside Wang et al.'s Table 4 is in the run's localization.csv and the replication report.
+LOCALIZATION_THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
+LOCALIZATION_COLUMNS: tuple[str, ...] = (
+    tuple(f"loc_acc_iobb_{t}" for t in LOCALIZATION_THRESHOLDS) + ("loc_afp_iobb_0.1", "loc_n_boxes")
+)
 COLUMNS: tuple[str, ...] = (
     RUN_COLUMNS + ("mean_auc", "mean_auc_ci_lo", "mean_auc_ci_hi") + AUC_COLUMNS + COST_COLUMNS
-    + PROVENANCE_COLUMNS + EXPERT_COLUMNS + CI_COLUMNS
+    + PROVENANCE_COLUMNS + EXPERT_COLUMNS + LOCALIZATION_COLUMNS + CI_COLUMNS
 )
 FAILED_COLUMNS: tuple[str, ...] = ("suite", "run_id", "status", "error", "run_dir")
 
 # Decimal places per column in the CSV; integers are written as integers; everything else as text.
-_INT_COLUMNS = frozenset({"image_size", "seed", "param_count", "epochs", "best_epoch", "expert_n"}
+_INT_COLUMNS = frozenset({"image_size", "seed", "param_count", "epochs", "best_epoch", "expert_n", "loc_n_boxes"}
                          | {c for c in EXPERT_COLUMNS if "_pos_" in c})
 _STR_COLUMNS = frozenset({"suite", "run_id", "backbone", "head", "label_set", "split", "grayscale",
                           "channels", "loss", "pretrained", "git_commit", "metadata_sha256", "profile"})
@@ -153,7 +160,26 @@ def run_row(rec: RunRecord, *, expert: bool = True) -> dict[str, Any]:
         row.update(expert_columns(rec))
     else:
         row.update({c: math.nan for c in EXPERT_COLUMNS})
+    row.update(localization_columns(rec.run_dir))
     return row
+
+
+def localization_columns(run_dir: str | Path) -> dict[str, Any]:
+    """:data:`LOCALIZATION_COLUMNS` from a run's ``localization.csv``; NaN when it was not localized."""
+    out: dict[str, Any] = {c: math.nan for c in LOCALIZATION_COLUMNS}
+    path = Path(run_dir) / "localization.csv"
+    if not path.is_file():
+        return out
+    df = pd.read_csv(path)
+    iobb = df[(df["metric"] == "iobb") & (df["n_gt"] > 0)]
+    for t in LOCALIZATION_THRESHOLDS:
+        at = iobb[(iobb["threshold"] - t).abs() < 1e-9]
+        out[f"loc_acc_iobb_{t}"] = at["accuracy"].mean() if len(at) else math.nan
+    at = iobb[(iobb["threshold"] - 0.1).abs() < 1e-9]
+    if len(at):
+        out["loc_afp_iobb_0.1"] = at["afp"].mean()
+        out["loc_n_boxes"] = int(at["n_gt"].sum())
+    return out
 
 
 def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert: bool = True) -> Leaderboard:

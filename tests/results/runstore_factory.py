@@ -106,6 +106,23 @@ def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: fl
     return run_id, run_dir
 
 
+LOC_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+              "Pneumothorax")
+
+
+def write_localization(run_dir: Path) -> None:
+    """A ``localization.csv`` as ``cxr-bench localize`` writes it: accuracy = 0.05 * (label index + 1) at
+    every threshold scaled by (1 - T), afp 0.5, Nodule without ground-truth boxes."""
+    rows = ["label,metric,threshold,accuracy,afp,n_gt,n_images"]
+    for metric, thresholds in (("iobb", (0.1, 0.25, 0.5, 0.75, 0.9)), ("iou", (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7))):
+        for t in thresholds:
+            for i, lab in enumerate(LOC_LABELS):
+                n_gt = 0 if lab == "Nodule" else 4
+                acc = "" if n_gt == 0 else f"{0.05 * (i + 1) * (1 - t):.6f}"
+                rows.append(f"{lab},{metric},{t},{acc},0.5,{n_gt},{n_gt}")
+    (run_dir / "localization.csv").write_text("\n".join(rows) + "\n")
+
+
 def make_run_store(root: Path, *, with_failed: bool = True) -> dict[str, str]:
     """Two suites: ``wang2017`` (three replication runs) and ``ablations`` (a baseline, a grayscale variant
     and an attention-head variant, pairs recorded as the runner does; one failed run). Returns name -> id."""
@@ -116,9 +133,10 @@ def make_run_store(root: Path, *, with_failed: bool = True) -> dict[str, str]:
     ids["alexnet_8"], _ = write_run(root, "wang2017", {**base, "model.backbone": "alexnet",
                                                        "data.label_set": "chestxray8", "loss.name": "wcel"},
                                     strength=0.5)
-    ids["resnet50_8"], _ = write_run(root, "wang2017", {**base, "model.backbone": "resnet50",
-                                                        "data.label_set": "chestxray8", "loss.name": "wcel"},
-                                     strength=0.9)
+    ids["resnet50_8"], rn8 = write_run(root, "wang2017", {**base, "model.backbone": "resnet50",
+                                                          "data.label_set": "chestxray8", "loss.name": "wcel"},
+                                       strength=0.9)
+    write_localization(rn8)
     abl = {**base, "model.backbone": "mobilenet_v1"}
     ids["baseline"], _ = write_run(root, "ablations", abl, strength=0.8)
     ids["gamma"], _ = write_run(root, "ablations", {**abl, "data.grayscale": "gamma"}, strength=1.0, pairs=[

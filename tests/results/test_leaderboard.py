@@ -58,6 +58,14 @@ def test_rows_match_metrics_json(run_store):
     row8 = t.set_index("run_id").loc[ids["alexnet_8"]]
     assert all(math.isnan(row8[f"auc_{lab}"]) for lab in CHESTXRAY14 if lab not in CHESTXRAY8)
     assert all(not math.isnan(row8[f"auc_{lab}"]) for lab in CHESTXRAY8)
+    # Localization: only resnet50_8 was localized (runstore_factory.write_localization): accuracy
+    # 0.05 * (i + 1) * (1 - T) for the 7 labels with boxes (Nodule, i = 5, has none), 4 boxes each.
+    loc = t.set_index("run_id").loc[ids["resnet50_8"]]
+    with_boxes = [i for i in range(8) if i != 5]
+    for thr in (0.1, 0.5):
+        assert loc[f"loc_acc_iobb_{thr}"] == pytest.approx(sum(0.05 * (i + 1) * (1 - thr) for i in with_boxes) / 7)
+    assert loc["loc_afp_iobb_0.1"] == 0.5 and loc["loc_n_boxes"] == 28
+    assert math.isnan(row["loc_acc_iobb_0.1"]) and math.isnan(row8["loc_n_boxes"])  # not localized
 
 
 def test_sorted_and_byte_stable(run_store, tmp_path):

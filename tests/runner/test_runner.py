@@ -176,3 +176,28 @@ def test_torchrun_two_processes(two_head_suite, phantom_root, tmp_path):
     assert json.loads(rd.metrics_path.read_text())["world_size"] == 2
     log = rd.log_path.read_text()
     assert "torch.distributed.run" in log and "rank1" in log
+
+
+@pytest.mark.slow
+def test_sweep_outputs_localize_completed_runs_into_the_leaderboard(write_suite, two_heads, phantom_root, tmp_path):
+    """The end of a sweep scores every completed run's heatmaps against the release's boxes (once), and
+    the leaderboard carries the result; a run localized before is not redone. (finish_outputs calls
+    localize_completed before the leaderboard; the report rendering it also does is tested elsewhere.)"""
+    from cxr_bench.results.leaderboard import build_leaderboard
+    from cxr_bench.runner import localize_completed
+
+    suite = write_suite(two_heads)
+    out = tmp_path / "runs"
+    assert _run(suite, phantom_root, out) == 0
+    store = RunStore(out, "tiny")
+    run_dirs = [store.run(rid).path for rid in store.run_ids()]
+    assert len(run_dirs) == 2 and not any((d / "localization.csv").exists() for d in run_dirs)
+    assert localize_completed(store) == ["localization: 2 run(s) scored against BBox_List_2017"]
+    for d in run_dirs:
+        table = pd.read_csv(d / "localization.csv")
+        assert set(table["metric"]) == {"iobb", "iou"} and table["n_gt"].sum() > 0
+    lb = build_leaderboard(out, "tiny").table
+    assert lb["loc_n_boxes"].notna().all() and lb["loc_acc_iobb_0.1"].between(0, 1).all()
+    stamp = [(d / "localization.csv").stat().st_mtime_ns for d in run_dirs]
+    assert localize_completed(store) == []
+    assert [(d / "localization.csv").stat().st_mtime_ns for d in run_dirs] == stamp
