@@ -294,7 +294,7 @@ def localization_summary(ctx: ReportContext) -> Styler | None:
     if not runs:
         return None
     rows = {}
-    for rec in runs:
+    for rec in sorted(runs, key=run_label):
         long = table4_comparison(pd.read_csv(rec.run_dir / "localization.csv"))
         long = long[long["n_gt"] > 0]
         rows[run_label(rec)] = long.groupby("t_iobb")["accuracy"].mean()
@@ -323,6 +323,7 @@ def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None] |
 
     rec = min(runs, key=closeness)
     table = localization_report_table(rec.run_dir, wide=True)
+    table.index = pd.Index([f"{t:g}" for t in table.index], name="T(IoBB)")
     styled = (table.style.format(precision=3, na_rep="")
               .set_caption("Accuracy at T(IoBB) per label; '(paper)': Wang et al. 2017 Table 4, ResNet-50"))
     fig = rec.run_dir / "figures" / "localization.png"
