@@ -188,8 +188,11 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
         m = rd.finish(attempt, "completed", result=result)
         from .engine.checkpoint import LAST, compact_finished
 
-        saved = compact_finished(rd.path / "checkpoints" / LAST)
-        log.info("compacted checkpoints/last.pt of the finished run (%.0f MB freed)", saved / 2**20)
+        try:  # the run is complete and recorded; a failure here only leaves a larger last.pt
+            saved = compact_finished(rd.path / "checkpoints" / LAST)
+            log.info("compacted checkpoints/last.pt of the finished run (%.0f MB freed)", saved / 2**20)
+        except Exception as e:
+            log.warning("run %s: could not compact checkpoints/last.pt (%s); the run is complete", spec.run_id, e)
         log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])
     return RunOutcome(spec.run_id, spec.name, "completed", "resumed" if resumed else "",
                       m["wall_seconds"], _test_auc(rd))
@@ -457,18 +460,17 @@ def localize_completed(store: RunStore) -> list[str]:
         return []
     done, failed = 0, []
     for run_id in store.run_ids():
-        rd = store.run(run_id)
-        if not rd.completed or (rd.path / "localization.csv").is_file():
-            continue
-        cfg = RunConfig.from_dict(read_json(rd.config_path))
         try:
+            rd = store.run(run_id)
+            if not rd.completed or (rd.path / "localization.csv").is_file():
+                continue
             localize(rd.path, progress=False)
             done += 1
         except CxrBenchError as e:
             log.info("run %s: not localized: %s", run_id, e)
         except Exception as e:  # reported with its traceback; the other runs go on
             log.error("run %s: localization failed: %s", run_id, e, exc_info=True)
-            failed.append(f"{run_id} ({cfg.name or cfg.model.backbone})")
+            failed.append(run_id)
     lines = [f"localization: {done} run(s) scored against BBox_List_2017"] if done else []
     if failed:
         lines.append(f"localization failed for {', '.join(failed)}; retry: cxr-bench localize --run RUN_DIR")

@@ -118,7 +118,7 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
 
     def dataset(rows: np.ndarray, augment: str) -> Any:
         return CXRDataset(release, rows, label_set, cache=cache, size=d.image_size, conversion=d.grayscale,
-                          augment=augment, seed=cfg.seed)
+                          resize=d.resize, augment=augment, seed=cfg.seed)
 
     return RunData(labels=tuple(label_set.labels), label_set=label_set.name,
                    train=dataset(train_rows, d.augment), val=dataset(splits.val, "none"),

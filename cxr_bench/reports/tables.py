@@ -293,12 +293,15 @@ def localization_summary(ctx: ReportContext) -> Styler | None:
     runs = localized_runs(ctx)
     if not runs:
         return None
-    rows = {}
+    rows, scored = {}, set()
     for rec in sorted(runs, key=run_label):
         long = table4_comparison(pd.read_csv(rec.run_dir / "localization.csv"))
         long = long[long["n_gt"] > 0]
+        scored |= set(long["label"])
         rows[run_label(rec)] = long.groupby("t_iobb")["accuracy"].mean()
     ref = wang2017_table4()
+    # The paper's mean over the same labels ours are averaged over (those with boxes in the test images).
+    ref = ref[[lab for lab in ref.columns if lab in scored]]
     rows["Wang et al. 2017, ResNet-50 (Table 4)"] = ref.mean(axis=1).set_axis(ref.index.astype(float).round(4))
     df = pd.DataFrame(rows).T
     df.columns = [f"T(IoBB)={t:g}" for t in df.columns]

@@ -1,6 +1,6 @@
 """A run's test predictions against radiologist-adjudicated labels (Majkowska et al., Radiology 2019).
 
-The NIH labels were mined from reports by NLP; Google's 2019 re-labelling of 4,375 NIH images by panels of
+The NIH labels were mined from reports by NLP; Google's 2019 re-labelling of 4,376 NIH images by panels of
 radiologists gives four findings with adjudicated YES/NO labels. Scoring the same predictions on the same
 images against both label sources shows how the NLP labels flatter or hide a model.
 

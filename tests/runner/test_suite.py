@@ -22,9 +22,11 @@ def test_shipped_suites_listed():
 def test_wang2017_expansion(profile):
     suite = load_suite("wang2017")
     runs = suite.expand(profile)
-    # 10 replication + 2 grayscale + 1 channels + 2 heads (the baseline is shared) + 1 CheXNet.
-    assert len(runs) == 16
-    assert len({r.run_id for r in runs}) == 16
+    # 10 replication + 2 grayscale + 1 channels + 2 heads (the baseline is shared) + 1 CheXNet; under
+    # `paper` the channel block fine-tunes (a frozen stem equals replication), so it has its own reference.
+    n = {"paper": 17, "sample": 16}[profile]
+    assert len(runs) == n
+    assert len({r.run_id for r in runs}) == n
     by_block: dict[str, list] = {}
     for r in runs:
         for b in r.blocks:
@@ -37,16 +39,19 @@ def test_wang2017_expansion(profile):
     assert {(r.config.model.head, r.config.loss.name, r.config.optim.optimizer) for r in by_block["replication"]} \
         == {("wang2017", "wcel", optimizer)}
 
-    # The MobileNetV1 / ChestX-ray14 replication run is the one shared reference of the ablations.
+    # The MobileNetV1 / ChestX-ray14 replication run is the shared reference of the ablations.
     (baseline,) = [r for r in runs if len(r.blocks) > 1]
-    assert baseline.blocks == ["replication", "ablation-grayscale", "ablation-channels", "ablation-head"]
+    shared = ["replication", "ablation-grayscale", "ablation-head"]
+    assert baseline.blocks == (shared if profile == "paper" else shared[:2] + ["ablation-channels", shared[2]])
     assert (baseline.config.model.backbone, baseline.config.data.label_set) == ("mobilenet_v1", "chestxray14")
-
+    channels = {r.config.data.channels: r for r in by_block["ablation-channels"]}
+    assert {r.config.model.freeze_backbone for r in channels.values()} == {False}
     pairs = {(p.block, p.factor, p.value): (p.reference, r) for r in runs for p in r.pairs}
     for value in ("gamma", "lstar"):
         ref, run = pairs[("ablation-grayscale", "data.grayscale", value)]
         assert ref == baseline.run_id and run.config.data.grayscale == value
-    assert pairs[("ablation-channels", "data.channels", "stem")][0] == baseline.run_id
+    channel_ref = baseline if profile == "sample" else channels["replicate"]
+    assert pairs[("ablation-channels", "data.channels", "stem")] == (channel_ref.run_id, channels["stem"])
     gap = [r for r in by_block["ablation-head"] if r.config.model.head == "gap"][0]
     assert pairs[("ablation-head", "model.head", "attention")][0] == gap.run_id
     assert pairs[("ablation-head", "model.head", "wang2017")] == (gap.run_id, baseline)
@@ -190,7 +195,7 @@ def test_cli_suites_lists_counts(capsys):
     assert cli_main(["suites"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("wang2017"))
-    assert "paper: 16" in line and "sample: 16" in line
+    assert "paper: 17" in line and "sample: 16" in line
 
 
 def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
@@ -210,3 +215,11 @@ def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
 def test_cli_paper_profile_needs_data_root(capsys, tmp_path: Path):
     assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--out", str(tmp_path)]) == 2
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_set_on_a_grid_axis_records_no_pair_of_a_run_with_itself():
+    # --set data.grayscale=gamma collapses the grayscale grid to one run: no pair can remain in that block.
+    runs = load_suite("wang2017").expand("sample", {"data.grayscale": "gamma"})
+    pairs = [(p, r) for r in runs for p in r.pairs]
+    assert pairs and all(p.reference != r.run_id for p, r in pairs)
+    assert not [p for p, _ in pairs if p.block == "ablation-grayscale"]
