@@ -39,7 +39,7 @@ from .errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
 from .provenance import collect_provenance
 from .runstore import RunDir, RunLocked, RunStore, utc_now
 from .suite import Suite, SuiteRun
-from .utils.io import atomic_write_json, read_json
+from .utils.io import atomic_write_json, read_json, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
     if rd.completed:
         return RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
                           test_mean_auc=_test_auc(rd))
+    for tmp in remove_stale_temps(rd.path):  # we hold the run's lock: these are a killed attempt's
+        log.info("removed %s, left by an interrupted write", tmp)
     atomic_write_json(rd.config_path, cfg.to_dict())
     prov = collect_provenance()
     attempt = rd.start({

@@ -94,6 +94,21 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_open` leaves when its process is killed mid-write.
+
+    Their targets are intact (the rename never happened), so they are only litter. Call it only while no
+    writer can be active in ``directory`` (e.g. holding the run's lock); returns what was removed.
+    """
+    removed = []
+    for tmp in Path(directory).rglob(".*.tmp"):
+        if tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

@@ -58,3 +58,25 @@ def test_sha256(tmp_path):
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert not os.path.exists(tmp_path / ".f.tmp")
+
+
+def test_remove_stale_temps_after_a_killed_write(tmp_path):
+    p = tmp_path / "run" / "history.csv"
+    atomic_write_text(p, "epoch\n1\n")
+    code = textwrap.dedent(f"""
+        import os, signal
+        from cxr_bench.utils.io import atomic_open
+        with atomic_open({str(p)!r}) as fh:
+            fh.write("epoch\\n1\\n2\\n")
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+    (tmp_path / "run" / ".keep").write_text("not a temp file")
+    litter = [f for f in p.parent.iterdir() if f.name.endswith(".tmp")]
+    assert len(litter) == 1
+    from cxr_bench.utils.io import remove_stale_temps
+
+    assert remove_stale_temps(tmp_path) == litter
+    assert sorted(f.name for f in p.parent.iterdir()) == [".keep", "history.csv"]
+    assert p.read_text() == "epoch\n1\n"
