@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import logging
 import os
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MetadataError
+from ..utils.io import sha256_bytes
 from .labels import NO_FINDING, canonical_finding_labels, canonical_label
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _load_text(path: str | os.PathLike) -> tuple[Path, str, str]:
         raise MetadataError(f"{path}: is a directory, expected a file") from None
     except OSError as e:
         raise MetadataError(f"{path}: cannot read ({e.strerror or e})") from None
-    sha = hashlib.sha256(raw).hexdigest()
+    sha = sha256_bytes(raw)
     data = raw
     if raw[:2] == b"\x1f\x8b":
         try:

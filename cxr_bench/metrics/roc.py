@@ -44,6 +44,7 @@ __all__ = [
     "choose_thresholds",
     "mean_defined",
     "per_label_auc",
+    "percentile_ci",
     "resample_groups",
     "sens_spec",
     "summarize",
@@ -207,7 +208,8 @@ def _counts(draws: np.ndarray, n_groups: int) -> np.ndarray:
     return np.ascontiguousarray(counts.T, dtype=np.float64)
 
 
-def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the finite ``samples`` at ``level`` (NaN, NaN when none is finite)."""
     ok = samples[np.isfinite(samples)]
     if ok.size == 0:
         return (math.nan, math.nan)
@@ -287,12 +289,12 @@ def bootstrap_auc(
             "bootstrap: label %s has no positive or no negative case in %d of %d resamples; "
             "its interval uses the other %d", names[j], n_dropped[j], n, n - n_dropped[j],
         )
-    ci = np.array([_percentile_ci(samples[:, j], level) for j in range(t.shape[1])]).reshape(-1, 2)
+    ci = np.array([percentile_ci(samples[:, j], level) for j in range(t.shape[1])]).reshape(-1, 2)
     return BootstrapResult(
         auc=auc,
         ci=ci,
         mean_auc=mean_defined(auc),
-        mean_ci=_percentile_ci(mean_samples, level),
+        mean_ci=percentile_ci(mean_samples, level),
         samples=samples,
         mean_samples=mean_samples,
         n_dropped=n_dropped,

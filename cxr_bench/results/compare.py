@@ -32,7 +32,7 @@ from ..config import RunConfig
 from ..data.labels import CHESTXRAY14
 from ..errors import ConfigError, RunStoreError
 from ..metrics.delong import delong_test
-from ..metrics.roc import bootstrap_auc
+from ..metrics.roc import bootstrap_auc, percentile_ci
 from .leaderboard import KEY_COLUMNS
 from .references import REFERENCES, match_reference
 from .runs import RunRecord, take_rows
@@ -305,24 +305,15 @@ def paired_ablation(pair: AblationPair, *, split: str = "test", n_bootstrap: int
     rows = []
     for j, lab in enumerate(labels):
         d = delong_test(pa.y_true[:, j], pb.y_prob[:, j], pa.y_prob[:, j], level=level)
-        lo, hi = _ci(bb.samples[:, j] - ba.samples[:, j], level)
+        lo, hi = percentile_ci(bb.samples[:, j] - ba.samples[:, j], level)
         rows.append({**base, "label": lab, "auc_a": float(ba.auc[j]), "auc_b": float(bb.auc[j]),
                      "delta": float(bb.auc[j] - ba.auc[j]), "ci_lo": lo, "ci_hi": hi, "p": d.p, "test": "delong"})
     diff = bb.mean_samples - ba.mean_samples
-    lo, hi = _ci(diff, level)
+    lo, hi = percentile_ci(diff, level)
     rows.append({**base, "label": "mean", "auc_a": ba.mean_auc, "auc_b": bb.mean_auc,
                  "delta": bb.mean_auc - ba.mean_auc, "ci_lo": lo, "ci_hi": hi, "p": _bootstrap_p(diff),
                  "test": "bootstrap"})
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
-
-
-def _ci(samples: np.ndarray, level: float) -> tuple[float, float]:
-    ok = samples[np.isfinite(samples)]
-    if ok.size == 0:
-        return math.nan, math.nan
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.percentile(ok, [100 * alpha, 100 * (1 - alpha)])
-    return float(lo), float(hi)
 
 
 def _bootstrap_p(diff: np.ndarray) -> float:
