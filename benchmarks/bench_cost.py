@@ -3,7 +3,7 @@
 Three measured sections, one CSV (``results/cost_curve.csv``, column ``section``):
 
 - ``paper_profile``: per run of the suite's paper profile (backbone, head, image size, batch, epochs from
-  ``cxr_bench/suites/wang2017.toml`` via :mod:`cxr_bench.suite`; split sizes from the bundled full NIH
+  ``cxr_bench/suites/wang2017.toml`` via :mod:`cxr_bench.runner.suite`; split sizes from the bundled full NIH
   metadata), the time per epoch and per run, extrapolated from *measured* per-image train and inference
   times of that backbone at that image size (taken from ``models_<device>.csv`` when it has the setting,
   else measured here). ``paper_profile_total`` sums the runs. All epochs are counted (early stopping can
@@ -157,7 +157,7 @@ def estimate_run_seconds(n_train: int, n_val: int, n_test: int, *, batch_size: i
 
 
 def paper_profile(args: argparse.Namespace, device: str) -> list[dict]:
-    from cxr_bench.suite import load_suite
+    from cxr_bench.runner.suite import load_suite
 
     try:
         runs = load_suite(args.suite).expand(args.profile)

@@ -46,7 +46,7 @@ import pandas as pd
 
 from .errors import ConfigError, CxrBenchError
 from .registry import Registry
-from .runstore import utc_now
+from .runner.store import utc_now
 from .utils.io import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,10 @@ for _spec in (
 def machine_info() -> dict[str, Any]:
     """The machine and software a number was measured on, flat (one ``# key: value`` line each).
 
-    Built from :mod:`cxr_bench.provenance` (the record every run's manifest carries) plus the load
+    Built from :mod:`cxr_bench.runner.provenance` (the record every run's manifest carries) plus the load
     average at the time: on a shared machine it says how much of the CPU the measurement actually had.
     """
-    from .provenance import git_info, hardware_info, package_versions
+    from .runner.provenance import git_info, hardware_info, package_versions
 
     hw = hardware_info()
     git = git_info()

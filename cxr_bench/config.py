@@ -1,10 +1,14 @@
 """Typed run configuration: resolved once, written whole into each run's directory.
 
 A run is fully described by a :class:`RunConfig`. Suites (TOML) are merged into plain dicts, then turned
-into a ``RunConfig`` by :meth:`RunConfig.from_dict`, which rejects unknown keys and wrong types with a
-message naming the key. The run id is a hash of the fields that change the result; fields that only say
-*where* or *how fast* (paths, worker counts, progress bars) are excluded, so moving a run store or
-changing ``--workers`` does not orphan finished runs.
+into a ``RunConfig`` by :meth:`RunConfig.from_dict`, which rejects unknown keys, wrong types and
+out-of-range numbers with a message naming the key.
+
+The run id is a hash of the identity fields **that differ from their defaults**. Fields that only say
+*where* or *how fast* (paths, worker counts, precision flags) are never part of it, so moving a run store
+or changing ``--workers`` does not orphan finished runs; and because a default-valued field is left out,
+adding a new field with a default (say ``optim.label_smoothing = 0.0``) keeps every existing run id. A new
+field must therefore default to the behaviour the code had before it existed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +54,10 @@ class DataConfig:
     workers: int = field(default=2, metadata=NOT_IDENTITY)
     # "cache" (memory-mapped prepared images) or "png" (decode on the fly, small jobs).
     source: str = field(default="cache", metadata=NOT_IDENTITY)
+    # How batches reach the model: "gpu" (the whole uint8 cache resident on the device, batches drawn and
+    # augmented there), "workers" (DataLoader workers, pinned memory, prefetch) or "auto" (gpu when the
+    # cache fits in the device's free memory). Same batches either way, so not part of the identity.
+    loader: str = field(default="auto", metadata=NOT_IDENTITY)
 
 
 @dataclass
@@ -122,11 +131,35 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, d, "")
+        cfg = _from_dict(cls, d, "")
+        cfg.validate()
+        return cfg
 
-    def identity_dict(self) -> dict[str, Any]:
-        """The fields that change a run's numbers (see NOT_IDENTITY)."""
-        return _identity(self)
+    def validate(self) -> None:
+        """Reject values no run can use (NaN learning rates, negative seeds, fractions outside (0, 1),
+        unknown choices), naming the key, before anything is built."""
+        for key, (check, expected) in _CHECKS.items():
+            value = get_dotted(self, key)
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"config key {key!r}: {value!r} is not a finite number; expected {expected}")
+            if not check(value):
+                raise ConfigError(f"config key {key!r}: bad value {value!r}; expected {expected}")
+        for sec in ("data", "model", "optim", "loss", "eval"):
+            for f in dataclasses.fields(getattr(self, sec)):
+                v = getattr(getattr(self, sec), f.name)
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"config key '{sec}.{f.name}': {v!r} is not a finite number")
+        fr = self.data.random_fractions
+        if any(not math.isfinite(x) or x < 0 for x in fr) or fr[0] <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+            raise ConfigError(f"config key 'data.random_fractions': {list(fr)} must be three non-negative "
+                              "fractions (train, val, test) summing to 1, with train > 0")
+
+    def identity_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """The identity fields (see NOT_IDENTITY) whose values differ from their defaults; with
+        ``full=True`` every identity field, for comparing two configs factor by factor."""
+        return _identity(self, None if full else _defaults(type(self)))
 
     def run_id(self) -> str:
         """Stable 12-hex-digit id of the resolved config's identity fields."""
@@ -139,6 +172,73 @@ class RunConfig:
         for key, value in overrides.items():
             set_dotted(d, key, value)
         return RunConfig.from_dict(d)
+
+
+def _one_of(*choices: str) -> tuple[Any, str]:
+    return (lambda v: v in choices), "one of " + ", ".join(choices)
+
+
+def _positive() -> tuple[Any, str]:
+    return (lambda v: v > 0), "a number > 0"
+
+
+def _at_least(n: int) -> tuple[Any, str]:
+    return (lambda v: v >= n), f"an integer >= {n}"
+
+
+def _fraction() -> tuple[Any, str]:
+    return (lambda v: 0 < v < 1), "a fraction strictly between 0 and 1"
+
+
+def _non_negative() -> tuple[Any, str]:
+    return (lambda v: v >= 0), "a number >= 0"
+
+
+# Load-time range checks: every numeric field and every closed choice, by dotted key. Registry names
+# (backbones, heads, losses, label sets, grayscale modes) are checked against their registries by the
+# run pre-check, which may import torch; this module must not.
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "seed": _at_least(0),
+    "device": ((lambda v: v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())),
+               "auto, cpu, cuda, cuda:N or mps"),
+    "data.split": _one_of("official", "random-image", "random-patient"),
+    "data.val_fraction": _fraction(),
+    "data.split_seed": _at_least(0),
+    "data.image_size": ((lambda v: 16 <= v <= 4096), "an integer between 16 and 4096"),
+    "data.channels": _one_of("replicate", "stem"),
+    "data.augment": _one_of("none", "flip", "light"),
+    "data.max_train_images": _at_least(1),
+    "data.workers": _at_least(0),
+    "data.source": _one_of("cache", "png"),
+    "data.loader": _one_of("auto", "gpu", "workers"),
+    "model.drop_rate": ((lambda v: 0 <= v < 1), "a probability in [0, 1)"),
+    "optim.optimizer": _one_of("sgd", "adamw"),
+    "optim.lr": _positive(),
+    "optim.momentum": ((lambda v: 0 <= v < 1), "a number in [0, 1)"),
+    "optim.weight_decay": _non_negative(),
+    "optim.scheduler": _one_of("cosine", "plateau", "none"),
+    "optim.warmup_epochs": _at_least(0),
+    "optim.min_lr_ratio": ((lambda v: 0 <= v <= 1), "a number in [0, 1]"),
+    "optim.plateau_factor": _fraction(),
+    "optim.plateau_patience": _at_least(0),
+    "optim.epochs": _at_least(1),
+    "optim.batch_size": _at_least(1),
+    "optim.accum_steps": _at_least(1),
+    "optim.max_steps_per_epoch": _at_least(1),
+    "optim.early_stopping_patience": _at_least(1),
+    "optim.grad_clip": _positive(),
+    "optim.amp": _one_of("none", "bf16", "fp16"),
+    "eval.bootstrap": _at_least(0),
+    "eval.ci_level": _fraction(),
+    "eval.threshold": _one_of("youden", "f1", "sens90"),
+    "eval.batch_size": _at_least(1),
+}
+
+
+def get_dotted(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -170,14 +270,28 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _identity(obj: Any) -> Any:
+def _identity(obj: Any, default: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and default is None:
+        return {f.name: _identity(getattr(obj, f.name), None)
+                for f in dataclasses.fields(obj) if f.metadata.get("identity", True)}
     if dataclasses.is_dataclass(obj):
-        return {
-            f.name: _identity(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if f.metadata.get("identity", True)
-        }
+        out = {}
+        for f in dataclasses.fields(obj):
+            if not f.metadata.get("identity", True):
+                continue
+            value = _identity(getattr(obj, f.name), getattr(default, f.name))
+            if dataclasses.is_dataclass(getattr(obj, f.name)):
+                if value:  # a section all at its defaults adds nothing
+                    out[f.name] = value
+            elif value != _to_plain(getattr(default, f.name)):
+                out[f.name] = value
+        return out
     return _to_plain(obj)
+
+
+@functools.cache
+def _defaults(cls: type) -> Any:
+    return cls()
 
 
 def _from_dict(cls: type, d: Any, where: str) -> Any:

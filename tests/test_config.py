@@ -51,3 +51,49 @@ def test_deep_merge_merges_nested_tables():
     over = {"model": {"head_kwargs": {"r": 5}}}
     assert deep_merge(base, over) == {"model": {"backbone": "a", "head_kwargs": {"r": 5, "pool": "lse"}}}
     assert base["model"]["head_kwargs"]["r"] == 10  # inputs untouched
+
+
+def test_new_field_with_a_default_keeps_existing_run_ids():
+    # What a maintainer does next year: add `optim.label_smoothing = 0.0`. Every finished run keeps its id.
+    import dataclasses
+
+    from cxr_bench import config
+
+    cfg = RunConfig.from_dict({"optim": {"lr": 0.01}, "model": {"backbone": "resnet50"}, "seed": 3})
+    ext_optim = dataclasses.make_dataclass(
+        "OptimConfig", [("label_smoothing", float, dataclasses.field(default=0.0))], bases=(config.OptimConfig,))
+    ext_run = dataclasses.make_dataclass(
+        "RunConfig", [("optim", ext_optim, dataclasses.field(default_factory=ext_optim))], bases=(RunConfig,))
+    grown = ext_run.from_dict(cfg.to_dict())
+    assert "label_smoothing" in grown.to_dict()["optim"]
+    assert grown.run_id() == cfg.run_id()
+    assert RunConfig().run_id() == ext_run().run_id()
+    # ...and a run that sets the new field is a different run.
+    assert ext_run.from_dict({**cfg.to_dict(), "optim": {**cfg.to_dict()["optim"], "label_smoothing": 0.1}}
+                             ).run_id() != cfg.run_id()
+
+
+def test_identity_lists_only_what_differs_from_defaults():
+    cfg = RunConfig.from_dict({"optim": {"lr": 0.01}, "data": {"workers": 7}})
+    assert cfg.identity_dict() == {"optim": {"lr": 0.01}}
+    full = cfg.identity_dict(full=True)
+    assert full["optim"]["lr"] == 0.01 and "workers" not in full["data"] and "epochs" in full["optim"]
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("optim.lr", float("nan"), r"optim\.lr.*finite"),
+    ("optim.lr", 0.0, r"optim\.lr"),
+    ("seed", -1, r"'seed'"),
+    ("data.val_fraction", 1.5, r"data\.val_fraction"),
+    ("optim.epochs", 0, r"optim\.epochs"),
+    ("optim.batch_size", -4, r"optim\.batch_size"),
+    ("optim.weight_decay", float("inf"), r"optim\.weight_decay"),
+    ("data.loader", "fast", r"data\.loader.*auto, gpu, workers"),
+    ("data.split", "by-moon", r"data\.split"),
+    ("eval.ci_level", 95, r"eval\.ci_level"),
+    ("device", "tpu", r"'device'"),
+    ("data.random_fractions", [0.5, 0.5, 0.5], r"random_fractions"),
+])
+def test_numeric_and_choice_fields_are_validated_at_load(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        RunConfig().replace(**{key: value})

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..suite import parse_overrides
+from ..runner.suite import parse_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..runner import dry_run_table, finish_outputs, plan_sweep, run_suite
+    from ..runner.sweep import dry_run_table, finish_outputs, plan_sweep, run_suite
 
     only = [p for item in args.only for p in item.split(",") if p]
     plan = plan_sweep(args.suite, data_root=args.data_root, profile=args.profile,
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _launcher(args: argparse.Namespace, suite_slurm: dict, store_dir: Path):
-    from ..launchers import LocalLauncher, SlurmOptions, SubmititLauncher
+    from ..runner.launchers import LocalLauncher, SlurmOptions, SubmititLauncher
 
     nproc = args.nproc_per_run
     if args.launcher == "local":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..runner import format_table
-from ..suite import load_suite, shipped_suites
+from ..runner.sweep import format_table
+from ..runner.suite import load_suite, shipped_suites
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -55,7 +55,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.trainer import train_run
-    from ..suite import parse_overrides
+    from ..runner.suite import parse_overrides
 
     rank = int(os.environ.get("RANK", "0"))
     if rank != 0:  # one voice per job: other ranks log warnings and errors only

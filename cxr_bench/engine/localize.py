@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig
-from .errors import ConfigError, RunStoreError
-from .metrics.localization import IOBB_THRESHOLDS, heatmap_to_boxes, localization_table
-from .utils.io import atomic_write_json, atomic_write_text, read_json
-from .utils.progress import progress as progress_bar
+from ..config import RunConfig
+from ..errors import ConfigError, RunStoreError
+from ..metrics.localization import IOBB_THRESHOLDS, heatmap_to_boxes, localization_table
+from ..utils.io import atomic_write_json, atomic_write_text, read_json
+from ..utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto",
     The checkpoint is read with ``weights_only=True`` (no code runs); the model is rebuilt from the config
     with :func:`cxr_bench.models.create_model` and gets the checkpoint's state dict, strictly.
     """
-    from .data.labels import get_label_set
-    from .engine.checkpoint import load_checkpoint
-    from .models import create_model
+    from ..data.labels import get_label_set
+    from .checkpoint import load_checkpoint
+    from ..models import create_model
 
     run_dir = Path(run_dir)
     cfg = _read_run_config(run_dir)
@@ -155,8 +155,8 @@ def _dataset(cfg: RunConfig, release: Any, rows: np.ndarray) -> Any:
     sees exactly the pixels it was evaluated on; images outside that cache, or a PNG-source run, are
     decoded from the PNGs with the run's resize method (the cache's decoder, identical pixels).
     """
-    from .data.datasets import CXRDataset
-    from .engine.trainer import load_run_data
+    from ..data.datasets import CXRDataset
+    from .trainer import load_run_data
 
     cache = None
     if cfg.data.source == "cache":
@@ -181,7 +181,7 @@ def compute_heatmaps(model: torch.nn.Module, dataset: Any, label_indices: Sequen
     """
     from torch.utils.data import DataLoader
 
-    from .engine.evaluate import to_model_input
+    from .evaluate import to_model_input
 
     device = torch.device(device)
     index = torch.as_tensor(list(label_indices), dtype=torch.long)
@@ -249,7 +249,7 @@ def table4_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
     Columns ``t_iobb, label, accuracy, paper, diff, n_gt``; ``paper`` is NaN where the paper has no entry.
     """
-    from .results.references import wang2017_table4
+    from ..results.references import wang2017_table4
 
     ours = table[table["metric"] == "iobb"][["threshold", "label", "accuracy", "n_gt"]]
     ours = ours.rename(columns={"threshold": "t_iobb"})
@@ -353,9 +353,9 @@ def localize_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | N
     it). ``out`` is the table's path (default ``<run_dir>/localization.csv``); the summary, detections
     and figure go beside it (``<stem>.json``, ``<stem>_boxes.csv``) and to ``<run_dir>/figures/``.
     """
-    from .data.labels import get_label_set
-    from .data.release import NIHRelease
-    from .engine.distributed import resolve_device
+    from ..data.labels import get_label_set
+    from ..data.release import NIHRelease
+    from .distributed import resolve_device
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)

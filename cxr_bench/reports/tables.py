@@ -1,15 +1,25 @@
 """Tables for the report notebooks (and the CLI's readable output), built from saved artifacts only.
 
-Each function takes the objects of :mod:`cxr_bench.results` and returns a pandas ``Styler`` or DataFrame
-ready to display: labels as rows in the paper's order, AUCs with three decimals, CIs as ``[lo, hi]``.
-The notebooks call these and nothing else, so a report is as testable as the library.
+Each function takes the objects of :mod:`cxr_bench.results` and returns a pandas ``Styler`` (or HTML)
+ready to display: labels in the paper's order, AUCs with three decimals, CIs as ``[lo, hi]``, p-values
+below 0.001 as ``< 0.001``. The notebooks call these and nothing else, so a report is as testable as the
+library.
+
+Everything a report prints passes through :func:`styled` or :func:`esc`: run names, error messages, weights
+file names and suite names are text from the run store, and a report is HTML opened in a browser, so every
+string is HTML-escaped before it reaches a cell, an index, a caption or a sentence (pandas' Styler does not
+escape by default). Numbers are formatted to strings first and colours come from separate numeric maps, so
+escaping never meets a formatter.
 """
 
 from __future__ import annotations
 
 import html
 import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +35,132 @@ from ..results.runs import RunRecord, load_runs
 
 CMAP = "RdYlGn"  # AUC colour scale (low red, high green), shared by tables and heatmaps
 DELTA_CMAP = "RdBu"
+# Fewest positives (and negatives) for which a report prints an AUC. With 10 positives the 95% CI of an
+# AUC of 0.75 is about +-0.18 wide even against unlimited negatives (Hanley & McNeil 1982, Radiology 143:29,
+# eq. 2), so a smaller count says nothing a reader could use; below it the report says "too few" instead.
+MIN_CASES = 10
+# Factors that name a run inside a group of runs, most telling first (see short_names).
+NAME_FACTORS: tuple[tuple[str, str], ...] = (
+    ("model.backbone", ""), ("model.head", ""), ("data.label_set", ""), ("data.grayscale", ""),
+    ("data.channels", ""), ("loss.name", ""), ("model.pretrained", "weights "),
+    ("model.freeze_backbone", "frozen "), ("data.image_size", "px "), ("data.split", "split "),
+    ("seed", "seed "),
+)
+
+
+# ----------------------------------------------------------------------------------------- formatting
+
+
+def esc(value: Any) -> str:
+    """``value`` as HTML text: every ``<``, ``>``, ``&`` and quote escaped."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "" if v is None else str(v)
+    return "" if math.isnan(f) else f"{f:.{nd}f}"
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _ci(lo: Any, hi: Any, nd: int = 3) -> str:
+    a, b = _fmt(lo, nd), _fmt(hi, nd)
+    return f"[{a},\u00a0{b}]" if a and b else ""
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value for a table: three decimals, ``< 0.001`` below that (a printed 0.000 reads as impossible)."""
+    f = _num(p)
+    if not math.isfinite(f):
+        return ""
+    return "< 0.001" if f < 0.001 else f"{f:.3f}"
+
+
+def too_few(n_pos: Any, n_neg: Any = None, minimum: int = MIN_CASES) -> bool:
+    """True when an AUC from ``n_pos`` positives and ``n_neg`` negatives would be noise (see MIN_CASES)."""
+    p, n = _num(n_pos), _num(n_neg) if n_neg is not None else math.inf
+    return not (p >= minimum and n >= minimum)
+
+
+def too_few_text(n_pos: Any, n_neg: Any = None) -> str:
+    p, n = _num(n_pos), _num(n_neg) if n_neg is not None else math.inf
+    parts = []
+    if not p >= MIN_CASES:
+        parts.append(f"{int(p) if math.isfinite(p) else 0}\u00a0pos.")
+    if not n >= MIN_CASES:
+        parts.append(f"{int(n) if math.isfinite(n) else 0}\u00a0neg.")
+    return "too few: " + ", ".join(parts)
+
+
+def _escape_index(idx: pd.Index) -> pd.Index:
+    if isinstance(idx, pd.MultiIndex):
+        return pd.MultiIndex.from_tuples([tuple(esc(x) if isinstance(x, str) else x for x in t) for t in idx],
+                                         names=[esc(n) if isinstance(n, str) else n for n in idx.names])
+    return pd.Index([esc(x) if isinstance(x, str) else x for x in idx],
+                    name=esc(idx.name) if isinstance(idx.name, str) else idx.name)
+
+
+def escape_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with every string cell, index label and column label HTML-escaped."""
+    out = df.copy()
+    for j in range(out.shape[1]):
+        col = out.iloc[:, j]
+        if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+            out.isetitem(j, col.astype(object).map(lambda v: esc(v) if isinstance(v, str) else v))
+    out.index = _escape_index(out.index)
+    out.columns = _escape_index(out.columns)
+    return out
+
+
+TABLE_CSS = [
+    {"selector": "", "props": "font-size: 0.85em; border-collapse: collapse;"},
+    {"selector": "td, th", "props": "padding: 2px 6px; white-space: pre-line;"},
+    {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: bold; color: #333;"},
+]
+
+
+def styled(df: pd.DataFrame, caption: str = "", *, hide_index: bool = False,
+           gradients: Sequence[tuple[Any, np.ndarray, str, float, float]] = (),
+           greyed: np.ndarray | None = None) -> Styler:
+    """The one way a report shows a table: ``df`` with every string escaped, an escaped caption, compact
+    CSS, and background colours from numeric maps (``(subset, values, cmap, vmin, vmax)``; NaN: no colour).
+    ``greyed`` (a boolean array of ``df``'s shape) greys out cells whose number would mislead (too few cases).
+    """
+    st = escape_frame(df).style.set_table_styles(TABLE_CSS)
+    for subset, values, cmap, vmin, vmax in gradients:
+        values = np.asarray(values, dtype=float)
+        if np.isfinite(values).any():
+            st = st.background_gradient(cmap=cmap, vmin=vmin, vmax=vmax, subset=subset, gmap=values,
+                                        axis=None if values.ndim == 2 else 0)
+    if greyed is not None and np.asarray(greyed).any():
+        mask = pd.DataFrame(np.asarray(greyed, dtype=bool), index=st.data.index, columns=st.data.columns)
+        st = st.apply(lambda _: np.where(mask, "background-color: #eeeeee; color: #777777; font-style: italic",
+                                         ""), axis=None)
+    if caption:
+        st = st.set_caption(esc(caption))
+    if hide_index:
+        st = st.hide(axis="index")
+    return st
+
+
+def message(text: str) -> str:
+    """A one-sentence note where a section has nothing (or nothing meaningful) to show, as HTML."""
+    return f'<p style="color:#555;font-style:italic">{esc(text)}</p>'
+
+
+# ----------------------------------------------------------------------------------------- run names
 
 
 def run_label(row: dict[str, Any] | pd.Series | RunRecord) -> str:
-    """A short human name for a run: the factors that usually differ inside a suite."""
+    """A full human name for a run: the factors that usually differ inside a suite."""
     if isinstance(row, RunRecord):
         get = row.cfg
         parts = [get("model.backbone"), get("model.head"), get("data.label_set"), get("data.grayscale"),
@@ -42,17 +174,58 @@ def run_label(row: dict[str, Any] | pd.Series | RunRecord) -> str:
     return f"{name} (seed {seed})" if seed not in (None, 0, "0") else name
 
 
-def _fmt(v: Any, nd: int = 3) -> str:
+def _show_value(prefix: str, value: Any) -> str:
+    if prefix == "frozen ":
+        return "frozen" if value else "fine-tuned"
+    if prefix == "px ":
+        return f"{value} px"
+    if prefix == "weights ":
+        return "random init" if value in (None, "", "none") else f"weights {Path(str(value)).name}"
+    return f"{prefix}{value}"
+
+
+def short_names(runs: Sequence[RunRecord]) -> dict[str, str]:
+    """Run id -> a short name within ``runs``: the backbone plus every factor of :data:`NAME_FACTORS` that
+    varies among them, so a legend or a column says what tells the runs apart and nothing else. Names
+    that would still collide get the run id."""
+    if not runs:
+        return {}
+    varying = [(k, pre) for k, pre in NAME_FACTORS
+               if k == "model.backbone" or len({repr(r.cfg(k)) for r in runs}) > 1]
+    names = {r.run_id: " · ".join(_show_value(pre, r.cfg(k)) for k, pre in varying) for r in runs}
+    counts = Counter(names.values())
+    return {rid: (f"{n} ({rid})" if counts[n] > 1 else n) for rid, n in names.items()}
+
+
+def label_set_of(rec: RunRecord) -> str:
+    return str(rec.cfg("data.label_set") or "?")
+
+
+def by_label_set(runs: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Runs grouped by label set (ChestX-ray8 before 14), because AUCs are only ranked within a label set:
+    a mean over 8 labels and a mean over 14 are different quantities."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        groups.setdefault(label_set_of(r), []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def label_counts(rec: RunRecord, split: str = "test") -> dict[str, tuple[float, float]]:
+    """Label -> (positives, negatives) of a run's ``split`` as its metrics.json records them."""
     try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "" if v is None else str(v)
-    return "" if math.isnan(f) else f"{f:.{nd}f}"
+        block = rec.metrics.get(split) or {}
+    except Exception:  # a run without readable metrics has no counts; its cells are then greyed
+        return {}
+    n = _num(block.get("n_images"))
+    out = {}
+    for lab, m in (block.get("per_label") or {}).items():
+        if isinstance(m, dict):
+            p = _num(m.get("n_pos"))
+            out[lab] = (p, n - p if math.isfinite(n) else math.nan)
+    return out
 
 
-def _ci(lo: Any, hi: Any, nd: int = 3) -> str:
-    a, b = _fmt(lo, nd), _fmt(hi, nd)
-    return f"[{a},\u00a0{b}]" if a and b else ""
+# ----------------------------------------------------------------------------------------- context
 
 
 @dataclass
@@ -79,105 +252,236 @@ class ReportContext:
     def sample_runs(self) -> list[RunRecord]:
         return [r for r in self.runs if r.is_bundled_sample]
 
+    def run(self, run_id: str) -> RunRecord:
+        return next(r for r in self.runs if r.run_id == run_id)
+
     def banner_html(self) -> str:
-        """A loud warning when runs trained on the bundled sample; a one-line scope note otherwise."""
-        scope = (f"Run store <code>{html.escape(str(self.runs_dir))}</code>"
-                 + (f", suite <b>{html.escape(self.suite)}</b>" if self.suite else ", all suites")
+        """A loud warning when runs trained on the bundled sample, with the measured reason their numbers
+        are near chance (:func:`sample_note_html`); a one-line scope note in every case."""
+        scope = (f"Run store <code>{esc(self.runs_dir)}</code>"
+                 + (f", suite <b>{esc(self.suite)}</b>" if self.suite else ", all suites")
                  + f": {len(self.runs)} completed run(s), {len(self.leaderboard.failed)} not completed.")
         sample = self.sample_runs
         if not sample:
             return f"<p>{scope}</p>"
-        profiles = sorted({str(r.manifest.get('suite', {}).get('profile') or 'sample') for r in sample
-                           if isinstance(r.manifest.get('suite', {}), dict)})
         return (
             '<div style="border:3px solid #b00020;background:#fdecea;padding:12px 16px;margin:8px 0;'
-            'font-size:1.1em">'
+            'font-size:1.05em">'
             f"<b>&#9888; NOT COMPARABLE WITH THE PAPERS.</b> {len(sample)} of {len(self.runs)} run(s) were "
-            "trained and tested on the <b>bundled sample</b> (1,673 NIH images at 256 px, profile "
-            f"{html.escape(', '.join(profiles))}): a smoke test of the pipeline. Their AUCs, intervals and "
-            "p-values describe a few hundred test images and say nothing about the published results. Run "
-            "the suite with <code>--data-root</code> on the full NIH release for a replication.</div>"
-            f"<p>{scope}</p>"
+            "trained and tested on the <b>bundled sample</b> (1,673 NIH images stored at 256 px, profile "
+            f"{esc(', '.join(_profiles(sample)))}): a check that the pipeline runs end to end. Their AUCs, "
+            "intervals and p-values describe a few hundred test images and say nothing about the published "
+            "results; run the suite with <code>--data-root</code> on the full NIH release for a replication."
+            f"{sample_note_html(sample)}</div><p>{scope}</p>"
         )
 
-
-# ----------------------------------------------------------------------------------------- leaderboard
-
-
-def auc_table(lb: pd.DataFrame) -> Styler:
-    """Per-label test AUC (rows: labels in the paper's order; columns: runs) with the mean on top."""
-    cols = {}
-    for _, row in lb.iterrows():
-        values = [row.get("mean_auc")] + [row.get(f"auc_{lab}") for lab in CHESTXRAY14]
-        cols[run_label(row)] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
-    df = pd.DataFrame(cols, index=["mean AUC", *CHESTXRAY14])
-    df = df.dropna(how="all")
-    return (df.style.format(precision=3, na_rep="")
-            .background_gradient(cmap=CMAP, vmin=0.5, vmax=1.0, axis=None)
-            .highlight_null(props="background-color: white")
-            .set_caption("Test ROC AUC per label (empty: label not in the run's label set or no positive)"))
+    def footer_html(self) -> str:
+        return provenance_html(self.runs)
 
 
-def leaderboard_view(lb: pd.DataFrame) -> Styler:
-    """The readable columns of a leaderboard: what the run was, mean AUC with CI, cost."""
+def _profiles(runs: Iterable[RunRecord]) -> list[str]:
+    out = set()
+    for r in runs:
+        s = r.manifest.get("suite")
+        out.add(str(s.get("profile") or "?") if isinstance(s, dict) else "?")
+    return sorted(out)
+
+
+def _range(values: Iterable[Any], unit: str = "") -> str:
+    vals = sorted({v for v in (_num(x) for x in values) if math.isfinite(v)})
+    if not vals:
+        return "?"
+    f = (lambda v: f"{v:g}{unit}")
+    return f(vals[0]) if len(vals) == 1 else f"{f(vals[0])}-{f(vals[-1])}"
+
+
+def sample_note_html(runs: Sequence[RunRecord]) -> str:
+    """Why the bundled-sample runs score near chance, from their own records: how many are below 0.5 or
+    have a whole CI below it, and the four causes with this store's numbers (initialisation, image size,
+    optimizer steps, the sample's size and bias)."""
+    if not runs:
+        return ""
+    means, below, ci_below, ci_above = [], 0, 0, 0
+    for r in runs:
+        try:
+            t = r.metrics.get("test") or {}
+        except Exception:
+            continue
+        m = _num(t.get("mean_auc"))
+        ci = t.get("mean_auc_ci") or [math.nan, math.nan]
+        if math.isfinite(m):
+            means.append(m)
+            below += m < 0.5
+        ci_below += _num(ci[1]) < 0.5
+        ci_above += _num(ci[0]) > 0.5
+    pretrained = {r.cfg("model.pretrained") for r in runs}
+    init = ("random initialisation (no ImageNet weights)" if pretrained <= {None, "", "none"}
+            else "ImageNet weights for some runs, random initialisation for the others"
+            if {None, "", "none"} & pretrained else "ImageNet weights")
+    steps = [_num(r.metrics.get("steps")) if _has_metrics(r) else math.nan for r in runs]
+    batch = [_num(r.cfg("optim.batch_size", math.nan)) * _num(r.cfg("optim.accum_steps", 1)) for r in runs]
+    seen = [s * b for s, b in zip(steps, batch)]
+    n_test = [_num((r.metrics.get("test") or {}).get("n_images")) if _has_metrics(r) else math.nan for r in runs]
+    if means:
+        verdict = (f"Test mean AUC {min(means):.2f}-{max(means):.2f}: {below} of {len(means)} run(s) below 0.5, "
+                   f"{ci_below} with the whole 95% CI below 0.5, {ci_above} with the whole CI above 0.5. ")
+        verdict += ("These models are at chance, as expected here, and the reasons are known: "
+                    if ci_above <= len(means) // 4 else "Read any difference between them with care: ")
+    else:
+        verdict = ""
+    return (
+        f'<p style="margin:8px 0 0 0"><b>Why these numbers are near chance.</b> {esc(verdict)}</p><ul style='
+        '"margin:4px 0 0 0">'
+        f"<li>{esc(init)}: the network starts knowing nothing about images;</li>"
+        f"<li>{esc(_range((r.cfg('data.image_size') for r in runs), ' px'))} inputs (the papers: 224-1024 px), "
+        "where small findings (nodules, pneumothorax) are a pixel or two;</li>"
+        f"<li>{esc(_range(steps))} optimizer steps per run ({esc(_range(seen))} images seen in training), where "
+        "the papers train for tens of thousands;</li>"
+        f"<li>a small, biased sample: {esc(_range(n_test))} test images, a few positives for rare labels, and "
+        "1,000 of the 1,673 images are 500 'Pneumonia' + 500 'No Finding' from a single source, so a model "
+        "can learn the source rather than the findings.</li></ul>"
+        "<p style=\"margin:4px 0 0 0\">A pipeline that learns shows it on data made for that check (the "
+        "phantom releases with planted lesions), not here.</p>"
+    )
+
+
+def _has_metrics(r: RunRecord) -> bool:
+    try:
+        return bool(r.metrics)
+    except Exception:
+        return False
+
+
+def provenance_html(runs: Sequence[RunRecord]) -> str:
+    """A footer from the runs' manifest.json: code commit and dirty flag, package versions, when the runs
+    ran, profile, data hashes, machine. Values that differ between runs are all listed with their counts,
+    so a report mixing two commits says so."""
+
+    def tally(values: Iterable[str]) -> str:
+        c = Counter(values)
+        if not c:
+            return "unknown"
+        if len(c) == 1:
+            return esc(next(iter(c)))
+        return "; ".join(f"{esc(v)} ({n} runs)" for v, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    commits, versions, profiles, data, machines, dates = [], {}, [], [], [], []
+    for r in runs:
+        m = r.manifest
+        g = m.get("git") if isinstance(m.get("git"), dict) else {}
+        commit = str(g.get("commit") or "unknown")[:12]
+        dirty = g.get("dirty")
+        commits.append(f"{commit}" + (" (dirty: uncommitted changes)" if dirty else "" if dirty is False
+                                      else " (dirty flag unknown)"))
+        for pkg, ver in (m.get("packages") or {}).items() if isinstance(m.get("packages"), dict) else ():
+            versions.setdefault(str(pkg), []).append(str(ver))
+        py = m.get("python")
+        if isinstance(py, dict) and py.get("version"):
+            versions.setdefault("python", []).append(str(py["version"]))
+        profiles.extend(_profiles([r]))
+        d = m.get("data") if isinstance(m.get("data"), dict) else {}
+        hashes = d.get("file_hashes") if isinstance(d.get("file_hashes"), dict) else {}
+        entry = next((f"{k} sha256 {str(v)[:12]}" for k, v in sorted(hashes.items()) if "Data_Entry" in k),
+                     "no metadata hash")
+        where = "bundled sample" if r.is_bundled_sample else f"root {d.get('root') or '?'}"
+        data.append(f"{entry}, {where}" + (f", image cache {str(m['cache_key'])[:12]}" if m.get("cache_key")
+                                           else ""))
+        hw = m.get("hardware") if isinstance(m.get("hardware"), dict) else {}
+        gpus = hw.get("gpus") or []
+        machines.append(f"{hw.get('cpu_model', '?')} x{hw.get('cpu_count', '?')}"
+                        + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU") if hw else "unknown")
+        for key in ("started_at", "created_at", "ended_at", "updated_at"):
+            if m.get(key):
+                dates.append(str(m[key]))
+    vers = ", ".join(f"{esc(k)} {tally(v)}" for k, v in sorted(versions.items())) or "unknown"
+    when = f"{esc(min(dates)[:16])} to {esc(max(dates)[:16])} UTC" if dates else "unknown"
+    rendered = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [("code", tally(commits)), ("runs ran", when), ("profile", tally(profiles)), ("data", tally(data)),
+            ("machine", tally(machines)), ("versions", vers), ("report rendered", esc(rendered))]
+    body = "".join(f'<tr><th style="text-align:left;padding-right:12px;vertical-align:top">{k}</th>'
+                   f'<td style="text-align:left">{v}</td></tr>' for k, v in rows)
+    return ('<hr><div style="font-size:0.8em;color:#444"><b>Provenance</b> (from the manifest.json of the '
+            f"{len(runs)} run(s) shown)<table>{body}</table></div>")
+
+
+# ----------------------------------------------------------------------------------------- rankings
+
+
+def ranking_tables(ctx: ReportContext) -> list[tuple[str, Styler]]:
+    """One table per label set, runs ranked by mean test AUC within it: rank, run, id, mean with CI, one
+    AUC per label (greyed ``too few`` where the test set has fewer than :data:`MIN_CASES` positives or
+    negatives for that label)."""
+    out = []
+    for label_set, runs in by_label_set(ctx.runs).items():
+        names = short_names(runs)
+        rows, colours, grey = [], [], []
+        labels = [lab for lab in CHESTXRAY14 if any(lab in r.labels for r in runs)]
+        for r in runs:
+            t = r.metrics.get("test") or {}
+            per = t.get("per_label") or {}
+            counts = label_counts(r)
+            ci = t.get("mean_auc_ci") or [None, None]
+            row: dict[str, Any] = {"run": names[r.run_id], "run id": r.run_id, "mean AUC": _fmt(t.get("mean_auc")),
+                                   "95% CI": _ci(*ci[:2])}
+            col = [math.nan, math.nan, _num(t.get("mean_auc")), math.nan]
+            g = [False] * 4
+            for lab in labels:
+                auc = _num((per.get(lab) or {}).get("auc"))
+                few = lab in counts and too_few(*counts[lab])
+                row[lab.replace("_", " ")] = (too_few_text(*counts[lab]) if few else _fmt(auc))
+                col.append(math.nan if few else auc)
+                g.append(few)
+            rows.append(row)
+            colours.append(col)
+            grey.append(g)
+        order = np.argsort([-_num(r["mean AUC"]) if r["mean AUC"] else math.inf for r in rows], kind="stable")
+        df = pd.DataFrame([rows[i] for i in order])
+        df.insert(0, "rank", [str(i) for i in range(1, len(df) + 1)])
+        values = np.array([[math.nan, *colours[i]] for i in order], dtype=float)
+        cap = (f"{label_set}: test ROC AUC, ranked by mean AUC within this label set ({len(labels)} labels). "
+               f"Greyed: fewer than {MIN_CASES} positive or negative test images, no AUC worth printing.")
+        out.append((label_set, styled(df, cap, hide_index=True, gradients=[(None, values, CMAP, 0.5, 1.0)],
+                                      greyed=np.array([[False, *grey[i]] for i in order], dtype=bool))))
+    return out
+
+
+def leaderboard_view(lb: pd.DataFrame, runs: Sequence[RunRecord] = ()) -> Styler:
+    """The readable columns of a leaderboard: what the run was, mean AUC with CI, cost; ranked within each
+    label set (label sets one after another)."""
+    names: dict[str, str] = {}
+    for group in by_label_set(runs).values():
+        names.update(short_names(group))
     rows = []
     for _, r in lb.iterrows():
         rows.append({
-            "suite": r["suite"], "run": run_label(r), "run id": r["run_id"], "split": r["split"],
-            "size": r["image_size"], "loss": r["loss"], "pretrained": r["pretrained"],
-            "mean AUC": r["mean_auc"], "95% CI": _ci(r["mean_auc_ci_lo"], r["mean_auc_ci_hi"]),
-            "params (M)": (r["param_count"] / 1e6) if pd.notna(r["param_count"]) else np.nan,
-            "GMACs": r["gmacs"], "img/s": r["train_images_per_s"], "epochs": r["epochs"],
+            "label set": r["label_set"], "run": names.get(r["run_id"], run_label(r)), "run id": r["run_id"],
+            "suite": r["suite"], "split": r["split"], "size": r["image_size"], "loss": r["loss"],
+            "pretrained": r["pretrained"], "mean AUC": _num(r["mean_auc"]),
+            "95% CI": _ci(r["mean_auc_ci_lo"], r["mean_auc_ci_hi"]),
+            "params (M)": _fmt(_num(r["param_count"]) / 1e6, 2), "GMACs": _fmt(r["gmacs"], 2),
+            "img/s": _fmt(r["train_images_per_s"], 1), "epochs": r["epochs"],
         })
     df = pd.DataFrame(rows)
     if df.empty:
-        return df.style
-    df = df.sort_values("mean AUC", ascending=False, kind="mergesort").reset_index(drop=True)
-    df.index = df.index + 1
-    return (df.style.format({"mean AUC": "{:.3f}", "params (M)": "{:.2f}", "GMACs": "{:.2f}",
-                             "img/s": "{:.1f}"}, na_rep="")
-            .bar(subset=["mean AUC"], color="#9ecae1", vmin=0.5, vmax=1.0)
-            .set_caption("Completed runs, best mean test AUC first"))
+        return styled(pd.DataFrame({"": ["no completed run"]}), hide_index=True)
+    df = df.sort_values(["label set", "mean AUC"], ascending=[True, False], kind="mergesort")
+    df.insert(0, "rank", df.groupby("label set").cumcount() + 1)
+    values = df["mean AUC"].to_numpy(dtype=float)
+    df["mean AUC"] = [_fmt(v) for v in values]
+    return styled(df.reset_index(drop=True), "Completed runs, ranked by mean test AUC within each label set",
+                  hide_index=True, gradients=[(["mean AUC"], values, CMAP, 0.5, 1.0)])
 
 
-def failed_view(lb: Leaderboard) -> pd.DataFrame:
-    return lb.failed[["suite", "run_id", "status", "error"]]
+def failed_view(lb: Leaderboard) -> Styler | None:
+    """Runs that did not complete, with their recorded error (escaped: an error message is arbitrary text)."""
+    f = lb.failed
+    if f is None or not len(f):
+        return None
+    cols = [c for c in ("suite", "run_id", "status", "error") if c in f.columns]
+    return styled(f[cols].astype(str).rename(columns={"run_id": "run id"}), hide_index=True)
 
 
 # ----------------------------------------------------------------------------------------- replication
-
-
-def reference_view(cmp: pd.DataFrame) -> Styler:
-    """Ours beside the paper: rows = labels (then the mean), one column group per matched run."""
-    if cmp.empty:
-        return pd.DataFrame({"": ["no run of this store has a published counterpart"]}).style.hide(axis="index")
-    blocks = []
-    for (run_id, setting, source), g in cmp.groupby(["run_id", "setting", "source"], sort=False):
-        head = f"{g['backbone'].iloc[0]} / {g['label_set'].iloc[0]} vs {setting}"
-        g = g.set_index("label")
-        blocks.append(pd.DataFrame({
-            (head, "ours"): g["ours"].map(_fmt),
-            (head, "95% CI"): [_ci(a, b) for a, b in zip(g["ours_ci_lo"], g["ours_ci_hi"])],
-            (head, "paper"): g["paper"].map(lambda v: _fmt(v, 4)),
-            (head, "Δ"): g["delta"].map(lambda v: f"{float(v):+.3f}" if pd.notna(v) else ""),
-            (head, "paper in CI"): g["paper_in_ci"].map({True: "yes", False: "no"}).fillna(""),
-        }))
-    df = pd.concat(blocks, axis=1).fillna("")
-    order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in df.index]
-    return df.loc[order].style.set_caption("Per-label test ROC AUC: ours (95% patient-bootstrap CI) vs the paper")
-
-
-def reference_sources(cmp: pd.DataFrame) -> pd.DataFrame:
-    """One row per matched run: which table, and whether the protocols make the comparison fair."""
-    if cmp.empty:
-        return pd.DataFrame(columns=["run", "compared with", "comparable", "why"])
-    g = cmp.drop_duplicates("run_id")
-    return pd.DataFrame({
-        "run": [f"{b} / {ls} ({rid})" for b, ls, rid in zip(g["backbone"], g["label_set"], g["run_id"])],
-        "compared with": [f"{src}: {s}" for src, s in zip(g["source"], g["setting"])],
-        "comparable": g["comparable"].map({True: "yes", False: "no"}).to_numpy(),
-        "why": g["note"].to_numpy(),
-    })
 
 
 def replication_comparison(ctx: ReportContext, references: tuple[str, ...] = ("wang2017", "chexnet"),
@@ -188,6 +492,78 @@ def replication_comparison(ctx: ReportContext, references: tuple[str, ...] = ("w
     return pd.concat(frames, ignore_index=True) if frames else compare_reference(ctx.table.iloc[:0])
 
 
+def replication_runs(ctx: ReportContext, cmp: pd.DataFrame) -> list[RunRecord]:
+    """The runs a replication figure shows: those held against a paper and the others of their suite
+    blocks (e.g. all five backbones of a replication grid); every run when none has a counterpart."""
+    matched = set(cmp["run_id"]) if not cmp.empty else set()
+    if not matched:
+        return list(ctx.runs)
+    blocks = {b for r in ctx.runs if r.run_id in matched for b in _blocks(r)}
+    return [r for r in ctx.runs if r.run_id in matched or (blocks & set(_blocks(r)))]
+
+
+def _blocks(rec: RunRecord) -> list[str]:
+    s = rec.manifest.get("suite")
+    return [str(b) for b in (s.get("blocks") or [])] if isinstance(s, dict) else []
+
+
+def reference_sources(cmp: pd.DataFrame, ctx: ReportContext | None = None) -> Styler:
+    """One row per matched run: which table, and whether the protocols make the comparison fair."""
+    if cmp.empty:
+        return styled(pd.DataFrame({"": ["no run of this store has a published counterpart (the papers report "
+                                         "AlexNet, GoogLeNet, VGG-16 and ResNet-50 on 8 labels, ResNet-50 and "
+                                         "DenseNet-121 on 14)"]}), hide_index=True)
+    g = cmp.drop_duplicates(["run_id", "source"])
+    df = pd.DataFrame({
+        "run": [f"{b} / {ls}" for b, ls in zip(g["backbone"], g["label_set"])],
+        "run id": g["run_id"].astype(str).to_numpy(),
+        "compared with": [f"{src}: {s}" for src, s in zip(g["source"], g["setting"])],
+        "comparable": g["comparable"].map({True: "yes", False: "no"}).fillna("?").to_numpy(),
+        "why": g["note"].astype(str).to_numpy(),
+    })
+    return styled(df, hide_index=True)
+
+
+def reference_tables(ctx: ReportContext, cmp: pd.DataFrame) -> list[tuple[str, Styler]]:
+    """Ours beside the paper, one table per label set: rows = labels (then the mean), two columns per
+    matched run: ours with its 95% CI, and the paper's value with Δ = ours - paper. Ours is coloured on
+    the AUC scale; the paper's cell is green where it lies inside our CI. Labels with too few test cases
+    say so instead of an AUC."""
+    if cmp.empty:
+        return []
+    out = []
+    for label_set, g_ls in cmp.groupby("label_set", sort=True):
+        runs = [ctx.run(rid) for rid in dict.fromkeys(g_ls["run_id"])]
+        names = short_names(runs)
+        order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in set(g_ls["label"])]
+        cols: dict[str, list[str]] = {}
+        aucs, inside, grey = [], [], []
+        for (rid, setting), g in g_ls.groupby(["run_id", "setting"], sort=False):
+            counts = label_counts(ctx.run(rid))
+            g = g.set_index("label").reindex(order)
+            head = f"{names[rid]} vs {setting}"
+            few = [lab != "mean" and lab in counts and too_few(*counts[lab]) for lab in order]
+            cols[f"{head}\nours [95% CI]"] = [
+                too_few_text(*counts[lab]) if f else f"{_fmt(r.ours)}\n{_ci(r.ours_ci_lo, r.ours_ci_hi)}"
+                for lab, f, r in zip(order, few, g.itertuples())]
+            cols[f"{head}\npaper (Δ)"] = [
+                f"{_fmt(r.paper)}\n" + ("" if f else f"Δ {_num(r.delta):+.3f}" if math.isfinite(_num(r.delta))
+                                        else "")
+                for f, r in zip(few, g.itertuples())]
+            aucs += [[math.nan if f else _num(v) for f, v in zip(few, g["ours"])], [math.nan] * len(order)]
+            inside += [[math.nan] * len(order),
+                       [1.0 if (v is True and not f) else math.nan for f, v in zip(few, g["paper_in_ci"])]]
+            grey += [few, [False] * len(order)]
+        df = pd.DataFrame(cols, index=[lab.replace("_", " ") if lab != "mean" else "MEAN" for lab in order])
+        cap = (f"{label_set}: ours (95% patient-bootstrap CI) vs the paper; Δ = ours - paper; green paper cell: "
+               f"the paper's value lies inside our CI. Greyed: fewer than {MIN_CASES} positive or negative "
+               "test images.")
+        out.append((label_set, styled(df, cap, gradients=[(None, np.array(aucs).T, CMAP, 0.5, 1.0),
+                                                          (None, np.array(inside).T, "Greens", 0.0, 4.0)],
+                                      greyed=np.array(grey, dtype=bool).T)))
+    return out
+
+
 # ----------------------------------------------------------------------------------------- ablations
 
 
@@ -195,41 +571,54 @@ def ablations(ctx: ReportContext, n_bootstrap: int = 1000, seed: int = 0) -> pd.
     return ablation_table(ctx.runs, n_bootstrap=n_bootstrap, seed=seed)
 
 
+def _pcol(df: pd.DataFrame, *names: str) -> str | None:
+    return next((n for n in names if n in df.columns), None)
+
+
 def ablation_summary_view(table: pd.DataFrame) -> Styler:
-    """One row per pair: variant - baseline mean AUC with CI and p, and labels with DeLong p < 0.05."""
+    """One row per pair: variant - baseline mean AUC with CI and p, and how many labels differ (the
+    library's adjusted p-values and verdicts when it provides them)."""
     s = pair_summary(table)
     if s.empty:
-        return pd.DataFrame({"": ["no paired ablations (runs differing in exactly one factor) in this store"]}
-                            ).style.hide(axis="index")
+        return styled(pd.DataFrame({"": ["no paired ablations (runs differing in exactly one factor) in this "
+                                         "store"]}), hide_index=True)
     df = pd.DataFrame({
-        "factor": s["factor"], "baseline": s["value_a"], "variant": s["value_b"],
-        "mean AUC (baseline)": s["mean_a"], "mean AUC (variant)": s["mean_b"], "Δ": s["delta"],
-        "95% CI of Δ": [_ci(a, b) for a, b in zip(s["ci_lo"], s["ci_hi"])], "p (bootstrap)": s["p"],
-        "labels with DeLong p<0.05": s["labels_p_lt_0.05"],
+        "factor": s["factor"].astype(str), "baseline": s["value_a"].astype(str), "variant": s["value_b"].astype(str),
+        "mean AUC (baseline)": [_fmt(v) for v in s["mean_a"]], "mean AUC (variant)": [_fmt(v) for v in s["mean_b"]],
+        "Δ": [f"{_num(v):+.3f}" if math.isfinite(_num(v)) else "" for v in s["delta"]],
+        "95% CI of Δ": [_ci(a, b) for a, b in zip(s["ci_lo"], s["ci_hi"])],
+        "p (bootstrap)": [fmt_p(p) for p in s["p"]],
     })
-    return (df.style.format({"mean AUC (baseline)": "{:.3f}", "mean AUC (variant)": "{:.3f}", "Δ": "{:+.3f}",
-                             "p (bootstrap)": "{:.3f}"}, na_rep="")
-            .background_gradient(subset=["Δ"], cmap=DELTA_CMAP, vmin=-0.05, vmax=0.05)
-            .hide(axis="index")
-            .set_caption("Paired ablations: variant minus baseline on the same test images"))
+    extra = [c for c in s.columns if c.startswith("labels_") or c in ("verdict", "p_holm", "p_adjusted")]
+    for c in extra:
+        df[c.replace("_", " ")] = [fmt_p(v) if c.startswith("p_") else str(v) for v in s[c]]
+    return styled(df, "Paired ablations: variant minus baseline on the same test images", hide_index=True,
+                  gradients=[(["Δ"], s["delta"].to_numpy(dtype=float), DELTA_CMAP, -0.05, 0.05)])
 
 
-def ablation_detail_view(table: pd.DataFrame) -> Styler:
-    """Per-label differences of every pair (rows: labels; column groups: pairs)."""
+def ablation_detail_view(table: pd.DataFrame) -> list[tuple[str, Styler]]:
+    """Per-label differences, one table per pair (rows: labels): Δ AUC with its paired patient-bootstrap
+    CI, and every p-value column the library provides (image-level DeLong, clustered, Holm-adjusted)."""
     if table.empty:
-        return pd.DataFrame().style
-    blocks = []
+        return []
+    pcols = [c for c in table.columns if c == "p" or c.startswith("p_")]
+    out = []
     for (factor, va, vb), g in table.groupby(["factor", "value_a", "value_b"], sort=False):
-        head = f"{factor}: {vb} vs {va}"
         g = g.set_index("label")
-        blocks.append(pd.DataFrame({
-            (head, "Δ AUC"): g["delta"].map(lambda v: f"{float(v):+.3f}" if pd.notna(v) else ""),
-            (head, "95% CI"): [_ci(a, b) for a, b in zip(g["ci_lo"], g["ci_hi"])],
-            (head, "p"): [(_fmt(p) + (" (boot)" if t == "bootstrap" else "")) for p, t in zip(g["p"], g["test"])],
-        }))
-    df = pd.concat(blocks, axis=1).fillna("")
-    order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in df.index]
-    return df.loc[order].style.set_caption("Per label: Δ AUC (paired patient-bootstrap CI), DeLong p")
+        order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in g.index]
+        g = g.loc[order]
+        df = pd.DataFrame({"Δ AUC": [f"{_num(v):+.3f}" if math.isfinite(_num(v)) else "" for v in g["delta"]],
+                           "95% CI": [_ci(a, b) for a, b in zip(g["ci_lo"], g["ci_hi"])]},
+                          index=[lab.replace("_", " ") if lab != "mean" else "MEAN" for lab in order])
+        for c in pcols:
+            name = "p" if c == "p" else c.replace("_", " ")
+            if c == "p" and "test" in g:
+                name = "p (" + "/".join(sorted({str(t) for t in g["test"].dropna()})) + ")"
+            df[name] = [fmt_p(v) for v in g[c]]
+        head = f"{factor}: {vb} vs {va}"
+        out.append((head, styled(df, f"{head}: Δ AUC = variant - baseline (paired patient-bootstrap CI)",
+                                 gradients=[(["Δ AUC"], g["delta"].to_numpy(dtype=float), DELTA_CMAP, -0.05, 0.05)])))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- expert labels
@@ -241,25 +630,62 @@ def expert_results(ctx: ReportContext) -> pd.DataFrame:
 
 
 def run_labels(ctx: ReportContext) -> dict[str, str]:
-    return {r.run_id: run_label(r) for r in ctx.runs}
+    names: dict[str, str] = {}
+    for group in by_label_set(ctx.runs).values():
+        names.update(short_names(group))
+    return names
+
+
+def expert_enough(df: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`expert_results`: True when both label sources have at least :data:`MIN_CASES`
+    positives and negatives on the covered images."""
+    if df.empty:
+        return pd.Series([], dtype=bool)
+    n = df["n"].astype(float)
+    return pd.Series([not (too_few(ep, nn - ep) or too_few(npos, nn - npos))
+                      for ep, npos, nn in zip(df["expert_pos"], df["nih_pos"], n)], index=df.index)
 
 
 def expert_view(ctx: ReportContext, df: pd.DataFrame | None = None) -> Styler:
-    """AUC against radiologist labels beside AUC against NIH labels, same images and same scores."""
+    """AUC against radiologist labels beside AUC against NIH labels, same images and same scores; rows
+    with too few positives or negatives say so instead of an AUC of 0 or 1."""
     df = expert_table(ctx.runs) if df is None else df
     if df.empty:
-        return pd.DataFrame({"": ["no test image of these runs is covered by the Google 2019 expert labels"]}
-                            ).style.hide(axis="index")
+        return styled(pd.DataFrame({"": ["no test image of these runs is covered by the Google 2019 expert "
+                                         "labels"]}), hide_index=True)
+    ok = expert_enough(df)
+    names = run_labels(ctx)
+
+    def auc(v: Any, good: bool) -> str:
+        return _fmt(v) if good else "too few"
+
     view = pd.DataFrame({
-        "run": df["run_id"].map(run_labels(ctx)),
+        "run": df["run_id"].map(lambda rid: names.get(rid, rid)),
         "target": df["target"].str.replace("_", " "), "score": df["scored_from"], "images": df["n"],
-        "expert +": df["expert_pos"], "NIH +": df["nih_pos"], "AUC vs expert": df["expert_auc"],
-        "AUC vs NIH": df["nih_auc"], "NIH - expert": df["nih_minus_expert"],
+        "expert +": df["expert_pos"], "NIH +": df["nih_pos"],
+        "AUC vs expert": [auc(v, g) for v, g in zip(df["expert_auc"], ok)],
+        "AUC vs NIH": [auc(v, g) for v, g in zip(df["nih_auc"], ok)],
+        "NIH - expert": [f"{_num(v):+.3f}" if g and math.isfinite(_num(v)) else "" for v, g in
+                         zip(df["nih_minus_expert"], ok)],
     })
-    return (view.style.format({"AUC vs expert": "{:.3f}", "AUC vs NIH": "{:.3f}", "NIH - expert": "{:+.3f}"},
-                              na_rep="n/a")
-            .hide(axis="index")
-            .set_caption("Same predictions, two label sources (Google 2019 radiologist labels vs NIH NLP labels)"))
+    grey = np.zeros(view.shape, dtype=bool)
+    grey[:, 6:] = ~ok.to_numpy()[:, None]
+    return styled(view, "Same predictions, two label sources (Google 2019 radiologist labels vs NIH NLP labels); "
+                  f"'too few': fewer than {MIN_CASES} positive or negative images under a label source",
+                  hide_index=True, greyed=grey)
+
+
+def expert_note(df: pd.DataFrame) -> str:
+    """A sentence (HTML) when no row of the expert table has enough cases to mean anything."""
+    if df.empty:
+        return message("No test image of these runs is covered by the Google 2019 expert labels.")
+    if expert_enough(df).any():
+        return ""
+    n = int(df["n"].max())
+    return message(f"Only {n} test image(s) of these runs carry the Google 2019 expert labels, with at most "
+                   f"{int(df['expert_pos'].max())} expert-positive image(s) per target: too few for an AUC "
+                   f"(at least {MIN_CASES} positives and {MIN_CASES} negatives are needed), so no AUC is shown. "
+                   "On the full release the expert labels cover 1,962 test images.")
 
 
 # ----------------------------------------------------------------------------------------- plain text
@@ -287,34 +713,40 @@ def localized_runs(ctx: ReportContext) -> list[RunRecord]:
 def localization_summary(ctx: ReportContext) -> Styler | None:
     """Accuracy at each T(IoBB), averaged over the box labels, one row per localized run, under the same
     average of Wang et al.'s Table 4 (ResNet-50). None when no run was localized."""
-    from ..localize import table4_comparison
+    from ..engine.localize import table4_comparison
     from ..results.references import wang2017_table4
 
     runs = localized_runs(ctx)
     if not runs:
         return None
-    rows, scored = {}, set()
-    for rec in sorted(runs, key=run_label):
+    names = run_labels(ctx)
+    rows, scored, boxes = {}, set(), {}
+    for rec in sorted(runs, key=lambda r: names.get(r.run_id, r.run_id)):
         long = table4_comparison(pd.read_csv(rec.run_dir / "localization.csv"))
         long = long[long["n_gt"] > 0]
         scored |= set(long["label"])
-        rows[run_label(rec)] = long.groupby("t_iobb")["accuracy"].mean()
+        rows[names.get(rec.run_id, rec.run_id)] = long.groupby("t_iobb")["accuracy"].mean()
+        boxes[names.get(rec.run_id, rec.run_id)] = int(long.drop_duplicates("label")["n_gt"].sum())
     ref = wang2017_table4()
     # The paper's mean over the same labels ours are averaged over (those with boxes in the test images).
     ref = ref[[lab for lab in ref.columns if lab in scored]]
-    rows["Wang et al. 2017, ResNet-50 (Table 4)"] = ref.mean(axis=1).set_axis(ref.index.astype(float).round(4))
+    paper = "Wang et al. 2017, ResNet-50 (Table 4)"
+    rows[paper] = ref.mean(axis=1).set_axis(ref.index.astype(float).round(4))
     df = pd.DataFrame(rows).T
+    values = df.to_numpy(dtype=float)
     df.columns = [f"T(IoBB)={t:g}" for t in df.columns]
-    return (df.style.format(precision=3, na_rep="")
-            .background_gradient(cmap=CMAP, vmin=0.0, vmax=1.0, axis=None)
-            .set_caption("Localization accuracy (a ground-truth box is hit when IoBB > T), mean over the box "
-                         "labels that have boxes in the test images"))
+    df = df.map(_fmt)
+    df.insert(0, "boxes", [str(boxes.get(i, "")) for i in df.index])
+    return styled(df, "Localization accuracy (a ground-truth box is hit when IoBB > T), mean over the box labels "
+                  "that have boxes in the test images",
+                  gradients=[(list(df.columns[1:]), values, CMAP, 0.0, 1.0)])
 
 
-def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None] | None:
+def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None, str] | None:
     """The per-label table beside Table 4 for the run closest to the paper's (ResNet-50, 8 labels, Wang
-    head; else the first localized run), with its heatmap figure if there is one."""
-    from ..localize import localization_report_table
+    head; else the first localized run), its heatmap figure if there is one, and a note (HTML, may be
+    empty) on what the heatmaps can resolve and how many boxes each label has."""
+    from ..engine.localize import localization_report_table
 
     runs = localized_runs(ctx)
     if not runs:
@@ -327,7 +759,59 @@ def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None] |
     rec = min(runs, key=closeness)
     table = localization_report_table(rec.run_dir, wide=True)
     table.index = pd.Index([f"{t:g}" for t in table.index], name="T(IoBB)")
-    styled = (table.style.format(precision=3, na_rep="")
-              .set_caption("Accuracy at T(IoBB) per label; '(paper)': Wang et al. 2017 Table 4, ResNet-50"))
+    n_gt = _localization_counts(rec)
+    few = [c for c in table.columns if not c.endswith("(paper)") and n_gt.get(c, MIN_CASES) < MIN_CASES]
+    grey = np.zeros(table.shape, dtype=bool)
+    for c in few:
+        grey[:, list(table.columns).index(c)] = True
+    if n_gt:
+        table.columns = [c if c.endswith("(paper)") else f"{c} (n={n_gt.get(c, 0)})" for c in table.columns]
+    values = table.to_numpy(dtype=float)
+    shown = table.map(_fmt)
+    styled_table = styled(shown, "Accuracy at T(IoBB) per label (n: ground-truth boxes); '(paper)': Wang et al. "
+                          f"2017 Table 4, ResNet-50. Greyed: fewer than {MIN_CASES} boxes.",
+                          gradients=[(None, np.where(grey, np.nan, values), CMAP, 0.0, 1.0)], greyed=grey)
     fig = rec.run_dir / "figures" / "localization.png"
-    return run_label(rec), styled, fig if fig.is_file() else None
+    return (run_labels(ctx).get(rec.run_id, rec.run_id), styled_table, fig if fig.is_file() else None,
+            localization_note(rec))
+
+
+def _localization_json(rec: RunRecord) -> dict[str, Any]:
+    import json
+
+    try:
+        obj = json.loads((rec.run_dir / "localization.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _localization_counts(rec: RunRecord) -> dict[str, int]:
+    try:
+        long = pd.read_csv(rec.run_dir / "localization.csv")
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in long.drop_duplicates("label").set_index("label")["n_gt"].items()}
+
+
+def localization_note(rec: RunRecord) -> str:
+    """HTML: a warning when the heatmaps are too coarse to localize anything (a 2 x 2 map has four cells,
+    so every detected box is a quarter or half of the image), and when labels have few boxes."""
+    info = _localization_json(rec)
+    shape = info.get("heatmap_shape")
+    notes = []
+    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) for s in shape):
+        h, w = shape
+        size = rec.cfg("data.image_size")
+        if h * w <= 16:
+            notes.append(f"The heatmaps of this run are {h} x {w} cells ({size}-px input, a stride-32 backbone): "
+                         f"every detected box is a union of {1024 // max(h, 1)}-px squares of the 1024-px frame, so "
+                         "these accuracies measure the coarse grid, not the model's localization. The paper's "
+                         "heatmaps are 32 x 32 (1024-px input).")
+        else:
+            notes.append(f"Heatmaps: {h} x {w} cells ({size}-px input).")
+    n_boxes = info.get("n_boxes")
+    if isinstance(n_boxes, int) and n_boxes < 100:
+        notes.append(f"Only {n_boxes} ground-truth boxes (the full release has 984): one box moves a label's "
+                     "accuracy by many points.")
+    return "".join(message(n) for n in notes)

@@ -1,6 +1,6 @@
 """Reading a run store: the saved artifacts of finished (and failed) runs, never a model.
 
-A run store is ``<root>/<suite>/<run_id>/`` (see ``cxr_bench.runstore``); each run directory holds
+A run store is ``<root>/<suite>/<run_id>/`` (see ``cxr_bench.runner.store``); each run directory holds
 ``config.json`` (``RunConfig.to_dict()``), ``manifest.json`` (provenance, status, suite blocks and ablation
 pairs), ``metrics.json``, ``history.csv`` and ``predictions/{val,test}.csv``. Everything downstream (the
 leaderboard, comparisons, reports) reads runs through :func:`iter_runs`, so the layout is known in one
@@ -9,7 +9,6 @@ place on the reading side.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,26 +21,9 @@ import pandas as pd
 
 from ..errors import RunStoreError
 from ..metrics.predictions import Predictions, read_predictions
+from ..runner.store import RunDir, Status, read_json_object
 
 log = logging.getLogger(__name__)
-
-# Statuses that mean "the run finished and its metrics are final".
-COMPLETED_STATUSES = frozenset({"completed", "complete", "done", "finished", "success", "succeeded"})
-FAILED_STATUSES = frozenset({"failed", "error", "crashed", "cancelled", "timeout"})
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunStoreError(f"{path}: unreadable JSON ({e}); delete the run directory and run it again") from e
-    if not isinstance(obj, dict):
-        raise RunStoreError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
 
 @dataclass
 class RunRecord:
@@ -52,49 +34,40 @@ class RunRecord:
     run_id: str
     config: dict[str, Any]
     manifest: dict[str, Any] = field(default_factory=dict)
-    status_info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, run_dir: str | Path, suite: str | None = None) -> RunRecord:
         run_dir = Path(run_dir).resolve()
-        config = _read_json(run_dir / "config.json")
+        config = read_json_object(run_dir / "config.json")
         if config is None:
             raise RunStoreError(f"{run_dir}: no config.json; not a run directory")
-        manifest = _read_json(run_dir / "manifest.json") or {}
-        status = _read_json(run_dir / "status.json") or {}
+        manifest = RunDir(run_dir, run_dir.name).manifest()
         suite_name = suite or _suite_name(manifest) or run_dir.parent.name
         run_id = str(manifest.get("run_id") or run_dir.name)
-        return cls(run_dir, suite_name, run_id, config, manifest, status)
+        return cls(run_dir, suite_name, run_id, config, manifest)
 
     # ------------------------------------------------------------------ status
     @property
-    def status(self) -> str:
-        """``completed`` / ``failed`` / ``running`` / ... as the runner recorded it; a run with metrics and no
-        recorded status counts as completed (an engine-only run directory)."""
-        for src in (self.status_info, self.manifest):
-            s = src.get("status")
-            if isinstance(s, dict):
-                s = s.get("status") or s.get("state")
-            if isinstance(s, str) and s:
-                return s.lower()
-        return "completed" if (self.run_dir / "metrics.json").is_file() else "unknown"
+    def status(self) -> Status:
+        """As the runner recorded it in the manifest; a run directory the engine wrote without the runner
+        (``cxr-bench train``) has no manifest and counts as completed once its metrics.json exists."""
+        if not self.manifest:
+            return Status.COMPLETED if (self.run_dir / "metrics.json").is_file() else Status.PENDING
+        return RunDir(self.run_dir, self.run_id).status
 
     @property
     def completed(self) -> bool:
-        return self.status in COMPLETED_STATUSES and (self.run_dir / "metrics.json").is_file()
+        return self.status is Status.COMPLETED and (self.run_dir / "metrics.json").is_file()
 
     @property
     def failed(self) -> bool:
-        return self.status in FAILED_STATUSES
+        return self.status is Status.FAILED
 
     @property
     def error(self) -> str:
         """The recorded failure message, if any."""
-        for src in (self.status_info, self.manifest):
-            for key in ("error", "message", "reason"):
-                if src.get(key):
-                    return str(src[key])
-        return ""
+        err = self.manifest.get("error")
+        return str(err.get("message", "")) if isinstance(err, dict) else str(err or "")
 
     # ------------------------------------------------------------------ config shortcuts
     def cfg(self, dotted: str, default: Any = None) -> Any:
@@ -118,7 +91,7 @@ class RunRecord:
     # ------------------------------------------------------------------ artifacts
     @cached_property
     def metrics(self) -> dict[str, Any]:
-        m = _read_json(self.run_dir / "metrics.json")
+        m = read_json_object(self.run_dir / "metrics.json")
         if m is None:
             raise RunStoreError(f"{self.run_dir}: no metrics.json (status {self.status!r}); the run did not "
                                 "finish; run the suite again to resume it")
@@ -206,10 +179,3 @@ def iter_runs(root: str | Path, suite: str | None = None, *, include_incomplete:
 def load_runs(root: str | Path, suite: str | None = None, *, include_incomplete: bool = False,
               ) -> list[RunRecord]:
     return list(iter_runs(root, suite, include_incomplete=include_incomplete))
-
-
-def find_run(runs: list[RunRecord], run_id: str) -> RunRecord:
-    for rec in runs:
-        if rec.run_id == run_id:
-            return rec
-    raise RunStoreError(f"run {run_id!r} not in the run store ({len(runs)} runs)")

@@ -25,10 +25,10 @@ from typing import Any
 
 import submitit
 
-from .errors import ConfigError
-from .runner import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
-from .runstore import RunLocked, RunStore
-from .utils.progress import progress as progress_bar
+from ..errors import ConfigError
+from .sweep import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
+from .store import RunLocked, RunStore
+from ..utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 

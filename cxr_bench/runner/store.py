@@ -4,8 +4,8 @@ Layout (``<out>`` is ``cxr-bench run --out``, default ``./runs``)::
 
     <out>/<suite>/<run_id>/
         config.json      the whole resolved RunConfig (RunConfig.to_dict())
-        manifest.json    provenance, suite blocks and ablation pairs, attempts, status, error
-        status.json      {"status", "run_id", "updated_at", "error"}: cheap to read for listings
+        manifest.json    provenance, suite blocks and ablation pairs, attempts, status, error: the one
+                         record of a run's state (a single atomic file, so it cannot disagree with itself)
         log.txt          the run's log (every attempt, appended)
         .lock            held (flock) by the one process running the run
         history.csv, checkpoints/, predictions/, metrics.json   written by the engine
@@ -16,6 +16,9 @@ A run id is :meth:`RunConfig.run_id` (12 hex digits); suite names come from suit
 checked against ``[A-Za-z0-9_.-]+`` (no ``..``) before they touch a path, so neither can escape the store.
 Every file is written atomically, and a run is only ever changed by the process that holds its lock, so
 two ``cxr-bench run`` processes on one store never run the same run twice or tear a file.
+
+This module owns the layout and the :class:`Status` values; the writers (the runner) and the readers
+(:mod:`cxr_bench.results.runs`) both go through :class:`RunDir`.
 """
 
 from __future__ import annotations
@@ -29,17 +32,27 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import filelock
 
-from .errors import RunStoreError
-from .utils.io import atomic_write_json, read_json
+from ..errors import RunStoreError
+from ..utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "running", "completed", "failed")
+
+
+class Status(StrEnum):
+    """A run's state, as written in its manifest."""
+
+    PENDING = "pending"  # never started
+    RUNNING = "running"  # running now, or interrupted (lock free): the next sweep resumes it
+    COMPLETED = "completed"
+    FAILED = "failed"
+
 _SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 MANIFEST_VERSION = 1
 
@@ -56,6 +69,20 @@ def validate_name(name: str, what: str = "name") -> str:
             "no '..'), so it cannot point outside the run store"
         )
     return name
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A run-store JSON file as a dict; ``None`` if it does not exist; a one-line error if it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunStoreError(f"{path}: unreadable JSON ({e}); delete the run directory to redo the run") from None
+    if not isinstance(obj, dict):
+        raise RunStoreError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def utc_now() -> str:
@@ -80,7 +107,6 @@ class RunDir:
 
     config_path = property(lambda self: self.path / "config.json")
     manifest_path = property(lambda self: self.path / "manifest.json")
-    status_path = property(lambda self: self.path / "status.json")
     log_path = property(lambda self: self.path / "log.txt")
     lock_path = property(lambda self: self.path / ".lock")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
@@ -89,38 +115,28 @@ class RunDir:
     # ------------------------------------------------------------------ reading
     def manifest(self) -> dict[str, Any]:
         """The manifest, or ``{}`` if the run was never started."""
-        if not self.manifest_path.is_file():
-            return {}
-        try:
-            m = read_json(self.manifest_path)
-        except (OSError, ValueError) as e:
-            raise RunStoreError(f"{self.manifest_path}: unreadable ({e}); delete the run directory to redo "
-                                "the run") from e
-        if not isinstance(m, dict):
-            raise RunStoreError(f"{self.manifest_path}: expected a JSON object")
-        return m
+        return read_json_object(self.manifest_path) or {}
 
     @property
-    def status(self) -> str:
-        """``pending`` (never started), ``running`` (running now, or interrupted), ``completed``, ``failed``."""
-        return str(self.manifest().get("status", "pending"))
+    def status(self) -> Status:
+        raw = self.manifest().get("status", Status.PENDING)
+        try:
+            return Status(raw)
+        except ValueError:
+            raise RunStoreError(f"{self.manifest_path}: unknown status {raw!r} (expected one of "
+                                f"{', '.join(Status)}); delete the run directory to redo the run") from None
 
     @property
     def completed(self) -> bool:
-        return self.status == "completed" and self.metrics_path.is_file()
+        return self.status is Status.COMPLETED and self.metrics_path.is_file()
 
     # ------------------------------------------------------------------ writing (hold the lock)
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest and the small status.json beside it (both atomic)."""
-        if manifest.get("status") not in STATUSES:
+        """Write the manifest (atomically: a reader sees the old state or the new one)."""
+        if manifest.get("status") not in set(Status):
             raise RunStoreError(f"{self.manifest_path}: invalid status {manifest.get('status')!r}")
         manifest["updated_at"] = utc_now()
         atomic_write_json(self.manifest_path, manifest)
-        error = manifest.get("error") or {}
-        atomic_write_json(self.status_path, {
-            "run_id": self.run_id, "status": manifest["status"], "updated_at": manifest["updated_at"],
-            "error": error.get("message") if isinstance(error, dict) else error,
-        })
 
     def start(self, record: dict[str, Any]) -> Attempt:
         """Mark the run ``running`` and open a new attempt; ``record`` (provenance, suite, data, launcher)
@@ -131,12 +147,12 @@ class RunDir:
         attempt = {
             "started_at": now, "hostname": record.get("hostname"), "pid": record.get("pid"),
             "resumed_from_checkpoint": self.last_checkpoint.is_file(),
-            "previous_status": manifest.get("status", "pending"),
+            "previous_status": manifest.get("status", Status.PENDING),
         }
         attempts.append(attempt)
         manifest.update(record)
         manifest.update({
-            "manifest_version": MANIFEST_VERSION, "run_id": self.run_id, "status": "running",
+            "manifest_version": MANIFEST_VERSION, "run_id": self.run_id, "status": Status.RUNNING,
             "created_at": manifest.get("created_at", now), "started_at": now, "ended_at": None,
             "wall_seconds": None, "error": None, "attempts": attempts,
         })
@@ -146,7 +162,7 @@ class RunDir:
     def finish(self, attempt: Attempt, status: str, *, error: BaseException | None = None,
                result: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the attempt as ``completed`` or ``failed`` (with the error and its traceback)."""
-        if status not in ("completed", "failed"):
+        if status not in (Status.COMPLETED, Status.FAILED):
             raise RunStoreError(f"a run attempt ends completed or failed, not {status!r}")
         manifest = attempt.manifest
         wall = round(time.monotonic() - attempt.t0, 3)
@@ -176,14 +192,14 @@ class RunDir:
         is closed as failed.
         """
         manifest = self.manifest()
-        if manifest.get("status") == "completed":
+        if manifest.get("status") == Status.COMPLETED:
             return
         manifest.setdefault("run_id", self.run_id)
-        manifest.update({"status": "failed", "ended_at": utc_now(),
+        manifest.update({"status": Status.FAILED, "ended_at": utc_now(),
                          "error": {"type": error_type, "message": message, "traceback": details}})
         attempts = manifest.get("attempts") or []
         if attempts and "status" not in attempts[-1]:
-            attempts[-1].update({"ended_at": manifest["ended_at"], "status": "failed"})
+            attempts[-1].update({"ended_at": manifest["ended_at"], "status": Status.FAILED})
         self.write_manifest(manifest)
 
     @contextlib.contextmanager
@@ -253,10 +269,6 @@ class RunStore:
             return []
         return sorted(p.name for p in self.path.iterdir()
                       if p.is_dir() and _SAFE.fullmatch(p.name) and (p / "config.json").is_file())
-
-    @property
-    def submitit_dir(self) -> Path:
-        return self.path / "submitit"
 
     def plan_path(self, profile: str | None) -> Path:
         return self.path / f"plan-{validate_name(profile or 'default', 'profile name')}.json"

@@ -56,10 +56,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, deep_merge, set_dotted
-from .errors import ConfigError, RunStoreError
-from .runstore import validate_name
-from .utils.io import sha256_bytes
+from ..config import RunConfig, deep_merge, set_dotted
+from ..errors import ConfigError, RunStoreError
+from .store import validate_name
+from ..utils.io import sha256_bytes
 
 DEFAULT_RUN_NAME = ("{model.backbone}-{model.head}-{data.label_set}-{data.grayscale}-{data.channels}"
                     "-{loss.name}-s{seed}")
@@ -513,7 +513,7 @@ def _default_flat() -> dict[str, Any]:
 
 def _identity_diff(a: RunConfig, b: RunConfig) -> list[str]:
     """Dotted identity keys whose values differ between two configs."""
-    fa, fb = _flat(a.identity_dict()), _flat(b.identity_dict())
+    fa, fb = _flat(a.identity_dict(full=True)), _flat(b.identity_dict(full=True))
     return sorted(k for k in set(fa) | set(fb) if fa.get(k, _MISSING) != fb.get(k, _MISSING))
 
 

@@ -2,7 +2,7 @@
 
 ``run_suite`` expands a suite, skips the runs that are already completed, builds each image cache the
 remaining runs need once (so a broken image is reported once, not once per run), then hands the runs to a
-launcher (:mod:`cxr_bench.launchers`: in-process, or submitit jobs). Each run is executed by
+launcher (:mod:`cxr_bench.runner.launchers`: in-process, or submitit jobs). Each run is executed by
 :func:`execute_run`, the one unit of work every launcher calls:
 
 - take the run's lock, or skip the run if another process holds it;
@@ -15,15 +15,17 @@ launcher (:mod:`cxr_bench.launchers`: in-process, or submitit jobs). Each run is
 An interrupted run (killed, out of time, Ctrl-C) keeps status ``running`` with its lock released; the next
 sweep finds it that way and resumes it.
 
-``python -m cxr_bench.runner RUN_DIR`` is the per-process entry point ``torchrun`` starts for a multi-GPU
-run (see docs/running.md).
+``python -m cxr_bench train --config RUN_DIR/config.json --run-dir RUN_DIR`` is the per-process entry point
+``torchrun`` starts for a multi-GPU run (see docs/running.md).
+
+After a sweep, :func:`finish_outputs` runs the post-sweep steps in :data:`POST_SWEEP` order: localization,
+leaderboard, reports. They are plain calls; only the reports need optional packages (papermill, nbconvert),
+and without them the sweep says which command renders the reports later.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import importlib
 import logging
 import os
 import subprocess
@@ -34,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import RunConfig
-from .errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
+from ..config import RunConfig
+from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
 from .provenance import collect_provenance
-from .runstore import RunDir, RunLocked, RunStore, utc_now
+from .store import RunDir, RunLocked, RunStore, utc_now
 from .suite import Suite, SuiteRun
-from .utils.io import atomic_write_json, read_json, remove_stale_temps
+from ..utils.io import atomic_write_json, read_json, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------- one run
 @functools.lru_cache(maxsize=8)
 def _data_record(root: str | None) -> dict[str, Any]:
-    from .data.release import NIHRelease
+    from ..data.release import NIHRelease
 
     release = NIHRelease.open(root)
     return {"root": None if root is None else str(Path(root).resolve()),
@@ -188,7 +190,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
             return RunOutcome(spec.run_id, spec.name, "failed", f"{type(e).__name__}: {e}",
                               m["wall_seconds"])
         m = rd.finish(attempt, "completed", result=result)
-        from .engine.checkpoint import LAST, compact_finished
+        from ..engine.checkpoint import LAST, compact_finished
 
         try:  # the run is complete and recorded; a failure here only leaves a larger last.pt
             saved = compact_finished(rd.path / "checkpoints" / LAST)
@@ -203,7 +205,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
 def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dict[str, Any]:
     """Run the engine in this process, or under torchrun with ``nproc`` processes (one per GPU)."""
     if nproc <= 1:
-        from .engine.trainer import train_run
+        from ..engine.trainer import train_run
 
         train_run(cfg, rd.path, progress=progress)
     else:
@@ -220,13 +222,15 @@ def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dic
 
 
 def torchrun_command(run_dir: Path, nproc: int) -> list[str]:
-    """The single-node torchrun command line for one run: ``nproc`` ranks of ``python -m cxr_bench.runner``.
+    """The single-node torchrun command line for one run: ``nproc`` ranks of ``cxr-bench train`` on the
+    run's own ``config.json`` (the one torchrun entry point; the parent process holds the run's lock).
 
     ``--standalone`` gives the ranks a private rendezvous on localhost, so several runs (or jobs on one
     node) never collide on a port.
     """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "cxr_bench.runner", str(run_dir)]
+            "-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir),
+            "--no-progress"]
 
 
 def _result_summary(rd: RunDir) -> dict[str, Any]:
@@ -281,7 +285,7 @@ def prepare_caches(specs: Sequence[RunSpec], *, progress: bool | None = None) ->
     Goes through the engine's own :func:`~cxr_bench.engine.trainer.load_run_data`, so the runs find
     exactly these caches (same images, same key) and build nothing themselves.
     """
-    from .engine.trainer import load_run_data
+    from ..engine.trainer import load_run_data
 
     report = CacheReport()
     for group in cache_groups(specs).values():
@@ -418,37 +422,40 @@ def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | 
 
 # ---------------------------------------------------------------------------------------------- after
 def finish_outputs(out: str | os.PathLike, suite: str, profile: str | None) -> list[str]:
-    """Write ``<out>/<suite>/leaderboard.csv`` and render the reports into ``<out>/<suite>/reports/``
-    when those modules are installed, else say which commands will. Returns lines to show the user.
+    """The post-sweep steps, in order: localize the completed runs, write ``<out>/<suite>/leaderboard.csv``,
+    render the reports into ``<out>/<suite>/reports/``. Returns lines to show the user.
 
     A failure here is reported, not raised: the runs themselves are done and safe in the store.
     """
     store = RunStore(out, suite)
-    lb_csv = store.path / "leaderboard.csv"
-    report_dir = store.path / "reports"
-    lines: list[str] = localize_completed(store)
-    build = _optional("cxr_bench.results.leaderboard", "build_leaderboard")
-    write = _optional("cxr_bench.results.leaderboard", "write_leaderboard")
-    if build is None or write is None:
-        lines.append(f"leaderboard: cxr-bench leaderboard --runs {store.path} --out {lb_csv}")
-    else:
+    lines: list[str] = []
+    for step in POST_SWEEP:
         try:
-            write(build(store.path, suite).table, lb_csv)
-            lines.append(f"leaderboard: {lb_csv}")
-        except Exception as e:  # reported, with its traceback in the log
-            log.error("leaderboard failed: %s", e, exc_info=not isinstance(e, CxrBenchError))
-            lines.append(f"leaderboard failed ({e}); retry: cxr-bench leaderboard --runs {store.path}")
-    render = _optional("cxr_bench.reports.render", "render_reports")
-    if render is None:
-        lines.append(f"report: cxr-bench report --runs {store.path} --suite {suite} --out {report_dir}")
-    else:
-        try:
-            rendered = render(store.path, report_dir, suite=suite)
-            lines += [f"report: {r.html}" for r in rendered] or [f"report: {report_dir}"]
-        except Exception as e:
-            log.error("report failed: %s", e, exc_info=not isinstance(e, CxrBenchError))
-            lines.append(f"report failed ({e}); retry: cxr-bench report --runs {store.path} --suite {suite}")
+            lines += step(store)
+        except Exception as e:  # reported, with its traceback in the log when it is not a user error
+            log.error("%s failed: %s", step.__name__, e, exc_info=not isinstance(e, CxrBenchError))
+            lines.append(f"{step.__name__.replace('_', ' ')} failed ({e}); retry: {_RETRY[step.__name__]}"
+                         .format(store=store.path, suite=suite))
     return lines
+
+
+def write_leaderboard_csv(store: RunStore) -> list[str]:
+    from ..results.leaderboard import build_leaderboard, write_leaderboard
+
+    lb_csv = store.path / "leaderboard.csv"
+    write_leaderboard(build_leaderboard(store.path, store.suite).table, lb_csv)
+    return [f"leaderboard: {lb_csv}"]
+
+
+def render_store_reports(store: RunStore) -> list[str]:
+    report_dir = store.path / "reports"
+    try:
+        from ..reports.render import render_reports
+    except ImportError as e:  # papermill / nbformat / nbconvert are optional on a compute node
+        return [f"reports not rendered ({e.name} is not installed); later, where it is: "
+                f"cxr-bench report --runs {store.path.parent} --suite {store.suite}"]
+    rendered = render_reports(store.path, report_dir, suite=store.suite)
+    return [f"report: {r.html}" for r in rendered] or [f"report: {report_dir}"]
 
 
 def localize_completed(store: RunStore) -> list[str]:
@@ -457,16 +464,15 @@ def localize_completed(store: RunStore) -> list[str]:
     Runs whose release has no box file, or whose label set has no box label, are skipped; a failure is
     reported, never raised (the leaderboard then leaves that run's localization columns empty).
     """
-    localize = _optional("cxr_bench.localize", "localize_run")
-    if localize is None:
-        return []
+    from ..engine.localize import localize_run
+
     done, failed = 0, []
     for run_id in store.run_ids():
         try:
             rd = store.run(run_id)
             if not rd.completed or (rd.path / "localization.csv").is_file():
                 continue
-            localize(rd.path, progress=False)
+            localize_run(rd.path, progress=False)
             done += 1
         except CxrBenchError as e:
             log.info("run %s: not localized: %s", run_id, e)
@@ -479,14 +485,12 @@ def localize_completed(store: RunStore) -> list[str]:
     return lines
 
 
-def _optional(module: str, attr: str) -> Callable[..., Any] | None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-    return getattr(mod, attr, None)
+# The post-sweep hooks, in order (localization first: the leaderboard and reports show its columns).
+POST_SWEEP: tuple[Callable[[RunStore], list[str]], ...] = (localize_completed, write_leaderboard_csv,
+                                                           render_store_reports)
+_RETRY = {"localize_completed": "cxr-bench localize --run RUN_DIR",
+          "write_leaderboard_csv": "cxr-bench leaderboard --runs {store}",
+          "render_store_reports": "cxr-bench report --runs {store} --suite {suite}"}
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -513,28 +517,3 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _one_line(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------- torchrun entry
-def _worker_main(argv: list[str] | None = None) -> int:
-    """One torchrun rank: train the run whose ``config.json`` is in RUN_DIR (the parent holds the lock)."""
-    parser = argparse.ArgumentParser(prog="python -m cxr_bench.runner",
-                                     description="torchrun entry point: one rank of one run")
-    parser.add_argument("run_dir", type=Path)
-    args = parser.parse_args(argv)
-    rank = os.environ.get("RANK", "0")
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        cfg = RunConfig.from_dict(read_json(args.run_dir / "config.json"))
-    except (OSError, ValueError, ConfigError) as e:
-        log.error("%s: cannot read config.json: %s", args.run_dir, e)
-        return 2
-    from .engine.trainer import train_run
-
-    train_run(cfg, args.run_dir, progress=False)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through torchrun
-    sys.exit(_worker_main())

@@ -14,7 +14,10 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -62,11 +65,6 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -124,3 +122,52 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# OWASP's CSV-injection rule: a cell a spreadsheet would read as a formula starts with one of these.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_cell(value: Any) -> Any:
+    """Neutralise a text cell that a spreadsheet would evaluate (``=HYPERLINK(...)``, ``@SUM``, ...).
+
+    Only strings change: a leading ``'`` is prepended, as OWASP recommends. Numbers (including negative
+    ones, which are floats or ints here, not strings) pass through untouched, so every number in a CSV
+    reads back as the same number.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)  # "-0.5" or "+1e-3" written as text is still a number, not a formula
+            return value
+        except ValueError:
+            return "'" + value
+    return value
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with every text cell and column name passed through :func:`csv_safe_cell`."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            out[col] = out[col].map(csv_safe_cell).astype(object)
+    out.columns = [csv_safe_cell(str(c)) for c in out.columns]
+    return out
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = "%.6g",
+              header_lines: list[str] | None = None) -> Path:
+    """Atomically write ``df`` as a results CSV that is safe to open in a spreadsheet.
+
+    ``header_lines`` become leading ``# ...`` comment lines (read back with ``pd.read_csv(comment="#")``).
+    Every CSV the suite writes for a person goes through here.
+    """
+    text = csv_text(df, float_format=float_format, header_lines=header_lines)
+    atomic_write_text(path, text)
+    return Path(path)
+
+
+def csv_text(df: pd.DataFrame, *, float_format: str | None = "%.6g", header_lines: list[str] | None = None) -> str:
+    head = "".join(f"# {line}\n" for line in (header_lines or []) for line in line.splitlines())
+    return head + csv_safe_frame(df).to_csv(index=False, lineterminator="\n", float_format=float_format)

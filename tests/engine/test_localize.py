@@ -1,4 +1,4 @@
-"""The localization pipeline (cxr_bench.localize): heatmap cells -> 1024-px boxes, scoring, Table 4, end to end.
+"""The localization pipeline (cxr_bench.engine.localize): heatmap cells -> 1024-px boxes, scoring, Table 4, end to end.
 
 The box math itself (IoU, IoBB, thresholds) is tested in tests/metrics/test_localization.py; here: that the
 pipeline maps a heatmap of the whole image onto BBox_List's 1024-px frame, scores each label on the right
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from cxr_bench.cli import main as cli_main
-from cxr_bench.localize import (BBOX_FRAME, BBOX_LABELS, detect_boxes, localization_report_table,
+from cxr_bench.engine.localize import (BBOX_FRAME, BBOX_LABELS, detect_boxes, localization_report_table,
                                 localize_run, score_detections, table4_comparison)
 from cxr_bench.metrics.localization import localization_table
 from cxr_bench.results.references import wang2017_table4

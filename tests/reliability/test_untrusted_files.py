@@ -145,6 +145,6 @@ def test_suite_file_names_cannot_escape_the_store(tmp_path, capsys, monkeypatch,
     assert "evil.toml" in err and repr(name) in err
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing created anywhere
     with pytest.raises(ConfigError):
-        from cxr_bench.suite import load_suite
+        from cxr_bench.runner.suite import load_suite
 
         load_suite(suite)

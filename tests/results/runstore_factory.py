@@ -79,7 +79,6 @@ def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: fl
         error = "TrainingError: loss is NaN at step 3"
         manifest["error"] = {"type": "TrainingError", "message": error, "traceback": "..."}
     atomic_write_json(run_dir / "manifest.json", manifest)
-    atomic_write_json(run_dir / "status.json", {"run_id": run_id, "status": status, "error": error})
     if status != "completed":
         return run_id, run_dir
 

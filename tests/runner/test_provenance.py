@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_bench.provenance import collect_provenance, git_info, hardware_info, package_versions
+from cxr_bench.runner.provenance import collect_provenance, git_info, hardware_info, package_versions
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
 

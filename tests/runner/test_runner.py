@@ -17,9 +17,9 @@ import pytest
 from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
-from cxr_bench.launchers import LocalLauncher
-from cxr_bench.runner import plan_sweep, run_suite
-from cxr_bench.runstore import RunStore
+from cxr_bench.runner.launchers import LocalLauncher
+from cxr_bench.runner.sweep import plan_sweep, run_suite
+from cxr_bench.runner.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,10 +58,10 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(write_suite, phantom_root
     assert "no_such_net" in m["error"]["message"] and "Traceback" in m["error"]["traceback"]
     log = bad.log_path.read_text()
     assert "no_such_net" in log and "Traceback" in log
-    assert json.loads(bad.status_path.read_text())["status"] == "failed"
+    assert bad.status == "failed"
 
     # The completed run: the engine's files plus the runner's, and a full manifest.
-    for name in ("config.json", "manifest.json", "status.json", "log.txt", "history.csv", "metrics.json",
+    for name in ("config.json", "manifest.json", "log.txt", "history.csv", "metrics.json",
                  "predictions/test.csv", "predictions/val.csv", "checkpoints/last.pt"):
         assert (good.path / name).is_file(), name
     cfg = RunConfig.from_dict(json.loads(good.config_path.read_text()))
@@ -100,7 +100,7 @@ def test_locked_run_is_skipped(two_head_suite, phantom_root, tmp_path):
     plan = plan_sweep(two_head_suite, data_root=phantom_root, only=["*"])
     target = plan.runs[1]
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom cxr_bench.runstore import RunStore\n"
+        [sys.executable, "-c", "import sys, time\nfrom cxr_bench.runner.store import RunStore\n"
          "with RunStore(sys.argv[1], 'tiny').run(sys.argv[2]).lock():\n print('held', flush=True)\n"
          " time.sleep(600)\n", str(out), target.run_id],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -184,7 +184,7 @@ def test_sweep_outputs_localize_completed_runs_into_the_leaderboard(write_suite,
     the leaderboard carries the result; a run localized before is not redone. (finish_outputs calls
     localize_completed before the leaderboard; the report rendering it also does is tested elsewhere.)"""
     from cxr_bench.results.leaderboard import build_leaderboard
-    from cxr_bench.runner import localize_completed
+    from cxr_bench.runner.sweep import localize_completed
 
     suite = write_suite(two_heads)
     out = tmp_path / "runs"

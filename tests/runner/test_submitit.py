@@ -11,8 +11,8 @@ import pytest
 
 from cxr_bench.cli import main as cli_main
 from cxr_bench.errors import ConfigError
-from cxr_bench.launchers import SlurmOptions
-from cxr_bench.runstore import RunStore
+from cxr_bench.runner.launchers import SlurmOptions
+from cxr_bench.runner.store import RunStore
 
 
 def test_slurm_option_precedence():

@@ -10,7 +10,7 @@ import pytest
 from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.errors import ConfigError
-from cxr_bench.suite import load_suite, parse_overrides, shipped_suites
+from cxr_bench.runner.suite import load_suite, parse_overrides, shipped_suites
 
 
 # ---------------------------------------------------------------------------------------------- shipped
