@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.cxr-bench-installed
 
-.PHONY: venv demo test test-fast bench clean-venv
+.PHONY: venv demo test test-fast lint smoke bench clean-venv
 
 venv: $(STAMP)
 
@@ -25,8 +25,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
+lint: $(STAMP)
+	$(BIN)/ruff check cxr_bench tests benchmarks
+	$(BIN)/mypy
+
+# The one-minute install check: the smoke suite end to end into a throw-away store.
+smoke: $(STAMP)
+	$(BIN)/cxr-bench run --suite smoke --out $${TMPDIR:-/tmp}/cxr-bench-smoke
+
 bench: $(STAMP)
-	$(BIN)/cxr-bench bench --quick
+	$(BIN)/python benchmarks/run_all.py --quick
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Benchmarks (cxr_bench.bench, benchmarks/*.py, `cxr-bench bench`): the files and arithmetic, never timings.
+"""Benchmarks (cxr_bench.bench, benchmarks/*.py, benchmarks/run_all.py): the files and arithmetic, never timings.
 
 The scripts run for real at a tiny setting (one backbone, 32 px, 2 steps): the assertions are on what
 they write (columns, positive numbers, machine lines), the power-law fit, the cost extrapolation and the
@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bench_cost  # benchmarks/ is on pytest's pythonpath: the scripts are plain modules
 import numpy as np
 import pandas as pd
 import pytest
+import run_all
 
-from cxr_bench.bench import (MODEL_COLUMNS, README_END, README_START, find_benchmarks_dir, fit_power_law,
-                             load_script, read_results_csv, render_markdown_table, run_benchmarks,
-                             update_readme, write_results_csv)
-from cxr_bench.cli import main as cli_main
-from cxr_bench.errors import ConfigError
-from cxr_bench.suite import load_suite
-
-BENCH_DIR = find_benchmarks_dir()
-needs_checkout = pytest.mark.skipif(BENCH_DIR is None, reason="benchmarks/ is in a source checkout only")
+import cxr_bench
+from cxr_bench.bench import (
+    MODEL_COLUMNS,
+    README_END,
+    README_START,
+    fit_power_law,
+    read_results_csv,
+    render_markdown_table,
+    update_readme,
+    write_results_csv,
+)
+from cxr_bench.runner.suite import load_suite
 
 
 def test_power_law_fit_recovers_the_exponent():
@@ -70,34 +75,48 @@ def test_markdown_table_and_readme_block(tmp_path):
     assert plain.read_text(encoding="utf-8") == "no markers\n"
 
 
-def test_missing_script_is_reported_not_fatal(tmp_path):
-    (tmp_path / "bench").mkdir()
-    outcomes = run_benchmarks(only=["data", "metrics"], bench_dir=tmp_path / "bench", out_dir=tmp_path / "out")
-    assert [o.status for o in outcomes] == ["missing", "missing"]
-    assert "bench_data.py is not available" in outcomes[0].message
-    machine = json.loads((tmp_path / "out" / "machine.json").read_text())
-    assert machine["outcomes"]["data"]["status"] == "missing" and machine["cpu_count"] >= 1
+def test_a_failing_script_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    calls = []
+
+    def ok(argv):
+        calls.append(("ok", argv))
+        return 0
+
+    def boom(argv):
+        calls.append(("boom", argv))
+        raise RuntimeError("broken script")
+
+    monkeypatch.setitem(run_all.BENCHMARKS, "x_boom", ("x_boom_mod", "fails"))
+    monkeypatch.setitem(run_all.BENCHMARKS, "x_ok", ("x_ok_mod", "works"))
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "x_boom_mod", types.SimpleNamespace(main=boom))
+    monkeypatch.setitem(sys.modules, "x_ok_mod", types.SimpleNamespace(main=ok))
+    rc = run_all.main(["--only", "x_boom", "--only", "x_ok", "--out", str(tmp_path), "--no-readme"])
+    assert rc == 1  # one failed
+    assert [c[0] for c in calls] == ["boom", "ok"] and calls[1][1] == ["--out", str(tmp_path)]
+    machine = json.loads((tmp_path / "machine.json").read_text())
+    assert machine["outcomes"]["x_boom"]["status"] == "failed"
+    assert "broken script" in machine["outcomes"]["x_boom"]["message"]
+    assert machine["outcomes"]["x_ok"]["status"] == "ok" and machine["cpu_count"] >= 1
     # a later --only run into the same folder keeps the earlier outcomes
-    run_benchmarks(only=["train"], bench_dir=tmp_path / "bench", out_dir=tmp_path / "out")
-    machine = json.loads((tmp_path / "out" / "machine.json").read_text())
-    assert set(machine["outcomes"]) == {"data", "metrics", "train"}
-    with pytest.raises(ConfigError, match="does not exist"):
-        run_benchmarks(only=["data"], bench_dir=tmp_path / "nope", out_dir=tmp_path / "out")
+    assert run_all.main(["--only", "x_ok", "--out", str(tmp_path), "--no-readme"]) == 0
+    assert set(json.loads((tmp_path / "machine.json").read_text())["outcomes"]) == {"x_boom", "x_ok"}
 
 
-def test_unknown_benchmark_name_is_a_one_line_error(capsys):
-    assert cli_main(["bench", "--only", "nope", "--no-readme"]) == 2
-    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+def test_script_arguments_need_exactly_one_benchmark(tmp_path):
+    with pytest.raises(SystemExit):
+        run_all.main(["--out", str(tmp_path), "--no-readme", "--", "--iters", "2"])
 
 
-@needs_checkout
 @pytest.mark.slow  # spawns a fresh interpreter per setting (for the memory mark): torch imports dominate
-def test_bench_quick_models_writes_the_timm_style_csv(tmp_path, capsys):
+def test_bench_quick_models_writes_the_timm_style_csv(tmp_path):
     out = tmp_path / "results"
-    rc = cli_main(["bench", "--quick", "--only", "models", "--out", str(out), "--no-readme", "--",
-                   "--backbones", "mobilenet_v1", "--heads", "gap,wang2017", "--sizes", "32", "--iters", "2",
-                   "--batch-size", "2", "--threads", "1"])
-    assert rc == 0, capsys.readouterr()
+    rc = run_all.main(["--quick", "--only", "models", "--out", str(out), "--no-readme", "--",
+                       "--backbones", "mobilenet_v1", "--heads", "gap,wang2017", "--sizes", "32", "--iters", "2",
+                       "--batch-size", "2", "--threads", "1"])
+    assert rc == 0
     df, meta = read_results_csv(out / "models_cpu.csv")
     assert list(df.columns) == list(MODEL_COLUMNS)
     assert df["model"].tolist() == ["mobilenet_v1+gap", "mobilenet_v1+wang2017"]
@@ -112,9 +131,8 @@ def test_bench_quick_models_writes_the_timm_style_csv(tmp_path, capsys):
     assert json.loads((out / "machine.json").read_text())["outcomes"]["models"]["status"] == "ok"
 
 
-@needs_checkout
 def test_cost_extrapolation_arithmetic():
-    cost = load_script(BENCH_DIR / "bench_cost.py")
+    cost = bench_cost
     epoch, run = cost.estimate_run_seconds(1000, 100, 300, batch_size=16, epochs=10, t_train=0.5, t_infer=0.1)
     # 62 full batches of 16 (the last partial batch is dropped), then a validation pass
     assert epoch == pytest.approx(62 * 16 * 0.5 + 100 * 0.1)
@@ -124,12 +142,11 @@ def test_cost_extrapolation_arithmetic():
     assert epoch == pytest.approx(15 * 16)
 
 
-@needs_checkout
 @pytest.mark.slow
 def test_bench_cost_quick_measures_every_section(tmp_path):
     """The paper profile from the real wang2017 suite (sizes capped at 32 px), image-size and dataset-size
     scaling through the real harness at tiny sizes; all numbers positive, fits present."""
-    cost = load_script(BENCH_DIR / "bench_cost.py")
+    cost = bench_cost
     rc = cost.main(["--quick", "--out", str(tmp_path), "--profile-size-cap", "32", "--sizes", "32,48",
                     "--scaling-backbone", "mobilenet_v1", "--dataset-sizes", "16,32", "--harness-size", "32",
                     "--iters", "1", "--threads", "1"])
@@ -140,17 +157,18 @@ def test_bench_cost_quick_measures_every_section(tmp_path):
     n_runs = len(load_suite("wang2017").expand("paper"))
     assert n_runs >= 16 and len(prof) == n_runs  # one row per run of the wang2017 paper profile
     assert (prof["seconds"] > 0).all() and (prof["epoch_seconds"] > 0).all()
-    assert (prof["n_images"] == 78_146).sum() == n_runs  # official split, 10% of train_val patients to val
+    # The official train_val list, counted here from the bundled file, minus the validation carve of about
+    # 10% of its patients (data.val_fraction), every run the same.
+    listing = Path(cxr_bench.__file__).parent / "bundled" / "nih" / "train_val_list.txt"
+    n_train_val = sum(1 for line in listing.read_text().splitlines() if line.strip())
+    assert n_train_val == 86_524
+    assert prof["n_images"].nunique() == 1 and 0.86 * n_train_val < prof["n_images"].iloc[0] < 0.94 * n_train_val
     total = df[df["section"] == "paper_profile_total"].iloc[0]
     assert total["seconds"] == pytest.approx(prof["seconds"].sum(), rel=1e-4)
     assert (df[df["section"].isin(["image_size", "dataset_size"])]["seconds"].fillna(1) > 0).all()
     fits = df[df["section"].str.endswith("_fit")]
     assert len(fits) == 3 and fits["exponent"].notna().all()
     assert meta["benchmark"] == "bench_cost"
-
-
-def test_benchmarks_dir_is_found_from_a_checkout():
-    assert BENCH_DIR is None or (Path(BENCH_DIR) / "bench_models.py").is_file()
 
 
 def test_measure_model_in_process_row():

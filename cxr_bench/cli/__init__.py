@@ -1,5 +1,14 @@
-"""The ``cxr-bench`` command: thin. Each sub-command lives in its own module here and calls one library
-function; a module registers itself with ``register(subparsers)``.
+"""The ``cxr-bench`` command: thin. Each sub-command lives in its own module here, written one way:
+
+- ``register(subparsers)`` adds the sub-command's parser and sets ``func=run`` (a module with several
+  sub-sub-commands, like ``data``, sets ``run_<name>``);
+- ``run(args) -> int`` calls one library function and prints its result;
+- the module imports nothing heavy at top level (torch, pandas, papermill...): those imports live inside
+  ``run``, so ``cxr-bench --help`` is fast and every sub-command works where optional packages (papermill,
+  nbformat, nbconvert, submitit, tensorboard) are absent.
+
+Errors a user can cause (:class:`~cxr_bench.errors.CxrBenchError`) and OS errors (a full disk, a path that
+is a file) end as one line ``cxr-bench: error: ...`` with exit status 2; a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -7,16 +16,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import warnings
 
 from ..errors import CxrBenchError
 
-# Sub-command modules, in the order ``cxr-bench --help`` lists them. A module that is not there yet is
-# skipped, so the CLI works while the project grows.
+# Sub-command modules, in the order ``cxr-bench --help`` lists them.
 COMMAND_MODULES = [
     "run",
     "suites",
     "data",
+    "weights",
     "prepare",
     "models",
     "train",
@@ -24,53 +35,88 @@ COMMAND_MODULES = [
     "compare",
     "report",
     "localize",
-    "bench",
 ]
 
 log = logging.getLogger("cxr_bench")
 
+# Third-party loggers that speak at INFO about their own internals during a sweep (papermill's cell
+# progress, traitlets' config, the Jupyter kernel): a researcher wants them only with -vv.
+_NOISY_LOGGERS = ("papermill", "traitlets", "nbconvert", "jupyter_client", "asyncio", "matplotlib", "PIL",
+                  "urllib3", "filelock", "fsspec", "huggingface_hub", "torch.distributed.elastic")
+
+
+def _verbosity_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On the top-level parser the counts start at 0; on each sub-command they default to SUPPRESS, so
+    # `cxr-bench -v run` and `cxr-bench run -v` both work and neither resets the other.
+    default = 0 if top else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="more output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=default,
+                        help="less output (warnings and errors only; -qq: errors only)")
+
+
+def _all_subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield sub
+                yield from _all_subparsers(sub)
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="cxr-bench",
         description="Reproducible chest X-ray classification benchmark on NIH ChestX-ray14.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"cxr-bench {__version__}")
+    _verbosity_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(f".{name}", __name__).register(sub)
+    for p in _all_subparsers(parser):
+        _verbosity_flags(p, top=False)
     return parser
 
 
 def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * (verbosity + 1)  # default INFO
-    logging.basicConfig(
-        level=max(level, logging.DEBUG),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """INFO by default; -v DEBUG for cxr_bench; -vv DEBUG for everything; -q WARNING; -qq ERROR."""
+    level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(max(verbosity, -2), logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)
+    if verbosity < 2:
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
+        # Deprecation chatter from the Jupyter stack and setuptools is theirs to fix, not the user's.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # papermill's kernel too
+    if os.environ.get("RANK", "0") != "0":  # one voice per torchrun job: other ranks warn and err only
+        logging.getLogger().setLevel(max(level, logging.WARNING))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose - args.quiet)
     try:
         rc = args.func(args)
     except CxrBenchError as e:
-        print(f"cxr-bench: error: {e}", file=sys.stderr)
+        print(f"cxr-bench: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a path that is a file, a permission: the user's to fix, not a bug
+        where = f" {e.filename}" if e.filename else ""
+        print(f"cxr-bench: error:{where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cxr-bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

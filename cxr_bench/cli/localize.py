@@ -23,10 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's eval.batch_size")
     p.add_argument("--figure-images", type=int, default=4, metavar="N", help="images in the figure (0: none)")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..engine.localize import localization_report_table, localize_run
 
     res = localize_run(args.run, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,

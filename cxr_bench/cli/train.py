@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import tomllib
 from pathlib import Path
@@ -32,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a config field, e.g. optim.lr=0.01 (value parsed as TOML, else a string); "
                         "repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -52,14 +51,12 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {e}") from None
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.trainer import train_run
     from ..runner.suite import parse_overrides
 
-    rank = int(os.environ.get("RANK", "0"))
-    if rank != 0:  # one voice per job: other ranks log warnings and errors only
-        logging.getLogger().setLevel(logging.WARNING)
+    rank = int(os.environ.get("RANK", "0"))  # the CLI's logging setup already quiets ranks > 0
     cfg = RunConfig.from_dict(load_config_file(args.config))
     if args.overrides:
         cfg = cfg.replace(**parse_overrides(args.overrides))
