@@ -13,6 +13,11 @@ growth beyond earlier settings' peaks).
     python benchmarks/bench_models.py                 # full: 6 backbones x 2 heads x {224, 512}
     python benchmarks/bench_models.py --quick         # 224 only, small batch, 2 timed steps
     python benchmarks/bench_models.py --backbones resnet50 --heads gap --sizes 224 --iters 10
+    python benchmarks/bench_models.py --settings mobilenet_v1:gap:224:256,resnet50:wang2017:1024:16:frozen
+
+``--settings`` lists exact settings (backbone:head:size:batch[:frozen]) instead of the grid: the ones
+``bench_train.py --preset cuda`` trains, so its harness rates can be set beside the model alone.
+``--compile both`` measures each setting eager and compiled (one row each).
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ def _csv_strs(text: str) -> tuple[str, ...]:
     return tuple(v for v in text.split(",") if v)
 
 
+def _settings(text: str) -> tuple[tuple[str, str, int, int, bool], ...]:
+    out = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if not item or len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "frozen"):
+            raise argparse.ArgumentTypeError(f"setting {item!r}: expected backbone:head:size:batch[:frozen]")
+        out.append((parts[0], parts[1], int(parts[2]), int(parts[3]), len(parts) == 5))
+    return tuple(out)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -59,7 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="stop timing a phase after this many seconds (at least one step; default CPU 20)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--no-compile", action="store_true", help="CUDA: skip torch.compile")
+    p.add_argument("--no-compile", action="store_true", help="CUDA: skip torch.compile (= --compile no)")
+    p.add_argument("--compile", choices=("default", "no", "yes", "both"), default="default",
+                   help="torch.compile: default = on CUDA, off on CPU; both = one row each")
+    p.add_argument("--settings", type=_settings, default=None,
+                   help="exact settings backbone:head:size:batch[:frozen], comma-separated (replaces the grid)")
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default=None, help="default: bf16 on CUDA")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process")
     p.add_argument("--name", default=None, help="CSV name (default models_<device>.csv)")
     return p.parse_args(argv)
@@ -80,17 +100,23 @@ def main(argv: list[str] | None = None) -> int:
                 memory="CPU: growth of ru_maxrss over the phase, in a fresh process; CUDA: max_memory_allocated")
     out = args.out / (args.name or f"models_{device.split(':')[0]}.csv")
     rows = []
-    grid = [(b, h, s) for s in sizes for b in args.backbones for h in args.heads]
-    for backbone, head, size in progress(grid, desc="models", unit="setting"):
-        batch = args.batch_size or (4 if args.quick else (CUDA_BATCH if cuda else CPU_BATCH).get(size, 2))
+    compiles = {"default": (None,), "no": (False,), "yes": (True,), "both": (False, True)}[
+        "no" if args.no_compile else args.compile]
+    if args.settings is not None:
+        grid = [(b, h, s, batch, frozen) for b, h, s, batch, frozen in args.settings]
+    else:
+        grid = [(b, h, s, args.batch_size or (4 if args.quick else (CUDA_BATCH if cuda else CPU_BATCH).get(s, 2)),
+                 False) for s in sizes for b in args.backbones for h in args.heads]
+    grid_c = [(*g, c) for g in grid for c in compiles]
+    for backbone, head, size, batch, frozen, compiled in progress(grid_c, desc="models", unit="setting"):
         row = measure(backbone=backbone, head=head, img_size=size, batch_size=batch, iters=iters, warmup=warmup,
-                      device=device, threads=args.threads, compile=False if args.no_compile else None,
-                      max_seconds=max_seconds)
+                      device=device, threads=args.threads, compile=compiled, amp=args.amp,
+                      max_seconds=max_seconds, freeze_backbone=frozen)
         log.info("%s @%d: train %.2f img/s, infer %.2f img/s", row["model"], size,
                  row["train_samples_per_sec"], row["infer_samples_per_sec"])
         rows.append(row)
         # Rewritten after every setting: an interrupted run keeps what it measured.
-        write_results_csv(out, rows, {**meta, "complete": len(rows) == len(grid)}, columns=MODEL_COLUMNS)
+        write_results_csv(out, rows, {**meta, "complete": len(rows) == len(grid_c)}, columns=MODEL_COLUMNS)
     return 0
 
 

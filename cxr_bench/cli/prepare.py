@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "cache keyed by the source files, size, resize method and grayscale conversion. "
                     "Interrupted runs resume; broken files are listed in rejected.csv and skipped.")
     p.add_argument("--data-root", default=None,
-                   help="NIH release folder (Data_Entry CSV, split lists, images); default: the bundled sample")
+                   help="NIH release folder (Data_Entry CSV, split lists, images); default: the bundled "
+                        "sample")
     p.add_argument("--size", type=int, default=256, help="output image size in pixels (default 256)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all usable cores)")
     p.add_argument("--grayscale", default="identity", choices=CONVERSIONS.names(), metavar="NAME",
@@ -24,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="antialiased resize filter (default lanczos)")
     p.add_argument("--cache-dir", default=None,
                    help=f"cache root (default $CXR_BENCH_CACHE or {default_cache_root()})")
+    p.add_argument("--verify", action="store_true",
+                   help="check every chunk of an existing cache against its checksum (not only a sample) "
+                        "and rebuild the chunks that do not match")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -31,10 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cache = prepare_cache(args.data_root, args.size, resize=args.resize, conversion=args.grayscale,
                           cache_dir=args.cache_dir, workers=args.workers,
-                          progress=False if args.no_progress else None)
+                          progress=False if args.no_progress else None,
+                          verify="full" if args.verify else "quick")
     print(f"cache: {cache.dir}")
     print(f"images: {int(cache.valid.sum())} of {len(cache) + cache.meta['n_missing']} listed "
           f"({cache.size} px, {cache.conversion}, {cache.resize})")
+    if args.verify or cache.rebuilt_chunks:
+        n_chunks = len(cache.meta["chunk_digests"])
+        print(f"verified: {cache.checked_chunks} of {n_chunks} chunks against their {cache.meta['checksum']} "
+              "checksums")
+    if cache.rebuilt_chunks:
+        print(f"rebuilt: {len(cache.rebuilt_chunks)} damaged chunk(s): "
+              f"{', '.join(map(str, cache.rebuilt_chunks))}")
     if cache.rejected:
         print(f"rejected: {len(cache.rejected)} (see {cache.dir / 'rejected.csv'})")
         for name, reason in cache.rejected[:10]:

@@ -22,12 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="the NIH release folder; omitted: the bundled 1,673-image sample")
     p.add_argument("--profile", help="suite profile (default: 'sample' without --data-root, 'paper' with it)")
     p.add_argument("--out", default="runs", help="run store root (default: ./runs)")
+    p.add_argument("--cache-dir", metavar="DIR", help="image cache root of every run (sets data.cache_dir; default "
+                   "$CXR_BENCH_CACHE, else ~/.cache/cxr-bench), as for `cxr-bench prepare`")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
                    help="run only runs whose id, name, backbone or block matches this fnmatch pattern "
                         "(repeatable, or comma-separated)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config key for every run, e.g. --set optim.epochs=2 (value parsed as TOML)")
-    p.add_argument("--dry-run", action="store_true", help="print the expanded runs and exit")
+    p.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1 of every configuration (overrides the "
+                   "suite's seed list; each seed is its own run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything, print the expanded runs (what differs, done or not, expected time) and "
+                        "what would stop the sweep, then exit without writing anything")
     p.add_argument("--launcher", choices=["local", "submitit"], default="local",
                    help="local: in this process, one run after another; submitit: one job per run "
                         "(a SLURM job array on a cluster)")
@@ -47,23 +53,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="force submitit's executor (default: slurm when available, else local)")
     g.add_argument("--local-parallelism", type=int, default=1,
                    help="jobs at once with submitit's local executor (default 1)")
-    p.set_defaults(func=main)
+    p.set_defaults(func=run)
 
 
-def main(args: argparse.Namespace) -> int:
-    from ..runner.sweep import dry_run_table, finish_outputs, plan_sweep, run_suite
+def run(args: argparse.Namespace) -> int:
+    from ..runner.sweep import finish_outputs, plan_sweep, run_suite
 
     only = [p for item in args.only for p in item.split(",") if p]
+    overrides = parse_overrides(args.overrides)
+    if args.cache_dir:
+        overrides["data.cache_dir"] = args.cache_dir
     plan = plan_sweep(args.suite, data_root=args.data_root, profile=args.profile,
-                      overrides=parse_overrides(args.overrides), only=only)
+                      overrides=overrides, only=only, seeds=args.seeds, dry_run=args.dry_run)
     if plan.banner:
         print(_boxed(plan.banner), file=sys.stderr)
     selected = f"{len(plan.runs)} of {plan.total}" if len(plan.runs) != plan.total else str(plan.total)
     print(f"suite {plan.suite.name} ({plan.suite.path}), profile {plan.profile}: {selected} runs -> "
           f"{Path(args.out) / plan.suite.name}", file=sys.stderr)
     if args.dry_run:
-        print(dry_run_table(plan.runs))
-        return 0
+        return _dry_run(args, plan)
     launcher, nproc = _launcher(args, plan.suite.slurm, Path(args.out) / plan.suite.name)
     result = run_suite(plan.suite, plan.runs, profile=plan.profile, out=args.out, launcher=launcher, nproc=nproc)
     print(result.summary())
@@ -77,12 +85,42 @@ def main(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _dry_run(args: argparse.Namespace, plan) -> int:
+    """The expanded runs, then what the sweep would do first and what would stop it. Exit 0 whenever the
+    suite itself is valid: missing weights, data or disk are this machine's state, and planning on a laptop
+    for a cluster is what a dry run is for; each is said on stderr, as the real run would refuse it."""
+    from ..runner.estimate import estimate_runs
+    from ..runner.precheck import check_sweep
+    from ..runner.store import RunStore
+    from ..runner.sweep import dry_run_table, plan_specs
+
+    store = RunStore(args.out, plan.suite.name)
+    check = check_sweep(plan_specs(plan.suite, plan.runs, plan.profile, args.out), store, data=not plan.without_data)
+    estimates = estimate_runs({r.run_id: r.config for r in plan.runs})
+    print(dry_run_table(plan.runs, store, estimates.cells))
+    for note in estimates.notes:
+        print(note)
+    for root, n in check.cache_bytes.items():
+        print(f"image caches to build under {root}: {n / 1e9:.2f} GB")
+    if check.to_fetch:
+        print("pretrained checkpoints downloaded first: " + "; ".join(m.describe() for m in check.to_fetch))
+    if plan.without_data:
+        print(f"no --data-root: the data, image and disk checks wait for it (profile {plan.profile} runs on the "
+              "full NIH release)", file=sys.stderr)
+    for note in check.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for problem in check.problems:
+        print(f"cxr-bench run would stop before any work: {problem}", file=sys.stderr)
+    return 0
+
+
 def _launcher(args: argparse.Namespace, suite_slurm: dict, store_dir: Path):
     from ..runner.launchers import LocalLauncher, SlurmOptions, SubmititLauncher
 
     nproc = args.nproc_per_run
     if args.launcher == "local":
         return LocalLauncher(), nproc or 1
+    _check_submitit_cluster(args.submitit_cluster)
     cli = {"partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus_per_node,
            "timeout_min": args.slurm_timeout_min, "cpus_per_task": args.slurm_cpus_per_task,
            "mem_gb": args.slurm_mem_gb, "array_parallelism": args.slurm_array_parallelism,
@@ -92,6 +130,23 @@ def _launcher(args: argparse.Namespace, suite_slurm: dict, store_dir: Path):
     launcher = SubmititLauncher(store_dir / "submitit", opts, cluster=args.submitit_cluster, nproc=nproc,
                                 local_parallelism=args.local_parallelism)
     return launcher, nproc
+
+
+def _check_submitit_cluster(cluster: str | None) -> None:
+    """A forced submitit executor must be usable here; submitit's own test (``affinity() < 0``: for SLURM,
+    no ``srun`` on PATH) says so before anything is submitted or written, as one line instead of its
+    RuntimeError."""
+    if cluster is None:
+        return
+    from submitit.core.plugins import get_executors
+
+    from ..errors import ConfigError
+
+    executor = get_executors().get(cluster)
+    if executor is not None and executor.affinity() < 0:
+        hint = "no `srun` on PATH: run it on a SLURM login node" if cluster == "slurm" else "not available here"
+        raise ConfigError(f"--submitit-cluster {cluster}: submitit cannot use {cluster} on this machine ({hint}); "
+                          "use --submitit-cluster local, or --launcher local")
 
 
 def _boxed(text: str) -> str:

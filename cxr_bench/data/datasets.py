@@ -11,8 +11,10 @@ Fields as in torchxrayvision: ``.pathologies`` (label names), ``.labels`` (N, L)
 metadata rows, aligned with ``.labels``), plus ``.rows``. Rows whose image is missing or was rejected by
 the cache are dropped up front, logged, and listed in ``.dropped``.
 
-Reading from a cache is a memory-map slice (``__getitem__``) or one fancy-indexed read per batch
-(``__getitems__``, which :class:`torch.utils.data.DataLoader` uses when present). The direct-from-PNG path
+Reading from a cache is a memory-map slice (``__getitem__``) or one fancy-indexed read and one batched
+augmentation per batch (``__getitems__``, which :class:`torch.utils.data.DataLoader` uses when present;
+the same pixels as item by item, see augment.py). The GPU-resident path
+(:mod:`cxr_bench.data.gpu_loader`) reads :attr:`CXRDataset.slots` and draws batches on the device. The direct-from-PNG path
 (``cache=None``) decodes with the very function the cache uses, so it gives identical pixels; it is for
 small jobs.
 """
@@ -29,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CacheError
-from .augment import get_augmentation, item_rng
+from .augment import augment_batch, get_augmentation, item_rng
 from .cache import ImageCache, load_resized
 from .labels import LabelSet, get_label_set
 
@@ -114,6 +116,11 @@ class CXRDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def slots(self) -> np.ndarray:
+        """Row of each item in ``cache.array`` (empty without a cache)."""
+        return self._slots
+
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draw of ``epoch`` (call before each epoch, like DistributedSampler)."""
         self.epoch = int(epoch)
@@ -132,8 +139,11 @@ class CXRDataset(Dataset):
         if self.cache is None:
             return [self[i] for i in indices]
         idx = np.asarray(indices, dtype=np.int64)
-        block = torch.from_numpy(self.cache.array[self._slots[idx]])  # fancy index: one copy
-        return [self._finish(int(i), block[k].unsqueeze(0)) for k, i in enumerate(idx)]
+        block = torch.from_numpy(self.cache.array[self._slots[idx]]).unsqueeze(1)  # fancy index: one copy
+        rows = self.rows[idx]
+        if self.augment != "none":  # one batched call: the per-item pixels (augment.py), drawn at once
+            block = augment_batch(self.augment, block, self.seed, self.epoch, rows)
+        return [(block[k], self._labels_t[i], int(rows[k])) for k, i in enumerate(idx)]
 
     def _finish(self, i: int, image: torch.Tensor) -> Sample:
         row = int(self.rows[i])

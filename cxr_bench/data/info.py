@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import CxrBenchError
+from ..errors import CxrBenchError, ImageError
 from .labels import LABEL_SETS, NO_FINDING, get_label_set
 from .release import NIHRelease
 
@@ -47,7 +47,7 @@ def _split_rows(release: NIHRelease) -> dict[str, Any]:
 
 
 def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
-              check_images: bool = False) -> dict[str, Any]:
+              check_images: bool | None = None) -> dict[str, Any]:
     """Counts of ``release`` for ``cxr-bench data info``: a JSON-able dict with stable keys.
 
     Keys: ``schema``, ``release`` (kind, root, files and hashes, Data_Entry form), ``population``,
@@ -55,8 +55,11 @@ def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
     ``patient_overlap`` (the check that the official lists are patient-disjoint), ``views`` (per list),
     ``labels`` (per label set: labels in order, positives per list, all-zero rows per list), ``no_finding``,
     ``bboxes``, ``official_split`` (the train/val/test carve for ``val_fraction`` and ``seed``, or the error),
-    and with ``check_images`` ``images_on_disk``.
+    and with ``check_images`` (default: for a ``--data-root`` release) ``images_on_disk`` and ``parts`` (which
+    image archives of the release are on disk, see :func:`parts_on_disk`).
     """
+    if check_images is None:
+        check_images = release.kind == "data-root"
     md = release.metadata
     pid = md["patient_id"].to_numpy()
     rows = _split_rows(release)
@@ -133,18 +136,75 @@ def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
         info["official_split"] = {"error": str(e)}
 
     if check_images:
-        info["images_on_disk"] = _images_on_disk(release)
+        try:
+            paths = release.image_paths() if release.has_images else {}
+        except ImageError as e:  # e.g. an image present twice: report it, the counts above still hold
+            info["images_on_disk"] = {"checked": False, "reason": str(e)}
+            return info
+        info["images_on_disk"] = _images_on_disk(release, paths)
+        if release.kind == "data-root":
+            info["parts"] = parts_on_disk(release, paths)
     return info
 
 
-def _images_on_disk(release: NIHRelease) -> dict[str, Any]:
+def _images_on_disk(release: NIHRelease, paths: dict[str, Any]) -> dict[str, Any]:
     if not release.has_images:
         return {"checked": False, "reason": "the bundled full metadata ships without images"}
-    paths = release.image_paths()
     names = release.metadata["image"].to_numpy(dtype=object)
     missing = [n for n in names if n not in paths]
     return {"checked": True, "found": int(len(names) - len(missing)), "missing": len(missing),
             "missing_examples": missing[:5]}
+
+
+def parts_on_disk(release: NIHRelease, paths: dict[str, Any]) -> dict[str, Any]:
+    """Which image archives of the release are on disk: per part ``complete``, ``partial`` or ``missing``.
+
+    The parts and their image-name ranges come from the download manifest when ``cxr-bench data download``
+    wrote one (the list it used, and per extracted part the names it really held), otherwise from the
+    packaged NIH list (whose archives hold the sorted image names in ranges of 4,999 / 10,000 / 7,121), so a
+    release unpacked by hand or from the Kaggle mirror is reported too. ``present`` counts the PNGs on disk
+    whose name falls in the part's range; ``expected`` is the manifest's count for an extracted part, else
+    the metadata's images in that range.
+    """
+    from bisect import bisect_left, bisect_right
+
+    from .download import MANIFEST_NAME, load_part_list, read_manifest
+
+    manifest = release.root / MANIFEST_NAME
+    if manifest.is_file():
+        man = read_manifest(manifest)
+        parts, files, source = man["parts"], man["files"], str(manifest)
+    else:
+        parts, files, source = load_part_list().to_json(), {}, "the NIH list (no download manifest here)"
+    on_disk = sorted(paths)
+    listed = sorted(release.metadata["image"].tolist())
+
+    def count(names: list[str], first: str, last: str) -> int:
+        return bisect_right(names, last) - bisect_left(names, first)
+
+    rows = []
+    for p in parts:
+        if p.get("kind") != "images":
+            continue
+        rec = files.get(p["file"]) or {}
+        extracted = rec.get("status") == "extracted" and rec.get("first") is not None
+        first, last = (rec["first"], rec["last"]) if extracted else (p.get("first"), p.get("last"))
+        present = count(on_disk, first, last) if first and last else 0
+        if extracted:
+            expected: int | None = int(rec["images"])
+        else:
+            expected = count(listed, first, last) if first and last else None
+        if present == 0:
+            status = "missing"
+        elif expected is not None and present >= expected:
+            status = "complete"
+        else:
+            status = "partial"
+        rows.append({"part": p.get("part"), "file": p["file"], "status": status, "present": present,
+                     "expected": expected})
+    return {"source": source, "parts": rows,
+            "complete": [r["part"] for r in rows if r["status"] == "complete"],
+            "missing": [r["part"] for r in rows if r["status"] != "complete"]}
 
 
 # ------------------------------------------------------------------------------------------ human table
@@ -234,4 +294,22 @@ def format_data_info(info: dict[str, Any]) -> str:
                     + (f" (e.g. {', '.join(d['missing_examples'])})" if d["missing"] else "")]
         else:
             out += [f"Images on disk: not checked ({d['reason']})"]
+    if "parts" in info:
+        out += _format_parts(info["parts"], rel["root"])
     return "\n".join(out)
+
+
+def _format_parts(parts: dict[str, Any], root: str) -> list[str]:
+    from .download import format_part_numbers
+
+    rows = [[r["part"], r["file"], r["status"], r["present"], "?" if r["expected"] is None else r["expected"]]
+            for r in parts["parts"]]
+    out = ["", f"Image archives (from {parts['source']}):"]
+    out += _table(["part", "file", "status", "images present", "expected"], rows, align="rllrr")
+    missing = [n for n in parts["missing"] if n is not None]
+    if missing:
+        out.append(f"Missing or incomplete parts: {format_part_numbers(missing)}; fetch them with "
+                   f"`cxr-bench data download --to {root} --parts {format_part_numbers(missing)}`")
+    else:
+        out.append("Every image archive is on disk.")
+    return out

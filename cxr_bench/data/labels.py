@@ -4,10 +4,13 @@ The NIH ``Finding Labels`` field is a ``|``-separated list of findings, or ``No 
 ordered tuple of finding names; :meth:`LabelSet.encode` turns finding strings into an (N, L) float32
 matrix in that order. ``No Finding`` is the all-zeros row and may not be combined with a finding.
 
-Two sets are registered in :data:`LABEL_SETS`:
+Three sets are registered in :data:`LABEL_SETS`:
 
 - ``chestxray8``: the 8 findings of Wang et al., CVPR 2017 (ChestX-ray8).
 - ``chestxray14``: those 8, then the 6 added in the 2017 ChestX-ray14 update.
+- ``chestxray13``: ChestX-ray14 without Hernia, the labels of the original MobileNet project
+  (paloukari/NIH-Chest-X-rays-Classification), which kept the findings with more than 1,000 images
+  (Hernia has 227). An image whose only finding is Hernia becomes an all-zeros row there too.
 
 A finding of ChestX-ray14 that is not in the set being encoded (e.g. ``Hernia`` for ``chestxray8``) is a
 valid finding and simply has no column; an unknown name is an error.
@@ -33,6 +36,7 @@ CHESTXRAY8: tuple[str, ...] = (
 CHESTXRAY14: tuple[str, ...] = CHESTXRAY8 + (
     "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
+CHESTXRAY13: tuple[str, ...] = tuple(lab for lab in CHESTXRAY14 if lab != "Hernia")
 # Every finding name any NIH file may use (canonical spelling).
 ALL_FINDINGS: tuple[str, ...] = CHESTXRAY14
 
@@ -201,6 +205,7 @@ class LabelSet:
 LABEL_SETS: Registry[LabelSet] = Registry("label set")
 LABEL_SETS.add("chestxray8", LabelSet("chestxray8", CHESTXRAY8))
 LABEL_SETS.add("chestxray14", LabelSet("chestxray14", CHESTXRAY14))
+LABEL_SETS.add("chestxray13", LabelSet("chestxray13", CHESTXRAY13))
 
 
 def get_label_set(name: str | LabelSet) -> LabelSet:

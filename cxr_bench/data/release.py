@@ -24,19 +24,25 @@ import pandas as pd
 from ..errors import MetadataError
 from ..utils.io import sha256_file
 from . import bundled
+from .discovery import ImageScan, scan_images
 from .metadata import read_bbox_list, read_data_entry, read_split_list
 
 log = logging.getLogger(__name__)
 
 # Looked for in this order; the first one found is used.
 DATA_ENTRY_NAMES = (
-    "Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv", "Data_Entry_2017.csv.gz",
+    "Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv",
+    "Data_Entry_2017.csv.gz",
 )
 TRAIN_VAL_NAMES = ("train_val_list.txt", "train_val_list.txt.gz")
 TEST_NAMES = ("test_list.txt", "test_list.txt.gz")
 BBOX_NAMES = ("BBox_List_2017.csv", "BBox_List_2017.csv.gz")
 
 NIH_URL = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+
+# (root, Data_Entry sha256) of the releases already announced at INFO: a run opens its release from the
+# runner, the trainer and the localizer, and one line per process says all there is to say.
+_ANNOUNCED: set[tuple[str, str]] = set()
 
 
 def _find(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -89,7 +95,8 @@ class NIHRelease:
     def _load(cls, root: Path, *, sample: bool = False, full: bool = False) -> NIHRelease:
         if not root.exists():
             raise MetadataError(f"data root {root} does not exist; point --data-root at the folder holding "
-                                f"Data_Entry_2017*.csv, train_val_list.txt and test_list.txt (download: {NIH_URL})")
+                                "Data_Entry_2017*.csv, train_val_list.txt and test_list.txt "
+                                f"(download: {NIH_URL})")
         if not root.is_dir():
             raise MetadataError(f"data root {root} is not a directory")
         entry = _find(root, DATA_ENTRY_NAMES)
@@ -101,9 +108,9 @@ class NIHRelease:
             hint = ""
             if entry is None:
                 hint = f" (looked for {', '.join(DATA_ENTRY_NAMES)})"
-            raise MetadataError(f"data root {root} is not an NIH release: missing {', '.join(missing)}{hint}; "
-                                f"these files come with the NIH download ({NIH_URL}) and go next to the image "
-                                "folders")
+            raise MetadataError(f"data root {root} is not an NIH release: missing {', '.join(missing)}"
+                                f"{hint}; these files come with the NIH download ({NIH_URL}) and go next to "
+                                "the image folders")
         assert entry is not None and train_val is not None and test is not None
         bbox = _find(root, BBOX_NAMES)
         metadata = read_data_entry(entry)
@@ -115,7 +122,8 @@ class NIHRelease:
             if unknown.any():
                 name = boxes["image"][unknown].iloc[0]
                 raise MetadataError(f"{bbox}: box image {name!r} is not in {entry.name} "
-                                    f"({int(unknown.sum())} box row(s) like it); is this file from the same release?")
+                                    f"({int(unknown.sum())} box row(s) like it); is this file from the same "
+                                    "release?")
         else:
             boxes = pd.DataFrame({"image": pd.Series(dtype=object), "label": pd.Series(dtype=object),
                                   "x": pd.Series(dtype="float64"), "y": pd.Series(dtype="float64"),
@@ -126,8 +134,11 @@ class NIHRelease:
         rel = cls(root=root, data_entry_path=entry, train_val_list_path=train_val, test_list_path=test,
                   bbox_path=bbox, metadata=metadata, train_val_names=tv_names, test_names=test_names,
                   bboxes=boxes, is_bundled_sample=sample, is_bundled_full=full, _hashes=hashes)
-        log.info("opened NIH release %s: %d images (%s form), %d train_val + %d test listed, %d boxes",
-                 root, len(metadata), metadata.attrs["format"], len(tv_names), len(test_names), len(boxes))
+        seen = (str(root.resolve()), metadata.attrs["sha256"])
+        level = logging.DEBUG if seen in _ANNOUNCED else logging.INFO
+        _ANNOUNCED.add(seen)
+        log.log(level, "opened NIH release %s: %d images (%s form), %d train_val + %d test listed, %d boxes",
+                root, len(metadata), metadata.attrs["format"], len(tv_names), len(test_names), len(boxes))
         return rel
 
     # ------------------------------------------------------------------------------------------ queries
@@ -154,7 +165,8 @@ class NIHRelease:
 
     def __repr__(self) -> str:
         return (f"NIHRelease({self.kind}, root={str(self.root)!r}, images={len(self.metadata)}, "
-                f"train_val={len(self.train_val_names)}, test={len(self.test_names)}, boxes={len(self.bboxes)})")
+                f"train_val={len(self.train_val_names)}, test={len(self.test_names)}, "
+                f"boxes={len(self.bboxes)})")
 
     def file_hashes(self) -> dict[str, str]:
         """sha256 of each metadata file used, by file name (Data_Entry, the two lists, BBox if present)."""
@@ -165,15 +177,17 @@ class NIHRelease:
         return {p.name: self._hashes[p.name] for p in order if p is not None}
 
     def image_paths(self) -> dict[str, Path]:
-        """Image name -> file, for every PNG found under the root (see ``cxr_bench.data.discovery``).
+        """Image name -> file, for every readable PNG found under the root (see ``cxr_bench.data.discovery``).
 
         The bundled full metadata ships without images: it returns ``{}`` (with a warning), so every image
         counts as missing.
         """
+        return self.image_scan().paths
+
+    def image_scan(self) -> ImageScan:
+        """:meth:`image_paths` plus the ``.png`` entries that cannot be read (dangling or looping links)."""
         if not self.has_images:
             log.warning("the bundled full NIH metadata (%s) has no images; download them from %s and pass "
                         "their folder as --data-root, or use the bundled sample", self.root, NIH_URL)
-            return {}
-        from .discovery import discover_images  # lazy: discovery is an independent module
-
-        return discover_images(self.root)
+            return ImageScan()
+        return scan_images(self.root)

@@ -35,7 +35,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 __all__ = ["FORMAT_VERSION", "LAST", "BEST", "TRAINING_STATE", "save_checkpoint", "load_checkpoint",
-           "compact_finished"]
+           "load_model_state", "load_training_state", "compact_finished"]
 
 # What only continuing training needs; a finished run drops it (it is most of a checkpoint's size).
 TRAINING_STATE = ("model", "optimizer", "schedule", "scaler")
@@ -65,6 +65,61 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "delete it to restart that run"
         )
     return state
+
+
+def _state_mismatch(model: torch.nn.Module, state: Any) -> str | None:
+    """What keeps ``state`` from loading into ``model`` (first differences, one line), or None."""
+    if not isinstance(state, dict):
+        return f"its model entry is a {type(state).__name__}, not a state dict"
+    own = model.state_dict()
+    problems = []
+    for key, value in state.items():
+        if key not in own:
+            problems.append(f"unexpected tensor {key}")
+        elif not torch.is_tensor(value):
+            problems.append(f"{key} is a {type(value).__name__}, not a tensor")
+        elif tuple(value.shape) != tuple(own[key].shape):
+            problems.append(f"{key} has shape {tuple(value.shape)}, this model's is {tuple(own[key].shape)}")
+    problems += [f"missing tensor {key}" for key in own if key not in state]
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
+def load_model_state(model: torch.nn.Module, state: Any, path: str | os.PathLike) -> None:
+    """``model.load_state_dict(state)`` from checkpoint ``path``, or a :class:`TrainingError` naming the file.
+
+    The run id in a checkpoint covers the config, not the code: a model definition that changed since the
+    file was written (another cxr-bench or timm version, a hand-edited file) gives a checkpoint of the
+    right run that does not fit. Say which tensors, which file, and what to do.
+    """
+    problem = _state_mismatch(model, state)
+    if problem is None:
+        try:
+            model.load_state_dict(state)
+            return
+        except (RuntimeError, ValueError, TypeError) as e:
+            problem = str(e).splitlines()[0]
+    raise TrainingError(
+        f"checkpoint {path} does not fit this run's model: {problem}. It was written by another model "
+        f"definition (another cxr-bench or timm version?); delete {Path(path).parent} to train that run again, "
+        "or run the cxr-bench version that wrote it"
+    )
+
+
+def load_training_state(optimizer: torch.optim.Optimizer, schedule: Any, state: dict[str, Any],
+                        path: str | os.PathLike) -> None:
+    """Optimizer and schedule states of a ``last.pt``, with the same kind of error as :func:`load_model_state`."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise TrainingError(
+            f"checkpoint {path}: its optimizer or schedule state does not fit this run "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}); delete {Path(path).parent} "
+            "to train that run again"
+        ) from e
 
 
 def compact_finished(path: str | os.PathLike) -> int:

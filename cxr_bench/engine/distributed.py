@@ -54,6 +54,9 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     owns_group: bool = False  # whether init_distributed started the process group (and must end it)
+    # A process group is in use: any world of several ranks, and a torchrun job of one (which then runs DDP
+    # and its collectives over NCCL or gloo exactly as a larger job does, with the same numbers as a plain run).
+    in_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -61,7 +64,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.in_group
 
     def barrier(self) -> None:
         if self.distributed:
@@ -83,13 +86,6 @@ class DistContext:
         if self.distributed:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
-
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
 
     def broadcast_buffers(self, module: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics).
@@ -113,7 +109,9 @@ def init_distributed(device_spec: str = "auto") -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec, local_rank)
-    if world_size <= 1:
+    # torchrun (torch.distributed.run) sets TORCHELASTIC_RUN_ID; a bare process with RANK set does not start
+    # a group of one.
+    if world_size <= 1 and not (os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("MASTER_ADDR")):
         return DistContext(device=device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -131,7 +129,8 @@ def init_distributed(device_spec: str = "auto") -> DistContext:
             f"process group (rank {dist.get_rank()}/{dist.get_world_size()}) disagrees with the environment "
             f"(RANK={rank}, WORLD_SIZE={world_size})"
         )
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns,
+                       in_group=True)
 
 
 class ShardedSampler(Sampler):

@@ -78,7 +78,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, dataset_rows: Sequence[i
     was_training = model.training
     model.eval()
     rows_out: list[np.ndarray] = []
-    logits_out: list[np.ndarray] = []
+    logits_out: list[torch.Tensor] = []
     bar = progress_bar(loader, desc=desc, total=len(loader), unit="batch", leave=False,
                        enabled=progress if ctx.is_main else False)
     with torch.inference_mode():
@@ -86,12 +86,13 @@ def predict(model: torch.nn.Module, loader: DataLoader, dataset_rows: Sequence[i
             x = to_model_input(images, ctx.device, channels_last)
             with autocast(ctx.device, amp):
                 logits = model(x)
-            logits_out.append(logits.float().cpu().numpy())
+            # Kept on the device until the split is done: one copy back, no host sync per batch.
+            logits_out.append(logits.float())
             rows_out.append(np.asarray(rows, dtype=np.int64))
     model.train(was_training)
     if not logits_out:  # ShardedSampler pads, so every rank gets at least one item of a non-empty split
         raise TrainingError(f"{desc}: the loader yielded no batch on rank {ctx.rank}")
-    gathered = ctx.all_gather_object((np.concatenate(rows_out), np.concatenate(logits_out)))
+    gathered = ctx.all_gather_object((np.concatenate(rows_out), torch.cat(logits_out).cpu().numpy()))
     all_rows = np.concatenate([g[0] for g in gathered])
     all_logits = np.concatenate([g[1] for g in gathered])
     return _align(all_rows, all_logits, np.asarray(dataset_rows, dtype=np.int64))

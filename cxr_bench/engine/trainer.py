@@ -37,10 +37,11 @@ from ..metrics.predictions import Predictions
 from ..errors import ConfigError, TrainingError
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.progress import progress as progress_bar
-from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
 from .distributed import DistContext, EpochTagged, ShardedSampler, init_distributed, resolve_device
 from .evaluate import AMP_DTYPES, SplitOutput, autocast, predict, split_predictions, to_model_input, \
     write_split_predictions
+from .tensorboard import RunBoard
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule
 from .seeding import capture_rng_state, derive_seed, make_generator, restore_rng_state, scoped_rng
@@ -135,27 +136,68 @@ def build_model(cfg: RunConfig, labels: tuple[str, ...]) -> torch.nn.Module:
                         freeze_backbone=m.freeze_backbone, drop_rate=m.drop_rate, targets=labels)
 
 
-def _loader(dataset: Any, sampler: ShardedSampler, batch_size: int, cfg: RunConfig, ctx: DistContext, *,
-            train: bool, persistent: bool) -> DataLoader:
-    workers = int(cfg.data.workers)
-    return DataLoader(
-        EpochTagged(dataset) if sampler.tag_epoch else dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=persistent and workers > 0,
-        pin_memory=ctx.device.type == "cuda",
+def eval_batch_size(cfg: RunConfig, device: torch.device) -> int:
+    """``eval.batch_size``, raised on CUDA to about 256 images of 224 px (12.8 Mpx) per batch.
+
+    Inference keeps no activations for backward, so a GPU takes far larger batches than training; on the
+    CPU the configured size is kept (it changes nothing there but memory).
+    """
+    size = cfg.data.image_size
+    if device.type != "cuda":
+        return cfg.eval.batch_size
+    return max(cfg.eval.batch_size, (256 * 224 * 224) // (size * size))
+
+
+class InputPath:
+    """How batches reach the model in this run: ``data.loader`` resolved (see cxr_bench/data/gpu_loader.py).
+
+    ``kind`` is ``"gpu"`` (the images the run needs resident on its device, batches drawn and augmented
+    there) or ``"workers"`` (DataLoader workers, pinned memory and a side-stream prefetch on CUDA). Built
+    after the model is on the device, so ``auto`` measures the memory really left.
+    """
+
+    def __init__(self, cfg: RunConfig, ctx: DistContext, data: RunData) -> None:
+        from ..data.gpu_loader import ResidentImages, choose_loader
+
+        self.cfg = cfg
+        self.ctx = ctx
+        cache = data.train.cache
+        slots = np.concatenate([ds.slots for ds in (data.train, data.val, data.test)]) if cache is not None \
+            else None
+        nbytes = ResidentImages.needed_bytes(cache, slots) if cache is not None else None
+        self.kind, self.reason = choose_loader(cfg.data.loader, ctx.device, nbytes)
+        self.resident = ResidentImages(cache, slots, ctx.device) if self.kind == "gpu" else None
+        log.info("input path: %s (%s)", self.kind, self.reason)
+
+    def loader(self, dataset: Any, sampler: ShardedSampler, batch_size: int, *, train: bool,
+               persistent: bool) -> Any:
+        """An iterable of ``(uint8 images, targets, rows)`` batches with ``len()``, like a DataLoader."""
+        from ..data.gpu_loader import CudaPrefetcher, DeviceLoader
+
         # A partial last training batch is dropped (BatchNorm on a batch of 1 fails); never for evaluation.
-        drop_last=train and len(sampler) >= batch_size,
-        # Its own generator (only used for worker base seeds): the global RNG stream stays untouched.
-        generator=make_generator(cfg.seed, "loader"),
-    )
+        drop_last = train and len(sampler) >= batch_size
+        if self.resident is not None:
+            return DeviceLoader(dataset, self.resident, sampler, batch_size, drop_last=drop_last)
+        workers = int(self.cfg.data.workers)
+        cuda = self.ctx.device.type == "cuda"
+        loader = DataLoader(
+            EpochTagged(dataset) if sampler.tag_epoch else dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=persistent and workers > 0,
+            pin_memory=cuda,
+            drop_last=drop_last,
+            # Its own generator (only used for worker base seeds): the global RNG stream stays untouched.
+            generator=make_generator(self.cfg.seed, "loader"),
+        )
+        return CudaPrefetcher(loader, self.ctx.device) if cuda else loader
 
-
-def _eval_loader(dataset: Any, cfg: RunConfig, ctx: DistContext, *, persistent: bool) -> DataLoader:
-    sampler = ShardedSampler(len(dataset), seed=cfg.seed, shuffle=False, rank=ctx.rank,
-                             world_size=ctx.world_size)
-    return _loader(dataset, sampler, cfg.eval.batch_size, cfg, ctx, train=False, persistent=persistent)
+    def eval_loader(self, dataset: Any, *, persistent: bool) -> Any:
+        sampler = ShardedSampler(len(dataset), seed=self.cfg.seed, shuffle=False, rank=self.ctx.rank,
+                                 world_size=self.ctx.world_size)
+        return self.loader(dataset, sampler, eval_batch_size(self.cfg, self.ctx.device), train=False,
+                           persistent=persistent)
 
 
 # ----------------------------------------------------------------------------------------- history
@@ -168,10 +210,12 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _mean_auc(y_true: np.ndarray, prob: np.ndarray) -> float:
+def _aucs(y_true: np.ndarray, prob: np.ndarray) -> tuple[float, np.ndarray]:
+    """(mean over labels with a defined AUC, per-label AUC with NaN where undefined)."""
     from ..metrics.roc import mean_defined, per_label_auc
 
-    return float(mean_defined(per_label_auc(y_true, prob)))
+    per_label = per_label_auc(y_true, prob)
+    return float(mean_defined(per_label)), per_label
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -242,9 +286,10 @@ class Trainer:
         )
         if len(self.train_sampler) == 0:
             raise ConfigError(f"{len(self.data.train)} training images cannot be shared by {ctx.world_size} ranks")
-        self.train_loader = _loader(self.data.train, self.train_sampler, o.batch_size, cfg, ctx, train=True,
-                                    persistent=True)
-        self.val_loader = _eval_loader(self.data.val, cfg, ctx, persistent=True)
+        self.inputs = InputPath(cfg, ctx, self.data)
+        self.train_loader = self.inputs.loader(self.data.train, self.train_sampler, o.batch_size, train=True,
+                                               persistent=True)
+        self.val_loader = self.inputs.eval_loader(self.data.val, persistent=True)
         self.micro_per_epoch = len(self.train_loader)
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / o.accum_steps)
 
@@ -276,9 +321,8 @@ class Trainer:
                 "use a fresh run directory or delete the checkpoints"
             )
         if "model" in ck:
-            self.model.load_state_dict(ck["model"])
-            self.optimizer.load_state_dict(ck["optimizer"])
-            self.schedule.load_state_dict(ck["schedule"])
+            load_model_state(self.model, ck["model"], path)
+            load_training_state(self.optimizer, self.schedule, ck, path)
             if self.scaler.is_enabled() and ck.get("scaler"):
                 self.scaler.load_state_dict(ck["scaler"])
         elif not ck.get("finished"):
@@ -327,6 +371,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, n_steps, images = 0.0, 0, 0
         group_loss = torch.zeros((), device=dev)
+        pending: tuple[torch.Tensor, int, int] | None = None  # (loss, step in epoch, step of run) to check
         t0 = time.perf_counter()
         bar = progress_bar(self.train_loader, desc=f"epoch {epoch + 1}/{o.epochs}", total=self.micro_per_epoch,
                            unit="batch", enabled=self.progress)
@@ -347,10 +392,7 @@ class Trainer:
             images += x.shape[0]
             if not last_in_group:
                 continue
-            # One host sync per optimizer step: the loss must be checked before the update it drives.
-            value = self.ctx.all_reduce_sum(group_loss).item() / self.ctx.world_size
-            if not math.isfinite(value):
-                self._non_finite(value, epoch, n_steps)
+            reduced = self.ctx.all_reduce_sum(group_loss)
             if o.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
@@ -358,28 +400,42 @@ class Trainer:
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             self.schedule.step_batch()
+            # The loss is read one step late: the host queues step k+1 before it waits for step k's loss, so
+            # the GPU never idles on that sync. A non-finite loss still stops the run within the epoch, before
+            # any checkpoint holds the weights it produced.
+            if pending is not None:
+                loss_sum += self._settle(*pending, epoch, bar)
+            pending = (reduced, n_steps, self.state.step)
             self.state.step += 1
             n_steps += 1
-            loss_sum += value
             group_loss = torch.zeros((), device=dev)
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        if pending is not None:
+            loss_sum += self._settle(*pending, epoch, bar)
         bar.close()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
         return loss_sum / max(n_steps, 1), images * self.ctx.world_size, seconds
 
-    def _non_finite(self, value: float, epoch: int, n_steps: int) -> None:
+    def _settle(self, reduced: torch.Tensor, step_in_epoch: int, run_step: int, epoch: int, bar: Any) -> float:
+        """The all-reduced loss of one optimizer step, checked (one host sync)."""
+        value = reduced.item() / self.ctx.world_size
+        if not math.isfinite(value):
+            self._non_finite(value, epoch, step_in_epoch, run_step)
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        return value
+
+    def _non_finite(self, value: float, epoch: int, step_in_epoch: int, run_step: int) -> None:
         last = (f"the last good checkpoint is {self.ckpt_dir / LAST} (epoch {self.state.epoch}); it is kept and "
                 "a new run resumes from it" if self.state.epoch else "no epoch had finished, so there is no checkpoint")
         raise TrainingError(
-            f"non-finite training loss ({value}) at epoch {epoch + 1}, step {n_steps + 1} of the epoch "
-            f"(optimizer step {self.state.step + 1} of the run); {last}. Lower optim.lr, set optim.grad_clip "
+            f"non-finite training loss ({value}) at epoch {epoch + 1}, step {step_in_epoch + 1} of the epoch "
+            f"(optimizer step {run_step + 1} of the run); {last}. Lower optim.lr, set optim.grad_clip "
             "or use amp = 'bf16' instead of 'fp16'"
         )
 
-    def _validate(self) -> tuple[float, float, SplitOutput]:
-        """(val loss, val mean AUC, val logits) of the current weights, identical on every rank.
+    def _validate(self) -> tuple[float, float, np.ndarray, SplitOutput]:
+        """(val loss, val mean AUC, per-label val AUC, val logits) of the current weights, identical on every rank.
 
         Scores the plain module (not the DDP wrapper, whose forward may run collectives) after giving every
         rank rank 0's BatchNorm statistics, so each shard is scored by the model that gets checkpointed.
@@ -391,9 +447,19 @@ class Trainer:
         with torch.no_grad():
             val_loss = float(self.criterion(torch.from_numpy(out.logits).to(self.ctx.device),
                                             torch.from_numpy(y).to(self.ctx.device)))
-        return val_loss, _mean_auc(y, out.probabilities()), out
+        return (val_loss, *_aucs(y, out.probabilities()), out)
 
     def fit(self) -> None:
+        o = self.cfg.optim
+        s = self.state
+        board = RunBoard(self.run_dir, resume_epoch=s.epoch, enabled=None if self.ctx.is_main and not s.finished
+                         else False)
+        try:
+            self._fit(board)
+        finally:
+            board.close()
+
+    def _fit(self, board: RunBoard) -> None:
         o = self.cfg.optim
         s = self.state
         while not s.finished and s.epoch < o.epochs:
@@ -401,7 +467,7 @@ class Trainer:
             t0 = time.perf_counter()
             lr = self.schedule.lr
             train_loss, images, train_seconds = self.train_epoch(epoch)
-            val_loss, val_auc, val_out = self._validate()
+            val_loss, val_auc, val_per_label, val_out = self._validate()
             self.schedule.step_epoch(val_auc)
             s.epoch += 1
             s.history.append({
@@ -425,6 +491,7 @@ class Trainer:
             self._save_last()
             if self.ctx.is_main:
                 atomic_write_text(self.run_dir / "history.csv", _history_csv(s.history))
+                board.epoch(s.history[-1], dict(zip(self.labels, val_per_label.tolist())))
             log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val mean AUC %.4f%s, lr %.3g, %.1f s "
                      "(%.1f img/s)", s.epoch, o.epochs, train_loss, val_loss, val_auc,
                      " (best)" if improved else "", lr, s.history[-1]["epoch_seconds"],
@@ -441,13 +508,14 @@ class Trainer:
             atomic_write_text(self.run_dir / "history.csv", _history_csv(s.history))
         best_path = self.ckpt_dir / BEST
         if s.best_epoch is not None and best_path.is_file():
-            self.model.load_state_dict(load_checkpoint(best_path, map_location=self.ctx.device)["model"])
+            load_model_state(self.model, load_checkpoint(best_path, map_location=self.ctx.device).get("model"),
+                             best_path)
             used = s.best_epoch
         else:
             log.warning("no epoch had a defined validation mean AUC; evaluating the last epoch's weights")
             used = s.epoch
             self.ctx.broadcast_buffers(self.model)
-        test_loader = _eval_loader(self.data.test, self.cfg, self.ctx, persistent=False)
+        test_loader = self.inputs.eval_loader(self.data.test, persistent=False)
         outs: dict[str, SplitOutput] = {}
         if self.best_val is not None and used == s.best_epoch:
             outs["val"] = self.best_val
@@ -485,6 +553,8 @@ class Trainer:
             "gmacs": complexity["gmacs"],
             "world_size": self.ctx.world_size,
             "device": str(self.ctx.device),
+            # How batches reached the model (data.loader resolved): "gpu" (resident) or "workers".
+            "loader": self.inputs.kind,
         }
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
@@ -498,14 +568,19 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, progress: bool | None = No
     """
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
+    benchmark = torch.backends.cudnn.benchmark
     try:
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+        # Shapes are fixed within a run, so cuDNN's autotuner pays for itself after a few steps (CUDA runs
+        # are not bitwise reproducible anyway: see tests/cuda/test_cuda.py for the tolerances).
+        torch.backends.cudnn.benchmark = benchmark or ctx.device.type == "cuda"
         with scoped_rng(cfg.seed, "torch-global"):
             trainer = Trainer(cfg, run_dir, ctx, progress)
             trainer.fit()
             return trainer.evaluate()
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         ctx.shutdown()
 
 
@@ -520,14 +595,15 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, *, splits: tuple
     data = load_run_data(cfg, ctx, progress=progress)
     with scoped_rng(cfg.seed, "torch-global"):  # random init is overwritten, but must not touch the caller
         model = build_model(cfg, data.labels)
-    model.load_state_dict(load_checkpoint(checkpoint, map_location=ctx.device)["model"])
+    load_model_state(model, load_checkpoint(checkpoint, map_location=ctx.device).get("model"), checkpoint)
     model.to(ctx.device)
+    inputs = InputPath(cfg, ctx, data)
     out: dict[str, Predictions] = {}
     for split in splits:
         ds = getattr(data, split, None)
         if ds is None or split not in ("train", "val", "test"):
             raise ConfigError(f"unknown split {split!r}; use train, val or test")
-        loader = _eval_loader(ds, cfg, ctx, persistent=False)
+        loader = inputs.eval_loader(ds, persistent=False)
         res = predict(model, loader, ds.rows, ctx, progress=progress, desc=split)
         out[split] = split_predictions(ds, res, data.labels)
     return out

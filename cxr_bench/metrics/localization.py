@@ -130,7 +130,7 @@ def heatmap_to_boxes(
         raise ValueError("heatmap contains NaN or inf")
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    out_w, out_h = (out_size, out_size) if np.isscalar(out_size) else out_size
+    out_w, out_h = (out_size, out_size) if isinstance(out_size, (int, float, np.number)) else out_size
     lo, hi = hm.min(), hm.max()
     if hi == lo:
         return np.zeros((0, 4))

@@ -7,7 +7,15 @@ batch (B, 1, H, W) in [0, 1] whatever the backbone; ``list_models()`` / ``list_h
 
 from .adapt import CHANNEL_MODES
 from .backbones import BACKBONES, Backbone, build_backbone
-from .factory import CxrModel, complexity_table, create_model, list_heads, list_models, model_complexity
+from .factory import (
+    CxrModel,
+    complexity_table,
+    create_model,
+    list_heads,
+    list_models,
+    model_complexity,
+    resolved_head_kwargs,
+)
 from .heads import HEADS, Head
 from .pooling import GlobalPool, lse_pool
 
@@ -26,4 +34,5 @@ __all__ = [
     "list_models",
     "lse_pool",
     "model_complexity",
+    "resolved_head_kwargs",
 ]

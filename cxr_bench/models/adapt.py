@@ -7,13 +7,17 @@ Two modes (``channels=``), chosen per run and recorded in the model's ``input_co
   weights (timm's ``adapt_input_conv`` rule for ``in_chans=1``).
 
 Why the sum: a gray image replicated to RGB through the 3-channel convolution gives
-``sum_c W_c * x = (sum_c W_c) * x``, i.e. exactly the 1-channel convolution with summed weights. Both modes
-therefore compute the same function when built (pretrained or random), and "stem" saves two thirds of the
-first layer's multiply-adds. They differ only under training: in "replicate" each of the three slices gets
-the same gradient, so the effective (summed) filter moves three times as fast as the single "stem" filter.
+``sum_c W_c * x = (sum_c W_c) * x``, i.e. exactly the 1-channel convolution with summed weights.
 
-Normalisation statistics are reduced the same way the image is: one gray channel takes the mean of the
-backbone's RGB means and the mean of its RGB standard deviations.
+Normalisation follows the channels the backbone sees. ``"replicate"`` normalises each of the three copies
+with the backbone's own per-channel mean and std, exactly what the pretrained RGB filters saw for a gray
+photograph (three equal channels, each normalised by its statistic). ``"stem"`` has one channel, so it
+takes the mean of the RGB means and the mean of the RGB stds: the single value nearest to all three.
+Hence the two modes compute the same function when built only where a backbone's three statistics are
+equal (GoogLeNet's (x - 0.5) / 0.5); with ImageNet's statistics they differ by the per-channel offsets
+(means 0.485 / 0.456 / 0.406, stds 0.229 / 0.224 / 0.225). Under training they differ anyway: in
+"replicate" each of the three weight slices gets its own gradient, so the effective (summed) filter
+moves about three times as fast as the single "stem" filter.
 """
 
 from __future__ import annotations
@@ -77,21 +81,29 @@ def convert_first_conv_to_gray(net: nn.Module, path: str) -> None:
 
 
 class InputAdapter(nn.Module):
-    """(B, 1, H, W) in [0, 1] (or uint8 in [0, 255]) -> normalised (B, C, H, W), C = 3 or 1."""
+    """(B, 1, H, W) in [0, 1] (or uint8 in [0, 255]) -> normalised (B, C, H, W), C = 3 or 1.
+
+    ``mean`` and ``std`` hold one value per output channel: the backbone's RGB statistics for C = 3
+    (each replicated copy normalised by its own channel's), the reduced gray pair for C = 1.
+    """
 
     mean: Tensor
     std: Tensor
 
-    def __init__(self, mean: float, std: float, out_chans: int) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], out_chans: int) -> None:
         super().__init__()
         if out_chans not in (1, 3):
             raise ConfigError(f"InputAdapter: out_chans must be 1 or 3, got {out_chans}")
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if len(mean) != out_chans or len(std) != out_chans:
+            raise ConfigError(f"InputAdapter: {out_chans} output channel(s) need {out_chans} mean and std "
+                              f"value(s), got {len(mean)} and {len(std)}")
         # Not persistent: they are derived from the backbone, so checkpoints stay free of them and a
         # checkpoint never disagrees with the code about them.
-        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, out_chans, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, out_chans, 1, 1), persistent=False)
         self.out_chans = out_chans
-        self._stats = (float(mean), float(std))
+        self._stats = (tuple(mean), tuple(std))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 1:
@@ -101,10 +113,20 @@ class InputAdapter(nn.Module):
         if x.dtype == torch.uint8:
             # Lets a loader ship uint8 to the device (4x less to copy) and convert there.
             x = x.to(self.mean.dtype) / 255.0
-        x = (x - self.mean) / self.std
-        if self.out_chans == 3:
-            x = x.expand(-1, 3, -1, -1)
-        return x
+        # Broadcasting (B, 1) against (1, C) replicates the gray channel and normalises each copy with its
+        # own statistics in one step.
+        return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        return f"mean={self._stats[0]:.4f}, std={self._stats[1]:.4f}, out_chans={self.out_chans}"
+        mean, std = (", ".join(f"{v:.4f}" for v in t) for t in self._stats)
+        return f"mean=({mean}), std=({std}), out_chans={self.out_chans}"
+
+
+def input_stats(mean: Sequence[float], std: Sequence[float],
+                channels: str) -> tuple[list[float], list[float]]:
+    """Per-stem-channel normalisation for ``channels``: the RGB statistics for ``"replicate"``, their
+    reduction to one gray pair (:func:`gray_stats`) for ``"stem"``."""
+    if stem_channels(channels) == 3:
+        return [float(v) for v in mean], [float(v) for v in std]
+    m, s = gray_stats(mean, std)
+    return [m], [s]

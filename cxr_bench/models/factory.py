@@ -9,6 +9,7 @@ feeds, and it records how its input was prepared (``input_config``) and which we
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
-from .adapt import InputAdapter, convert_first_conv_to_gray, gray_stats, stem_channels
+from .adapt import InputAdapter, convert_first_conv_to_gray, input_stats, stem_channels
 from .backbones import BACKBONES, TIMM_PREFIX, Backbone, build_backbone
-from .heads import HEADS, Head, build_head
+from .heads import HEADS, Head, build_head, head_options
 from .weights import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ class CxrModel(nn.Module):
 
     - ``forward(x) -> logits (B, L)``; ``heatmaps(x) -> (B, L, h, w)``; ``features(x) -> (B, D, h, w)``.
     - ``x``: (B, 1, H, W) float in [0, 1] (uint8 in [0, 255] is accepted and scaled on the device).
-    - ``targets``: label names (or None); ``input_config``: in_chans, channels, stem_chans, mean, std (gray)
-      and the backbone's rgb_mean / rgb_std; ``pretrained_info``: None or {"path", "sha256", "source"};
+    - ``targets``: label names (or None); ``input_config``: in_chans, channels, stem_chans, mean and std
+      (one value per stem channel: the backbone's RGB statistics when replicated, their mean for a
+      1-channel stem) and the backbone's rgb_mean / rgb_std;
+      ``pretrained_info``: None or {"path", "sha256", "source"};
       ``backbone_name``, ``head_name``.
 
     With a frozen backbone, ``train()`` keeps the backbone in eval mode, so its BatchNorm statistics stay
@@ -47,7 +50,7 @@ class CxrModel(nn.Module):
                  targets: Sequence[str] | None = None, pretrained_info: dict[str, str] | None = None,
                  freeze_backbone: bool = False) -> None:
         super().__init__()
-        mean, std = gray_stats(backbone.mean, backbone.std)
+        mean, std = input_stats(backbone.mean, backbone.std, channels)
         self.adapter = InputAdapter(mean, std, stem_channels(channels))
         self.backbone = backbone
         self.head = head
@@ -160,6 +163,25 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def list_heads() -> list[str]:
     return HEADS.names()
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_features(name: str) -> int:
+    """D, the feature channels of backbone ``name``, from a shapes-only (meta device) build."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        return build_backbone(name).num_features
+
+
+def resolved_head_kwargs(backbone: str, head: str,
+                         head_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options head ``head`` takes on ``backbone``, defaults and per-backbone values filled in.
+
+    ``resolved_head_kwargs("resnet50", "wang2017")["transition_channels"] == 2048``: what a run of that
+    config builds, for listings (``cxr-bench run --dry-run``) and manifests. Costs a meta-device build of
+    the backbone once per name.
+    """
+    return head_options(head, backbone_features(backbone), head_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- complexity

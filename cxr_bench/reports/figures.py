@@ -1,14 +1,18 @@
 """Figures for the report notebooks: seaborn, one style, built from saved artifacts only.
 
-Every function returns a matplotlib ``Figure`` (the notebook displays it; a script can ``savefig`` it).
-:func:`set_style` is called once at the top of every notebook so all reports share fonts, palette and
-size. Colours: one categorical palette for runs, the red-yellow-green scale of the tables for AUC values,
-a diverging red-blue scale for differences.
+Every function returns a matplotlib ``Figure`` (the notebook displays it; a script can ``savefig`` it) and
+answers one question. Rules they share, because a reader must be able to read them: legends sit outside
+the axes (constrained layout's ``outside`` locations), runs get distinct colours (:func:`palette`), panels
+are labelled by what tells the runs apart (:func:`~.tables.short_names`), and a panel whose numbers would
+rest on too few cases says so instead of drawing them (:data:`~.tables.MIN_CASES`). Colours: a categorical
+palette for runs, the red-yellow-green scale of the tables for AUC values, a diverging red-blue scale for
+differences.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -16,29 +20,49 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ..data.labels import CHESTXRAY14
 from ..errors import RunStoreError
 from ..results.runs import RunRecord
-from .tables import CMAP, run_label
+from .tables import MIN_CASES, by_label_set, short_names, too_few, too_few_text
 
 PALETTE = "colorblind"
 
 
 def set_style() -> None:
-    """The one style of every report figure."""
+    """The one style of every report figure. Mathtext is off: run names are text from the store, and a
+    ``$`` in one must print as a dollar sign, not fail the figure."""
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font_scale=0.9)
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.titleweight": "bold",
-                         "legend.frameon": False})
+                         "legend.frameon": False, "text.parse_math": False})
 
 
-def show(fig: Figure) -> None:
-    """Display ``fig`` once in a notebook and free it (pyplot would otherwise show it again at cell end)."""
+def palette(n: int) -> list[tuple[float, float, float]]:
+    """``n`` colours that stay distinct: the colour-blind palette up to 10, tab20 up to 20, then HUSL."""
+    if n <= 10:
+        return list(sns.color_palette(PALETTE, n))
+    if n <= 20:
+        return list(sns.color_palette("tab20", n))
+    return list(sns.color_palette("husl", n))
+
+
+def show(fig: Figure, alt: str = "") -> None:
+    """Display ``fig`` once in a notebook and free it (pyplot would otherwise show it again at cell end).
+    ``alt`` (default: the figure's titles) becomes the HTML image's alternative text."""
     from IPython.display import display
 
-    display(fig)
+    if not alt:
+        titles = [fig.get_suptitle()]
+        titles += [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_title()][:6]
+        alt = "; ".join(t for t in titles if t) or "figure"
+    display(fig, metadata={"image/png": {"alt": alt[:300]}})
     plt.close(fig)
+
+
+def _figure(**kwargs: Any) -> Figure:
+    return plt.figure(layout="constrained", **kwargs)
 
 
 def _empty(message: str) -> Figure:
@@ -48,164 +72,221 @@ def _empty(message: str) -> Figure:
     return fig
 
 
-def _roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, s)
-    return fpr, tpr
+def _nice(label: str) -> str:
+    return "MEAN" if label == "mean" else label.replace("_", " ")
 
 
-def roc_curves(runs: list[RunRecord], split: str = "test", ncols: int = 4) -> Figure:
-    """ROC curve of every label (one panel each, the paper's order), one line per run, AUC in the legend."""
+# ----------------------------------------------------------------------------------------------- ROC
+
+
+def roc_curves(runs: Sequence[RunRecord], split: str = "test", ncols: int = 4, title: str = "",
+               names: Mapping[str, str] | None = None) -> Figure:
+    """ROC curve of every label (one panel each, the paper's order), one line per run, for runs of one
+    label set (call once per label set). One legend, outside the panels, names the runs; the AUCs are in
+    the report's tables. A label with fewer than MIN_CASES test positives or negatives gets a note, not
+    a staircase of two steps."""
     runs = [r for r in runs if r.predictions_path(split).is_file()]
     if not runs:
         return _empty("no saved predictions to draw ROC curves from")
+    from sklearn.metrics import roc_curve
+
+    names = dict(names or short_names(runs))
     preds = {r.run_id: r.predictions(split) for r in runs}
     labels = [lab for lab in CHESTXRAY14 if any(lab in p.labels for p in preds.values())]
     nrows = math.ceil(len(labels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False,
-                             sharex=True, sharey=True)
-    colors = sns.color_palette(PALETTE, len(runs))
+    fig = _figure(figsize=(2.7 * ncols + 3.2, 2.6 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    colors = palette(len(runs))
     for ax, lab in zip(axes.flat, labels):
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6")
+        ax.set_title(_nice(lab), fontsize=9)
+        ax.set_aspect("equal")
+        drawn, note = 0, ""
         for color, rec in zip(colors, runs):
             p = preds[rec.run_id]
             if lab not in p.labels:
                 continue
-            j = p.labels.index(lab)
-            y, s = p.y_true[:, j], p.y_prob[:, j]
-            if y.min() == y.max():
+            y, s = p.y_true[:, p.labels.index(lab)], p.y_prob[:, p.labels.index(lab)]
+            n_pos = int(y.sum())
+            if too_few(n_pos, len(y) - n_pos):
+                note = too_few_text(n_pos, len(y) - n_pos)
                 continue
-            fpr, tpr = _roc_points(y, s)
-            auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-            ax.plot(fpr, tpr, color=color, lw=1.4, label=f"{auc:.3f}")
-        ax.set_title(lab.replace("_", " "))
-        ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize=7, title="AUC", title_fontsize=7)
+            fpr, tpr, _ = roc_curve(y, s)
+            ax.plot(fpr, tpr, color=color, lw=1.3)
+            drawn += 1
+        if not drawn:
+            ax.text(0.5, 0.55, note, ha="center", va="center", fontsize=8, color="0.3",
+                    bbox={"facecolor": "white", "edgecolor": "0.7"})
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("1 - specificity")
     for ax in axes[:, 0]:
         ax.set_ylabel("sensitivity")
-    handles = [plt.Line2D([], [], color=c, lw=2) for c in colors]
-    fig.legend(handles, [run_label(r) for r in runs], loc="upper center", ncol=min(3, len(runs)),
-               bbox_to_anchor=(0.5, 1.0 + 0.04 * math.ceil(len(runs) / 3)))
-    fig.tight_layout()
+    handles = [Line2D([], [], color=c, lw=2) for c in colors]
+    fig.legend(handles, [names.get(r.run_id, r.run_id) for r in runs], loc="outside right upper",
+               title="run", fontsize=8, title_fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
-def ours_vs_paper(cmp: pd.DataFrame) -> Figure:
-    """Our per-label AUC (with its 95% CI) against the paper's; points on the diagonal replicate."""
-    df = cmp[cmp["label"] != "mean"] if not cmp.empty else cmp
-    if df.empty:
+# ------------------------------------------------------------------------------------ ours vs paper
+
+
+def ours_vs_paper(cmp: pd.DataFrame, names: Mapping[str, str] | None = None,
+                  counts: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> Figure:
+    """Do we reproduce the paper, label by label? One panel per run held against a paper (a row of
+    panels per label set): the paper's AUC (black diamond) and ours with its 95% CI (dot and bar) for
+    each label and the mean. No text labels on points, so nothing overlaps; labels with too few test
+    cases (``counts``: run id -> label -> (pos, neg)) are marked 'too few' instead of a dot."""
+    if cmp.empty:
         return _empty("no run with a published counterpart")
-    fig, ax = plt.subplots(figsize=(6.2, 5.6))
-    df = df.assign(run=[f"{b} / {ls} vs {s}" for b, ls, s in zip(df["backbone"], df["label_set"], df["setting"])])
-    lo = float(np.nanmin([df["paper"].min(), df["ours_ci_lo"].min(), df["ours"].min()])) - 0.03
-    hi = float(np.nanmax([df["paper"].max(), df["ours_ci_hi"].max(), df["ours"].max()])) + 0.03
-    lo, hi = max(0.0, lo), min(1.0, hi)
-    ax.plot([lo, hi], [lo, hi], ls="--", color="0.5", lw=1, zorder=0)
-    colors = dict(zip(df["run"].unique(), sns.color_palette(PALETTE, df["run"].nunique())))
-    for run, g in df.groupby("run", sort=False):
-        yerr = np.vstack([g["ours"] - g["ours_ci_lo"], g["ours_ci_hi"] - g["ours"]])
-        ax.errorbar(g["paper"], g["ours"], yerr=np.where(np.isfinite(yerr), yerr, 0), fmt="o", ms=5,
-                    color=colors[run], ecolor=colors[run], elinewidth=0.8, capsize=2, label=run, alpha=0.9)
-        for _, r in g.iterrows():
-            ax.annotate(r["label"].replace("_", " ")[:12], (r["paper"], r["ours"]), fontsize=6.5,
-                        xytext=(3, 2), textcoords="offset points", color="0.3")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
-    ax.set_xlabel("paper's AUC")
-    ax.set_ylabel("our AUC (95% CI)")
-    ax.set_title("Ours vs the paper, per label (above the diagonal: we do better)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, ncol=1)
-    fig.tight_layout()
+    names, counts = dict(names or {}), dict(counts or {})
+    groups = [(ls, g) for ls, g in cmp.groupby("label_set", sort=True)]
+    panels = [[(rid, setting, gg) for (rid, setting), gg in g.groupby(["run_id", "setting"], sort=False)]
+              for _, g in groups]
+    ncols = max(len(p) for p in panels)
+    heights = [1 + g["label"].nunique() * 0.28 for _, g in groups]
+    fig = _figure(figsize=(2.6 * ncols + 1.6, sum(heights) + 1.0))
+    axes = fig.subplots(len(groups), ncols, squeeze=False, gridspec_kw={"height_ratios": heights})
+    lo = float(np.nanmin(cmp[["paper", "ours_ci_lo", "ours"]].to_numpy(dtype=float))) - 0.05
+    lo = max(0.0, min(lo, 0.45))
+    ours_color = sns.color_palette(PALETTE)[0]
+    for row, ((label_set, g), row_panels) in enumerate(zip(groups, panels)):
+        order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in set(g["label"])]
+        for col in range(ncols):
+            ax = axes[row, col]
+            if col >= len(row_panels):
+                ax.axis("off")
+                continue
+            rid, setting, gg = row_panels[col]
+            gg = gg.set_index("label").reindex(order)
+            c = counts.get(str(rid).split(";")[0], {})
+            ax.axvline(0.5, color="0.6", lw=0.8, ls=":")
+            for y, lab in enumerate(order):
+                r = gg.loc[lab]
+                ax.plot(r["paper"], y, "D", color="black", ms=4.5, mfc="none", zorder=3)
+                if lab != "mean" and lab in c and too_few(*c[lab]):
+                    ax.text(lo + 0.01, y, "too few", va="center", fontsize=7, color="0.45", style="italic")
+                    continue
+                if pd.notna(r["ours_ci_lo"]):
+                    ax.plot([r["ours_ci_lo"], r["ours_ci_hi"]], [y, y], color=ours_color, lw=1.5)
+                ax.plot(r["ours"], y, "o", color=ours_color, ms=5 if lab != "mean" else 7, zorder=4)
+            ax.set_yticks(range(len(order)))
+            ax.set_yticklabels([_nice(lab) for lab in order] if col == 0 else [], fontsize=8)
+            ax.set_ylim(len(order) - 0.5, -0.5)
+            ax.set_xlim(lo, 1.02)
+            ax.set_title(f"{names.get(str(rid).split(';')[0], rid)}\nvs {setting}", fontsize=8.5)
+            ax.set_xlabel("test ROC AUC", fontsize=8)
+        axes[row, 0].set_ylabel(label_set, fontsize=9)
+    handles = [Line2D([], [], marker="o", color=ours_color, lw=1.5, label="ours (95% CI)"),
+               Line2D([], [], marker="D", color="black", mfc="none", lw=0, label="paper"),
+               Line2D([], [], color="0.6", ls=":", label="chance (0.5)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
     return fig
 
 
-def forest_plot(table: pd.DataFrame) -> Figure:
+# ---------------------------------------------------------------------------------------- ablations
+
+
+def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = ()) -> Figure:
     """Paired ablations as a forest plot: Δ AUC (variant - baseline) with 95% CI per label and the mean,
-    one panel per pair; filled markers where p < 0.05 (DeLong per label, bootstrap for the mean)."""
+    one panel per pair. A filled marker is a difference the library calls ``better``/``worse`` (its
+    verdict, from Holm-adjusted p) or, without verdicts, p < 0.05. Rows in ``few`` ((factor, value_a,
+    value_b, label), too few test cases) are marked 'too few' instead of drawn."""
+    few = set(few)
     if table.empty:
         return _empty("no paired ablations in this run store")
+    pcol = next((c for c in ("p_bootstrap_holm", "p_holm", "p_bootstrap", "p") if c in table.columns), None)
     pairs = list(table.groupby(["factor", "value_a", "value_b"], sort=False))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 0.32 * 16 + 1.2), squeeze=False,
-                             sharey=True)
     order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in set(table["label"])]
+    fig = _figure(figsize=(3.6 * len(pairs) + 1.4, 0.3 * len(order) + 1.8))
+    axes = fig.subplots(1, len(pairs), squeeze=False, sharey=True)
     ypos = {lab: i for i, lab in enumerate(order)}
+    base, mean_c = sns.color_palette(PALETTE)[0], sns.color_palette(PALETTE)[3]
     for ax, ((factor, va, vb), g) in zip(axes[0], pairs):
         ax.axvline(0, color="0.4", lw=1)
-        for _, r in g.iterrows():
+        g = g[g["label"].isin(ypos)]
+        skip = g["label"].map(lambda lab: (str(factor), str(va), str(vb), lab) in few)
+        for _, r in g[skip].iterrows():
+            ax.text(0, ypos[r["label"]], "too few", ha="center", va="center", fontsize=7, color="0.45",
+                    style="italic")
+        for _, r in g[~skip].iterrows():
             y = ypos[r["label"]]
-            sig = pd.notna(r["p"]) and r["p"] < 0.05
-            color = sns.color_palette(PALETTE)[3 if r["label"] == "mean" else 0]
+            if "verdict" in g.columns:
+                sig = str(r["verdict"]) in ("better", "worse")
+            else:
+                sig = pcol is not None and pd.notna(r[pcol]) and r[pcol] < 0.05
+            color = mean_c if r["label"] == "mean" else base
             if pd.notna(r["ci_lo"]):
                 ax.plot([r["ci_lo"], r["ci_hi"]], [y, y], color=color, lw=1.6)
             ax.plot(r["delta"], y, "D" if r["label"] == "mean" else "o", ms=6, color=color,
                     mfc=color if sig else "white", mew=1.4)
-        ax.set_title(f"{factor.split('.')[-1]}: {vb} vs {va}", fontsize=10)
+        ax.set_title(f"{str(factor).split('.')[-1]}: {vb} vs {va}", fontsize=9)
         ax.set_xlabel("Δ AUC (variant - baseline)")
-        lim = float(np.nanmax(np.abs(g[["ci_lo", "ci_hi", "delta"]].to_numpy(dtype=float)))) * 1.1 or 0.05
+        shown = g[~skip][["ci_lo", "ci_hi", "delta"]].to_numpy(dtype=float)
+        lim = float(np.nanmax(np.abs(shown))) * 1.1 if np.isfinite(shown).any() else math.nan
+        lim = lim if math.isfinite(lim) and lim > 0 else 0.05
         ax.set_xlim(-lim, lim)
     axes[0, 0].set_yticks(range(len(order)))
-    axes[0, 0].set_yticklabels([o.replace("_", " ") if o != "mean" else "MEAN AUC" for o in order])
+    axes[0, 0].set_yticklabels([_nice(o) for o in order])
     axes[0, 0].invert_yaxis()
-    fig.text(0.01, 0.005, "filled: p < 0.05 (DeLong per label, paired patient bootstrap for the mean); "
-             "bars: 95% paired patient-bootstrap CI", fontsize=7.5, color="0.3")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    which = ("verdict better/worse (Holm-adjusted p < 0.05)" if "verdict" in table.columns
+             else f"{pcol} < 0.05, not adjusted" if pcol else "p < 0.05")
+    handles = [Line2D([], [], marker="o", color=base, mfc=base, lw=0, label=which),
+               Line2D([], [], marker="o", color=base, mfc="white", lw=0, label="no evidence"),
+               Line2D([], [], marker="D", color=mean_c, lw=1.6, label="mean AUC (bar: 95% CI)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
     return fig
 
 
-def auc_heatmap(lb: pd.DataFrame) -> Figure:
-    """Runs x labels heatmap of test AUC, the table's colour scale, values printed."""
+# ------------------------------------------------------------------------------------- leaderboard
+
+
+def mean_auc_plot(lb: pd.DataFrame, names: Mapping[str, str] | None = None) -> Figure:
+    """Mean test AUC of every run with its 95% CI, ranked within each label set (one panel per label set:
+    a mean over 8 labels is not a mean over 14)."""
     if lb.empty:
         return _empty("no completed runs")
-    labels = [lab for lab in CHESTXRAY14 if f"auc_{lab}" in lb and lb[f"auc_{lab}"].notna().any()]
-    data = lb[["mean_auc", *(f"auc_{lab}" for lab in labels)]].apply(pd.to_numeric, errors="coerce")
-    data.columns = ["MEAN", *(lab.replace("_", " ") for lab in labels)]
-    data.index = [f"{s}: {run_label(r)}" for s, (_, r) in zip(lb["suite"], lb.iterrows())]
-    fig, ax = plt.subplots(figsize=(3.0 + 0.8 * data.shape[1], 2.4 + 0.5 * data.shape[0]))
-    sns.heatmap(data, annot=True, fmt=".2f", cmap=CMAP, vmin=0.5, vmax=1.0, linewidths=0.5, ax=ax,
-                cbar_kws={"label": "test ROC AUC", "shrink": 0.8}, annot_kws={"fontsize": 8})
-    ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right")
-    ax.set_title("Test AUC per label")
-    fig.tight_layout()
+    names = dict(names or {})
+    groups = [(ls, g.sort_values("mean_auc", ascending=False, kind="mergesort"))
+              for ls, g in lb.groupby("label_set", sort=True)]
+    fig = _figure(figsize=(8.5, 0.9 * len(groups) + 0.32 * len(lb) + 0.6))
+    axes = fig.subplots(len(groups), 1, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [0.6 + 0.32 * len(g) for _, g in groups]})[:, 0]
+    color = sns.color_palette(PALETTE)[0]
+    for ax, (label_set, g) in zip(axes, groups):
+        for y, (_, r) in enumerate(g.iterrows()):
+            if pd.notna(r["mean_auc_ci_lo"]):
+                ax.plot([r["mean_auc_ci_lo"], r["mean_auc_ci_hi"]], [y, y], color=color, lw=2)
+            ax.plot(r["mean_auc"], y, "o", color=color, ms=6)
+        ax.axvline(0.5, color="0.5", ls=":", lw=1)
+        ax.set_yticks(range(len(g)))
+        ax.set_yticklabels([f"{i + 1}. {names.get(rid, rid)}" for i, rid in enumerate(g["run_id"])],
+                           fontsize=8)
+        ax.set_ylim(len(g) - 0.5, -0.5)
+        ax.set_title(f"{label_set}", fontsize=9, loc="left")
+    axes[-1].set_xlabel("mean test ROC AUC (95% patient-bootstrap CI); dotted: chance")
     return fig
 
 
-def mean_auc_plot(lb: pd.DataFrame) -> Figure:
-    """Mean test AUC of every run with its 95% CI, best first."""
-    if lb.empty:
-        return _empty("no completed runs")
-    df = lb.assign(run=[f"{s}: {run_label(r)}" for s, (_, r) in zip(lb["suite"], lb.iterrows())])
-    df = df.sort_values("mean_auc", ascending=False, kind="mergesort")
-    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.4 * len(df)))
-    colors = dict(zip(df["suite"].unique(), sns.color_palette(PALETTE, df["suite"].nunique())))
-    for y, (_, r) in enumerate(df.iterrows()):
-        c = colors[r["suite"]]
-        if pd.notna(r["mean_auc_ci_lo"]):
-            ax.plot([r["mean_auc_ci_lo"], r["mean_auc_ci_hi"]], [y, y], color=c, lw=2)
-        ax.plot(r["mean_auc"], y, "o", color=c, ms=7)
-    ax.set_yticks(range(len(df)))
-    ax.set_yticklabels(df["run"])
-    ax.invert_yaxis()
-    ax.set_xlabel("mean test ROC AUC (95% patient-bootstrap CI)")
-    ax.set_title("Mean AUC per run")
-    fig.tight_layout()
-    return fig
-
-
-def expert_plot(df: pd.DataFrame, labels: dict[str, str] | None = None) -> Figure:
-    """Per run and expert target: AUC vs NIH labels and vs radiologist labels, joined by a line."""
+def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:
+    """Per run and expert target: AUC vs NIH labels and vs radiologist labels, joined by a line. Rows with
+    too few cases under either label source are left out (the table says 'too few')."""
     if df.empty:
         return _empty("no image covered by the expert labels")
-    labels = labels or {}
+    ok = [not (too_few(ep, n - ep) or too_few(npos, n - npos))
+          for ep, npos, n in zip(df["expert_pos"], df["nih_pos"], df["n"].astype(float))]
+    df = df[ok]
+    if df.empty:
+        return _empty(f"too few expert-labelled test images for an AUC (fewer than {MIN_CASES} positives or "
+                      "negatives)")
+    labels = dict(labels or {})
     targets = list(dict.fromkeys(df["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 1.8 + 0.45 * df["run_id"].nunique()),
-                             squeeze=False, sharey=True)
     runs = list(dict.fromkeys(df["run_id"]))
+    fig = _figure(figsize=(3.4 * len(targets) + 2.4, 1.2 + 0.35 * len(runs)))
+    axes = fig.subplots(1, len(targets), squeeze=False, sharey=True)
     pal = sns.color_palette(PALETTE, 2)
     for ax, t in zip(axes[0], targets):
         g = df[df["target"] == t].set_index("run_id")
@@ -214,37 +295,207 @@ def expert_plot(df: pd.DataFrame, labels: dict[str, str] | None = None) -> Figur
                 continue
             r = g.loc[rid]
             ax.plot([r["nih_auc"], r["expert_auc"]], [y, y], color="0.7", lw=1.2, zorder=0)
-            ax.plot(r["nih_auc"], y, "o", color=pal[0], label="NIH labels" if y == 0 else None)
-            ax.plot(r["expert_auc"], y, "s", color=pal[1], label="radiologists" if y == 0 else None)
-        ax.set_title(f"{t.replace('_', ' ')} (n={int(g['n'].max())})")
+            ax.plot(r["nih_auc"], y, "o", color=pal[0])
+            ax.plot(r["expert_auc"], y, "s", color=pal[1])
+        ax.set_title(f"{t.replace('_', ' ')} (n={int(g['n'].max())})", fontsize=9)
         ax.set_xlabel("test ROC AUC")
         ax.set_xlim(0, 1.02)
     axes[0, 0].set_yticks(range(len(runs)))
-    axes[0, 0].set_yticklabels([labels.get(r, r) for r in runs])
+    axes[0, 0].set_yticklabels([labels.get(r, r) for r in runs], fontsize=8)
     axes[0, 0].invert_yaxis()
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=2, fontsize=8,
-               bbox_to_anchor=(0.5, 1.06))
-    fig.tight_layout()
+    handles = [Line2D([], [], marker="o", color=pal[0], lw=0, label="vs NIH labels"),
+               Line2D([], [], marker="s", color=pal[1], lw=0, label="vs radiologists")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
 
 
-def history_plot(runs: list[RunRecord]) -> Figure:
-    """Validation mean AUC per epoch of every run (from history.csv)."""
-    rows: list[dict[str, Any]] = []
-    for r in runs:
-        try:
-            h = r.history()
-        except RunStoreError:  # a run without history is simply not drawn
-            continue
-        if "val_mean_auc" in h:
-            rows += [{"run": run_label(r), "epoch": e, "val mean AUC": v}
-                     for e, v in zip(h["epoch"], h["val_mean_auc"])]
-    if not rows:
+def history_plot(runs: Sequence[RunRecord], names: Mapping[str, str] | None = None) -> Figure:
+    """Validation mean AUC per epoch of every run (from history.csv), one panel per label set."""
+    groups: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    all_names: dict[str, str] = dict(names or {})
+    for label_set, group in by_label_set(runs).items():
+        if not names:
+            all_names.update(short_names(group))
+        for r in group:
+            try:
+                h = r.history()
+            except RunStoreError:  # a run without history is simply not drawn
+                continue
+            if "val_mean_auc" in h and len(h):
+                groups.setdefault(label_set, []).append((r.run_id, h))
+    if not groups:
         return _empty("no training history")
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    sns.lineplot(pd.DataFrame(rows), x="epoch", y="val mean AUC", hue="run", marker="o", ax=ax)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("Validation mean AUC during training")
-    fig.tight_layout()
+    fig = _figure(figsize=(7.5 + 2.6, 3.0 * len(groups)))
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    for ax, (label_set, hs) in zip(axes, groups.items()):
+        for color, (rid, h) in zip(palette(len(hs)), hs):
+            ax.plot(h["epoch"], h["val_mean_auc"], "o-", color=color, ms=4, lw=1.3,
+                    label=all_names.get(rid, rid))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("val mean AUC")
+        ax.set_title(label_set, fontsize=9, loc="left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, borderaxespad=0)
+    axes[-1].set_xlabel("epoch")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- subgroups
+
+SUBGROUP_COLUMNS = ("attribute", "group", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg", "reason")
+
+
+def subgroup_plot(df: pd.DataFrame, title: str = "") -> Figure:
+    """Per-label AUC in each subgroup (``subgroup_table`` of cxr_bench.metrics, for one run): one panel per
+    attribute (sex, age band, view), labels down the side, one marker and 95% CI bar per group. A group
+    with too few cases for a label is not drawn (the table gives the reason)."""
+    missing = [c for c in SUBGROUP_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"subgroup table lacks columns {missing}")
+    if df.empty:
+        return _empty("no subgroup results")
+    attrs = list(dict.fromkeys(df["attribute"]))
+    labels = [lab for lab in [*CHESTXRAY14, "mean"] if lab in set(df["label"])]
+    labels += [lab for lab in dict.fromkeys(df["label"]) if lab not in labels]
+    fig = _figure(figsize=(3.3 * len(attrs) + 0.8, 0.3 * len(labels) + 1.6))
+    axes = fig.subplots(1, len(attrs), squeeze=False, sharey=True)[0]
+    for ax, attr in zip(axes, attrs):
+        g = df[df["attribute"] == attr]
+        groups = list(dict.fromkeys(g["group"]))
+        colors = palette(len(groups))
+        offsets = np.linspace(-0.25, 0.25, len(groups)) if len(groups) > 1 else np.zeros(1)
+        for color, off, grp in zip(colors, offsets, groups):
+            gg = g[g["group"] == grp].set_index("label")
+            ys, xs, lo, hi = [], [], [], []
+            for y, lab in enumerate(labels):
+                if lab not in gg.index:
+                    continue
+                r = gg.loc[lab]
+                auc = float(r["auc"]) if pd.notna(r["auc"]) else math.nan
+                if not math.isfinite(auc) or too_few(r["n_pos"], r["n_neg"]):
+                    continue
+                ys.append(y + off)
+                xs.append(auc)
+                lo.append(float(r["ci_low"]) if pd.notna(r["ci_low"]) else auc)
+                hi.append(float(r["ci_high"]) if pd.notna(r["ci_high"]) else auc)
+            if xs:
+                ax.errorbar(xs, ys, xerr=[np.subtract(xs, lo), np.subtract(hi, xs)], fmt="o", ms=4,
+                            color=color, elinewidth=1, capsize=0, label=str(grp))
+            else:
+                ax.plot([], [], "o", color=color, label=f"{grp} (too few)")
+        ax.axvline(0.5, color="0.6", ls=":", lw=0.8)
+        ax.set_title(str(attr), fontsize=9)
+        ax.set_xlabel("test ROC AUC (95% CI)")
+        ax.set_xlim(0, 1.0)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(labels), 1)), fontsize=7.5,
+                  ncol=min(3, len(groups)), borderaxespad=0)
+    axes[0].set_yticks(range(len(labels)))
+    axes[0].set_yticklabels([_nice(lab) for lab in labels], fontsize=8)
+    axes[0].set_ylim(len(labels) - 0.5, -0.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+UNDERDIAGNOSIS_COLUMNS = ("attribute", "group", "rate", "ci_low", "ci_high", "n_finding", "reason")
+
+
+def underdiagnosis_plot(df: pd.DataFrame, names: Mapping[str, str] | None = None) -> Figure:
+    """Underdiagnosis rate by subgroup (images with a finding called normal at the validation-chosen
+    thresholds; Seyyed-Kalantari et al. 2021): one panel per attribute, one row per group, one colour per
+    run (``run_id`` column), with its 95% CI. Groups without a rate or with fewer than MIN_CASES images
+    with a finding are left out, and so is the all-images row."""
+    missing = [c for c in (*UNDERDIAGNOSIS_COLUMNS, "run_id") if c not in df.columns]
+    if missing:
+        raise ValueError(f"underdiagnosis table lacks columns {missing}")
+    keep = pd.to_numeric(df["rate"], errors="coerce").notna() & (pd.to_numeric(df["n_finding"]) >= MIN_CASES)
+    df = df[keep & (df["attribute"] != "all")]
+    if df.empty:
+        return _empty("no subgroup with enough images with a finding for an underdiagnosis rate")
+    names = dict(names or {})
+    attrs = list(dict.fromkeys(df["attribute"]))
+    runs = list(dict.fromkeys(df["run_id"]))
+    colors = dict(zip(runs, palette(len(runs))))
+    n_groups = max(df[df["attribute"] == a]["group"].nunique() for a in attrs)
+    fig = _figure(figsize=(3.0 * len(attrs) + 2.8, 0.3 * n_groups + 0.12 * n_groups * len(runs) + 1.4))
+    axes = fig.subplots(1, len(attrs), squeeze=False)[0]
+    offsets = np.linspace(-0.25, 0.25, len(runs)) if len(runs) > 1 else np.zeros(1)
+    top = pd.to_numeric(df["ci_high"], errors="coerce").fillna(pd.to_numeric(df["rate"])).max()
+    right = min(1.02, float(top) * 1.25 + 0.02)  # rates are often small: use the width for them
+    for ax, attr in zip(axes, attrs):
+        g = df[df["attribute"] == attr]
+        groups = list(dict.fromkeys(g["group"]))
+        for off, rid in zip(offsets, runs):
+            gg = g[g["run_id"] == rid].drop_duplicates("group").set_index("group")
+            present = [grp for grp in groups if grp in gg.index]
+            if not present:
+                continue
+            ys = [groups.index(grp) + off for grp in present]
+            xs = gg.loc[present, "rate"].astype(float).to_numpy()
+            lo = gg.loc[present, "ci_low"].astype(float).fillna(pd.Series(xs, index=present)).to_numpy()
+            hi = gg.loc[present, "ci_high"].astype(float).fillna(pd.Series(xs, index=present)).to_numpy()
+            ax.errorbar(xs, ys, xerr=[np.maximum(xs - lo, 0), np.maximum(hi - xs, 0)], fmt="o", ms=4,
+                        color=colors[rid], elinewidth=1, capsize=0)
+        ax.set_yticks(range(len(groups)))
+        ax.set_yticklabels([str(x) for x in groups], fontsize=8)
+        ax.set_ylim(len(groups) - 0.5, -0.5)
+        ax.set_xlim(-0.01, right)
+        ax.set_title(str(attr), fontsize=9)
+        ax.set_xlabel("underdiagnosis rate (95% CI)")
+    handles = [Line2D([], [], marker="o", color=colors[r], lw=1, label=names.get(r, r)) for r in runs]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="run", title_fontsize=8)
+    return fig
+
+
+# -------------------------------------------------------------------------------------- calibration
+
+CALIBRATION_COLUMNS = ("label", "brier", "ece", "bin", "bin_lo", "bin_hi", "n", "mean_score", "frac_pos")
+
+
+def pooled_reliability(cal: pd.DataFrame) -> pd.DataFrame:
+    """Reliability bins pooled over labels: per bin, the image-label pairs' count, mean score and observed
+    fraction positive (count-weighted means of the per-label bins, i.e. the micro-average)."""
+    missing = [c for c in CALIBRATION_COLUMNS if c not in cal.columns]
+    if missing:
+        raise ValueError(f"calibration table lacks columns {missing}")
+    d = cal[pd.to_numeric(cal["n"], errors="coerce") > 0].copy()
+    d["n"] = d["n"].astype(float)
+    d["s"] = d["mean_score"].astype(float) * d["n"]
+    d["f"] = d["frac_pos"].astype(float) * d["n"]
+    g = d.groupby(["bin", "bin_lo", "bin_hi"], as_index=False)[["n", "s", "f"]].sum()
+    return pd.DataFrame({"bin": g["bin"], "bin_lo": g["bin_lo"], "bin_hi": g["bin_hi"], "n": g["n"],
+                         "mean_score": g["s"] / g["n"], "frac_pos": g["f"] / g["n"]})
+
+
+def reliability_diagram(tables: Mapping[str, pd.DataFrame], ncols: int = 4) -> Figure:
+    """Reliability diagram per run (``name -> calibration_table``): the observed fraction of positives
+    against the mean predicted score in each score bin, pooled over labels (:func:`pooled_reliability`),
+    marker area proportional to the bin's count; on the diagonal a score is a probability. The panel title
+    gives the mean Brier score and ECE over labels."""
+    tables = {k: v for k, v in tables.items() if v is not None and not v.empty}
+    if not tables:
+        return _empty("no calibration results")
+    n = len(tables)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(figsize=(2.9 * ncols + 0.4, 3.0 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    color = sns.color_palette(PALETTE)[0]
+    for ax, (name, cal) in zip(axes.flat, tables.items()):
+        pooled = pooled_reliability(cal)
+        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
+        ax.plot(pooled["mean_score"], pooled["frac_pos"], "-", color=color, lw=1.2)
+        sizes = 200 * pooled["n"] / max(float(pooled["n"].max()), 1.0)
+        ax.scatter(pooled["mean_score"], pooled["frac_pos"], s=np.maximum(sizes, 6), color=color, zorder=3)
+        per = cal.drop_duplicates("label")
+        ax.set_title(f"{name}\nBrier {per['brier'].astype(float).mean():.3f}, "
+                     f"ECE {per['ece'].astype(float).mean():.3f}", fontsize=8.5)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("mean predicted score")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction positive")
     return fig

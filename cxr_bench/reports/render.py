@@ -236,6 +236,39 @@ def render_report(name: str, runs_dir: str | Path, out_dir: str | Path, *, suite
     return RenderedReport(name, nb_path, html)
 
 
+@dataclass(frozen=True)
+class ReportTarget:
+    """One set of reports to render: the runs it reads and the folder it writes."""
+
+    runs_dir: Path
+    out_dir: Path
+    suite: str | None
+
+
+def report_targets(runs: str | Path, suite: str | None = None, out: str | Path | None = None,
+                   ) -> list[ReportTarget]:
+    """Where ``cxr-bench report`` reads and writes: without ``out``, one target per suite directory of the
+    store (``<runs>/<suite>/``, or ``runs`` itself when it is one suite's directory) writing into its
+    ``reports/`` folder, the layout ``cxr-bench run --out <runs>`` produces; with ``out``, one target for
+    every run found. Targets without a completed run are dropped, so an empty list means nothing to report.
+    """
+    from ..errors import RunStoreError
+    from ..results.runs import load_runs, suite_dirs
+
+    root = Path(runs)
+    if not root.is_dir():
+        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --out of "
+                            "`cxr-bench run`)")
+    if out is not None:
+        return [ReportTarget(root, Path(out), suite)] if load_runs(root, suite) else []
+    if (root / "config.json").is_file():
+        raise ReportError(f"{root} is one run's directory; pass --out DIR to write its reports")
+    dirs = suite_dirs(root)
+    if suite:
+        dirs = [d for d in dirs if d.name == suite or (d == root and len(dirs) == 1)]
+    return [ReportTarget(d, d / "reports", suite) for d in dirs if load_runs(d, suite)]
+
+
 def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
                    names: tuple[str, ...] | list[str] = TEMPLATES,
                    timeout: int = DEFAULT_CELL_TIMEOUT) -> list[RenderedReport]:

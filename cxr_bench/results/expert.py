@@ -14,6 +14,12 @@ Our labels map to theirs as follows (documented in docs and the leaderboard):
 
 Taking the max of probabilities is the simplest score that is high when any member finding is; it is not
 calibrated, but ROC AUC only needs a ranking.
+
+Each AUC has a 95% patient-bootstrap interval (:func:`cxr_bench.metrics.roc.bootstrap_auc`, 1,000
+resamples of the covered images' patients, seed 0); the expert and NIH AUCs of a target are computed on the
+same resampled patients, so ``nih_minus_expert`` gets a paired interval too. They cover the sampling of
+test patients, not training randomness; fewer than 2 positive or 2 negative covered images give no
+interval (NaN).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.predictions import Predictions
+from ..metrics.roc import bootstrap_auc, per_label_auc, percentile_ci
 from .runs import RunRecord, take_rows
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ EXPERT_COLUMNS: tuple[str, ...] = ("expert_n",) + tuple(
     col for t in EXPERT_TARGETS
     for col in (f"expert_pos_{t}", f"expert_auc_{t}", f"nih_pos_{t}_same_images", f"nih_auc_{t}_same_images")
 )
+# Patient-bootstrap intervals of the expert-label AUCs; :func:`expert_columns` fills them as well.
+EXPERT_CI_COLUMNS: tuple[str, ...] = tuple(f"expert_auc_{t}_ci_{end}" for t in EXPERT_TARGETS for end in ("lo", "hi"))
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +66,9 @@ def expert_labels() -> pd.DataFrame:
     return raw[["image", "set_id", *EXPERT_TARGETS]].drop_duplicates("image").reset_index(drop=True)
 
 
+_NAN2 = (math.nan, math.nan)
+
+
 @dataclass(frozen=True)
 class ExpertResult:
     target: str
@@ -66,23 +78,43 @@ class ExpertResult:
     expert_auc: float
     nih_pos: int
     nih_auc: float
+    expert_ci: tuple[float, float] = _NAN2
+    nih_ci: tuple[float, float] = _NAN2
+    difference_ci: tuple[float, float] = _NAN2  # of nih_auc - expert_auc
+    n_patients: int = 0
 
 
-def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    from ..metrics.roc import per_label_auc
+def _paired_auc(truths: np.ndarray, score: np.ndarray, patients: np.ndarray, n_bootstrap: int, level: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """AUCs and CIs of one score against two truth columns (expert, NIH) on the same resampled patients.
 
-    return float(per_label_auc(y_true[:, None], y_score[:, None])[0])
+    The AUC is NaN only without a positive or a negative (as everywhere); the interval needs 2 of each.
+    """
+    scores = np.repeat(score[:, None], 2, axis=1)
+    auc = per_label_auc(truths, scores)
+    n_pos = truths.sum(axis=0)
+    ok = (n_pos >= 2) & (len(truths) - n_pos >= 2)
+    ci = np.full((2, 2), np.nan)
+    if not ok.any():
+        return auc, ci, _NAN2
+    boot = bootstrap_auc(truths[:, ok], scores[:, ok], patients, n=n_bootstrap, level=level, seed=seed)
+    ci[ok] = boot.ci
+    diff = percentile_ci(boot.samples[:, 1] - boot.samples[:, 0], level) if ok.all() else _NAN2
+    return auc, ci, diff
 
 
-def evaluate_expert(pred: Predictions, experts: pd.DataFrame | None = None) -> list[ExpertResult]:
-    """AUC of ``pred`` against expert labels and against its own NIH labels, on the covered images.
+def evaluate_expert(pred: Predictions, experts: pd.DataFrame | None = None, *, n_bootstrap: int = 1000,
+                    level: float = 0.95, seed: int = 0) -> list[ExpertResult]:
+    """AUC of ``pred`` against expert labels and against its own NIH labels, on the covered images, each
+    with a patient-bootstrap interval (module docstring).
 
     A target whose member labels are all outside the run's label set is left out; AUC is NaN where a label
-    source has only one class among the covered images (the bundled sample covers a couple of dozen).
+    source has fewer than 2 positive or 2 negative covered images (the bundled sample covers a couple of
+    dozen).
     """
     experts = expert_labels() if experts is None else experts
     common = experts.set_index("image").index.intersection(pd.Index(pred.images))
-    results = []
+    results: list[ExpertResult] = []
     if len(common) == 0:
         return results
     sub = take_rows(pred, list(common))
@@ -96,16 +128,18 @@ def evaluate_expert(pred: Predictions, experts: pd.DataFrame | None = None) -> l
         nih = sub.y_true[:, idx].max(axis=1)
         truth = ex[target].to_numpy(dtype=float)
         keep = ~np.isnan(truth)
+        truths = np.column_stack([truth[keep], nih[keep]]).astype(np.int8)
+        auc, ci, diff = _paired_auc(truths, score[keep], sub.patient_ids[keep], n_bootstrap, level, seed)
         results.append(ExpertResult(
-            target, present, int(keep.sum()), int(truth[keep].sum()), _auc(truth[keep], score[keep]),
-            int(nih[keep].sum()), _auc(nih[keep], score[keep]),
+            target, present, int(keep.sum()), int(truths[:, 0].sum()), float(auc[0]), int(truths[:, 1].sum()),
+            float(auc[1]), tuple(ci[0]), tuple(ci[1]), diff, int(pd.unique(sub.patient_ids[keep]).size),
         ))
     return results
 
 
 def expert_columns(rec: RunRecord, split: str = "test") -> dict[str, Any]:
     """The leaderboard's expert-label columns for one run (NaN where no image is covered)."""
-    row: dict[str, Any] = {c: math.nan for c in EXPERT_COLUMNS}
+    row: dict[str, Any] = {c: math.nan for c in EXPERT_COLUMNS + EXPERT_CI_COLUMNS}
     row["expert_n"] = 0
     if not rec.predictions_path(split).is_file():
         log.warning("%s: no %s predictions; expert-label columns left empty", rec.run_dir, split)
@@ -117,11 +151,14 @@ def expert_columns(rec: RunRecord, split: str = "test") -> dict[str, Any]:
         row[f"expert_auc_{r.target}"] = r.expert_auc
         row[f"nih_pos_{r.target}_same_images"] = r.nih_pos
         row[f"nih_auc_{r.target}_same_images"] = r.nih_auc
+        row[f"expert_auc_{r.target}_ci_lo"], row[f"expert_auc_{r.target}_ci_hi"] = r.expert_ci
     return row
 
 
 def expert_table(runs: list[RunRecord], split: str = "test") -> pd.DataFrame:
-    """Long table: one row per (run, expert target): n, positives and AUC under each label source."""
+    """Long table: one row per (run, expert target): n, patients, positives and AUC under each label source
+    with its patient-bootstrap interval, and the paired interval of NIH minus expert
+    (:data:`EXPERT_TABLE_COLUMNS`)."""
     rows = []
     for rec in runs:
         if not rec.predictions_path(split).is_file():
@@ -130,8 +167,17 @@ def expert_table(runs: list[RunRecord], split: str = "test") -> pd.DataFrame:
             rows.append({
                 "suite": rec.suite, "run_id": rec.run_id, "backbone": rec.cfg("model.backbone"),
                 "target": r.target, "scored_from": "max(" + ", ".join(r.members) + ")", "n": r.n,
-                "expert_pos": r.expert_pos, "nih_pos": r.nih_pos, "expert_auc": r.expert_auc,
-                "nih_auc": r.nih_auc, "nih_minus_expert": r.nih_auc - r.expert_auc,
+                "n_patients": r.n_patients, "expert_pos": r.expert_pos, "nih_pos": r.nih_pos,
+                "expert_auc": r.expert_auc, "expert_ci_lo": r.expert_ci[0], "expert_ci_hi": r.expert_ci[1],
+                "nih_auc": r.nih_auc, "nih_ci_lo": r.nih_ci[0], "nih_ci_hi": r.nih_ci[1],
+                "nih_minus_expert": r.nih_auc - r.expert_auc, "nih_minus_expert_ci_lo": r.difference_ci[0],
+                "nih_minus_expert_ci_hi": r.difference_ci[1],
             })
-    return pd.DataFrame(rows, columns=["suite", "run_id", "backbone", "target", "scored_from", "n",
-                                       "expert_pos", "nih_pos", "expert_auc", "nih_auc", "nih_minus_expert"])
+    return pd.DataFrame(rows, columns=list(EXPERT_TABLE_COLUMNS))
+
+
+EXPERT_TABLE_COLUMNS = (
+    "suite", "run_id", "backbone", "target", "scored_from", "n", "n_patients", "expert_pos", "nih_pos", "expert_auc",
+    "expert_ci_lo", "expert_ci_hi", "nih_auc", "nih_ci_lo", "nih_ci_hi", "nih_minus_expert", "nih_minus_expert_ci_lo",
+    "nih_minus_expert_ci_hi",
+)

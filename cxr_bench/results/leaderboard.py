@@ -1,73 +1,181 @@
-"""The leaderboard: one flat CSV row per completed run, in the manner of timm's ``results/*.csv``.
+"""The leaderboard: one flat CSV row per completed run, in the manner of timm's ``results/*.csv``, and two
+companions written beside it.
 
 Column order, row order and number formatting are fixed, so two leaderboards of the same store are
-byte-identical and two of different stores ``diff`` line by line. Columns, left to right:
+byte-identical and two of different stores ``diff`` line by line. Every column name is snake_case (label
+names lower-cased: ``auc_pleural_thickening``). ``leaderboard.csv``, left to right:
 
-- what the run was: ``suite, run_id, backbone, head, label_set, split, grayscale, channels, image_size,
-  loss, pretrained, seed``;
+- which run: ``suite, run_id, status`` (``completed``, or ``damaged`` when its saved predictions no longer
+  match its metrics.json: then ``problem`` says why and the metric columns stay empty), ``problem``,
+  ``run_name, blocks`` (the suite's display name and blocks);
+- :data:`FACTOR_COLUMNS`: every identity field of the run's config (``RunConfig.identity_dict(full=True)``),
+  one column each, so two runs that differ in anything that changes their numbers differ in a column and
+  two commits' leaderboards can be matched on them (``cxr-bench compare A B``);
 - how good: ``mean_auc, mean_auc_ci_lo, mean_auc_ci_hi`` (test split, patient bootstrap), then
-  ``auc_<Label>`` for the 14 ChestX-ray14 labels in the paper's order (empty for labels outside the run's
+  ``auc_<label>`` for the 14 ChestX-ray14 labels in the paper's order (empty for labels outside the run's
   label set, or with no positive test image);
-- what it cost: ``param_count, gmacs, train_images_per_s, epochs, best_epoch``;
-- where it came from: ``git_commit, git_dirty, metadata_sha256, profile``;
-- the expert-label columns of :mod:`cxr_bench.results.expert`;
-- per-label 95% CIs ``auc_<Label>_ci_lo, auc_<Label>_ci_hi`` last, so the readable part stays on the left
+- what it cost: ``param_count, gmacs, train_images_per_s, epochs_run, best_epoch``;
+- where it came from: ``git_commit, git_dirty, metadata_sha256, profile, bundled_sample``;
+- the expert-label columns of :mod:`cxr_bench.results.expert`, localization (``loc_*``), calibration
+  (``brier_<label>``, ``ece_<label>``, their means over labels);
+- per-label 95% CIs ``auc_<label>_ci_lo, auc_<label>_ci_hi`` last, so the readable part stays on the left
   while ``cxr-bench compare --reference`` can still tell whether a paper's value lies in our interval
   without the run store.
+
+``leaderboard_agg.csv`` (:func:`aggregate_seeds`): one row per configuration (the factor columns except
+``seed``) with the spread over its seeds. ``leaderboard_subgroups.csv`` (:data:`SUBGROUP_COLUMNS`): per run
+and subgroup (sex, age band, view) each label's AUC and the underdiagnosis rate, with intervals and gaps,
+from each run's metrics.json.
+
+Runs on the bundled sample get ``# ...`` banner lines at the top of every file saying that their numbers
+are a smoke test at chance level and why (read back with :func:`read_leaderboard`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+import re
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from ..config import RunConfig, get_dotted
+from ..data.bundled import SAMPLE_N_IMAGES
 from ..data.labels import CHESTXRAY14
-from ..utils.io import atomic_write_text
+from ..errors import ConfigError, CxrBenchError, RunStoreError
+from ..utils.io import csv_text, write_csv
 from .expert import EXPERT_COLUMNS, expert_columns
 from .runs import RunRecord, iter_runs
 
 log = logging.getLogger(__name__)
 
-RUN_COLUMNS: tuple[str, ...] = (
-    "suite", "run_id", "backbone", "head", "label_set", "split", "grayscale", "channels", "image_size",
-    "loss", "pretrained", "seed",
-)
-# The factors that identify "the same experiment" across two run stores (the run id also hashes
-# hyper-parameters, so it changes whenever anything does).
-KEY_COLUMNS: tuple[str, ...] = (
-    "suite", "backbone", "head", "label_set", "split", "grayscale", "channels", "loss", "image_size", "seed",
-)
+
+def snake(name: str) -> str:
+    """A label or value as a column-name part: ``Pleural_Thickening`` -> ``pleural_thickening``."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+
+
+def auc_column(label: str) -> str:
+    """The leaderboard column of ``label``'s test AUC (append ``_ci_lo`` / ``_ci_hi`` for its interval)."""
+    return f"auc_{snake(label)}"
+
+
+# ------------------------------------------------------------------------------------------ factors
+# Config key -> column where the leaf name alone would be unclear or collide; ``eval.*`` fields get an
+# ``eval_`` prefix (``eval_threshold`` is not a decision threshold of the model).
+_FACTOR_NAMES = {"loss.name": "loss", "loss.kwargs": "loss_kwargs"}
+# Shown first (the factors a reader scans for); every other identity field follows in config order.
+_FIRST_FACTORS = ("backbone", "head", "label_set", "split", "grayscale", "channels", "image_size", "loss",
+                  "pretrained", "freeze_backbone", "optimizer", "lr", "epochs", "seed")
+
+
+def _kind(tp: Any) -> str:
+    """``bool | int | float | str | json`` for a config field's annotation (``X | None`` as ``X``)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    return {bool: "bool", int: "int", float: "float", str: "str"}.get(tp, "json")
+
+
+def _factor_specs() -> dict[str, tuple[str, str]]:
+    """Column -> (dotted config key, kind), for every identity field of :class:`RunConfig`: derived from the
+    dataclasses, so a new config field becomes a column without touching this module."""
+    specs: dict[str, tuple[str, str]] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("identity", True):
+                continue
+            key = prefix + f.name
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], key + ".")
+                continue
+            section = prefix.rstrip(".")
+            col = _FACTOR_NAMES.get(key, f"eval_{f.name}" if section == "eval" else f.name)
+            if col in specs:
+                raise RuntimeError(f"config fields {specs[col][0]} and {key} both map to leaderboard column {col}")
+            specs[col] = (key, _kind(hints[f.name]))
+
+    walk(RunConfig, "")
+    first = [c for c in _FIRST_FACTORS if c in specs]
+    return {c: specs[c] for c in first + [c for c in specs if c not in first]}
+
+
+FACTORS: dict[str, tuple[str, str]] = _factor_specs()
+# Every factor that can differ between two runs of a suite; two rows with equal values here (and the same
+# suite) are the same experiment, whatever their run ids. ``cxr-bench compare`` matches on them.
+FACTOR_COLUMNS: tuple[str, ...] = tuple(FACTORS)
+RUN_COLUMNS: tuple[str, ...] = ("suite", "run_id", "status", "problem", "run_name", "blocks") + FACTOR_COLUMNS
 SORT_COLUMNS: tuple[str, ...] = (
-    "suite", "label_set", "backbone", "head", "grayscale", "channels", "loss", "image_size", "seed", "run_id",
+    "suite", "label_set", "backbone", "head", "grayscale", "channels", "loss", "image_size", "freeze_backbone",
+    "seed", "run_id",
 )
-AUC_COLUMNS: tuple[str, ...] = tuple(f"auc_{lab}" for lab in CHESTXRAY14)
-CI_COLUMNS: tuple[str, ...] = tuple(f"auc_{lab}_ci_{end}" for lab in CHESTXRAY14 for end in ("lo", "hi"))
-COST_COLUMNS: tuple[str, ...] = ("param_count", "gmacs", "train_images_per_s", "epochs", "best_epoch")
-PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "metadata_sha256", "profile")
+AUC_COLUMNS: tuple[str, ...] = tuple(auc_column(lab) for lab in CHESTXRAY14)
+CI_COLUMNS: tuple[str, ...] = tuple(f"{auc_column(lab)}_ci_{end}" for lab in CHESTXRAY14 for end in ("lo", "hi"))
+COST_COLUMNS: tuple[str, ...] = ("param_count", "gmacs", "train_images_per_s", "epochs_run", "best_epoch")
+PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "metadata_sha256", "profile", "bundled_sample")
 # Weakly-supervised localization (``cxr-bench localize``): accuracy at T(IoBB) and average false
 # positives per image, averaged over the BBox_List labels that have ground-truth boxes; the per-label
 # table beside Wang et al.'s Table 4 is in the run's localization.csv and the replication report.
 LOCALIZATION_THRESHOLDS: tuple[float, ...] = (0.1, 0.5)
+
+
+def _t(threshold: float) -> str:
+    return f"{threshold:g}".replace(".", "p")  # 0.1 -> 0p1: no dots in column names
+
+
 LOCALIZATION_COLUMNS: tuple[str, ...] = (
-    tuple(f"loc_acc_iobb_{t}" for t in LOCALIZATION_THRESHOLDS) + ("loc_afp_iobb_0.1", "loc_n_boxes")
+    tuple(f"loc_acc_iobb_{_t(t)}" for t in LOCALIZATION_THRESHOLDS) + (f"loc_afp_iobb_{_t(0.1)}", "loc_n_boxes")
 )
+# Calibration of the test probabilities (helper ``cxr_bench.metrics.calibration_table``, whose docstring
+# states the binning): Brier score and expected calibration error per label, and their means over labels.
+CALIBRATION_COLUMNS: tuple[str, ...] = ("mean_brier", "mean_ece") + tuple(
+    f"{m}_{snake(lab)}" for m in ("brier", "ece") for lab in CHESTXRAY14)
 COLUMNS: tuple[str, ...] = (
     RUN_COLUMNS + ("mean_auc", "mean_auc_ci_lo", "mean_auc_ci_hi") + AUC_COLUMNS + COST_COLUMNS
-    + PROVENANCE_COLUMNS + EXPERT_COLUMNS + LOCALIZATION_COLUMNS + CI_COLUMNS
+    + PROVENANCE_COLUMNS + EXPERT_COLUMNS + LOCALIZATION_COLUMNS + CALIBRATION_COLUMNS + CI_COLUMNS
 )
 FAILED_COLUMNS: tuple[str, ...] = ("suite", "run_id", "status", "error", "run_dir")
+# Seed aggregation: per value column its mean over the seeds (same name), sample sd and trimmed mean.
+AGG_VALUE_COLUMNS: tuple[str, ...] = ("mean_auc",) + AUC_COLUMNS
+AGG_COLUMNS: tuple[str, ...] = (
+    ("suite",) + tuple(c for c in FACTOR_COLUMNS if c != "seed") + ("n_seeds", "seeds", "run_ids")
+    + tuple(f"{c}{s}" for c in AGG_VALUE_COLUMNS for s in ("", "_sd", "_trimmed"))
+)
+# Subgroups (helper ``cxr_bench.metrics.subgroups``), long format: per run, attribute (sex, age band, view)
+# and group, one ``auc`` row per label and one ``underdiagnosis_rate`` row (images with a finding that the
+# model calls normal, over the images with a finding; ``label`` empty), each with its patient-bootstrap
+# interval and its gap to the attribute's reference group.
+SUBGROUP_COLUMNS: tuple[str, ...] = (
+    "suite", "run_id", "run_name", "metric", "attribute", "group", "label", "value", "ci_lo", "ci_hi", "reference",
+    "gap", "gap_ci_lo", "gap_ci_hi", "n_pos", "n_neg", "n_finding", "n_underdiagnosed", "n_images", "n_patients",
+    "reason",
+)
+_SUBGROUP_RENAMES = {"ci_low": "ci_lo", "ci_high": "ci_hi", "gap_ci_low": "gap_ci_lo", "gap_ci_high": "gap_ci_hi"}
 
-# Decimal places per column in the CSV; integers are written as integers; everything else as text.
-_INT_COLUMNS = frozenset({"image_size", "seed", "param_count", "epochs", "best_epoch", "expert_n", "loc_n_boxes"}
-                         | {c for c in EXPERT_COLUMNS if "_pos_" in c})
-_STR_COLUMNS = frozenset({"suite", "run_id", "backbone", "head", "label_set", "split", "grayscale",
-                          "channels", "loss", "pretrained", "git_commit", "metadata_sha256", "profile"})
+# How each column is written: text as is, integers without ``.0``, booleans lower-case, hyper-parameters
+# in Python's shortest round-trip form (1e-05 stays 1e-05), everything else with fixed decimals.
+_STR_COLUMNS = frozenset({"suite", "run_id", "status", "problem", "run_name", "blocks", "git_commit",
+                          "metadata_sha256", "profile", "seeds", "run_ids", "metric", "attribute", "group", "label",
+                          "reference", "reason"}
+                         | {c for c, (_, k) in FACTORS.items() if k in ("str", "json")})
+_INT_COLUMNS = frozenset({"param_count", "epochs_run", "best_epoch", "expert_n", "loc_n_boxes", "n_seeds", "n_pos",
+                          "n_neg", "n_finding", "n_underdiagnosed", "n_images", "n_patients"} | {c for c in EXPERT_COLUMNS if "_pos_" in c}
+                         | {c for c, (_, k) in FACTORS.items() if k == "int"})
+_BOOL_COLUMNS = frozenset({"git_dirty", "bundled_sample"} | {c for c, (_, k) in FACTORS.items() if k == "bool"})
+_REPR_COLUMNS = frozenset(c for c, (_, k) in FACTORS.items() if k == "float")
 
 
 def _decimals(col: str) -> int:
@@ -80,24 +188,34 @@ def _decimals(col: str) -> int:
 
 @dataclass(frozen=True)
 class Leaderboard:
-    """``table``: completed runs, :data:`COLUMNS`, sorted; ``failed``: runs that did not finish."""
+    """``table``: one row per completed run, :data:`COLUMNS`, sorted (damaged runs flagged in ``status``);
+    ``failed``: runs that did not finish; ``subgroups``: :data:`SUBGROUP_COLUMNS`."""
 
     table: pd.DataFrame
-    failed: pd.DataFrame
+    failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILED_COLUMNS)))
+    subgroups: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUBGROUP_COLUMNS)))
+
+    @cached_property
+    def aggregate(self) -> pd.DataFrame:
+        """:func:`aggregate_seeds` of the table."""
+        return aggregate_seeds(self.table)
+
+    @property
+    def damaged(self) -> pd.DataFrame:
+        """The rows of runs whose saved predictions no longer match their metrics.json."""
+        if "status" not in self.table.columns:
+            return self.table.iloc[:0]
+        return self.table[self.table["status"] == "damaged"]
 
 
-def _first(d: dict[str, Any], *paths: str) -> Any:
-    """The first non-empty value among dotted ``paths`` of a nested dict."""
-    for p in paths:
-        cur: Any = d
-        for part in p.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                cur = None
-                break
-            cur = cur[part]
-        if cur not in (None, "", {}):
-            return cur
-    return None
+def _dig(d: dict[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` of a nested dict; None when absent or empty."""
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return None if cur in ("", {}) else cur
 
 
 def _pretrained_label(value: Any) -> str:
@@ -109,7 +227,7 @@ def _pretrained_label(value: Any) -> str:
 
 def _metadata_sha(manifest: dict[str, Any]) -> str:
     """sha256 of the Data_Entry file the run used (the runner records ``data.file_hashes`` by file name)."""
-    hashes = _first(manifest, "data.file_hashes")
+    hashes = _dig(manifest, "data.file_hashes")
     if isinstance(hashes, dict):
         for name, value in sorted(hashes.items()):
             if str(name).lower().startswith("data_entry") and isinstance(value, str):
@@ -117,50 +235,120 @@ def _metadata_sha(manifest: dict[str, Any]) -> str:
     return ""
 
 
+def factor_values(rec: RunRecord) -> dict[str, Any]:
+    """:data:`FACTOR_COLUMNS` of one run, from its config resolved with today's defaults (so a field added
+    since the run was made shows the default the run effectively used)."""
+    try:
+        cfg: Any = RunConfig.from_dict(rec.config)
+    except ConfigError as e:  # a config from another version: take what its file says
+        log.warning("%s/config.json: %s; its factor columns are read from the file as is", rec.run_dir, e)
+        cfg = None
+    out: dict[str, Any] = {}
+    for col, (key, kind) in FACTORS.items():
+        v = get_dotted(cfg, key) if cfg is not None else rec.cfg(key)
+        if col == "pretrained":
+            v = _pretrained_label(v)
+        elif kind == "json" and v is not None:
+            v = json.dumps(v, sort_keys=True, separators=(",", ":"))
+        out[col] = v
+    return out
+
+
+def _blocks(manifest: dict[str, Any]) -> str:
+    blocks = _dig(manifest, "suite.blocks")
+    return "+".join(str(b) for b in blocks) if isinstance(blocks, list) else ""
+
+
+def _metrics_reader(name: str) -> Any:
+    """``cxr_bench.metrics.<name>`` if this version of the metrics has it (calibration and subgroup
+    readers came with issue 15), else None: older metrics.json files have no such block either."""
+    from .. import metrics
+
+    return getattr(metrics, name, None)
+
+
+def calibration_columns(table: pd.DataFrame | None) -> dict[str, Any]:
+    """:data:`CALIBRATION_COLUMNS` from a ``calibration_table`` (one row per label and bin, with the label's
+    ``brier`` and ``ece`` repeated on each); NaN where the table has no row for a label."""
+    out: dict[str, Any] = {c: math.nan for c in CALIBRATION_COLUMNS}
+    if table is None or table.empty:
+        return out
+    per_label = table.groupby("label", sort=False)[["brier", "ece"]].first()
+    for lab in CHESTXRAY14:
+        if lab in per_label.index:
+            out[f"brier_{snake(lab)}"] = float(per_label.at[lab, "brier"])
+            out[f"ece_{snake(lab)}"] = float(per_label.at[lab, "ece"])
+    for m in ("brier", "ece"):
+        values = pd.to_numeric(per_label[m], errors="coerce").dropna()
+        out[f"mean_{m}"] = float(values.mean()) if len(values) else math.nan
+    return out
+
+
+def _split_table(reader: str, block: dict[str, Any], key: str, rec: RunRecord) -> pd.DataFrame | None:
+    """``cxr_bench.metrics.<reader>(block)`` when the block has ``key``; None otherwise."""
+    fn = _metrics_reader(reader)
+    if fn is None or not block.get(key):
+        return None
+    try:
+        return fn(block)
+    except CxrBenchError as e:
+        log.warning("%s/metrics.json: %s block unreadable (%s); its columns are left empty", rec.run_dir, key, e)
+        return None
+
+
+def subgroup_rows(rec: RunRecord, auc: pd.DataFrame | None, underdiagnosis: pd.DataFrame | None = None,
+                  ) -> pd.DataFrame:
+    """:data:`SUBGROUP_COLUMNS` of one run from its ``subgroup_table`` and ``underdiagnosis_table``."""
+    frames = []
+    for metric, table, value in (("auc", auc, "auc"), ("underdiagnosis_rate", underdiagnosis, "rate")):
+        if table is None or table.empty:
+            continue
+        df = table.rename(columns={**_SUBGROUP_RENAMES, value: "value"}).assign(metric=metric)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=list(SUBGROUP_COLUMNS))
+    df = pd.concat(frames, ignore_index=True)
+    df = df.assign(suite=rec.suite, run_id=rec.run_id, run_name=rec.cfg("name") or "")
+    if "label" in df.columns:
+        df["label"] = df["label"].fillna("")
+    return df.reindex(columns=list(SUBGROUP_COLUMNS))
+
+
 def run_row(rec: RunRecord, *, expert: bool = True) -> dict[str, Any]:
-    """The leaderboard row of one completed run."""
-    m = rec.metrics
-    test = m.get("test") or {}
-    per_label = test.get("per_label") or {}
-    ci = test.get("mean_auc_ci") or [None, None]
+    """The leaderboard row of one completed run (metric columns empty when it is damaged)."""
     man = rec.manifest
-    row: dict[str, Any] = {
-        "suite": rec.suite,
-        "run_id": rec.run_id,
-        "backbone": rec.cfg("model.backbone"),
-        "head": rec.cfg("model.head"),
-        "label_set": m.get("label_set") or rec.cfg("data.label_set"),
-        "split": rec.cfg("data.split"),
-        "grayscale": rec.cfg("data.grayscale"),
-        "channels": rec.cfg("data.channels"),
-        "image_size": rec.cfg("data.image_size"),
-        "loss": rec.cfg("loss.name"),
-        "pretrained": _pretrained_label(rec.cfg("model.pretrained")),
-        "seed": rec.cfg("seed"),
-        "mean_auc": test.get("mean_auc"),
-        "mean_auc_ci_lo": ci[0],
-        "mean_auc_ci_hi": ci[1],
-        "param_count": m.get("params"),
-        "gmacs": m.get("gmacs"),
-        "train_images_per_s": m.get("train_images_per_s"),
-        "epochs": m.get("epochs_run"),
-        "best_epoch": m.get("best_epoch"),
-        "git_commit": _first(man, "git.commit"),
-        "git_dirty": _first(man, "git.dirty"),
-        "metadata_sha256": _metadata_sha(man),
-        "profile": _first(man, "suite.profile") or "",
-    }
+    row: dict[str, Any] = {c: math.nan for c in COLUMNS}
+    problems = rec.problems
+    row.update({
+        "suite": rec.suite, "run_id": rec.run_id, "status": "damaged" if problems else "completed",
+        "problem": "; ".join(problems), "run_name": rec.cfg("name") or "", "blocks": _blocks(man),
+        **factor_values(rec),
+        "git_commit": _dig(man, "git.commit"), "git_dirty": _dig(man, "git.dirty"),
+        "metadata_sha256": _metadata_sha(man), "profile": _dig(man, "suite.profile") or "",
+        "bundled_sample": rec.is_bundled_sample,
+    })
+    try:
+        m = rec.metrics
+    except RunStoreError:
+        m = {}
+    row.update({"param_count": m.get("params"), "gmacs": m.get("gmacs"),
+                "train_images_per_s": m.get("train_images_per_s"), "epochs_run": m.get("epochs_run"),
+                "best_epoch": m.get("best_epoch")})
+    if problems:  # numbers that the saved predictions no longer back are not shown
+        return row
+    test = m.get("test") or {}
+    ci = test.get("mean_auc_ci") or [None, None]
+    row.update({"mean_auc": test.get("mean_auc"), "mean_auc_ci_lo": ci[0], "mean_auc_ci_hi": ci[1]})
+    per_label = test.get("per_label") or {}
     for lab in CHESTXRAY14:
         entry = per_label.get(lab) or {}
-        row[f"auc_{lab}"] = entry.get("auc")
-        lo, hi = (entry.get("ci") or [None, None])[:2]
-        row[f"auc_{lab}_ci_lo"] = lo
-        row[f"auc_{lab}_ci_hi"] = hi
+        col = auc_column(lab)
+        row[col] = entry.get("auc")
+        row[f"{col}_ci_lo"], row[f"{col}_ci_hi"] = (entry.get("ci") or [None, None])[:2]
     if expert:
         row.update(expert_columns(rec))
-    else:
-        row.update({c: math.nan for c in EXPERT_COLUMNS})
     row.update(localization_columns(rec.run_dir))
+    row.update(calibration_columns(_split_table("calibration_table", test, "calibration", rec)))
     return row
 
 
@@ -174,27 +362,53 @@ def localization_columns(run_dir: str | Path) -> dict[str, Any]:
     iobb = df[(df["metric"] == "iobb") & (df["n_gt"] > 0)]
     for t in LOCALIZATION_THRESHOLDS:
         at = iobb[(iobb["threshold"] - t).abs() < 1e-9]
-        out[f"loc_acc_iobb_{t}"] = at["accuracy"].mean() if len(at) else math.nan
+        out[f"loc_acc_iobb_{_t(t)}"] = at["accuracy"].mean() if len(at) else math.nan
     at = iobb[(iobb["threshold"] - 0.1).abs() < 1e-9]
     if len(at):
-        out["loc_afp_iobb_0.1"] = at["afp"].mean()
+        out[f"loc_afp_iobb_{_t(0.1)}"] = at["afp"].mean()
         out["loc_n_boxes"] = int(at["n_gt"].sum())
     return out
 
 
 def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert: bool = True) -> Leaderboard:
-    """Read every run under ``runs_dir`` into a :class:`Leaderboard` (completed rows + failed list)."""
-    rows, failed = [], []
-    for rec in iter_runs(runs_dir, suite, include_incomplete=True):
-        if rec.completed:
+    """Read every run under ``runs_dir`` into a :class:`Leaderboard`.
+
+    Completed runs are rows (a damaged one too, flagged, so one bad run neither hides the others nor
+    disappears); runs that did not finish, and run directories that cannot be read at all, are listed in
+    ``failed``.
+    """
+    rows, failed, subgroups = [], [], []
+
+    def unreadable(run_dir: Path, e: RunStoreError) -> None:
+        log.warning("%s: %s", run_dir, e)
+        failed.append({"suite": run_dir.parent.name, "run_id": run_dir.name, "status": "unreadable",
+                       "error": str(e), "run_dir": str(run_dir)})
+
+    for rec in iter_runs(runs_dir, suite, include_incomplete=True, on_unreadable=unreadable):
+        try:
+            completed = rec.completed
+        except RunStoreError as e:  # an unknown status in the manifest
+            unreadable(rec.run_dir, e)
+            continue
+        if completed:
             rows.append(run_row(rec, expert=expert))
+            if rec.problems:
+                log.warning("run %s/%s is damaged: %s; `cxr-bench run` re-evaluates it", rec.suite, rec.run_id,
+                            "; ".join(rec.problems))
+            else:
+                test = rec.metrics.get("test") or {}
+                subgroups.append(subgroup_rows(rec, _split_table("subgroup_table", test, "subgroups", rec),
+                                               _split_table("underdiagnosis_table", test, "subgroups", rec)))
         else:
             if rec.failed:
                 log.warning("run %s/%s %s: %s", rec.suite, rec.run_id, rec.status, rec.error or "(no message)")
-            failed.append({"suite": rec.suite, "run_id": rec.run_id, "status": rec.status, "error": rec.error,
+            failed.append({"suite": rec.suite, "run_id": rec.run_id, "status": str(rec.status), "error": rec.error,
                            "run_dir": str(rec.run_dir)})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    return Leaderboard(sort_leaderboard(table), pd.DataFrame(failed, columns=list(FAILED_COLUMNS)))
+    frames = [f for f in subgroups if not f.empty]
+    sub = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SUBGROUP_COLUMNS))
+    return Leaderboard(sort_leaderboard(table), pd.DataFrame(failed, columns=list(FAILED_COLUMNS)),
+                       subgroups=sub)
 
 
 def sort_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
@@ -205,51 +419,186 @@ def sort_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys, kind="mergesort", na_position="last").reset_index(drop=True)
 
 
+# ------------------------------------------------------------------------------------------ seeds
+def trimmed_mean(values: Sequence[float] | np.ndarray) -> float:
+    """MLPerf's aggregate of repeated runs: with 5 or more values the best and the worst are dropped and
+    the rest averaged (MLPerf Training rules, "Benchmark results"); with fewer, the plain mean. NaN for no
+    value."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    if v.size >= 5:
+        v = v[1:-1]
+    return float(v.mean()) if v.size else math.nan
+
+
+def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (suite and every factor column except ``seed``) over its completed,
+    undamaged runs: ``n_seeds``, the ``seeds`` and ``run_ids`` (``;``-separated), and for the mean AUC and
+    each label's AUC the mean over seeds (same column name), the sample standard deviation (``_sd``,
+    ddof = 1; empty with one seed) and :func:`trimmed_mean` (``_trimmed``).
+
+    The sd is the spread of training outcomes (initialisation, data order) measured on one test set; it
+    does not include the test-sampling uncertainty that each run's own CI describes.
+    """
+    keys = ["suite"] + [c for c in FACTOR_COLUMNS if c != "seed"]
+    rows: list[dict[str, Any]] = []
+    if "status" in table.columns:
+        table = table[table["status"] == "completed"]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, rec in zip(table.index, table.to_dict("records")):
+        groups.setdefault(tuple(_format_cell(c, rec.get(c)) for c in keys), []).append(i)
+    for idx in groups.values():
+        g = table.loc[idx]
+        first = g.iloc[0]
+        row: dict[str, Any] = {c: first.get(c) for c in keys}
+        seeds = sorted(int(s) for s in pd.to_numeric(g.get("seed"), errors="coerce").dropna()) \
+            if "seed" in g else []
+        row.update(n_seeds=len(g), seeds=";".join(str(s) for s in seeds), run_ids=";".join(g["run_id"].astype(str)))
+        for col in AGG_VALUE_COLUMNS:
+            v = pd.to_numeric(g[col], errors="coerce").dropna().to_numpy(dtype=np.float64) if col in g \
+                else np.array([])
+            row[col] = float(v.mean()) if v.size else math.nan
+            row[f"{col}_sd"] = float(v.std(ddof=1)) if v.size >= 2 else math.nan
+            row[f"{col}_trimmed"] = trimmed_mean(v)
+        rows.append(row)
+    return sort_leaderboard(pd.DataFrame(rows, columns=list(AGG_COLUMNS)))
+
+
+# ------------------------------------------------------------------------------------------ writing
 def format_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell as the exact text written to the CSV: fixed decimals, integers without ``.0``, booleans
-    lower-case, missing values empty."""
-    out = pd.DataFrame(index=df.index)
-    for col in df.columns:
-        out[col] = [_format_cell(col, v) for v in df[col]]
-    return out
+    lower-case, hyper-parameters in shortest round-trip form, missing values empty."""
+    return pd.DataFrame({col: [_format_cell(col, v) for v in df[col]] for col in df.columns}, index=df.index,
+                        columns=df.columns, dtype=object)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
 def _format_cell(col: str, v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if _missing(v):
         return ""
-    if isinstance(v, bool) or col == "git_dirty":
-        return str(v).lower() if isinstance(v, (bool, str)) else str(bool(v)).lower()
+    if isinstance(v, (bool, np.bool_)) or col in _BOOL_COLUMNS:
+        if isinstance(v, str):
+            return v.lower()
+        return str(bool(v)).lower()
     if col in _STR_COLUMNS:
         return str(v)
-    if col in _INT_COLUMNS:
-        return str(int(round(float(v))))
     try:
-        return f"{float(v):.{_decimals(col)}f}"
+        f = float(v)
     except (TypeError, ValueError):
         return str(v)
+    if col in _INT_COLUMNS:
+        return str(int(round(f)))
+    if col in _REPR_COLUMNS:
+        return repr(f)
+    return f"{f:.{_decimals(col)}f}"
 
 
-def leaderboard_csv(df: pd.DataFrame) -> str:
-    return format_leaderboard(df).to_csv(index=False, lineterminator="\n")
+def _truthy(values: pd.Series) -> np.ndarray:
+    return np.array([v is True or (isinstance(v, (bool, np.bool_)) and bool(v)) or str(v).lower() == "true"
+                     for v in values], dtype=bool)
 
 
-def write_leaderboard(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the leaderboard CSV atomically (a reader never sees a half-written file)."""
+def sample_banner(table: pd.DataFrame) -> list[str]:
+    """The ``# ...`` lines that tell a reader of the CSV itself (not only the terminal) that the runs on the
+    bundled sample are a smoke test at chance level and why, from the rows' own factors; ``[]`` when no
+    run trained on the bundled sample."""
+    if "bundled_sample" not in table.columns or table.empty:
+        return []
+    s = table[_truthy(table["bundled_sample"])]
+    if s.empty:
+        return []
+    auc = pd.to_numeric(s.get("mean_auc"), errors="coerce").dropna()
+    seen = f" (here {auc.min():.2f} to {auc.max():.2f})" if len(auc) else ""
+    pretrained = sorted({str(p) for p in s.get("pretrained", pd.Series(dtype=str)).dropna()} - {""})
+    init = "random initialisation" if pretrained in ([], ["none"]) else "initialised from " + ", ".join(pretrained)
+    sizes = sorted({int(x) for x in pd.to_numeric(s.get("image_size"), errors="coerce").dropna()})
+    epochs = pd.to_numeric(s.get("epochs_run"), errors="coerce").fillna(pd.to_numeric(s.get("epochs"),
+                                                                                       errors="coerce"))
+    cap = pd.to_numeric(s.get("max_steps_per_epoch"), errors="coerce")
+    steps = (epochs * cap).dropna()
+    budget = (f"at most {int(steps.max())} training steps" if len(steps)
+              else f"at most {int(epochs.max())} epoch(s)" if epochs.notna().any() else "a short training run")
+    return [
+        f"NOT COMPARABLE WITH ANY PAPER: {len(s)} of {len(table)} run(s) trained on the bundled "
+        f"{SAMPLE_N_IMAGES:,}-image NIH sample, a smoke test of the pipeline: their test AUCs are expected at "
+        f"chance level, about 0.5{seen}, and say nothing about the models.",
+        f"Why: {init}, {'/'.join(map(str, sizes)) or '?'} px images, {budget}, and a small, biased sample (1,000 "
+        "of its images are 500 Pneumonia + 500 No Finding from one source). For real numbers run with "
+        "--data-root on the full NIH release (docs/running.md).",
+    ]
+
+
+def leaderboard_csv(df: pd.DataFrame, banner: list[str] | None = None) -> str:
+    """The exact text of a leaderboard CSV (``banner`` default: :func:`sample_banner` of ``df``), made safe
+    against spreadsheet formula injection (:func:`cxr_bench.utils.io.csv_safe_cell`)."""
+    return csv_text(format_leaderboard(df), float_format=None,
+                    header_lines=sample_banner(df) if banner is None else banner)
+
+
+def output_paths(path: str | Path) -> dict[str, Path]:
+    """``leaderboard.csv`` -> the three files written: ``table`` (that path), ``aggregate``
+    (``leaderboard_agg.csv``) and ``subgroups`` (``leaderboard_subgroups.csv``), beside it."""
     path = Path(path)
-    atomic_write_text(path, leaderboard_csv(df))
-    log.info("wrote %s (%d runs)", path, len(df))
-    return path
+    return {"table": path, "aggregate": path.with_name(f"{path.stem}_agg{path.suffix or '.csv'}"),
+            "subgroups": path.with_name(f"{path.stem}_subgroups{path.suffix or '.csv'}")}
+
+
+def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path) -> Path:
+    """Write the leaderboard CSV and its two companions (:func:`output_paths`), each atomically (a reader
+    never sees a half-written file); returns ``path``.
+
+    A path that is a directory, or that cannot be written, is a :class:`RunStoreError` naming it, raised
+    before anything is written.
+    """
+    if isinstance(lb, pd.DataFrame):
+        lb = Leaderboard(lb)
+    paths = output_paths(path)
+    for p in paths.values():
+        if p.is_dir():
+            raise RunStoreError(f"leaderboard output {p} is a directory; pass a file name (e.g. "
+                                f"{p / 'leaderboard.csv'})")
+    banner = sample_banner(lb.table)
+    frames = {"table": lb.table, "aggregate": lb.aggregate, "subgroups": lb.subgroups}
+    for kind, df in frames.items():
+        try:
+            write_csv(format_leaderboard(df), paths[kind], float_format=None, header_lines=banner)
+        except OSError as e:  # the temporary file's name would only confuse: name the target
+            raise RunStoreError(f"cannot write {paths[kind]}: {e.strerror or e}; pass a writable --out") from None
+    log.info("wrote %s (%d runs, %d configurations)", paths["table"], len(lb.table), len(lb.aggregate))
+    return paths["table"]
+
+
+# ------------------------------------------------------------------------------------------ reading
+# Columns of leaderboards written before every name was snake_case (and before ``epochs`` meant the
+# configured number): renamed on read, so an older commit's leaderboard still compares with a new one.
+_LEGACY_NAMES: dict[str, str] = {
+    **{f"auc_{lab}{s}": f"{auc_column(lab)}{s}" for lab in CHESTXRAY14 for s in ("", "_ci_lo", "_ci_hi")},
+    **{f"loc_acc_iobb_{t}": f"loc_acc_iobb_{_t(t)}" for t in LOCALIZATION_THRESHOLDS},
+    "loc_afp_iobb_0.1": f"loc_afp_iobb_{_t(0.1)}", "epochs": "epochs_run",
+}
 
 
 def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """Read a leaderboard CSV back with text columns kept as text (run ids and commits can look numeric)."""
-    from ..errors import RunStoreError
-
+    """Read a leaderboard CSV back (banner lines skipped, text columns kept as text: run ids and commits can
+    look numeric); a leaderboard of an older version gets today's column names."""
     path = Path(path)
     if not path.is_file():
         raise RunStoreError(f"leaderboard {path} does not exist; write one with `cxr-bench leaderboard`")
-    df = pd.read_csv(path, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
-                     na_values={c: [""] for c in COLUMNS if c not in _STR_COLUMNS})
+    with open(path, encoding="utf-8") as fh:
+        skip = 0
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            skip += 1
+    try:
+        df = pd.read_csv(path, skiprows=skip, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
+                         na_values={c: [""] for c in COLUMNS if c not in _STR_COLUMNS})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise RunStoreError(f"{path}: not a readable CSV ({e})") from None
+    if "epochs_run" not in df.columns:
+        df = df.rename(columns=_LEGACY_NAMES)
     missing = [c for c in ("run_id", "mean_auc") if c not in df.columns]
     if missing:
         raise RunStoreError(f"{path}: not a cxr-bench leaderboard (no {missing[0]!r} column)")

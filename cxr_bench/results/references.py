@@ -34,12 +34,15 @@ UNWEIGHTED_LOSSES = frozenset({"bce"})
 WANG2017_CITATION = "Wang et al., ChestX-ray8, CVPR 2017"
 WANG2017_ARXIV_CITATION = "Wang et al., arXiv:1705.02315v5"
 CHEXNET_CITATION = "Rajpurkar et al., CheXNet, arXiv:1711.05225 (2017)"
+PALOUKARI2018_CITATION = ("Garyfallos, Biseda, Khan, NIH-Chest-X-rays-Classification "
+                          "(github.com/paloukari), tx2/mobilenetInferenceDF.csv @ a8c22c8f")
 
 REFERENCE_FILES = (
     "wang2017_table3_auc_8class.csv",
     "wang2017_table17_auc_14class_resnet50.csv",
     "wang2017_table4_localization_iobb_resnet50.csv",
     "chexnet2017_auc_14class.csv",
+    "paloukari2018_mobilenet_auc_13class.csv",
 )
 
 
@@ -92,6 +95,13 @@ def wang2017_table4() -> pd.DataFrame:
 def chexnet2017() -> pd.DataFrame:
     """CheXNet's per-label AUCs (DenseNet-121) beside Yao et al. 2017, as tabulated in CheXNet."""
     return read_reference("chexnet2017_auc_14class.csv")
+
+
+def paloukari2018() -> pd.DataFrame:
+    """The original MobileNet project's per-label AUCs (13 labels), as its two TX2 inference runs wrote them:
+    ``tx2_notebook`` (tx2/mobilenetInferenceDF.csv, the run behind the README's ROC figure) and
+    ``tx2_script`` (tx2/cl_mobilenetInferenceDF.csv); same weights, differently augmented test images."""
+    return read_reference("paloukari2018_mobilenet_auc_13class.csv")
 
 
 @dataclass(frozen=True)
@@ -163,15 +173,45 @@ def wang2017_reference(row: dict[str, Any]) -> ReferenceMatch | None:
 @REFERENCES.register("chexnet")
 def chexnet_reference(row: dict[str, Any]) -> ReferenceMatch | None:
     """CheXNet (DenseNet-121) for ``chestxray14`` DenseNet-121 runs; never marked comparable, because
-    CheXNet used its own random split, not the official lists."""
+    CheXNet used its own random patient-wise 70/10/20 split, not the official lists."""
     if row.get("label_set") != "chestxray14" or _backbone_key(row.get("backbone")) != "densenet121":
         return None
     table = chexnet2017()
     return ReferenceMatch("chexnet", f"{CHEXNET_CITATION}, AUC table", "CheXNet (DenseNet-121)",
                           {k: float(v) for k, v in table["chexnet_densenet121"].items()}, False,
-                          "paper: its own random split, not the official lists")
+                          "paper: its own random patient-wise 70/10/20 split, not the official lists")
+
+
+# Heads whose rows the project's numbers may be held against: its published model used create_simple_model
+# (our ``simple``); a leaderboard without a head column is taken at its word.
+PALOUKARI2018_HEADS = frozenset({"simple", None})
+
+
+@REFERENCES.register("paloukari2018")
+def paloukari2018_reference(row: dict[str, Any]) -> ReferenceMatch | None:
+    """The original MobileNet project's 13 AUCs for ``chestxray13`` MobileNetV1 runs with its ``simple`` head.
+
+    Never marked comparable: its test set was a 25% image-level cut of a 40,000-image resample weighted
+    towards images with several findings (few "No Finding" images), it selected its checkpoint on that same
+    set, and it scored randomly augmented test images. Even our ``random-image`` run differs in all three
+    (replication/paloukari2018_protocol.md); the note says which split ours used.
+    """
+    if row.get("label_set") != "chestxray13" or _backbone_key(row.get("backbone")) not in ("mobilenet_v1",
+                                                                                            "mobilenetv1_100"):
+        return None
+    if row.get("head") not in PALOUKARI2018_HEADS:
+        return None
+    split = row.get("split")
+    same = " (the same leaky image-level cut)" if split == "random-image" else ""
+    note = ("paper: random 75/25 image split of a 40,000-image resample weighted to multi-finding images, "
+            f"checkpoint chosen on the test set, augmented test images; ours: {split}{same} of the full "
+            "release, a held-out validation set, unaugmented test images")
+    table = paloukari2018()
+    return ReferenceMatch("paloukari2018", PALOUKARI2018_CITATION, "MobileNetV1 (simple head)",
+                          {k: float(v) for k, v in table["tx2_notebook"].items()}, False, note)
 
 
 def match_reference(reference: str, row: dict[str, Any]) -> ReferenceMatch | None:
-    """The published numbers of ``reference`` (``wang2017``, ``chexnet``) that fit ``row``, or None."""
+    """The published numbers of ``reference`` (``wang2017``, ``chexnet``, ``paloukari2018``) that fit
+    ``row``, or None."""
     return REFERENCES.get(reference)(row)

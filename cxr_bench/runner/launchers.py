@@ -11,28 +11,26 @@ completed or held by another process returns at once, so re-submitting a suite i
 
 A run that asks for several processes (``--nproc-per-run N``, one per GPU) runs them with
 ``torchrun --standalone --nproc-per-node N`` inside the job (one SLURM task with N GPUs), see
-docs/running.md.
+docs/running.md. SLURM options are checked in :mod:`cxr_bench.runner.slurm` before submitit sees them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import submitit
 
-from ..errors import ConfigError
-from .sweep import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
-from .store import RunLocked, RunStore
 from ..utils.progress import progress as progress_bar
+from .slurm import SlurmOptions
+from .store import RunLocked, RunStore
+from .sweep import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
 
 log = logging.getLogger(__name__)
 
-ENV_PREFIX = "CXR_BENCH_SLURM_"
+__all__ = ["LocalLauncher", "RunJob", "SlurmOptions", "SubmititLauncher"]
 
 
 class LocalLauncher:
@@ -57,97 +55,6 @@ class LocalLauncher:
         finally:
             bar.close()
         return outcomes
-
-
-@dataclass
-class SlurmOptions:
-    """Job parameters for ``--launcher submitit`` (ignored by submitit's local executor, except the time
-    limit and GPU count). Precedence: command line > ``CXR_BENCH_SLURM_*`` environment > the suite's
-    ``[slurm]`` table > these defaults."""
-
-    partition: str | None = None
-    timeout_min: int = 24 * 60
-    gpus_per_node: int = 0
-    cpus_per_task: int = 8
-    mem_gb: float | None = None
-    nodes: int = 1
-    array_parallelism: int = 32
-    # Anything else sbatch accepts (account, qos, constraint, ...): --slurm-extra account=abc
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def resolve(cls, cli: Mapping[str, Any], suite: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None) -> SlurmOptions:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        fields = cls.__dataclass_fields__
-        for source_name, source in (("suite [slurm]", suite or {}), ("environment", _from_env(env)),
-                                    ("command line", cli)):
-            for key, value in source.items():
-                if value is None:
-                    continue
-                if key not in fields:
-                    raise ConfigError(f"{source_name}: unknown SLURM option {key!r}; known: "
-                                      f"{', '.join(sorted(fields))}")
-                if key == "extra":
-                    values["extra"] = {**values.get("extra", {}), **_extra(value, source_name)}
-                else:
-                    values[key] = _coerce(key, value, source_name)
-        opts = cls(**values)
-        if opts.nodes != 1:
-            raise ConfigError(f"SLURM nodes={opts.nodes}: a run uses one node (torchrun --standalone); "
-                              "spread runs over nodes with the job array instead")
-        return opts
-
-    def executor_parameters(self, nproc: int) -> dict[str, Any]:
-        """``executor.update_parameters`` keywords: one task per job, ``nproc`` torchrun ranks inside it."""
-        params: dict[str, Any] = {
-            "timeout_min": self.timeout_min, "nodes": 1, "tasks_per_node": 1,
-            "cpus_per_task": self.cpus_per_task, "gpus_per_node": max(self.gpus_per_node, 0),
-            "slurm_array_parallelism": self.array_parallelism, "name": "cxr-bench",
-        }
-        if self.partition:
-            params["slurm_partition"] = self.partition
-        if self.mem_gb is not None:
-            params["mem_gb"] = self.mem_gb
-        if self.extra:
-            params["slurm_additional_parameters"] = dict(self.extra)
-        if nproc > 1 and self.gpus_per_node and self.gpus_per_node < nproc:
-            raise ConfigError(f"--nproc-per-run {nproc} needs as many GPUs, but --slurm-gpus-per-node is "
-                              f"{self.gpus_per_node}")
-        return params
-
-
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in env.items():
-        if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
-            out[name] = value
-    return out
-
-
-def _extra(value: Any, source: str) -> dict[str, str]:
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v]
-    out = {}
-    for item in value:
-        k, sep, v = str(item).partition("=")
-        if not sep or not k:
-            raise ConfigError(f"{source}: SLURM extra parameter {item!r} must be key=value, e.g. account=abc")
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _coerce(key: str, value: Any, source: str) -> Any:
-    tp = {"partition": str, "timeout_min": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": float,
-          "nodes": int, "array_parallelism": int}[key]
-    try:
-        return tp(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: SLURM option {key} = {value!r} is not a valid {tp.__name__}") from None
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -189,7 +96,7 @@ class SubmititLauncher:
         log.info("image caches: job %s", job.job_id)
         try:
             return job.result()
-        except Exception as e:  # the job died: report it once, as the reason for every run
+        except Exception as e:  # noqa: BLE001 - the job died: report it once, as the reason for every run
             log.error("image cache job %s failed: %s", job.job_id, _short(e))
             return CacheReport(errors={s.run_id: f"image cache job {job.job_id} failed: {_short(e)}"
                                        for s in specs})
@@ -214,7 +121,7 @@ class SubmititLauncher:
                     spec = by_job[job.job_id]
                     try:
                         outcome = job.result()
-                    except Exception as e:  # the job itself died (timeout, OOM, node failure)
+                    except Exception as e:  # noqa: BLE001 - the job itself died (timeout, OOM, node failure)
                         outcome = _job_died(spec, job, e)
                     outcomes[spec.run_id] = outcome
                     bar.update(1)

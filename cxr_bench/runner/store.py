@@ -24,6 +24,7 @@ This module owns the layout and the :class:`Status` values; the writers (the run
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,6 @@ from ..utils.io import atomic_write_json, read_json
 log = logging.getLogger(__name__)
 
 
-
 class Status(StrEnum):
     """A run's state, as written in its manifest."""
 
@@ -52,6 +52,7 @@ class Status(StrEnum):
     RUNNING = "running"  # running now, or interrupted (lock free): the next sweep resumes it
     COMPLETED = "completed"
     FAILED = "failed"
+
 
 _SAFE = re.compile(r"[A-Za-z0-9_.-]+")
 MANIFEST_VERSION = 1
@@ -85,8 +86,67 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
     return obj
 
 
+# The files a completed run's numbers stand on; their sha256 and row counts go into the manifest when the run
+# completes, so a later reader can tell an intact run from one whose files were cut or replaced.
+ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
+
+
+def artifact_record(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS` that exist."""
+    from ..utils.io import sha256_file
+
+    out = {}
+    for rel in ARTIFACTS:
+        path = Path(run_dir) / rel
+        if path.is_file():
+            rec: dict[str, Any] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+            if rel.endswith(".csv"):
+                with open(path, "rb") as fh:
+                    rec["rows"] = max(sum(1 for _ in fh) - 1, 0)  # minus the header
+            out[rel] = rec
+    return out
+
+
+def verify_artifacts(run_dir: str | os.PathLike) -> list[str]:
+    """What is wrong with a completed run's files, one phrase each; empty when they are intact.
+
+    With the record written at completion (manifest ``artifacts``): each file must exist with the same
+    sha256. Without one (runs from before the record existed): the test predictions must exist, parse,
+    and hold the number of images metrics.json says it scored.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_json_object(run_dir / "manifest.json") or {}
+    recorded = manifest.get("artifacts")
+    problems = []
+    if isinstance(recorded, dict) and recorded:
+        current = artifact_record(run_dir)
+        for rel, rec in sorted(recorded.items()):
+            now = current.get(rel)
+            if now is None:
+                problems.append(f"{rel} is missing")
+            elif now["sha256"] != rec.get("sha256"):
+                detail = (f"{now.get('rows')} rows, {rec.get('rows')} when written" if now.get("rows") != rec.get("rows")
+                          else "same row count, other content")
+                problems.append(f"{rel} changed since the run completed ({detail})")
+        return problems
+    test = run_dir / "predictions" / "test.csv"
+    if not test.is_file():
+        return ["predictions/test.csv is missing"]
+    try:
+        import pandas as pd
+
+        n = len(pd.read_csv(test, usecols=["image"]))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a damaged file
+        return [f"predictions/test.csv is unreadable ({type(e).__name__})"]
+    metrics = read_json_object(run_dir / "metrics.json") or {}
+    expected = (metrics.get("test") or {}).get("n_images")
+    if expected is not None and int(expected) != n:
+        problems.append(f"predictions/test.csv has {n} rows, metrics.json scored {expected}")
+    return problems
+
+
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -136,7 +196,13 @@ class RunDir:
         if manifest.get("status") not in set(Status):
             raise RunStoreError(f"{self.manifest_path}: invalid status {manifest.get('status')!r}")
         manifest["updated_at"] = utc_now()
-        atomic_write_json(self.manifest_path, manifest)
+        try:
+            atomic_write_json(self.manifest_path, manifest)
+        except OSError as e:  # the previous manifest is intact (atomic write): say which file and why
+            code = f" [{errno.errorcode[e.errno]}]" if e.errno in errno.errorcode else ""
+            raise RunStoreError(f"cannot write {self.manifest_path}: {e.strerror or e}{code}; free some disk "
+                                "space (or fix the folder) and run the same command again: finished runs are "
+                                "kept and this one resumes") from e
 
     def start(self, record: dict[str, Any]) -> Attempt:
         """Mark the run ``running`` and open a new attempt; ``record`` (provenance, suite, data, launcher)
@@ -225,8 +291,9 @@ class RunDir:
             lock.release()
 
     @contextlib.contextmanager
-    def log_to_file(self, level: int = logging.INFO) -> Iterator[None]:
-        """Copy every log record (the runner's and the engine's) into ``log.txt`` during the block."""
+    def log_to_file(self, level: int = logging.INFO) -> Iterator[logging.Handler]:
+        """Copy every log record (the runner's and the engine's) into ``log.txt`` during the block; yields
+        the file's handler."""
         self.path.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
         handler.setLevel(level)
@@ -237,7 +304,7 @@ class RunDir:
             root.setLevel(level)
         root.addHandler(handler)
         try:
-            yield
+            yield handler
         finally:
             root.removeHandler(handler)
             root.setLevel(old_level)

@@ -7,12 +7,14 @@ is loaded, so a typo fails before the first hour of training rather than after i
     [suite]
     name = "mysuite"                       # default: the file name
     description = "..."
-    run_name = "{model.backbone}-{data.label_set}"   # display name template (str.format on the config)
+    run_name = "{model.backbone}-{data.label_set}-s{seed}"   # plain field references, optional {optim.lr:g}
     sample_profile = "sample"              # profile used with no --data-root (bundled sample)
     full_profile = "paper"                 # profile used with --data-root
+    imports = ["mypkg.models"]             # plugin modules that register components (cxr_bench.plugins)
 
     [base]                                 # a partial RunConfig (tables or "dotted.keys")
     "optim.optimizer" = "sgd"
+    seeds = [0]                            # the list form of `seed`: each seed is its own run
 
     [[block]]
     name = "ablation-grayscale"
@@ -20,25 +22,45 @@ is loaded, so a typo fails before the first hour of training rather than after i
     grid = { "data.grayscale" = ["identity", "gamma", "lstar"] }
     reference = { "data.grayscale" = "identity" }   # optional: makes the ablation pairs
 
-    [profiles.sample]
+    [profiles.paper]
     description = "..."
-    needs_data_root = false
-    set = { "data.image_size" = 64 }
-    [[profiles.sample.when]]               # conditional overrides, in order
-    match = { "model.backbone" = ["vgg16"], block = "replication" }
+    needs_data_root = true
+    seeds = [0, 1, 2, 3, 4]
+    set = { "data.image_size" = 1024 }
+    [profiles.paper.block.chexnet]         # this profile's settings for one block
+    set = { "data.image_size" = 224 }
+    [[profiles.paper.when]]                # settings for the runs that match (values and/or block)
+    match = { "model.backbone" = ["vgg16"] }
     set = { "optim.max_steps_per_epoch" = 4 }
 
-    [slurm]                                # defaults for --launcher submitit (see docs/running.md)
+    [slurm]                                # defaults for --launcher submitit (see runner/slurm.py)
     timeout_min = 1440
 
-Resolution order for one run: ``base`` < block ``set`` < profile ``set`` < the grid point < the profile's
-``when`` rules < command-line ``--set``. A profile may not set a key that is a grid axis (that would
-collapse the grid), and every ablation pair must differ from its reference run in exactly its factor once
-everything is resolved: otherwise the comparison would measure two things at once, so loading fails.
+Where each value of a run comes from (the one statement of this order; docs link here). A key takes its
+value from the highest level that sets it, the config's defaults below all:
 
-Runs with identical identity (same :meth:`RunConfig.run_id`) are merged: one run that belongs to every
-block that asked for it (the MobileNetV1 baseline is both a replication run and the ablations'
-reference).
+1. ``[base]``.
+2. The profile's ``set`` and the block's ``set``. They are one level: if both give a key, the values must
+   be equal, otherwise loading fails naming both. A profile changes one block's settings at level 4.
+3. The block's grid point. Nothing at levels 2 and 4 may set a grid axis, so a grid is never collapsed.
+4. The profile's settings for this block (``[profiles.P.block.B] set``) and its ``[[profiles.P.when]]``
+   rules that match the run (``match`` is tested on levels 1-3 and the block name). They are one level
+   too: two of them may not give one key different values.
+5. The command line: ``--set KEY=VALUE`` and ``--seeds N``.
+
+So no value is silently replaced by a sibling: a level only overrides the levels below it. ``seeds`` is the
+list form of ``seed`` and follows the same order (``[base]``; a profile or a block; a grid axis ``seed``;
+``[profiles.P.block.B]``; ``--seeds N`` = seeds 0..N-1, which also replaces a ``seed`` axis); each seed is
+its own run, runs that differ only in seed share a :func:`configuration_id`, and ablation pairs are formed
+within one seed. ``when`` rules may not choose seeds.
+
+Every ablation pair must differ from its reference run in exactly its factor once everything is resolved:
+otherwise the comparison would measure two things at once, so loading fails. Runs with identical identity
+(same :meth:`RunConfig.run_id`) are merged: one run belongs to every block that asked for it (the
+MobileNetV1 baseline is both a replication run and the ablations' reference).
+
+A bad value is reported with its source: the suite file and the table it came from, or the command-line
+flag (``--set optim.lr=nan: config key 'optim.lr': ...``).
 """
 
 from __future__ import annotations
@@ -47,8 +69,12 @@ import copy
 import dataclasses
 import fnmatch
 import functools
+import hashlib
 import importlib.resources
 import itertools
+import json
+import re
+import string
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,20 +84,25 @@ from typing import Any
 
 from ..config import RunConfig, deep_merge, set_dotted
 from ..errors import ConfigError, RunStoreError
-from .store import validate_name
+from ..plugins import check_module_name, import_plugins
 from ..utils.io import sha256_bytes
+from .slurm import SlurmOptions
+from .store import validate_name
 
 DEFAULT_RUN_NAME = ("{model.backbone}-{model.head}-{data.label_set}-{data.grayscale}-{data.channels}"
                     "-{loss.name}-s{seed}")
 SUITE_PACKAGE = "cxr_bench.suites"
+MAX_SEEDS = 1000
 
-_SUITE_KEYS = {"name", "description", "run_name", "sample_profile", "full_profile"}
+_SUITE_KEYS = {"name", "description", "run_name", "sample_profile", "full_profile", "imports"}
 _TOP_KEYS = {"suite", "base", "block", "profiles", "slurm"}
-_BLOCK_KEYS = {"name", "description", "set", "grid", "reference"}
-_PROFILE_KEYS = {"description", "needs_data_root", "set", "when"}
+_BLOCK_KEYS = {"name", "description", "set", "grid", "reference", "seeds"}
+_PROFILE_KEYS = {"description", "needs_data_root", "set", "seeds", "block", "when"}
+_PROFILE_BLOCK_KEYS = {"set", "seeds"}
 _RULE_KEYS = {"match", "set"}
-SLURM_KEYS = {"partition", "timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes",
-              "array_parallelism", "extra"}
+# Config fields a suite sets elsewhere than in a partial config: the list form of `seed`, and the plugins.
+_NOT_SETTABLE = {"seeds": "seeds = [...] is a key of [base], a block or a profile, not of a set/grid table",
+                 "imports": "plugin modules go in [suite] imports"}
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -84,11 +115,11 @@ class Block:
     set: dict[str, Any]
     grid: dict[str, list[Any]]
     reference: dict[str, Any]
+    seeds: tuple[int, ...] | None = None
 
     def points(self) -> list[dict[str, Any]]:
-        """Grid points in file order (the last axis varies fastest)."""
-        axes = list(self.grid)
-        return [dict(zip(axes, values)) for values in itertools.product(*(self.grid[a] for a in axes))]
+        """Grid points in file order (the last axis varies fastest); seeds not included."""
+        return _product(self.grid)
 
 
 @dataclass(frozen=True)
@@ -105,12 +136,22 @@ class WhenRule:
 
 
 @dataclass(frozen=True)
+class BlockSettings:
+    """``[profiles.P.block.B]``: a profile's settings for one block (level 4 of the order)."""
+
+    set: dict[str, Any]
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     needs_data_root: bool
     set: dict[str, Any]
     when: tuple[WhenRule, ...]
+    seeds: tuple[int, ...] | None = None
+    blocks: dict[str, BlockSettings] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,18 +168,30 @@ class Pair:
         return dataclasses.asdict(self)
 
 
+def configuration_id(cfg: RunConfig) -> str:
+    """12 hex digits naming the configuration a run trains: its identity without the seed, so the runs of
+    one configuration under several seeds share it (the unit a seed aggregate averages over)."""
+    ident = {k: v for k, v in cfg.identity_dict().items() if k != "seed"}
+    blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 @dataclass
 class SuiteRun:
     """One resolved run of a suite: its config, id, the blocks it belongs to and its ablation pairs."""
 
     config: RunConfig
     blocks: list[str]
-    grid: dict[str, dict[str, Any]]  # block -> the grid point of this run in that block
+    grid: dict[str, dict[str, Any]]  # block -> the grid point of this run in that block (seed included)
     pairs: list[Pair] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
         return self.config.run_id()
+
+    @property
+    def configuration_id(self) -> str:
+        return configuration_id(self.config)
 
     @property
     def name(self) -> str:
@@ -154,12 +207,32 @@ class SuiteRun:
             "blocks": list(self.blocks),
             "grid": copy.deepcopy(self.grid),
             "pairs": [p.to_dict() for p in self.pairs],
+            "configuration": self.configuration_id,
         }
 
     def matches(self, patterns: Sequence[str]) -> bool:
         """fnmatch ``patterns`` (any) against the run id, name, backbone and block names."""
         fields = [self.run_id, self.name, self.config.model.backbone, *self.blocks]
         return any(fnmatch.fnmatchcase(f, p) for p in patterns for f in fields)
+
+
+def varying_factors(runs: Iterable[SuiteRun | RunConfig]) -> list[str]:
+    """The dotted identity keys whose value is not the same in every run, in config field order.
+
+    These are the columns that tell the runs of an expansion apart (a dry run shows them); fields that do
+    not change the numbers (paths, workers, precision flags, the name) are never listed.
+    """
+    flats = [_flat((r.config if isinstance(r, SuiteRun) else r).identity_dict(full=True)) for r in runs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if len({_freeze(f.get(k, _MISSING)) for f in flats}) > 1]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """Values from one place (a table of the suite file, or a command-line flag), named for errors."""
+
+    source: str
+    values: Mapping[str, Any]
 
 
 @dataclass
@@ -175,6 +248,11 @@ class Suite:
     blocks: list[Block]
     profiles: dict[str, Profile]
     slurm: dict[str, Any]
+    base_seeds: tuple[int, ...] | None = None
+    imports: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._name_parts = _parse_run_name(self.run_name, f"{self.path}: [suite] run_name")
 
     # ------------------------------------------------------------------ profiles
     def default_profile(self, data_root: str | None) -> str | None:
@@ -189,22 +267,69 @@ class Suite:
             raise ConfigError(f"{self.path}: suite {self.name!r} has no profile {profile!r}; known: {known}")
         return self.profiles[profile]
 
-    # ------------------------------------------------------------------ expansion
-    def expand(self, profile: str | None = None, overrides: Mapping[str, Any] | None = None,
-               ) -> list[SuiteRun]:
-        """All runs of the suite under ``profile`` with dotted command-line ``overrides`` on top.
+    def seeds(self, block: Block, profile: str | None = None) -> tuple[int, ...] | None:
+        """The seed list that expands ``block`` under ``profile`` (None: one run per grid point, its seed
+        set like any other key), from the highest level that chooses the seed (module docstring)."""
+        prof = self.check_profile(profile)
+        own = prof.blocks.get(block.name) if prof else None
+        if own is not None and (own.seeds is not None or "seed" in own.set):
+            return own.seeds
+        if "seed" in block.grid:
+            return None
+        for level in (block.seeds, prof.seeds if prof else None):
+            if level is not None:
+                return level
+        if "seed" in block.set or (prof is not None and "seed" in prof.set):
+            return None
+        return self.base_seeds
 
-        Identical runs (same run id) are merged across blocks. Raises :class:`ConfigError` naming the
-        suite file, block and key for an invalid config or an ablation pair that differs in more than
+    def describe(self) -> dict[str, Any]:
+        """A plain summary (``cxr-bench suites --json``): blocks; per profile the number of runs and the seeds
+        they use."""
+        profiles = [None] if not self.profiles else list(self.profiles)
+        out_profiles = []
+        for p in profiles:
+            prof = self.profiles.get(p) if p else None
+            runs = self.expand(p)
+            out_profiles.append({
+                "name": p, "description": prof.description if prof else "",
+                "needs_data_root": bool(prof and prof.needs_data_root), "runs": len(runs),
+                "seeds": sorted({r.config.seed for r in runs}),
+            })
+        return {
+            "name": self.name, "file": str(self.path), "file_sha256": self.sha256,
+            "description": self.description, "imports": list(self.imports),
+            "sample_profile": self.sample_profile, "full_profile": self.full_profile,
+            "blocks": [{"name": b.name, "description": b.description, "axes": list(b.grid),
+                        "grid_points": len(b.points()), "reference": dict(b.reference)} for b in self.blocks],
+            "profiles": out_profiles,
+        }
+
+    # ------------------------------------------------------------------ expansion
+    def expand(self, profile: str | None = None, overrides: Mapping[str, Any] | None = None, *,
+               seeds: int | None = None) -> list[SuiteRun]:
+        """All runs of the suite under ``profile``, with dotted command-line ``overrides`` (``--set``) on
+        top and, with ``seeds=N`` (``--seeds N``), seeds 0..N-1 instead of the suite's seed list.
+
+        Identical runs (same run id) are merged across blocks. Raises :class:`ConfigError` naming the source
+        of a bad value (suite file and table, or the flag) and any ablation pair that differs in more than
         its factor.
         """
         prof = self.check_profile(profile)
         overrides = dict(overrides or {})
+        cli = _cli_layers(overrides, seeds)
         runs: dict[str, SuiteRun] = {}
         for block in self.blocks:
+            grid = dict(block.grid)
+            if seeds is not None:
+                grid["seed"] = list(range(seeds))
+            elif "seed" not in overrides:
+                block_seeds = self.seeds(block, profile)
+                if block_seeds is not None:
+                    grid["seed"] = list(block_seeds)
             by_point: list[tuple[dict[str, Any], SuiteRun]] = []
-            for point in block.points():
-                cfg = self._resolve(block, prof, point, overrides)
+            for point in _product(grid):
+                cfg = self._resolve(block, prof, point, cli)
                 run = runs.get(cfg.run_id())
                 if run is None:
                     run = runs[cfg.run_id()] = SuiteRun(cfg, [], {})
@@ -216,28 +341,52 @@ class Suite:
         return list(runs.values())
 
     def _resolve(self, block: Block, prof: Profile | None, point: dict[str, Any],
-                 overrides: Mapping[str, Any]) -> RunConfig:
-        where = f"block {block.name!r}" + (f", profile {prof.name!r}" if prof else "")
-        d: dict[str, Any] = {}
-        layers = [self.base, block.set, prof.set if prof else {}, point]
-        for layer in layers:
-            d = _apply(d, layer)
-        try:
-            if prof and prof.when:
+                 cli: Sequence[_Layer]) -> RunConfig:
+        bwhere = f"block {block.name!r}"
+        layers = [_Layer("[base]", self.base)]
+        if self.imports:
+            layers.append(_Layer("[suite] imports", {"imports": list(self.imports)}))
+        if prof:
+            layers.append(_Layer(f"[profiles.{prof.name}] set", prof.set))
+        layers += [_Layer(f"{bwhere} set", block.set), _Layer(f"{bwhere} grid", point)]
+        d, origin = _merge({}, {}, layers)
+        rules: list[_Layer] = []
+        if prof:
+            own = prof.blocks.get(block.name)
+            if own is not None and own.set:
+                rules.append(_Layer(f"[profiles.{prof.name}.block.{block.name}] set", own.set))
+            if prof.when:
                 flat = {**_default_flat(), **_flat(d)}
-                for rule in prof.when:
-                    if rule.matches(flat, block.name):
-                        d = _apply(d, rule.set)
-            cfg = RunConfig.from_dict(_apply(d, overrides))
+                rules += [_Layer(f"[[profiles.{prof.name}.when]] #{j + 1}", rule.set)
+                          for j, rule in enumerate(prof.when) if rule.matches(flat, block.name)]
+        for i, a in enumerate(rules):
+            for b in rules[i + 1:]:
+                clash = _disagree(a.values, b.values)
+                if clash:
+                    k = clash[0]
+                    raise ConfigError(
+                        f"{self.path}: {a.source} and {b.source} both apply to a run of {bwhere} (grid point "
+                        f"{point}) and disagree on {k!r} ({_leaves(a.values)[k]!r} vs {_leaves(b.values)[k]!r}); "
+                        "make them agree or narrow a rule's match")
+        d, origin = _merge(d, origin, [*rules, *cli])
+        try:
+            cfg = RunConfig.from_dict(d)
         except ConfigError as e:
-            raise ConfigError(f"{self.path}: {where}, grid point {point}: {e}") from None
+            raise self._blame(e, origin, block, prof, point) from None
         if not cfg.name:
-            try:
-                cfg.name = self.run_name.format(**{f.name: getattr(cfg, f.name)
-                                                   for f in dataclasses.fields(cfg)})
-            except (AttributeError, KeyError, IndexError, ValueError) as e:
-                raise ConfigError(f"{self.path}: [suite] run_name {self.run_name!r}: {e}") from None
+            cfg.name = _render_run_name(self._name_parts, cfg, f"{self.path}: [suite] run_name {self.run_name!r}")
         return cfg
+
+    def _blame(self, e: ConfigError, origin: Mapping[str, str], block: Block, prof: Profile | None,
+               point: Mapping[str, Any]) -> ConfigError:
+        """``e`` prefixed with where the offending value came from: the flag, or the file and its table."""
+        m = re.search(r"config key '([^']+)'", str(e))
+        source = _origin_of(m.group(1), origin) if m else None
+        if source is not None and source.startswith("--"):
+            return ConfigError(f"{source}: {e}")
+        run = (f"a run of block {block.name!r}" + (f" under profile {prof.name!r}" if prof else "")
+               + (f", grid point {dict(point)}" if point else ""))
+        return ConfigError(f"{self.path}: {source}, {run}: {e}" if source else f"{self.path}: {run}: {e}")
 
     def _add_pairs(self, block: Block, by_point: list[tuple[dict[str, Any], SuiteRun]],
                    profile: str | None) -> None:
@@ -249,9 +398,10 @@ class Suite:
             if len(differing) != 1:
                 continue
             factor = differing[0]
-            ref_point = {**point, **block.reference}
-            ref = index[_freeze(ref_point)]
-            if ref.run_id == run.run_id:  # a --set on this axis made both sides the same run
+            ref = index.get(_freeze({**point, **block.reference}))
+            # No reference point (--seeds replaced a seed axis the reference named), or a --set on this axis
+            # made both sides the same run: no pair.
+            if ref is None or ref.run_id == run.run_id:
                 continue
             diff = _identity_diff(ref.config, run.config)
             allowed = {factor, *_DEPENDENT.get(factor, ())}
@@ -277,7 +427,8 @@ def shipped_suites() -> list[str]:
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
-    """Load a shipped suite by name or any suite file by path; everything is validated here."""
+    """Load a shipped suite by name or any suite file by path; everything is validated here (and the
+    suite's plugin modules imported, so the names they register are known)."""
     text, path = _read_suite_text(name_or_path)
     try:
         raw = tomllib.loads(text)
@@ -295,6 +446,8 @@ def _read_suite_text(name_or_path: str | Path) -> tuple[str, Path]:
             return p.read_text(encoding="utf-8"), p.resolve()
         except UnicodeDecodeError as e:
             raise ConfigError(f"suite file {p} is not valid UTF-8 (byte {e.start}): save it as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"suite file {p} cannot be read: {e.strerror or e}") from None
     name = str(name_or_path)
     res = importlib.resources.files(SUITE_PACKAGE) / f"{name}.toml"
     if not res.is_file():
@@ -304,82 +457,118 @@ def _read_suite_text(name_or_path: str | Path) -> tuple[str, Path]:
 
 
 def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
-    """Validate a parsed suite file; every error names ``path`` and the offending key."""
-    _check_keys(raw, _TOP_KEYS, path, "top level")
-    meta = _table(raw.get("suite", {}), path, "[suite]")
-    _check_keys(meta, _SUITE_KEYS, path, "[suite]")
+    """Validate a parsed suite file; every error names ``path`` and the offending table and key."""
+    _check_keys(raw, _TOP_KEYS, f"{path}: top level")
+    meta = _table(raw.get("suite", {}), f"{path}: [suite]")
+    _check_keys(meta, _SUITE_KEYS, f"{path}: [suite]")
     name = meta.get("name", path.stem)
     _check_name(name, path, "[suite] name")
-    run_name = _typed(meta.get("run_name", DEFAULT_RUN_NAME), str, path, "[suite] run_name")
+    run_name = _typed(meta.get("run_name", DEFAULT_RUN_NAME), str, f"{path}: [suite] run_name")
+    _parse_run_name(run_name, f"{path}: [suite] run_name")
+    imports = meta.get("imports", [])
+    if not isinstance(imports, list):
+        raise ConfigError(f"{path}: [suite] imports must be a list of module names, e.g. imports = [\"mypkg.models\"]")
+    imports = tuple(check_module_name(m, f"{path}: [suite] imports") for m in imports)
+    # Before any config is built: the plugins' backbones, heads and losses must be registered by then.
+    import_plugins(imports, f"{path}: [suite] imports")
 
-    base = _partial(raw.get("base", {}), path, "[base]")
+    base_raw = _table(raw.get("base", {}), f"{path}: [base]")
+    base_seeds = _seeds_key(base_raw, f"{path}: [base]")
+    base = _partial(base_raw, f"{path}: [base]")
 
     blocks_raw = raw.get("block", [])
     if not isinstance(blocks_raw, list) or not blocks_raw:
         raise ConfigError(f"{path}: a suite needs at least one [[block]] (an array of tables)")
     blocks: list[Block] = []
     for i, b in enumerate(blocks_raw):
-        where = f"[[block]] #{i + 1}"
-        b = _table(b, path, where)
-        _check_keys(b, _BLOCK_KEYS, path, where)
+        where = f"{path}: [[block]] #{i + 1}"
+        b = _table(b, where)
+        _check_keys(b, _BLOCK_KEYS, where)
         if "name" not in b:
-            raise ConfigError(f"{path}: {where} has no name")
+            raise ConfigError(f"{where} has no name")
         bname = b["name"]
-        _check_name(bname, path, f"{where} name")
-        where = f"block {bname!r}"
+        _check_name(bname, path, f"[[block]] #{i + 1} name")
+        where = f"{path}: block {bname!r}"
         if any(x.name == bname for x in blocks):
-            raise ConfigError(f"{path}: {where} is defined twice; block names must be unique")
-        grid = _partial(b.get("grid", {}), path, f"{where} grid")
+            raise ConfigError(f"{where} is defined twice; block names must be unique")
+        grid = _partial(b.get("grid", {}), f"{where} grid")
         for axis, values in grid.items():
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"{path}: {where} grid axis {axis!r} must be a non-empty list, got {values!r}")
+                raise ConfigError(f"{where} grid axis {axis!r} must be a non-empty list, got {values!r}")
             if len({_freeze(v) for v in values}) != len(values):
-                raise ConfigError(f"{path}: {where} grid axis {axis!r} lists a value twice: {values!r}")
-        bset = _partial(b.get("set", {}), path, f"{where} set")
+                raise ConfigError(f"{where} grid axis {axis!r} lists a value twice: {values!r}")
+        bset = _partial(b.get("set", {}), f"{where} set")
         both = sorted(set(bset) & set(grid))
         if both:
-            raise ConfigError(f"{path}: {where}: {both[0]!r} is both in set and grid; keep one")
-        reference = _partial(b.get("reference", {}), path, f"{where} reference")
+            raise ConfigError(f"{where}: {both[0]!r} is both in set and grid; keep one")
+        bseeds = _seeds_key(b, where)
+        if bseeds is not None and "seed" in grid:
+            raise ConfigError(f"{where}: seeds and a grid axis 'seed' both choose the seed; keep one")
+        reference = _partial(b.get("reference", {}), f"{where} reference")
         for axis, value in reference.items():
             if axis not in grid:
-                raise ConfigError(f"{path}: {where} reference key {axis!r} is not a grid axis of the block "
+                raise ConfigError(f"{where} reference key {axis!r} is not a grid axis of the block "
                                   f"(axes: {', '.join(grid) or 'none'})")
             if value not in grid[axis]:
-                raise ConfigError(f"{path}: {where} reference {axis} = {value!r} is not one of the axis "
+                raise ConfigError(f"{where} reference {axis} = {value!r} is not one of the axis "
                                   f"values {grid[axis]!r}")
-        blocks.append(Block(bname, str(b.get("description", "")), bset, grid, reference))
+        blocks.append(Block(bname, str(b.get("description", "")), bset, grid, reference, bseeds))
     all_axes = {a for blk in blocks for a in blk.grid}
+    by_name = {blk.name: blk for blk in blocks}
 
     profiles: dict[str, Profile] = {}
-    for pname, p in _table(raw.get("profiles", {}), path, "[profiles]").items():
+    for pname, p in _table(raw.get("profiles", {}), f"{path}: [profiles]").items():
         _check_name(pname, path, "profile name")
-        where = f"[profiles.{pname}]"
-        p = _table(p, path, where)
-        _check_keys(p, _PROFILE_KEYS, path, where)
-        pset = _partial(p.get("set", {}), path, f"{where} set")
-        _no_axes(pset, all_axes, path, f"{where} set")
+        where = f"{path}: [profiles.{pname}]"
+        p = _table(p, where)
+        _check_keys(p, _PROFILE_KEYS, where)
+        pseeds = _seeds_key(p, where)
+        pset = _partial(p.get("set", {}), f"{where} set")
+        _no_axes(pset, all_axes, f"{where} set")
+        if pseeds is not None:
+            _no_axes({"seed": None}, all_axes, f"{where} seeds")
+        own: dict[str, BlockSettings] = {}
+        for bname, t in _table(p.get("block", {}), f"{where} block").items():
+            bwhere = f"{path}: [profiles.{pname}.block.{bname}]"
+            if bname not in by_name:
+                raise ConfigError(f"{bwhere}: {bname!r} is not a block of the suite (blocks: {', '.join(by_name)})")
+            t = _table(t, bwhere)
+            _check_keys(t, _PROFILE_BLOCK_KEYS, bwhere)
+            oseeds = _seeds_key(t, bwhere)
+            oset = _partial(t.get("set", {}), f"{bwhere} set")
+            _no_axes(oset, set(by_name[bname].grid), f"{bwhere} set")
+            if oseeds is not None:
+                _no_axes({"seed": None}, set(by_name[bname].grid), f"{bwhere} seeds")
+            if "seed" in oset and oseeds is not None:
+                raise ConfigError(f"{bwhere}: seed and seeds both choose the seed; keep one")
+            own[bname] = BlockSettings(oset, oseeds)
+        for blk in blocks:  # level 2: the profile's and a block's settings may not disagree
+            _agree(pset, pseeds, pname, blk, own.get(blk.name), path)
         rules = []
         when = p.get("when", [])
         if not isinstance(when, list):
-            raise ConfigError(f"{path}: {where} when must be an array of tables ([[profiles.{pname}.when]])")
+            raise ConfigError(f"{where} when must be an array of tables ([[profiles.{pname}.when]])")
         for j, r in enumerate(when):
-            rwhere = f"{where} when #{j + 1}"
-            r = _table(r, path, rwhere)
-            _check_keys(r, _RULE_KEYS, path, rwhere)
-            match_raw = _table(r.get("match", {}), path, f"{rwhere} match")
+            rwhere = f"{path}: [[profiles.{pname}.when]] #{j + 1}"
+            r = _table(r, rwhere)
+            _check_keys(r, _RULE_KEYS, rwhere)
+            match_raw = _table(r.get("match", {}), f"{rwhere} match")
             block_match = {"block": match_raw.pop("block")} if "block" in match_raw else {}
             match = {k: (v if isinstance(v, list) else [v])
-                     for k, v in {**block_match, **_partial(match_raw, path, f"{rwhere} match")}.items()}
+                     for k, v in {**block_match, **_partial(match_raw, f"{rwhere} match")}.items()}
             for blk_name in match.get("block", []):
-                if not any(blk.name == blk_name for blk in blocks):
-                    raise ConfigError(f"{path}: {rwhere} match block {blk_name!r} is not a block of the suite")
-            rset = _partial(r.get("set", {}), path, f"{rwhere} set")
+                if blk_name not in by_name:
+                    raise ConfigError(f"{rwhere} match block {blk_name!r} is not a block of the suite")
+            rset = _partial(r.get("set", {}), f"{rwhere} set")
             if not rset:
-                raise ConfigError(f"{path}: {rwhere} has no set table")
-            _no_axes(rset, all_axes, path, f"{rwhere} set")
+                raise ConfigError(f"{rwhere} has no set table")
+            if "seed" in rset:
+                raise ConfigError(f"{rwhere} set: a when rule may not choose the seed; use seeds = [...] in "
+                                  f"[profiles.{pname}] or [profiles.{pname}.block.NAME]")
+            _no_axes(rset, all_axes, f"{rwhere} set")
             rules.append(WhenRule(match, rset))
-        needs = _typed(p.get("needs_data_root", False), bool, path, f"{where} needs_data_root")
-        profiles[pname] = Profile(pname, str(p.get("description", "")), needs, pset, tuple(rules))
+        needs = _typed(p.get("needs_data_root", False), bool, f"{where} needs_data_root")
+        profiles[pname] = Profile(pname, str(p.get("description", "")), needs, pset, tuple(rules), pseeds, own)
 
     sample_profile = meta.get("sample_profile", "sample" if "sample" in profiles else None)
     full_profile = meta.get("full_profile", "paper" if "paper" in profiles else None)
@@ -388,16 +577,86 @@ def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
             raise ConfigError(f"{path}: [suite] {key} = {value!r} is not a profile of the suite "
                               f"(profiles: {', '.join(profiles) or 'none'})")
 
-    slurm = _table(raw.get("slurm", {}), path, "[slurm]")
-    _check_keys(slurm, SLURM_KEYS, path, "[slurm]")
+    slurm = _table(raw.get("slurm", {}), f"{path}: [slurm]")
+    SlurmOptions.resolve({}, slurm, {}, suite_source=f"{path}: [slurm]")  # names and values checked now
 
     suite = Suite(name, path, sha256, str(meta.get("description", "")), run_name, sample_profile,
-                  full_profile, base, blocks, profiles, dict(slurm))
+                  full_profile, base, blocks, profiles, dict(slurm), base_seeds, imports)
     # Expanding every profile once turns every later surprise (bad value, pair that differs in two
     # factors) into an error at load time that names the file.
     for prof in [None] if not profiles else list(profiles):
         suite.expand(prof)
     return suite
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["optim.epochs=2", "data.grayscale=gamma"]`` -> dotted overrides; values are parsed as TOML
+    (numbers, booleans, lists, inline tables) and fall back to a plain string. An error names the flag."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optim.epochs=2")
+        if key == "seeds":
+            raise ConfigError(f"--set {item}: the number of seeds is --seeds N (seeds 0..N-1)")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        out.update(_partial({key: value}, f"--set {item}"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- run names
+_FIELD_REF = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+# A plain format spec: [align][sign][0][width][.precision][type], width and precision bounded.
+_FORMAT_SPEC = re.compile(r"[<>^]?[+ -]?0?\d{0,2}(\.\d{1,2})?[deEfFgGs%]?")
+
+
+def _parse_run_name(template: str, where: str) -> tuple[tuple[str, str | None, str], ...]:
+    """``run_name`` as (literal text, dotted field or None, format spec) parts.
+
+    Only plain references to config fields are allowed (``{model.backbone}``, ``{seed}``, ``{optim.lr:g}``):
+    ``str.format`` on the config objects would let a suite reach attributes and items of any object
+    (``{model.__init__.__globals__[os].environ}``) and write them into manifests and reports.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ConfigError(f"{where} {template!r}: {e} (write a literal brace as {{{{ or }}}})") from None
+    known = {k for k in _default_flat() if k != "name"}
+    parts: list[tuple[str, str | None, str]] = []
+    for literal, ref, spec, conversion in parsed:
+        if any(ord(c) < 32 or ord(c) == 127 for c in literal):
+            raise ConfigError(f"{where} {template!r}: holds a control character; a name is one line of text")
+        if ref is None:
+            parts.append((literal, None, ""))
+            continue
+        if conversion:
+            raise ConfigError(f"{where} {template!r}: conversions such as !{conversion} are not allowed; use "
+                              "plain field references like {model.backbone}")
+        if not _FIELD_REF.fullmatch(ref) or ref not in known:
+            raise ConfigError(f"{where} {template!r}: {{{ref}}} is not a config field; use plain field "
+                              "references like {model.backbone}, {data.label_set} or {seed}")
+        if spec and not _FORMAT_SPEC.fullmatch(spec):
+            raise ConfigError(f"{where} {template!r}: format spec {spec!r} of {{{ref}}} is not allowed; use a "
+                              "simple one like :g, :.0e or :03d")
+        parts.append((literal, ref, spec or ""))
+    return tuple(parts)
+
+
+def _render_run_name(parts: Sequence[tuple[str, str | None, str]], cfg: RunConfig, where: str) -> str:
+    flat = _flat(cfg.to_dict())
+    out = []
+    for literal, ref, spec in parts:
+        out.append(literal)
+        if ref is not None:
+            try:
+                out.append(format(flat[ref], spec))
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where}: {{{ref}:{spec}}} cannot format {flat[ref]!r}: {e}") from None
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -406,22 +665,106 @@ _MISSING = object()
 _DEPENDENT = {"model.head": ("model.head_kwargs",), "loss.name": ("loss.kwargs",)}
 
 
-def _table(value: Any, path: Path, where: str) -> dict[str, Any]:
+def _product(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    axes = list(grid)
+    return [dict(zip(axes, values)) for values in itertools.product(*(grid[a] for a in axes))]
+
+
+def _cli_layers(overrides: Mapping[str, Any], seeds: int | None) -> list[_Layer]:
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"--seeds {seeds!r}: expected a whole number of seeds from 1 to {MAX_SEEDS}")
+        if "seed" in overrides:
+            raise ConfigError(f"--seeds {seeds} and --set seed={overrides['seed']!r} both choose the seed; "
+                              "give one of them")
+    return [_Layer(f"--set {k}={_show(v)}", {k: v}) for k, v in overrides.items()]
+
+
+def _show(value: Any) -> str:
+    """A value as a user would have typed it after ``--set KEY=``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # nan, inf as TOML writes them
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _merge(d: dict[str, Any], origin: dict[str, str], layers: Iterable[_Layer]
+           ) -> tuple[dict[str, Any], dict[str, str]]:
+    origin = dict(origin)
+    for layer in layers:
+        d = _apply(d, layer.values)
+        origin.update(dict.fromkeys(layer.values, layer.source))
+    return d, origin
+
+
+def _origin_of(key: str, origin: Mapping[str, str]) -> str | None:
+    """The source of ``key`` (or of a key under it, or of the section above it)."""
+    if key in origin:
+        return origin[key]
+    for k, source in reversed(list(origin.items())):
+        if k.startswith(key + ".") or key.startswith(k + "."):
+            return source
+    return None
+
+
+def _leaves(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys down to the leaves of dict values (``model.head_kwargs.r``), for comparing two tables."""
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves({f"{k}.{kk}": vv for kk, vv in v.items()}))
+        else:
+            out[k] = v
+    return out
+
+
+def _disagree(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    la, lb = _leaves(a), _leaves(b)
+    return sorted(k for k in la.keys() & lb.keys() if _freeze(la[k]) != _freeze(lb[k]))
+
+
+def _agree(pset: Mapping[str, Any], pseeds: tuple[int, ...] | None, pname: str, block: Block,
+           own: BlockSettings | None, path: Path) -> None:
+    """Level 2 of the order: a profile's and a block's settings may not give one key two values, unless the
+    profile says which one the block takes (``own``: its ``[profiles.P.block.B]``, level 4)."""
+    ps = {**pset, **({"seed": list(pseeds)} if pseeds is not None else {})}
+    bs = {**block.set, **({"seed": list(block.seeds)} if block.seeds is not None else {})}
+    for d in (ps, bs):  # `seed = 3` and `seeds = [3]` say the same
+        if "seed" in d and not isinstance(d["seed"], list):
+            d["seed"] = [d["seed"]]
+    decided = set(_leaves(own.set)) | ({"seed"} if own.seeds is not None or "seed" in own.set else set()) \
+        if own is not None else set()
+    clash = [k for k in _disagree(ps, bs) if k not in decided and not any(k.startswith(f"{d}.") for d in decided)]
+    if clash:
+        k = clash[0]
+        raise ConfigError(
+            f"{path}: [profiles.{pname}] and block {block.name!r} disagree on {k!r} ({_leaves(ps)[k]!r} vs "
+            f"{_leaves(bs)[k]!r}) and neither overrides the other; say which value this block takes under "
+            f"this profile in [profiles.{pname}.block.{block.name}] set, or remove one of them")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: {where} must be a table, got {value!r}")
+        raise ConfigError(f"{where} must be a table, got {value!r}")
     return dict(value)
 
 
-def _typed(value: Any, tp: type, path: Path, where: str) -> Any:
+def _typed(value: Any, tp: type, where: str) -> Any:
     if not isinstance(value, tp):
-        raise ConfigError(f"{path}: {where} must be a {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where} must be a {tp.__name__}, got {value!r}")
     return value
 
 
-def _check_keys(table: Mapping[str, Any], known: set[str], path: Path, where: str) -> None:
+def _check_keys(table: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ConfigError(f"{path}: {where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
 
 
 def _check_name(name: Any, path: Path, where: str) -> None:
@@ -433,45 +776,64 @@ def _check_name(name: Any, path: Path, where: str) -> None:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _no_axes(table: Mapping[str, Any], axes: set[str], path: Path, where: str) -> None:
+def _seeds_key(table: dict[str, Any], where: str) -> tuple[int, ...] | None:
+    """Pop and check ``seeds`` from a table: a non-empty list of distinct whole numbers >= 0."""
+    if "seeds" not in table:
+        return None
+    value = table.pop("seeds")
+    if "seed" in table:
+        raise ConfigError(f"{where}: seed and seeds both choose the seed; keep one")
+    if not isinstance(value, list) or not value or len(value) > MAX_SEEDS:
+        raise ConfigError(f"{where} seeds must be a list of 1 to {MAX_SEEDS} seeds, e.g. seeds = [0, 1, 2], "
+                          f"got {value!r}")
+    for s in value:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ConfigError(f"{where} seeds: {s!r} is not a seed (a whole number >= 0)")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} seeds lists a seed twice: {value!r}")
+    return tuple(value)
+
+
+def _no_axes(table: Mapping[str, Any], axes: set[str], where: str) -> None:
     clash = sorted(set(table) & axes)
     if clash:
-        raise ConfigError(f"{path}: {where} sets {clash[0]!r}, which is a grid axis; a profile may not "
-                          "collapse a grid (change the block's grid instead)")
+        raise ConfigError(f"{where} sets {clash[0]!r}, which is a grid axis; it may not collapse a grid "
+                          "(change the block's grid instead)")
 
 
-def _partial(table: Any, path: Path, where: str) -> dict[str, Any]:
+def _partial(table: Any, where: str) -> dict[str, Any]:
     """A partial RunConfig (nested tables and/or quoted dotted keys) as ``{dotted key: value}``.
 
-    Unknown keys are rejected here, with the file and section named; value types are checked when each
-    run's config is built.
+    Unknown keys are rejected here, with ``where`` (file and table, or the flag) named; value types are
+    checked when each run's config is built.
     """
-    table = _table(table, path, where)
+    table = _table(table, where)
     out: dict[str, Any] = {}
-    _flatten_into(RunConfig, table, "", out, path, where)
+    _flatten_into(RunConfig, table, "", out, where)
     return out
 
 
-def _flatten_into(cls: type, table: Mapping[str, Any], prefix: str, out: dict[str, Any], path: Path,
-                  where: str) -> None:
+def _flatten_into(cls: type, table: Mapping[str, Any], prefix: str, out: dict[str, Any], where: str) -> None:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     for key, value in table.items():
         head, _, rest = key.partition(".")
         full = prefix + head
+        if not prefix and head in _NOT_SETTABLE:
+            raise ConfigError(f"{where}: {key!r}: {_NOT_SETTABLE[head]}")
         if head not in fields:
-            raise ConfigError(f"{path}: {where}: unknown config key {prefix + key!r}; known keys here: "
+            raise ConfigError(f"{where}: unknown config key {prefix + key!r}; known keys here: "
                               f"{', '.join(sorted(fields))}")
         tp = hints[head]
         if dataclasses.is_dataclass(tp):
             sub = {rest: value} if rest else value
             if not isinstance(sub, dict):
-                raise ConfigError(f"{path}: {where}: {full!r} is a section; give a table or a dotted key")
-            _flatten_into(tp, sub, full + ".", out, path, where)
+                raise ConfigError(f"{where}: {full!r} is a section; give a table or a dotted key")
+            _flatten_into(tp, sub, full + ".", out, where)  # type: ignore[arg-type]
         elif rest:
             # Only a dict-valued field (head_kwargs, loss.kwargs) may be reached by a deeper dotted key.
             if typing.get_origin(tp) is not dict:
-                raise ConfigError(f"{path}: {where}: {full!r} is not a section, so {prefix + key!r} is unknown")
+                raise ConfigError(f"{where}: {full!r} is not a section, so {prefix + key!r} is unknown")
             out[prefix + key] = value
         else:
             out[full] = value
@@ -523,20 +885,3 @@ def _freeze(obj: Any) -> Any:
     if isinstance(obj, list):
         return tuple(_freeze(v) for v in obj)
     return obj
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """``["optim.epochs=2", "data.grayscale=gamma"]`` -> dotted overrides; values are parsed as TOML
-    (numbers, booleans, lists, inline tables) and fall back to a plain string."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optim.epochs=2")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        out[key] = value
-    return _partial(out, Path("--set"), "command line")

@@ -25,23 +25,27 @@ and without them the sweep says which command renders the reports later.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import RunConfig
 from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
-from .provenance import collect_provenance
-from .store import RunDir, RunLocked, RunStore, utc_now
-from .suite import Suite, SuiteRun
 from ..utils.io import atomic_write_json, read_json, remove_stale_temps
+from .precheck import check_registry_names, image_group
+from .provenance import collect_provenance
+from .store import RunDir, RunLocked, RunStore, Status, artifact_record, utc_now, verify_artifacts
+from .suite import Suite, SuiteRun
 
 log = logging.getLogger(__name__)
 
@@ -166,40 +170,142 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
     except CxrBenchError as e:
         log.error("run %s (%s): %s", spec.run_id, spec.name, e)
         return RunOutcome(spec.run_id, spec.name, "failed", str(e))
+    # The manifest is the record of a run's state, the files are its results; where the two disagree (a
+    # kill between the engine's last write and the manifest's, a file deleted or cut), the run is done
+    # again from its checkpoints: the engine resumes a finished run by evaluating its best checkpoint
+    # again (same numbers, new files), an unfinished one by training on from last.pt.
     if rd.completed:
-        return RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
-                          test_mean_auc=_test_auc(rd))
+        damage = verify_artifacts(rd.path)
+        if not damage:
+            return RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
+                              test_mean_auc=_test_auc(rd))
+        log.warning("run %s: completed, but %s; evaluating it again from its checkpoints",
+                    spec.run_id, "; ".join(damage))
+    elif rd.status is Status.COMPLETED:
+        log.warning("run %s: its manifest says completed but %s is missing; evaluating it again from its "
+                    "checkpoints", spec.run_id, rd.metrics_path.name)
     for tmp in remove_stale_temps(rd.path):  # we hold the run's lock: these are a killed attempt's
         log.info("removed %s, left by an interrupted write", tmp)
-    atomic_write_json(rd.config_path, cfg.to_dict())
+    try:
+        atomic_write_json(rd.config_path, cfg.to_dict())
+    except OSError as e:
+        raise RunStoreError(f"cannot write {rd.config_path}: {e.strerror or e}{_errno_name(e)}; "
+                            f"{_RERUN_ADVICE}") from e
     prov = collect_provenance()
     attempt = rd.start({
         **prov, "name": cfg.name, "seed": cfg.seed, "suite": spec.suite_record, "data": data,
         "cache_key": spec.cache_key, "launcher": {**spec.launcher, "nproc": spec.nproc},
     })
     resumed = attempt.manifest["attempts"][-1]["resumed_from_checkpoint"]
-    with rd.log_to_file():
+    with rd.log_to_file() as file_handler:
         log.info("run %s (%s): %s%s", spec.run_id, spec.name,
                  "resuming from checkpoints/last.pt" if resumed else "starting",
                  f" with torchrun, {spec.nproc} processes" if spec.nproc > 1 else "")
         try:
-            result = _train(cfg, rd, spec.nproc, progress)
-        except Exception as e:  # recorded and reported; the sweep goes on
+            with console_digest(file_handler, f"run {spec.run_id}"):
+                result = _train(cfg, rd, spec.nproc, progress)
+        except Exception as e:  # recorded and reported; the sweep goes on unless the disk is full
             log.exception("run %s (%s) failed: %s", spec.run_id, spec.name, e)
             m = rd.finish(attempt, "failed", error=e)
+            if stops_the_sweep(e):
+                raise RunStoreError(f"run {spec.run_id}: {e}; {_RERUN_ADVICE}") from e
             return RunOutcome(spec.run_id, spec.name, "failed", f"{type(e).__name__}: {e}",
                               m["wall_seconds"])
+        attempt.manifest["artifacts"] = artifact_record(rd.path)
         m = rd.finish(attempt, "completed", result=result)
         from ..engine.checkpoint import LAST, compact_finished
 
         try:  # the run is complete and recorded; a failure here only leaves a larger last.pt
             saved = compact_finished(rd.path / "checkpoints" / LAST)
             log.info("compacted checkpoints/last.pt of the finished run (%.0f MB freed)", saved / 2**20)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure here only leaves a larger last.pt
             log.warning("run %s: could not compact checkpoints/last.pt (%s); the run is complete", spec.run_id, e)
         log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])
     return RunOutcome(spec.run_id, spec.name, "completed", "resumed" if resumed else "",
                       m["wall_seconds"], _test_auc(rd))
+
+
+# ---------------------------------------------------------------------------------------------- console
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_RERUN_ADVICE = ("free some disk space (or fix the folder) and run the same command again: finished runs are "
+                 "kept and this one resumes")
+_WARNINGS_LOG = logging.getLogger("cxr_bench.warnings")
+
+
+def stops_the_sweep(error: BaseException) -> bool:
+    """A full or read-only disk (the error or what caused it): every next cache and run would fail the same
+    way, so the sweep stops with one line instead of recording the same failure for every run."""
+    return any(isinstance(x, OSError) and x.errno in _DISK_ERRNOS
+               for x in (error, error.__cause__, error.__context__))
+
+
+def _errno_name(e: OSError) -> str:
+    return f" [{errno.errorcode[e.errno]}]" if e.errno in errno.errorcode else ""
+
+
+class ConsoleDigest(logging.Filter):
+    """Keeps the metric warnings off the console, counting them for one line per run.
+
+    The bootstrap's dropped resamples and the labels without positives (:mod:`cxr_bench.metrics.roc`) are
+    properties of the data, so every run of a suite warns the same way, several times; the run's
+    ``log.txt`` (a handler this filter is not on) keeps each of them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bootstrap = 0  # labels whose bootstrap dropped resamples
+        self.undefined: list[str] = []  # "split: labels" whose AUC is undefined
+        self.other = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or not record.name.startswith(("cxr_bench.metrics",
+                                                                             _WARNINGS_LOG.name)):
+            return True
+        if not getattr(record, "_cxr_digested", False):  # counted once, however many handlers see it
+            record._cxr_digested = True
+            msg = str(record.msg)
+            if msg.startswith("bootstrap:"):
+                self.bootstrap += 1
+            elif msg.startswith("%s split") and isinstance(record.args, tuple) and len(record.args) >= 3:
+                self.undefined.append(f"{record.args[0]}: {record.args[2]}")
+            else:
+                self.other += 1
+        return False
+
+    def summary(self) -> str:
+        parts = [f"no positive or no negative case (AUC null) in {'; '.join(self.undefined)}"] \
+            if self.undefined else []
+        if self.bootstrap:
+            parts.append(f"the bootstrap dropped resamples without a positive or negative case for "
+                         f"{self.bootstrap} label(s) (their intervals use the rest)")
+        if self.other:
+            parts.append(f"{self.other} other warning(s)")
+        return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def console_digest(keep: logging.Handler, what: str) -> Iterator[ConsoleDigest]:
+    """During the block, metric warnings and Python warnings reach only the handler ``keep`` (a run's
+    log file; each distinct Python warning once); then one line says what was kept there."""
+    digest = ConsoleDigest()
+    handlers = [h for h in logging.getLogger().handlers if h is not keep]
+    for h in handlers:
+        h.addFilter(digest)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield digest
+            finally:
+                for key in dict.fromkeys((w.category.__name__, str(w.message), w.filename, w.lineno)
+                                         for w in caught):
+                    _WARNINGS_LOG.warning("%s: %s (%s:%d)", *key)
+    finally:
+        for h in handlers:
+            h.removeFilter(digest)
+    line = digest.summary()
+    if line:
+        where = getattr(keep, "baseFilename", None)
+        log.info("%s: %s%s", what, line, f"; details in {where}" if where else "")
 
 
 def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dict[str, Any]:
@@ -257,12 +363,9 @@ def cache_groups(specs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
     """
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
-        d = RunConfig.from_dict(spec.config).data
-        if d.source != "cache":
-            continue
-        key = (d.root, d.split, d.val_fraction, d.split_seed, tuple(d.random_fractions), d.max_train_images,
-               d.image_size, d.resize, d.grayscale, d.cache_dir)
-        groups.setdefault(key, []).append(spec)
+        cfg = RunConfig.from_dict(spec.config)
+        if cfg.data.source == "cache":
+            groups.setdefault((*image_group(cfg), cfg.data.cache_dir), []).append(spec)
     return groups
 
 
@@ -295,6 +398,8 @@ def prepare_caches(specs: Sequence[RunSpec], *, progress: bool | None = None) ->
         try:
             cache = load_run_data(RunConfig.from_dict(group[0].config), progress=progress).train.cache
         except Exception as e:  # one report for every run that needs this cache
+            if stops_the_sweep(e):  # a full disk: the next cache, and every run, would fail the same way
+                raise
             log.error("%s failed (%d runs need it): %s", what, len(group), e,
                       exc_info=not isinstance(e, CxrBenchError))
             report.errors.update({spec.run_id: f"{what} failed: {e}" for spec in group})
@@ -337,17 +442,29 @@ def write_plan(suite: Suite, runs: Sequence[SuiteRun], profile: str | None, stor
 
 def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, out: str | os.PathLike,
               launcher: Launcher, nproc: int = 1, progress: bool | None = None) -> SweepResult:
-    """Execute ``runs`` (an expansion of ``suite``) into ``<out>/<suite.name>/`` with ``launcher``."""
+    """Execute ``runs`` (an expansion of ``suite``) into ``<out>/<suite.name>/`` with ``launcher``.
+
+    First every check of :mod:`cxr_bench.runner.precheck` (a problem raises before anything is written),
+    then the downloadable pretrained weights, then the image caches, then the runs.
+    """
+    from .precheck import check_sweep, fetch_weights
+
     t0 = time.monotonic()
     store = RunStore(out, suite.name)
+    specs = plan_specs(suite, runs, profile, out, nproc=nproc, launcher=launcher.name)
+    check = check_sweep(specs, store)
+    check.raise_problems()
+    for note in check.notes:
+        log.warning("%s", note)
+    fetch_weights(check.to_fetch)
     store.path.mkdir(parents=True, exist_ok=True)
     write_plan(suite, runs, profile, store)
-    specs = plan_specs(suite, runs, profile, out, nproc=nproc, launcher=launcher.name)
     outcomes: dict[str, RunOutcome] = {}
     todo: list[RunSpec] = []
     for spec in specs:
+        spec.cache_key = check.image_keys.get(spec.run_id)  # the built cache's key replaces it (same value)
         rd = store.run(spec.run_id)
-        if rd.completed:
+        if spec.run_id in check.done:
             try:
                 check_same_data(rd, _data_record(spec.config["data"]["root"]))
             except CxrBenchError as e:
@@ -382,11 +499,12 @@ class SweepPlan:
     runs: list[SuiteRun]
     total: int  # runs in the suite before --only
     banner: str | None  # set when running on the bundled sample
+    without_data: bool = False  # a dry run of a profile that needs --data-root, planned without one
 
 
 def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
                profile: str | None = None, overrides: dict[str, Any] | None = None,
-               only: Sequence[str] = ()) -> SweepPlan:
+               only: Sequence[str] = (), seeds: int | None = None, dry_run: bool = False) -> SweepPlan:
     """Load and expand a suite the way ``cxr-bench run`` does.
 
     No ``data_root``: the suite's sample profile on the bundled real sample (with a banner saying so).
@@ -405,19 +523,27 @@ def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | 
             raise ConfigError(f"--data-root {root} is not a directory (the folder holding Data_Entry_2017*.csv "
                               "and the images)")
         overrides["data.root"] = str(root.resolve())
-    elif prof is not None and prof.needs_data_root:
+    elif prof is not None and prof.needs_data_root and not dry_run:  # a dry run may plan without the data
         raise ConfigError(f"profile {profile!r} of suite {suite.name!r} runs on the full NIH release: pass "
                           f"--data-root DIR (or use --profile {suite.sample_profile or '<a sample profile>'})")
-    runs = suite.expand(profile, overrides)
+    runs = suite.expand(profile, overrides, seeds=seeds)
+    check_registry_names(runs, overrides)
     total = len(runs)
     if only:
         runs = [r for r in runs if r.matches(only)]
         if not runs:
             raise ConfigError(f"--only {' '.join(only)} matches none of the {total} runs of {suite.name} "
                               "(patterns match run id, name, backbone or block; see --dry-run)")
-    is_sample = all(r.config.data.root is None for r in runs)
+    without_data = data_root is None and prof is not None and prof.needs_data_root
+    is_sample = all(r.config.data.root is None for r in runs) and not without_data
     banner = SAMPLE_BANNER.format(profile=profile or "default") if is_sample else None
-    return SweepPlan(suite, profile, runs, total, banner)
+    return SweepPlan(suite, profile, runs, total, banner, without_data)
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    from ..config import get_dotted
+
+    return get_dotted(cfg, key)
 
 
 # ---------------------------------------------------------------------------------------------- after
@@ -443,7 +569,7 @@ def write_leaderboard_csv(store: RunStore) -> list[str]:
     from ..results.leaderboard import build_leaderboard, write_leaderboard
 
     lb_csv = store.path / "leaderboard.csv"
-    write_leaderboard(build_leaderboard(store.path, store.suite).table, lb_csv)
+    write_leaderboard(build_leaderboard(store.path, store.suite), lb_csv)
     return [f"leaderboard: {lb_csv}"]
 
 
@@ -494,15 +620,25 @@ _RETRY = {"localize_completed": "cxr-bench localize --run RUN_DIR",
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def dry_run_table(runs: Sequence[SuiteRun]) -> str:
+def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
+                  times: dict[str, str] | None = None) -> str:
+    """One row per run: its id, blocks, every factor that differs between the runs, whether it is done, its
+    expected time (``times``: run id -> text, see :mod:`cxr_bench.runner.estimate`) and its ablation pair."""
+    from .suite import varying_factors
+
+    factors = varying_factors(runs)
     rows = []
     for r in runs:
-        c = r.config
-        rows.append([r.run_id, ",".join(r.blocks), c.model.backbone, c.model.head, c.data.label_set,
-                     c.data.grayscale, c.data.channels, c.loss.name, str(c.seed), str(c.data.image_size),
+        done = ""
+        if store is not None:
+            rd = store.run(r.run_id)
+            done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
+        rows.append([r.run_id, ",".join(r.blocks), *(str(_get(r.config, f)) for f in factors), done,
+                     *([times.get(r.run_id, "")] if times is not None else []),
                      ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])
-    return format_table(["run id", "block(s)", "backbone", "head", "label set", "grayscale", "channels",
-                         "loss", "seed", "px", "pair (vs reference)"], rows)
+    heads = [f.split(".")[0] if f.endswith(".name") else f.split(".")[-1] for f in factors]
+    return format_table(["run id", "block(s)", *heads, "status", *(["est. time"] if times is not None else []),
+                         "pair (vs reference)"], rows)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

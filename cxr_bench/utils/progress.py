@@ -1,28 +1,152 @@
-"""Progress bars for anything a person waits for (tqdm), quiet when output is not a terminal."""
+"""Progress for anything a person waits for: a tqdm bar on a terminal, log lines off it (SLURM logs).
+
+``progress(iterable, desc=..., total=..., enabled=...)`` returns an object with tqdm's interface as the
+library uses it (iteration, ``update``, ``set_postfix``, ``set_postfix_str``, ``close``, context manager):
+
+- ``enabled=True``: a tqdm bar; ``enabled=False``: nothing at all (``--no-progress``, ranks > 0);
+- ``enabled=None`` (the default): a bar when stderr is a terminal; otherwise :class:`LogProgress`, one
+  INFO line on the ``cxr_bench.progress`` logger every :data:`LOG_EVERY_PERCENT` percent (at most one per
+  :data:`LOG_MIN_SECONDS`, so a fast loop does not flood the log) and a last line with the totals. A bar
+  redrawn with carriage returns is unreadable in a SLURM output file; these lines are not.
+- ``CXR_BENCH_PROGRESS``: ``0`` turns progress off, ``1`` forces bars, ``log`` forces log lines.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
+log = logging.getLogger("cxr_bench.progress")
+
+ENV = "CXR_BENCH_PROGRESS"
+LOG_EVERY_PERCENT = 5
+LOG_MIN_SECONDS = 2.0
+
+
+def progress_mode(enabled: bool | None = None) -> str:
+    """``"bar"``, ``"log"`` or ``"off"`` for ``enabled`` (see the module docstring)."""
+    if enabled is not None:
+        return "bar" if enabled else "off"
+    env = os.environ.get(ENV)
+    if env is not None:
+        env = env.strip().lower()
+        if env in ("0", "false", "no", "off"):
+            return "off"
+        if env == "log":
+            return "log"
+        return "bar"
+    return "bar" if sys.stderr.isatty() else "log"
+
 
 def progress_enabled(enabled: bool | None = None) -> bool:
-    """``None`` means: on when stderr is a terminal and CXR_BENCH_PROGRESS is not 0."""
-    if enabled is not None:
-        return enabled
-    env = os.environ.get("CXR_BENCH_PROGRESS")
-    if env is not None:
-        return env not in ("0", "false", "no")
-    return sys.stderr.isatty()
+    """Whether a bar is drawn (False for log lines too: a caller that logs its own progress asks this)."""
+    return progress_mode(enabled) == "bar"
+
+
+def _rate(n: float, seconds: float, unit: str) -> str:
+    return f"{n / seconds:.3g} {unit}/s" if seconds > 0 else f"- {unit}/s"
+
+
+class LogProgress:
+    """tqdm's interface, reporting through ``logging`` every few percent instead of redrawing a bar."""
+
+    def __init__(self, iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None,
+                 unit: str = "it", initial: int = 0, every_percent: float = LOG_EVERY_PERCENT,
+                 min_seconds: float = LOG_MIN_SECONDS, logger: logging.Logger | None = None,
+                 clock: Any = time.monotonic) -> None:
+        self.iterable = iterable
+        self.desc = desc
+        if total is None and iterable is not None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        self.total = total
+        self.unit = unit
+        self.n = initial
+        self.every = every_percent
+        self.min_seconds = min_seconds
+        self.log = logger or log
+        self.clock = clock
+        self.start = clock()
+        self._last_time = self.start
+        self._last_mark = self._mark(initial)
+        self.postfix = ""
+        self.closed = False
+
+    def _mark(self, n: int) -> int:
+        """Index of the last ``every``-percent step reached at ``n`` items (a time step without a total)."""
+        if not self.total:
+            return -1
+        return int(100.0 * n / self.total // self.every)
+
+    def _line(self, final: bool = False) -> str:
+        elapsed = self.clock() - self.start
+        head = f"{self.desc}: " if self.desc else ""
+        if self.total:
+            where = f"{100.0 * self.n / self.total:3.0f}% {self.n}/{self.total} {self.unit}"
+        else:
+            where = f"{self.n} {self.unit}"
+        tail = f" in {elapsed:.1f} s" if final else f", {elapsed:.0f} s"
+        post = f", {self.postfix}" if self.postfix else ""
+        return f"{head}{where}{tail} ({_rate(self.n, elapsed, self.unit)}){post}"
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self._last_time < self.min_seconds:
+            return
+        mark = self._mark(self.n)
+        # With a total: a new 5 % step. Without one: every 30 s of work.
+        if (self.total and mark > self._last_mark and self.n < self.total) or \
+                (not self.total and now - self._last_time >= 30.0):
+            self._last_mark, self._last_time = mark, now
+            self.log.info("%s", self._line())
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.iterable is None:
+            raise TypeError("LogProgress without an iterable cannot be iterated")
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()  # not on an exception or an abandoned loop: no "done" line for work that was not
+
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = s
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        self.desc = desc or ""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.log.info("%s", self._line(final=True))
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
-             enabled: bool | None = None, unit: str = "it", leave: bool = True, **kw: Any) -> tqdm:
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave,
-                disable=not progress_enabled(enabled), dynamic_ncols=True, **kw)
+             enabled: bool | None = None, unit: str = "it", leave: bool = True, **kw: Any) -> Any:
+    """A tqdm bar, a :class:`LogProgress` or a silent tqdm, by :func:`progress_mode` ``(enabled)``."""
+    mode = progress_mode(enabled)
+    if mode == "log":
+        return LogProgress(iterable, desc=desc, total=total, unit=unit, initial=int(kw.get("initial", 0)))
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=mode == "off",
+                dynamic_ncols=True, **kw)

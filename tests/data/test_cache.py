@@ -10,8 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from cxr_bench.data.cache import (CACHE_ENV, DONE_FILE, META_FILE, SLEEP_ENV, ImageCache, build_cache,
-                                  default_cache_root, prepare_cache)
+from cxr_bench.data.cache import (
+    CACHE_ENV,
+    DONE_FILE,
+    META_FILE,
+    SLEEP_ENV,
+    CacheDamaged,
+    ImageCache,
+    build_cache,
+    default_cache_root,
+    prepare_cache,
+)
 from cxr_bench.data.discovery import discover_images
 from cxr_bench.data.phantoms import REJECTING_FAULTS, VALID_FAULTS, read_phantom_manifest
 from cxr_bench.data.release import NIHRelease
@@ -105,7 +114,7 @@ def test_a_damaged_cache_is_finished_again(make_phantom, cache_root):
     cache = prepare_cache(release, 32, cache_dir=cache_root, workers=1)
     expected = np.array(cache.array)
     (cache.dir / "index.csv").write_text("name,status\nx,ok\n")  # index no longer matches the array
-    with pytest.raises(CacheError, match="does not match"):
+    with pytest.raises(CacheDamaged, match="index.csv changed since the cache was written"):
         ImageCache.open(cache.dir)
     again = prepare_cache(release, 32, cache_dir=cache_root, workers=1)
     np.testing.assert_array_equal(again.array, expected)

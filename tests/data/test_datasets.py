@@ -83,11 +83,80 @@ def test_augmentation_independent_of_workers_and_order(phantom_release, phantom_
     assert not torch.equal(_epoch(other_seed, 0, epoch=3)[0], x0)
 
 
-def test_augmentations_keep_dtype_and_shape():
-    img = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8)
-    for name in AUGMENTATIONS:
-        out = AUGMENTATIONS.get(name)(img, item_rng(0, 0, 0))
-        assert out.dtype == torch.uint8 and out.shape == img.shape, name
+S = 64  # image side for the geometry tests below
+CENTRE = (S - 1) / 2  # torchvision's tensor affine turns about the centre of the pixel grid
+
+
+def _blob(x: float, y: float, sigma: float = 1.5) -> torch.Tensor:
+    yy, xx = np.mgrid[0:S, 0:S]
+    img = 250 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    return torch.from_numpy(np.round(img).astype(np.uint8))[None]
+
+
+def _centroid(img: torch.Tensor) -> np.ndarray:
+    a = img[0].double().numpy()
+    yy, xx = np.mgrid[0:S, 0:S]
+    return np.array([(a * xx).sum(), (a * yy).sum()]) / a.sum()
+
+
+def _recover(aug, rng_of) -> tuple[bool, float, float, np.ndarray]:
+    """(flipped, rotation in degrees, scale, shift in px) of one draw, measured on the pixels alone.
+
+    Three images with one blob each get the same draw (the generator is rebuilt per image); the blobs'
+    centroids before and after give the 2x2 map exactly (three non-collinear points), whose determinant's
+    sign says flipped, whose root says scale and whose rotation part says the angle; the shift is what is
+    left at the centre.
+    """
+    p = np.array([[CENTRE - 12, CENTRE - 10], [CENTRE + 14, CENTRE - 6], [CENTRE - 4, CENTRE + 13]])
+    images = [_blob(*pt) for pt in p]
+    p = np.array([_centroid(im) for im in images])
+    q = np.array([_centroid(aug(im, rng_of())) for im in images])
+    a = np.linalg.solve(p[1:] - p[0], q[1:] - q[0]).T
+    flipped = bool(np.linalg.det(a) < 0)
+    if flipped:
+        a = a @ np.diag([-1.0, 1.0])
+        p[:, 0] = 2 * CENTRE - p[:, 0]
+    scale = float(np.sqrt(np.linalg.det(a)))
+    angle = float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
+    shift = q[0] - CENTRE - a @ (p[0] - CENTRE)
+    return flipped, angle, scale, shift
+
+
+def test_light_affine_draws_its_documented_ranges_and_moves_the_pixels():
+    light = AUGMENTATIONS.get("light")
+    measured = []
+    for row in range(40):
+        flipped, angle, scale, shift = _recover(light, lambda: item_rng(3, 1, row))
+        # The draws, straight from numpy in the documented order: flip, angle, x shift, y shift, scale.
+        r = item_rng(3, 1, row)
+        flip_u, a, sx, sy, sc = r.random(), r.uniform(-5, 5), r.uniform(-0.04, 0.04), r.uniform(-0.04, 0.04), \
+            r.uniform(0.9, 1.1)
+        assert flipped == (flip_u < 0.5), row
+        assert angle == pytest.approx(a, abs=0.3), row
+        assert scale == pytest.approx(sc, abs=0.01), row
+        np.testing.assert_allclose(shift, [round(sx * S), round(sy * S)], atol=0.15)
+        measured.append((flipped, angle, scale, *shift))
+    m = np.array(measured)
+    # The documented ranges, read off the pixels: +-5 degrees, scale 0.9-1.1, shifts of at most 4 % (3 px).
+    assert np.abs(m[:, 1]).max() <= 5.3 and 0.89 <= m[:, 2].min() and m[:, 2].max() <= 1.11
+    assert np.abs(m[:, 3:]).max() <= 0.04 * S + 0.5
+    # ... and used: 40 draws spread over each range (chance of failing for a uniform draw: < 1e-4).
+    assert m[:, 1].min() < -2.5 and m[:, 1].max() > 2.5
+    assert m[:, 2].min() < 0.95 and m[:, 2].max() > 1.05
+    assert 8 <= m[:, 0].sum() <= 32
+
+
+def test_flip_mirrors_exactly_the_items_numpy_draws_below_one_half():
+    flip = AUGMENTATIONS.get("flip")
+    img = torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    flipped = []
+    for row in range(60):
+        out = flip(img, item_rng(9, 2, row))
+        assert out.dtype == torch.uint8
+        assert torch.equal(out, img.flip(-1)) or torch.equal(out, img)
+        flipped.append(torch.equal(out, img.flip(-1)))
+    assert flipped == [item_rng(9, 2, row).random() < 0.5 for row in range(60)]
+    assert torch.equal(AUGMENTATIONS.get("none")(img, item_rng(9, 2, 0)), img)
 
 
 def test_mismatched_cache_is_refused(phantom_release, phantom_cache):

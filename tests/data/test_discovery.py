@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_bench.data.discovery import discover_images, image_dirs, missing_images
+from cxr_bench.data.discovery import discover_images, image_dirs, scan_images
 from cxr_bench.data.phantoms import LAYOUTS, read_phantom_manifest
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.errors import ImageError
@@ -50,14 +50,52 @@ def test_root_must_be_a_directory(tmp_path: Path):
         discover_images(tmp_path / "nope")
 
 
-def test_missing_images_lists_names_in_metadata_order(make_phantom):
-    root = make_phantom(n_patients=5, faults=("missing", "zero_byte"))
+def test_link_loops_and_dangling_links_are_reported_not_fatal(tmp_path: Path):
+    """Each broken .png link is one entry of ``broken`` with its reason; every real file is found, once."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        (images / name).write_bytes(b"x")
+    (images / "self.png").symlink_to("self.png")  # a loop of one
+    (images / "p.png").symlink_to("q.png")  # a loop of two
+    (images / "q.png").symlink_to("p.png")
+    (images / "gone.png").symlink_to(tmp_path / "nowhere" / "gone.png")  # dangling
+    (images / "alias.png").symlink_to("a.png")  # a good link is an image like any other
+    (images / "images").symlink_to("..")  # images/images -> root: a folder loop
+    (tmp_path / "images_002").symlink_to("images_002")  # a loop named like an image folder
+    (tmp_path / "images_003").symlink_to("images")  # the same folder under a second name
+
+    scan = scan_images(tmp_path)
+    assert list(scan.paths) == ["a.png", "alias.png", "b.png"]
+    assert scan.paths["a.png"] == images / "a.png"
+    reasons = {name: reason for name, (_, reason) in scan.broken.items()}
+    assert set(reasons) == {"self.png", "p.png", "q.png", "gone.png"}
+    for name in ("self.png", "p.png", "q.png"):
+        assert reasons[name].startswith("symbolic link loop"), reasons[name]
+    target = tmp_path / "nowhere" / "gone.png"
+    assert reasons["gone.png"] == f"dangling symbolic link (its target {target} does not exist)"
+    assert scan.broken["gone.png"][0] == images / "gone.png"
+    assert discover_images(tmp_path) == scan.paths
+    # The root, then images/; images_003 is images/ again and images_002 is no folder at all.
+    assert [p.relative_to(tmp_path).as_posix() for p in image_dirs(tmp_path)] == [".", "images"]
+
+
+def test_a_broken_link_beside_a_real_copy_is_ignored(tmp_path: Path):
+    for rel in ("images_001/x.png", "images_002/y.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "images_002" / "x.png").symlink_to("missing.png")
+    scan = scan_images(tmp_path)
+    assert scan.paths == {"x.png": tmp_path / "images_001/x.png", "y.png": tmp_path / "images_002/y.png"}
+    assert scan.broken == {}
+
+
+def test_release_image_paths_leave_broken_links_out(make_phantom):
+    root = make_phantom(n_patients=3)
     release = NIHRelease.open(root)
-    manifest = read_phantom_manifest(root)
-    assert missing_images(release) == [n for n, f in manifest["faults"].items() if f == "missing"]
-    on_disk = discover_images(root)
-    for name in [n for n in release.metadata["image"] if n in on_disk][:2]:
-        on_disk[name].unlink()
-    gone = missing_images(release)
-    assert len(gone) == 3
-    assert gone == [n for n in release.metadata["image"] if n in set(gone)]
+    name = release.metadata["image"][1]
+    (root / "images" / name).unlink()
+    (root / "images" / name).symlink_to(name)
+    assert name not in release.image_paths()
+    assert len(release.image_paths()) == len(release.metadata) - 1
+    assert list(release.image_scan().broken) == [name]

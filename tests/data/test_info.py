@@ -165,3 +165,21 @@ def test_console_script_from_elsewhere(tmp_path):
     out = subprocess.run([sys.executable, "-m", "cxr_bench", "data", "info", "--sample", "--json"], cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["images"]["total"] == 1673
+
+
+def test_parts_of_a_release_unpacked_by_hand(tmp_path, capsys):
+    # No download manifest (a Kaggle copy, a manual unpack): parts come from the NIH list's name ranges.
+    # A phantom's 40 images are named 00000001_000 ... 00000020_001, all inside part 1's range.
+    from cxr_bench.data.phantoms import make_phantom_release
+
+    root = make_phantom_release(tmp_path / "nih", n_patients=20, images_per_patient=2, size=16, layout="kaggle")
+    pngs = sorted(root.rglob("*.png"))
+    pngs[0].unlink()
+    assert main(["data", "info", "--data-root", str(root), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images_on_disk"] == {"checked": True, "found": 39, "missing": 1,
+                                      "missing_examples": [pngs[0].name]}
+    rows = {r["part"]: r for r in info["parts"]["parts"]}
+    assert rows[1] == {"part": 1, "file": "images_001.tar.gz", "status": "partial", "present": 39, "expected": 40}
+    assert all(rows[k]["status"] == "missing" and rows[k]["expected"] == 0 for k in range(2, 13))
+    assert info["parts"]["complete"] == [] and info["parts"]["missing"] == list(range(1, 13))

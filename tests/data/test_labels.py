@@ -148,3 +148,20 @@ def test_index_and_counts():
         get_label_set("chestxray8").index("Hernia")
     counts = label_counts(["Mass|Nodule", "Mass", "No Finding"], "chestxray8")
     assert counts["Mass"] == 2 and counts["Nodule"] == 1 and list(counts) == CX8
+
+
+def test_chestxray13_is_the_original_projects_min_cases_rule():
+    """The MobileNet project kept the findings with more than 1,000 images (`MIN_CASES = 1000`, counted with
+    `c_label in finding` over every row); recomputed here from the bundled full metadata."""
+    from cxr_bench.data.bundled import full_metadata_root
+
+    df = pd.read_csv(full_metadata_root() / "Data_Entry_2017_v2020.csv.gz", usecols=["Finding Labels"])
+    findings = df["Finding Labels"].str.replace("No Finding", "")
+    counts = {lab: int(findings.str.contains(lab, regex=False).sum()) for lab in CX14}
+    kept = [lab for lab in CX14 if counts[lab] > 1000]
+    assert kept == [lab for lab in CX14 if lab != "Hernia"] and counts["Hernia"] < 1000
+    ls = get_label_set("chestxray13")
+    assert list(ls.labels) == kept and len(ls) == 13
+    # A Hernia-only image is an all-zeros row, as in the original (its label column was dropped).
+    y = ls.encode(["Hernia", "Hernia|Mass", "No Finding"])
+    assert y.sum() == 1 and y[1, kept.index("Mass")] == 1

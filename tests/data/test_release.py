@@ -38,7 +38,8 @@ def test_bundled_folders_recognised_by_path():
 def test_bundled_sample_hashes_are_registered():
     rel = NIHRelease.open(None)
     hashes = rel.file_hashes()
-    assert list(hashes) == ["Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt", "BBox_List_2017.csv"]
+    assert list(hashes) == ["Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt",
+                            "BBox_List_2017.csv"]
     for name, sha in hashes.items():
         assert BUNDLED_SHA256[f"nih-sample/{name}"] == sha
 
@@ -56,7 +57,8 @@ def test_bundled_full():
     assert len(rel.metadata) == 112_120
     assert len(rel.train_val_names) == 86_524 and len(rel.test_names) == 25_596
     assert len(rel.bboxes) == 984
-    assert rel.file_hashes()["Data_Entry_2017_v2020.csv.gz"] == BUNDLED_SHA256["nih/Data_Entry_2017_v2020.csv.gz"]
+    gz = "Data_Entry_2017_v2020.csv.gz"
+    assert rel.file_hashes()[gz] == BUNDLED_SHA256[f"nih/{gz}"]
     assert rel.image_paths() == {}  # metadata only: every image counts as missing
 
 
@@ -159,3 +161,13 @@ def test_bundled_sample_image_paths():
     rel = NIHRelease.open(None)
     paths = rel.image_paths()
     assert set(paths) == set(rel.metadata["image"])
+
+
+def test_opening_a_release_is_announced_once_per_process(make_phantom, caplog):
+    """A run opens its release from the runner, the trainer and the localizer: one INFO line, then DEBUG."""
+    first, second = make_phantom(n_patients=2), make_phantom(n_patients=3)
+    with caplog.at_level("DEBUG", logger="cxr_bench.data.release"):
+        for root in (first, first, second, first):
+            NIHRelease.open(root)
+    opened = [(r.levelname, r.args[0]) for r in caplog.records if r.msg.startswith("opened NIH release")]
+    assert opened == [("INFO", first), ("DEBUG", first), ("INFO", second), ("DEBUG", first)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -123,3 +124,44 @@ def test_compact_finished_keeps_counters_and_drops_training_state(tmp_path):
     assert ck["finished"] is True and ck["epoch"] == 2 and ck["history"] == [{"epoch": 1}]
     assert not {"model", "optimizer", "schedule", "scaler"} & set(ck)
     assert compact_finished(tmp_path / LAST) == 0  # idempotent
+
+
+def test_model_state_that_does_not_fit_names_the_file_and_the_tensor(tmp_path):
+    from cxr_bench.engine.checkpoint import load_model_state
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 3))
+    path = tmp_path / "checkpoints" / "best.pt"
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    load_model_state(model, good, path)  # fits: loads silently
+    wrong = {**good, "1.weight": torch.zeros(14, 8)}
+    with pytest.raises(TrainingError) as e:
+        load_model_state(model, wrong, path)
+    msg = str(e.value)
+    assert str(path) in msg and "1.weight has shape (14, 8), this model's is (3, 8)" in msg
+    assert f"delete {path.parent}" in msg and "\n" not in msg
+    with pytest.raises(TrainingError, match=r"unexpected tensor extra.*missing tensor 0.bias"):
+        load_model_state(model, {**{k: v for k, v in good.items() if k != "0.bias"}, "extra": torch.zeros(1)}, path)
+    with pytest.raises(TrainingError, match="not a state dict"):
+        load_model_state(model, None, path)
+    assert all(torch.equal(v, good[k]) for k, v in model.state_dict().items())  # nothing half-loaded
+
+
+@pytest.mark.slow
+def test_run_checkpoint_with_a_wrong_shape_fails_with_what_to_do(tmp_path, phantom_root, run_config):
+    from cxr_bench.engine.checkpoint import BEST, LAST
+    from cxr_bench.engine.trainer import evaluate_checkpoint, train_run
+
+    cfg = run_config(phantom_root, optim={"epochs": 2, "max_steps_per_epoch": 1}, eval={"bootstrap": 10})
+    train_run(cfg, tmp_path, progress=False)
+    ckpt = tmp_path / "checkpoints"
+    for name in (LAST, BEST):
+        state = load_checkpoint(ckpt / name)
+        key = next(k for k, v in state["model"].items() if v.ndim == 2)  # the classifier's weight
+        state["model"][key] = state["model"][key][:-1]  # one label fewer: a model of another definition
+        state.update({"finished": False, "epoch": 1} if name == LAST else {})
+        save_checkpoint(ckpt / name, state)
+    last, best, k = re.escape(str(ckpt / LAST)), re.escape(str(ckpt / BEST)), re.escape(key)
+    with pytest.raises(TrainingError, match=rf"checkpoint {last} does not fit .*{k} has shape .*delete"):
+        train_run(cfg, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match=rf"checkpoint {best} does not fit .*{k}"):
+        evaluate_checkpoint(cfg, ckpt / BEST, splits=("test",))

@@ -6,16 +6,18 @@ import pytest
 import torch
 
 from cxr_bench.errors import ConfigError
+from torchvision.transforms import Normalize
+
 from cxr_bench.models import (BACKBONES, CHANNEL_MODES, HEADS, create_model, list_heads, list_models,
-                              model_complexity)
+                              model_complexity, resolved_head_kwargs)
 from cxr_bench.models.factory import _COMPLEXITY_CACHE
 
 torch.set_num_threads(1)
 
 SIZE = 64  # every registered backbone accepts it (AlexNet needs >= 63)
 LABELS = 3
-# Smaller-than-default options where a default only adds seconds (the paper's 1024-channel transition layer
-# on ResNet-50 has 19M weights); a head not named here is tested with its defaults.
+# Smaller-than-default options where a default only adds seconds (the paper's 2048-channel transition layer
+# on ResNet-50 has 38M weights); a head not named here is tested with its defaults.
 FAST_HEAD_KWARGS = {"wang2017": {"transition_channels": 64}}
 
 
@@ -57,28 +59,42 @@ def test_freeze_backbone_trains_only_the_head_and_warns_without_weights():
     assert all(p.grad is not None for p in model.head.parameters())
 
 
+# torchvision's ImageNet statistics (the normalisation its ImageNet weights were trained with).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 def test_input_config_and_metadata():
     rep = create_model("resnet50", num_labels=2, targets=["Atelectasis", "Effusion"])
     assert rep.targets == ("Atelectasis", "Effusion")
     assert rep.backbone_name == "resnet50" and rep.head_name == "gap" and rep.pretrained_info is None
     cfg = rep.input_config
     assert cfg["in_chans"] == 1 and cfg["channels"] == "replicate" and cfg["stem_chans"] == 3
-    assert cfg["mean"] == pytest.approx((0.485 + 0.456 + 0.406) / 3)
-    assert cfg["std"] == pytest.approx((0.229 + 0.224 + 0.225) / 3)
-    stem = create_model("googlenet", channels="stem")
+    # Replicated: each copy gets its own channel's statistics; a 1-channel stem gets their means.
+    assert cfg["mean"] == pytest.approx(IMAGENET_MEAN) and cfg["std"] == pytest.approx(IMAGENET_STD)
+    with torch.device("meta"):  # shapes only: the statistics do not need weights
+        stem = create_model("resnet50", channels="stem").input_config
+    assert stem["mean"] == pytest.approx([sum(IMAGENET_MEAN) / 3]) and stem["std"] == pytest.approx([0.226])
+    googlenet = create_model("googlenet", channels="stem")
     # torchvision's GoogLeNet weights expect (x - 0.5) / 0.5 (see backbones.googlenet).
-    assert stem.input_config["stem_chans"] == 1 and stem.input_config["mean"] == 0.5
+    assert googlenet.input_config["stem_chans"] == 1 and googlenet.input_config["mean"] == [0.5]
 
 
-def test_normalisation_and_uint8_input():
+def test_normalisation_is_per_channel_when_replicated_and_uint8_input():
     model = create_model("alexnet", num_labels=LABELS).eval()
-    img = torch.randint(0, 256, (2, 1, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    normalised = model.adapter(img.float() / 255)
-    mean, std = model.input_config["mean"], model.input_config["std"]
-    torch.testing.assert_close(normalised[:, :1], (img.float() / 255 - mean) / std)
-    assert normalised.shape == (2, 3, SIZE, SIZE) and torch.equal(normalised[:, 0], normalised[:, 2])
+    gen = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 256, (2, 1, SIZE, SIZE), dtype=torch.uint8, generator=gen)
+    gray = img.float() / 255
+    # What torchvision's own preprocessing gives a gray photograph saved as RGB.
+    expected = Normalize(IMAGENET_MEAN, IMAGENET_STD)(gray.repeat(1, 3, 1, 1))
+    torch.testing.assert_close(model.adapter(gray), expected)
+    torch.testing.assert_close(model.adapter(img), expected)
+    stem = create_model("alexnet", num_labels=LABELS, channels="stem").eval()
+    torch.testing.assert_close(stem.adapter(gray), (gray - sum(IMAGENET_MEAN) / 3) / (sum(IMAGENET_STD) / 3))
     with torch.no_grad():
-        torch.testing.assert_close(model(img), model(img.float() / 255))
+        torch.testing.assert_close(model(img), model(gray))
+        # The replicated model is the RGB network on that torchvision input, nothing else in between.
+        torch.testing.assert_close(model(gray), model.head(model.backbone(expected)))
         heat = model.heatmaps(img)
     assert heat.shape == (2, LABELS, 1, 1)  # AlexNet at 64 px: a 1 x 1 map
 
@@ -101,16 +117,36 @@ def test_bad_inputs_and_arguments():
         create_model("alexnet", head_kwargs={"pool": "max"})
 
 
-def test_stem_and_replicate_compute_the_same_function():
+def _stem_from_replicate(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    rep = create_model("mobilenet_v1", num_labels=LABELS).eval()
-    stem = create_model("mobilenet_v1", num_labels=LABELS, channels="stem").eval()
-    sd = {k: v for k, v in rep.state_dict().items()}
-    sd["backbone.net.conv_stem.weight"] = sd["backbone.net.conv_stem.weight"].sum(dim=1, keepdim=True)
+    rep = create_model(name, num_labels=LABELS).eval()
+    stem = create_model(name, num_labels=LABELS, channels="stem").eval()
+    key = f"backbone.net.{rep.backbone.first_conv}.weight"
+    sd = dict(rep.state_dict())
+    sd[key] = sd[key].sum(dim=1, keepdim=True)
     stem.load_state_dict(sd)
+    return rep, stem
+
+
+def test_stem_and_replicate_compute_the_same_function_where_the_statistics_are_equal():
+    # GoogLeNet's (and timm MobileNetV1's) three channels share (0.5, 0.5): summed weights on one channel
+    # are the RGB network.
+    rep, stem = _stem_from_replicate("googlenet")
     x = _batch()
     with torch.no_grad():
         torch.testing.assert_close(stem(x), rep(x), rtol=1e-4, atol=1e-5)
+
+
+def test_stem_and_replicate_differ_only_by_the_per_channel_offsets():
+    # With ImageNet's statistics the stem sees (x - mean(m)) / mean(s) through the summed filter; the
+    # replicated network sees (x - m_c) / s_c per channel. Feeding the stem model's adapter output,
+    # replicated, to the RGB trunk reproduces the stem model exactly.
+    rep, stem = _stem_from_replicate("alexnet")
+    x = _batch()
+    with torch.no_grad():
+        same = rep.head(rep.backbone(stem.adapter(x).repeat(1, 3, 1, 1)))
+        torch.testing.assert_close(stem(x), same, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(stem.features(x), rep.features(x), rtol=1e-4, atol=1e-5)
 
 
 def test_list_models_and_heads():
@@ -119,7 +155,27 @@ def test_list_models_and_heads():
     assert {"alexnet", "googlenet", "vgg16", "resnet50", "densenet121"} <= set(names)
     assert list_models("*net*") == [n for n in names if "net" in n]
     assert "timm:mobilenetv1_100" in list_models("timm:mobilenetv1*")
-    assert list_heads() == ["gap", "wang2017", "attention"]
+    assert list_heads() == ["gap", "wang2017", "attention", "simple"]
+
+
+# D of the Wang et al. transition layer: the paper states 1024 for GoogLeNet and 2048 for ResNet; for the
+# others (the paper is silent) the documented choice is the backbone's feature channels, which are
+# AlexNet conv5 256, VGG-16 conv5_3 512, MobileNetV1 and DenseNet-121 1024.
+WANG2017_D = {"googlenet": 1024, "resnet50": 2048, "alexnet": 256, "vgg16": 512, "mobilenet_v1": 1024,
+              "densenet121": 1024}
+
+
+@pytest.mark.parametrize("backbone", sorted(WANG2017_D))
+def test_wang2017_transition_dimension_per_backbone(backbone):
+    with torch.device("meta"):
+        model = create_model(backbone, head="wang2017")
+    assert model.head.transition.out_channels == WANG2017_D[backbone] == model.head.fc.in_features
+    assert resolved_head_kwargs(backbone, "wang2017")["transition_channels"] == WANG2017_D[backbone]
+    with torch.device("meta"):
+        small = create_model(backbone, head="wang2017", head_kwargs={"transition_channels": 64})
+    assert small.head.transition.out_channels == 64  # model.head_kwargs still overrides
+    assert resolved_head_kwargs(backbone, "wang2017", {"transition_channels": 64}) == {
+        "transition_channels": 64, "kernel_size": 3, "pool": "lse", "r": 10.0}
 
 
 def test_model_complexity_counts_and_caches():

@@ -1,8 +1,16 @@
-"""Offline pretrained weights: files the test writes, fake-but-real caches, and the errors."""
+"""Pretrained weights: files the test writes, fake-but-real caches, ImageNet checkpoints fetched through a
+mirror (a real HTTP server on 127.0.0.1), offline mode, and the errors."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import io
+import math
 import pathlib
+import socket
+import sys
+import time
 
 import pytest
 import timm
@@ -12,7 +20,8 @@ from safetensors.torch import save_file
 
 from cxr_bench.errors import WeightsError
 from cxr_bench.models import BACKBONES, create_model
-from cxr_bench.models.backbones import build_backbone
+from cxr_bench.models import weights as W
+from cxr_bench.models.backbones import CachedWeights, alexnet, build_backbone
 from cxr_bench.utils.io import sha256_file
 
 torch.set_num_threads(1)
@@ -45,14 +54,17 @@ def test_roundtrip_from_a_safetensors_file_with_summed_stem(name, tmp_path):
             torch.testing.assert_close(value, sd[key].sum(dim=1, keepdim=True))
         else:
             assert torch.equal(value, sd[key]), key
-    assert model.pretrained_info == {"path": str(path.resolve()), "sha256": sha256_file(path), "source": "file"}
+    assert model.pretrained_info == {"path": str(path.resolve()), "sha256": sha256_file(path), "source": "file",
+                                     "url": None}
 
 
 def test_stem_and_replicate_agree_after_loading_the_same_file(tmp_path):
-    path = tmp_path / "densenet.pt"
-    torch.save(_native_checkpoint("densenet121"), path)
-    rep = create_model("densenet121", num_labels=2, pretrained=path).eval()
-    stem = create_model("densenet121", num_labels=2, pretrained=path, channels="stem").eval()
+    # GoogLeNet: its three normalisation statistics are equal, the case where the two modes are the same
+    # function (see cxr_bench.models.adapt); the summed stem must therefore reproduce the 3-channel file.
+    path = tmp_path / "googlenet.pt"
+    torch.save(_native_checkpoint("googlenet"), path)
+    rep = create_model("googlenet", num_labels=2, pretrained=path).eval()
+    stem = create_model("googlenet", num_labels=2, pretrained=path, channels="stem").eval()
     stem.head.load_state_dict(rep.head.state_dict())
     x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -200,3 +212,211 @@ def test_not_a_state_dict(tmp_path):
     broken.write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="broken.safetensors: not a readable safetensors file"):
         create_model("alexnet", pretrained=broken)
+
+
+# ---------------------------------------------------------------------------------------------- first use
+def _server():
+    name = "cxr_bench_test_range_server"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).parents[1] / "range_server.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+rs = _server()
+MOBILENET_REPO = "timm/mobilenetv1_100.ra4_e3600_r224_in1k"
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    """Empty torch hub and Hugging Face caches, and no mirror or offline switch from the environment."""
+    for var in (W.MIRROR_ENV, W.OFFLINE_ENV, "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch-hub"))
+    yield tmp_path
+    torch.hub.set_dir(old)
+
+
+def _hub_site(data: bytes) -> object:
+    """What the Hugging Face hub answers for timm's MobileNetV1 checkpoint (HEAD metadata, then the bytes)."""
+    site = rs.Site()
+    path = f"/{MOBILENET_REPO}/resolve/main/model.safetensors"
+    site.files[path] = data
+    site.headers[path] = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": "c" * 40}
+    return site
+
+
+def test_imagenet_weights_are_fetched_through_a_mirror_into_the_hf_cache_once(caches, monkeypatch):
+    torch.manual_seed(4)
+    native = timm.create_model("mobilenetv1_100").state_dict()
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in native.items()})
+    site = _hub_site(data)
+    with rs.serve(site) as base:
+        monkeypatch.setenv(W.MIRROR_ENV, base)
+        model = create_model("mobilenet_v1", pretrained="imagenet")
+        info = model.pretrained_info
+        assert info["source"] == "timm:mobilenetv1_100.ra4_e3600_r224_in1k"
+        assert info["sha256"] == hashlib.sha256(data).hexdigest()
+        assert info["url"] == f"https://huggingface.co/{MOBILENET_REPO}/resolve/main/model.safetensors"
+        assert pathlib.Path(info["path"]).is_relative_to((caches / "hf").resolve())
+        assert torch.equal(model.backbone.net.conv_stem.weight, native["conv_stem.weight"])
+        n_requests = len(site.log)
+        assert n_requests >= 1
+        again = create_model("mobilenet_v1", pretrained="imagenet")
+        assert len(site.log) == n_requests  # the second use reads the cache: no request at all
+        assert again.pretrained_info == info
+        # "cache" now finds the same file too.
+        assert create_model("mobilenet_v1", pretrained="cache").pretrained_info["sha256"] == info["sha256"]
+
+
+def test_hub_repos_with_pytorch_model_bin_only_are_fetched_too(caches):
+    # timm's hub repos hold model.safetensors or, older ones, pytorch_model.bin: the second is tried next.
+    torch.manual_seed(6)
+    buf = io.BytesIO()
+    torch.save(timm.create_model("mobilenetv1_100").state_dict(), buf)
+    data = buf.getvalue()
+    site = rs.Site()
+    path = f"/{MOBILENET_REPO}/resolve/main/pytorch_model.bin"
+    site.files[path] = data
+    site.headers[path] = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": "d" * 40}
+    with rs.serve(site) as base:
+        rec = W.fetch_pretrained("mobilenet_v1", mirror=base)
+    assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in site.log] == [
+        ("HEAD", "model.safetensors"), ("HEAD", "pytorch_model.bin"), ("GET", "pytorch_model.bin")]
+    assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["fetched"] is True
+    assert rec["path"].endswith(f"snapshots/{'d' * 40}/pytorch_model.bin")
+
+
+def test_torchvision_checkpoint_is_fetched_with_its_hash_checked(caches, monkeypatch):
+    torch.manual_seed(5)
+    native = _native_checkpoint("alexnet")
+    buf = io.BytesIO()
+    torch.save(native, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"alexnet-test-{digest[:8]}.pth"  # torch hub's naming: the hash prefix is part of the name
+    ref = CachedWeights(source="torchvision:AlexNet_Weights.TEST", filename=name,
+                        url=f"https://download.pytorch.org/models/{name}")
+
+    def tv_test() -> object:
+        backbone = alexnet()
+        backbone.name, backbone.cached_weights = "tv_test", (ref,)
+        return backbone
+
+    monkeypatch.setitem(BACKBONES._entries, "tv_test", tv_test)
+    site = rs.Site(files={f"/models/{name}": data})
+    with rs.serve(site) as base:
+        monkeypatch.setenv(W.MIRROR_ENV, base)
+        model = create_model("tv_test", pretrained="imagenet")
+        W._published.cache_clear()
+        rec = W.fetch_pretrained("tv_test")
+        assert site.gets(f"/models/{name}") == [None]  # fetched once, then read from the cache
+    cached = caches / "torch-hub" / "checkpoints" / name
+    assert cached.read_bytes() == data and rec["fetched"] is False
+    assert model.pretrained_info == {"path": str(cached.resolve()), "sha256": digest, "source": ref.source,
+                                     "url": ref.url}
+    assert torch.equal(model.backbone.net.features[0].weight, native["features.0.weight"])
+    W._published.cache_clear()
+
+
+def test_a_mirror_serving_another_file_is_refused_and_nothing_is_cached(caches):
+    site = rs.Site(files={"/models/alexnet-owt-7be5be79.pth": b"not the published checkpoint"})
+    with rs.serve(site) as base:
+        with pytest.raises(WeightsError, match=r"alexnet.*is not torchvision:AlexNet_Weights\.IMAGENET1K_V1.*7be5be79"):
+            W.fetch_pretrained("alexnet", mirror=base)
+    assert site.gets("/models/alexnet-owt-7be5be79.pth") == [None]
+    folder = caches / "torch-hub" / "checkpoints"
+    assert not folder.exists() or not list(folder.iterdir())
+
+
+@pytest.mark.parametrize("switch", ["HF_HUB_OFFLINE", W.OFFLINE_ENV, "argument"])
+def test_offline_fails_fast_naming_model_url_and_command(caches, monkeypatch, switch):
+    site = rs.Site()
+    with rs.serve(site) as base:
+        monkeypatch.setenv(W.MIRROR_ENV, base)
+        offline = None
+        if switch == "argument":
+            offline = True
+        else:
+            monkeypatch.setenv(switch, "1")
+        start = time.monotonic()
+        with torch.device("meta"):  # shapes only: the error comes before any weight is touched
+            backbone = build_backbone("resnet50")
+        with pytest.raises(WeightsError) as err:
+            W.load_pretrained(backbone, "imagenet", stem=False, offline=offline)
+        with pytest.raises(WeightsError) as err_timm:
+            W.fetch_pretrained("mobilenet_v1", offline=offline, command="cxr-bench weights fetch --suite wang2017")
+        assert time.monotonic() - start < 5
+    assert site.log == []  # nothing was even asked
+    msg = str(err.value)
+    for needle in ("'resnet50'", "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                   "`cxr-bench weights fetch resnet50`", "downloads are off",
+                   "--offline" if switch == "argument" else switch):
+        assert needle in msg, needle
+    msg = str(err_timm.value)
+    assert "'mobilenet_v1'" in msg and f"https://huggingface.co/{MOBILENET_REPO}/resolve/main/model.safetensors" in msg
+    assert "`cxr-bench weights fetch --suite wang2017`" in msg
+
+
+def test_no_network_fails_fast(caches):
+    with socket.socket() as s:  # a port nothing listens on: connection refused, like a node without network
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=r"'densenet121'.*no network: cannot connect to 127\.0\.0\.1.*"
+                                           r"cxr-bench weights fetch densenet121"):
+        W.fetch_pretrained("densenet121", mirror=f"http://127.0.0.1:{port}/")
+    assert time.monotonic() - start < 5
+
+
+def test_missing_weights_lists_each_once_with_one_fetch_command(caches, tmp_path):
+    from cxr_bench.config import ModelConfig, RunConfig
+
+    run = RunConfig()
+    run.model.backbone, run.model.pretrained = "resnet50", "imagenet"
+    configs = [run, run, ModelConfig(backbone="mobilenet_v1", pretrained="cache"), ("alexnet", None),
+               ("vgg16", str(tmp_path / "nope.pt"))]
+    missing = W.missing_weights(configs)
+    assert [(m.backbone, m.pretrained) for m in missing] == [("resnet50", "imagenet"), ("mobilenet_v1", "cache"),
+                                                            ("vgg16", str(tmp_path / "nope.pt"))]
+    assert missing[0].url == "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+    assert missing[2].url is None
+    msg = W.format_missing_weights(missing, W.fetch_command(suite="wang2017", profile="paper"))
+    assert "2 pretrained checkpoint(s)" in msg and "`cxr-bench weights fetch --suite wang2017 --profile paper`" in msg
+    assert "nope.pt does not exist" in msg
+    # A cached file satisfies the check (the V2 file for "cache"; "imagenet" means V1 only).
+    folder = caches / "torch-hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "resnet50-11ad3fa6.pth").write_bytes(b"")
+    assert W.missing_weights([("resnet50", "cache")]) == []
+    assert [m.source for m in W.missing_weights([("resnet50", "imagenet")])] == [
+        "torchvision:ResNet50_Weights.IMAGENET1K_V1"]
+
+
+def test_the_imagenet_table_names_real_published_checkpoints():
+    for name in BACKBONES.names():
+        refs = W.imagenet_weights(name, W._published(name))
+        assert refs and refs[0].source == W.IMAGENET_CHECKPOINTS[name]
+    assert "mobilenetv1_100.ra4_e3600_r224_in1k" in timm.list_pretrained("mobilenetv1_100*")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_values_name_the_file_and_the_tensor(tmp_path, bad):
+    sd = _native_checkpoint("alexnet")
+    sd["features.3.weight"][0, 0, 0, 0] = bad
+    path = tmp_path / "diverged.pt"
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match=r"diverged\.pt: tensor 'features\.3\.weight' .* 1 non-finite value.*"
+                                           r"whatever the learning rate"):
+        create_model("alexnet", pretrained=path)
+    # A NaN in a part the backbone drops (the classifier) is not loaded, so it does not matter.
+    sd = _native_checkpoint("alexnet")
+    sd["classifier.6.weight"] = torch.full((2,), math.nan)
+    torch.save(sd, path)
+    create_model("alexnet", pretrained=path)

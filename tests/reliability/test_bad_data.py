@@ -8,18 +8,17 @@ through ``cxr-bench data info``, ``cxr-bench train`` and ``cxr-bench prepare`` a
 
 from __future__ import annotations
 
-import importlib.util
+import errno
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import reliability_harness as H
 
 from cxr_bench.cli import main
-
-_SPEC = importlib.util.spec_from_file_location("reliability_harness", Path(__file__).with_name("test_harness.py"))
-H = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(H)
 
 ENTRY = "Data_Entry_2017_v2020.csv"
 
@@ -112,11 +111,11 @@ def test_train_on_a_bad_split_list_exits_2_before_training(phantom_root, tmp_pat
 def test_broken_images_are_reported_skips_and_never_counted(make_phantom, tmp_path, capsys):
     """corrupt, truncated, zero-byte, not-PNG and missing files: ``prepare`` lists each by name and reason,
     and a run on that release scores exactly the good images of each split (counts, not just no crash)."""
+    from cxr_bench.config import RunConfig
     from cxr_bench.data.phantoms import REJECTING_FAULTS, read_phantom_manifest
     from cxr_bench.data.release import NIHRelease
-    from cxr_bench.engine.trainer import train_run
-    from cxr_bench.config import RunConfig
     from cxr_bench.data.splits import make_splits
+    from cxr_bench.engine.trainer import train_run
 
     root = make_phantom(size=32, faults=REJECTING_FAULTS)
     faulty = read_phantom_manifest(root)["faults"]
@@ -153,3 +152,167 @@ def test_a_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys, kind):
             ["train", "--config", str(bad), "--run-dir", str(tmp_path / "run")])
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, kind)
+
+
+# ------------------------------------------------------------------ the images folder and the image cache
+def _prepare(root: Path, cache_dir: Path, *extra: str) -> int:
+    return main(["prepare", "--data-root", str(root), "--size", "32", "--workers", "1", "--cache-dir",
+                 str(cache_dir), "--no-progress", *extra])
+
+
+def test_link_loops_and_dangling_links_in_the_images_folder_are_rejected_images(make_phantom, tmp_path,
+                                                                               capsys):
+    """A self-loop, a two-link loop, a dangling link and a folder link back to the root: ``prepare``
+    rejects exactly the three broken images with their reasons, and a run's data (cache and PNG source)
+    loads with exactly the other images."""
+    from cxr_bench.config import RunConfig
+    from cxr_bench.data.release import NIHRelease
+    from cxr_bench.engine.trainer import load_run_data
+
+    root = make_phantom(size=32)
+    images = root / "images"
+    names = list(NIHRelease.open(root).metadata["image"])
+    loop, pair, dangling = names[3], names[10], names[-2]
+    for name in (loop, pair, dangling):
+        (images / name).unlink()
+    (images / loop).symlink_to(loop)
+    (images / pair).symlink_to("partner.png")
+    (images / "partner.png").symlink_to(pair)  # not listed: never reported as an image
+    (images / dangling).symlink_to(tmp_path / "unmounted-disk" / dangling)
+    (root / "images_007").symlink_to(".")  # the root again, under an image-folder name
+    (images / "images").symlink_to("..")
+
+    assert _prepare(root, tmp_path / "cache") == 0
+    out = capsys.readouterr().out
+    assert "rejected: 3" in out
+    assert f"  {loop}: symbolic link loop" in out and f"  {pair}: symbolic link loop" in out
+    assert f"  {dangling}: dangling symbolic link (its target {tmp_path / 'unmounted-disk' / dangling}" in out
+
+    broken = {loop, pair, dangling}
+    for source in ("cache", "png"):
+        cfg = RunConfig.from_dict(H.config_dict(root, **{"data.source": source,
+                                                         "data.cache_dir": str(tmp_path / "cache")}))
+        data = load_run_data(cfg, progress=False)
+        listed = [ds.csv["image"].tolist() + ds.dropped["image"].tolist()
+                  for ds in (data.train, data.val, data.test)]
+        assert sorted(sum(listed, [])) == sorted(names)  # every listed image in exactly one split
+        dropped = [set(ds.dropped["image"]) for ds in (data.train, data.val, data.test)]
+        assert set().union(*dropped) == broken and sum(map(len, dropped)) == 3
+        assert not broken & set().union(*(set(ds.csv["image"]) for ds in (data.train, data.val, data.test)))
+
+
+def test_a_truncated_or_overwritten_cache_is_repaired_by_prepare(make_phantom, tmp_path, capsys):
+    """The complete cache's images.npy cut short, then pixels overwritten: each next ``prepare`` rebuilds
+    the chunks that no longer match (and only those) and the pixels equal a clean build's."""
+    import numpy as np
+
+    from cxr_bench.data.cache import ImageCache
+
+    root = make_phantom(n_patients=70, size=32)  # 140 images: chunks of 64, 64, 12
+    assert _prepare(root, tmp_path / "clean") == 0
+    clean = ImageCache.open(capsys.readouterr().out.splitlines()[0].removeprefix("cache: "))
+    assert _prepare(root, tmp_path / "cache") == 0
+    cache_dir = Path(capsys.readouterr().out.splitlines()[0].removeprefix("cache: "))
+    npy = cache_dir / "images.npy"
+    row = 32 * 32
+    os.truncate(npy, 128 + 100 * row)  # rows 0-99 kept: chunk 0 intact, chunks 1 (64-127) and 2 lost
+
+    assert _prepare(root, tmp_path / "cache") == 0
+    out = capsys.readouterr().out
+    assert "rebuilt: 2 damaged chunk(s): 1, 2" in out
+    np.testing.assert_array_equal(ImageCache.open(cache_dir, verify="full").array, clean.array)
+
+    with open(npy, "r+b") as fh:
+        fh.seek(128 + 130 * row + 17)  # image 130: chunk 2
+        fh.write(bytes(range(40)))
+    assert _prepare(root, tmp_path / "cache", "--verify") == 0
+    out = capsys.readouterr().out
+    assert "verified: 3 of 3 chunks" in out and "rebuilt: 1 damaged chunk(s): 2" in out
+    np.testing.assert_array_equal(ImageCache.open(cache_dir, verify="full").array, clean.array)
+    assert _prepare(root, tmp_path / "cache", "--verify") == 0
+    assert "rebuilt" not in capsys.readouterr().out
+
+
+def test_a_cache_dir_that_is_a_file_exits_2_naming_it(phantom_root, tmp_path, capsys):
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    assert _prepare(phantom_root, blocker) == 2
+    _one_line_error(capsys.readouterr().err, str(blocker), "is a file, not a folder")
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real, small filesystem (tmpfs) that fills up; needs root and a kernel that lets us mount."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Write a file until the filesystem reports ENOSPC (what another job on a shared disk does)."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        for block in (1 << 16, 4096):
+            try:
+                while True:
+                    fh.write(b"\0" * block)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    return filler
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_during_prepare_is_one_line_and_the_rerun_resumes(make_phantom, tmp_path, tmpfs,
+                                                                               capsys):
+    """A real full disk (tmpfs filled by another writer while ``prepare`` runs): exit 2, one line naming the
+    file and ENOSPC; the chunks written before stay, and the rerun after freeing space finishes the cache
+    with the pixels of a clean build. A disk too small from the start is refused before any decoding."""
+    import numpy as np
+
+    from cxr_bench.data.cache import DONE_FILE, SLEEP_ENV, ImageCache
+
+    root = make_phantom(n_patients=128, size=32)  # 256 images of 1 kB: 4 chunks of 64
+    small = tmpfs("100k")
+    assert _prepare(root, small / "cache") == 2
+    _one_line_error(capsys.readouterr().err, "not enough disk space", str(small / "cache"), "kB are free")
+
+    disk = tmpfs("2m")
+    log = tmp_path / "prepare.log"
+    proc = H.spawn(["-m", "cxr_bench", "prepare", "--data-root", root, "--size", "32", "--workers", "1",
+                    "--cache-dir", disk / "cache", "--no-progress"], log=log, extra_env={SLEEP_ENV: "1.0"})
+    try:
+        journal = H.wait_for(lambda: next((p for p in disk.glob(f"cache/*/{DONE_FILE}")
+                                           if p.read_bytes().count(b"\n") >= 1), None),
+                             proc, "the first finished chunk", log=log)
+        filler = _fill(disk)
+        assert proc.wait(timeout=H.DEADLINE_S) == 2
+    finally:
+        H.kill_group(proc)
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if line.startswith("cxr-bench: error:")]
+    assert len(errors) == 1 and "Traceback" not in text, text
+    _one_line_error(errors[0] + "\n", "No space left on device [ENOSPC]", str(journal.parent / "images.npy"),
+                    "chunks already finished are kept")
+    kept = journal.read_bytes().count(b"\n")
+    assert 1 <= kept < 4 and not (journal.parent / "meta.json").exists()
+
+    filler.unlink()
+    assert _prepare(root, disk / "cache") == 0
+    capsys.readouterr()
+    assert journal.read_bytes().count(b"\n") == 4  # only the missing chunks were decoded
+    assert _prepare(root, tmp_path / "clean") == 0
+    clean = ImageCache.open(capsys.readouterr().out.splitlines()[0].removeprefix("cache: "))
+    np.testing.assert_array_equal(ImageCache.open(journal.parent, verify="full").array, clean.array)

@@ -3,16 +3,11 @@ run each run exactly once between them and leave every file whole."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
-_SPEC = importlib.util.spec_from_file_location("reliability_harness", Path(__file__).with_name("test_harness.py"))
-H = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(H)
+import reliability_harness as H
 
 
 @pytest.mark.slow

@@ -8,15 +8,11 @@ test_sigkill_mid_build_then_resume_is_byte_identical; see README.md.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-_SPEC = importlib.util.spec_from_file_location("reliability_harness", Path(__file__).with_name("test_harness.py"))
-H = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(H)
+import reliability_harness as H
 
 pytestmark = pytest.mark.slow
 

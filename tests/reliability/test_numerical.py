@@ -8,7 +8,6 @@ AUC edge cases of the metric functions in tests/metrics/test_roc.py; see README.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -16,14 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reliability_harness as H
 
 from cxr_bench.cli import main
 from cxr_bench.metrics.predictions import read_predictions, write_predictions
 from cxr_bench.metrics.roc import per_label_auc, summarize
-
-_SPEC = importlib.util.spec_from_file_location("reliability_harness", Path(__file__).with_name("test_harness.py"))
-H = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(H)
 
 ENTRY = "Data_Entry_2017_v2020.csv"
 DROPPED = "Mass"  # removed from every test image below; it keeps its train/val positives

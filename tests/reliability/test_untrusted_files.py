@@ -1,6 +1,7 @@
 """Untrusted files: a checkpoint that carries a pickled object never runs it, whichever engine path reads it
 (load, resume, evaluate); no loader in the package can unpickle; names from a suite file cannot leave the
-run store through ``cxr-bench run``.
+run store through ``cxr-bench run``; text from a suite file, the environment or the command line cannot
+become a line of an sbatch script, read objects through ``run_name``, or import code shipped beside it.
 
 Covered elsewhere (README.md): pickled pretrained weights (tests/models/test_weights.py), run store name
 and symlink checks (tests/runner/test_runstore.py), notebook parameter injection
@@ -14,20 +15,17 @@ Each test first proves the payload works (``torch.load(weights_only=False)`` doe
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
+import reliability_harness as H
 import torch
 
 from cxr_bench.config import RunConfig
 from cxr_bench.engine.checkpoint import FORMAT_VERSION, load_checkpoint
 from cxr_bench.errors import ConfigError, TrainingError, WeightsError
-
-_SPEC = importlib.util.spec_from_file_location("reliability_harness", Path(__file__).with_name("test_harness.py"))
-H = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(H)
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cxr_bench"
 
@@ -148,3 +146,155 @@ def test_suite_file_names_cannot_escape_the_store(tmp_path, capsys, monkeypatch,
         from cxr_bench.runner.suite import load_suite
 
         load_suite(suite)
+
+
+# ---------------------------------------------------------------------------------------------- SLURM options
+def _sbatch_script(tmp_path: Path, params: dict) -> str:
+    """The sbatch script submitit renders from executor parameters (a do-nothing ``srun`` on PATH lets its
+    SLURM executor start; nothing is submitted)."""
+    import os
+
+    import submitit
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    old = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{old}"
+    try:
+        executor = submitit.AutoExecutor(folder=tmp_path / "jobs" / "%j", cluster="slurm")
+        executor.update_parameters(**params)
+        return executor._executor._make_submission_file_text("true", "uid")
+    finally:
+        os.environ["PATH"] = old
+
+
+def _run_script(tmp_path: Path, script: str) -> None:
+    import os
+    import subprocess
+
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(path)], env=env, cwd=tmp_path, check=False, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("source", ["suite", "command line", "environment", "option name", "partition"])
+def test_slurm_options_cannot_inject_shell_lines(tmp_path, source):
+    """A newline in any SLURM option ends the ``#SBATCH`` comment: the rest is a shell line run on the
+    cluster. Proven live first (the raw value, rendered by submitit and run by bash, creates the marker),
+    then refused from every source before a script exists."""
+    from cxr_bench.runner.launchers import SlurmOptions
+    from cxr_bench.runner.suite import load_suite
+
+    marker = tmp_path / "PWNED"
+    # submitit shell-quotes the value; the trailing "#" comments out the closing quote on the new line.
+    payload = f"abc\ntouch {marker} #"
+    _run_script(tmp_path, _sbatch_script(tmp_path, {"slurm_additional_parameters": {"account": payload}}))
+    assert marker.exists(), "the payload did not fire; the test would prove nothing"
+    marker.unlink()
+
+    with pytest.raises(ConfigError) as err:
+        if source == "suite":
+            suite = H.write_suite(tmp_path / "evil.toml", "evil", {"optim.lr": [0.01]})
+            suite.write_text(suite.read_text() + f"\n[slurm]\nextra = {{ account = {json.dumps(payload)} }}\n")
+            load_suite(suite)
+        elif source == "command line":
+            SlurmOptions.resolve({"extra": [f"account={payload}"]}, {}, {})
+        elif source == "environment":
+            SlurmOptions.resolve({}, {}, {"CXR_BENCH_SLURM_EXTRA": f"account={payload}"})
+        elif source == "option name":
+            SlurmOptions.resolve({"extra": [f"{payload}=1"]}, {}, {})
+        else:
+            SlurmOptions.resolve({"partition": payload}, {}, {})
+    msg = str(err.value)
+    assert "\n" not in msg and ("control character" in msg or "not an sbatch option name" in msg
+                                or "not a partition name" in msg), msg
+    assert {"suite": "evil.toml: [slurm]", "environment": "environment"}.get(source, "command line") in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("option,value", [("output", "{home}/.bashrc"), ("export", "LD_PRELOAD={home}/x.so"),
+                                          ("chdir", "{home}"), ("wrap", "touch x"), ("open_mode", "truncate")])
+def test_slurm_options_that_redirect_the_job_are_refused(tmp_path, option, value):
+    """``output`` (the job's log, opened for append) would write into any file the user owns; ``export``
+    sets the job's environment; ``chdir``, ``wrap``, ``open-mode`` change what runs or where. Each reaches
+    the script as an ``#SBATCH`` line when passed through (shown), and is refused by name."""
+    from cxr_bench.runner.launchers import SlurmOptions
+
+    value = value.format(home=tmp_path)
+    script = _sbatch_script(tmp_path, {"slurm_additional_parameters": {option: value}})
+    assert f"#SBATCH --{option.replace('_', '-')}=" in script
+    with pytest.raises(ConfigError, match=f"SLURM extra option {option!r} is not allowed"):
+        SlurmOptions.resolve({}, {"extra": {option: value}}, {}, suite_source="evil.toml: [slurm]")
+
+
+@pytest.mark.slow
+def test_slurm_injection_through_cxr_bench_run(tmp_path, capsys):
+    from cxr_bench.cli import main
+
+    marker = tmp_path / "PWNED"
+    out = tmp_path / "runs"
+    rc = main(["run", "--suite", "smoke", "--out", str(out), "--launcher", "submitit",
+               "--slurm-extra", f"account=abc\ntouch {marker}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("cxr-bench: error: command line: SLURM extra option 'account'")
+    assert not marker.exists() and not (out / "smoke" / "submitit").exists()
+
+
+# ---------------------------------------------------------------------------------------------- run_name
+def test_run_name_cannot_reach_objects_or_the_environment(tmp_path, monkeypatch, capsys):
+    """A ``run_name`` formatted with ``str.format`` on the config objects reads module globals and
+    environment variables into manifests and reports. The payload is proven live on the config objects
+    (as the old code formatted them), then refused at load, naming the file and the key."""
+    import dataclasses
+
+    from cxr_bench.cli import main
+    from cxr_bench.runner.suite import load_suite
+
+    monkeypatch.setenv("CXR_X1_SECRET", "hunter2")
+    template = "{model.__init__.__globals__[dataclasses].sys.modules[os].environ[CXR_X1_SECRET]}"
+    cfg = RunConfig()
+    assert template.format(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}) == "hunter2"
+
+    suite = H.write_suite(tmp_path / "evil.toml", "evil", {"optim.lr": [0.01]})
+    suite.write_text(suite.read_text().replace('name = "evil"', f'name = "evil"\nrun_name = {json.dumps(template)}', 1))
+    with pytest.raises(ConfigError, match=r"evil.toml: \[suite\] run_name .* is not a config field"):
+        load_suite(suite)
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err and err.startswith("cxr-bench: error:") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+    # A width of a billion characters would be a 1 GB name per run: refused, not rendered.
+    suite.write_text(suite.read_text().replace(json.dumps(template), '"{seed:>999999999}"'))
+    with pytest.raises(ConfigError, match="format spec"):
+        load_suite(suite)
+
+
+# ---------------------------------------------------------------------------------------------- plugins
+def test_suite_imports_cannot_run_code_shipped_beside_the_suite(tmp_path):
+    """``[suite] imports`` names installed modules. A module placed next to a suite file is not on the
+    path (the suite's folder is never added), standard-library modules that act on import and ``__main__``
+    modules are refused by name."""
+    import sys
+
+    from cxr_bench.runner.suite import load_suite
+
+    marker = tmp_path / "PWNED"
+    folder = tmp_path / "download"
+    folder.mkdir()
+    (folder / "x1_beside_the_suite.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    suite = H.write_suite(folder / "evil.toml", "evil", {"optim.lr": [0.01]})
+    text = suite.read_text()
+    for module, needle in (("x1_beside_the_suite", "cannot import plugin module 'x1_beside_the_suite'"),
+                           ("antigravity", "standard-library module"), ("this", "standard-library module"),
+                           ("pip.__main__", "__main__ module"), ("os; import x", "not a module name"),
+                           ("../x", "not a module name")):
+        suite.write_text(text.replace('name = "evil"', f'name = "evil"\nimports = [{json.dumps(module)}]', 1))
+        with pytest.raises(ConfigError, match=re.escape(needle)) as err:
+            load_suite(suite)
+        assert "evil.toml: [suite] imports" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    assert "antigravity" not in sys.modules and "x1_beside_the_suite" not in sys.modules

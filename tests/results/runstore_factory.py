@@ -1,6 +1,6 @@
 """A tiny but realistic run store for the results and reports tests.
 
-Every file follows the contracts of docs/architecture.md and cxr_bench/runstore.py: ``config.json`` is a
+Every file follows the contracts of docs/architecture.md and cxr_bench/runner/store.py: ``config.json`` is a
 real ``RunConfig.to_dict()``, predictions are written by ``metrics.predictions.write_predictions`` and
 ``metrics.json`` blocks by ``metrics.roc.summarize`` -- only the model outputs are synthetic (scores that
 separate the classes with a per-run strength), so every number downstream is a real computation.
@@ -59,8 +59,11 @@ def _scores(y: np.ndarray, strength: float, seed: int) -> np.ndarray:
 
 def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: float, profile: str = "sample",
               pairs: list[dict[str, Any]] | None = None, status: str = "completed",
-              n_bootstrap: int = 100) -> tuple[str, Path]:
-    """One run directory; returns (run_id, path)."""
+              n_bootstrap: int = 100, test_extra: dict[str, Any] | None = None,
+              extended: bool = False) -> tuple[str, Path]:
+    """One run directory; returns (run_id, path). ``extended`` adds the trainer's ``calibration`` and
+    ``subgroups`` blocks to metrics.json's test block (:func:`cxr_bench.metrics.extended.extra_metrics`);
+    ``test_extra`` is merged into that block last."""
     cfg = RunConfig().replace(**overrides)
     run_id = cfg.run_id()
     run_dir = root / suite / run_id
@@ -95,6 +98,12 @@ def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: fl
     for split in ("test", "val"):
         pred = read_predictions(run_dir / "predictions" / f"{split}.csv")
         blocks[split] = summarize(pred, val=val, n_bootstrap=n_bootstrap, seed=0, split=split)
+    if extended:
+        from cxr_bench.metrics.extended import extra_metrics
+
+        test = read_predictions(run_dir / "predictions" / "test.csv")
+        blocks["test"].update(extra_metrics(test, blocks["test"], n_bootstrap=n_bootstrap, seed=0))
+    blocks["test"].update(test_extra or {})
     metrics = {"label_set": cfg.data.label_set, "labels": list(labels), **blocks, "best_epoch": 2,
                "epochs_run": 3, "train_images_per_s": 123.4, "params": 3_200_000 + len(labels), "gmacs": 0.58}
     atomic_write_json(run_dir / "metrics.json", metrics)

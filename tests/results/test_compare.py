@@ -7,22 +7,27 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from cxr_bench.cli import main
 from cxr_bench.errors import RunStoreError
-from cxr_bench.metrics.delong import delong_test
+from cxr_bench.metrics import clustered_auc_test, delong_test, holm
+from cxr_bench.metrics.predictions import write_predictions
 from cxr_bench.results.compare import (
+    ABLATION_COLUMNS,
     AblationPair,
     ablation_table,
+    banner,
     compare_leaderboards,
     compare_reference,
     find_ablation_pairs,
     pair_summary,
     paired_ablation,
+    protocol_mismatches,
 )
 from cxr_bench.results.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
-from cxr_bench.results.references import wang2017_table17
-from cxr_bench.results.runs import load_runs
+from cxr_bench.results.references import match_reference, wang2017_table17
+from cxr_bench.results.runs import RunRecord, load_runs
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def boards(run_store, tmp_path_factory):
     b = a.copy()
     i = b.index[b["run_id"] == ids["gamma"]][0]
     b.loc[i, "mean_auc"] += 0.0100
-    b.loc[i, "auc_Mass"] -= 0.0200
+    b.loc[i, "auc_mass"] -= 0.0200
     b = b[b["run_id"] != ids["alexnet_8"]]
     new = b[b["run_id"] == ids["baseline"]].assign(seed=1, run_id="feedfacecafe")
     b = pd.concat([b, new], ignore_index=True)
@@ -47,14 +52,15 @@ def test_compare_two_leaderboards(boards):
     assert out["present"].value_counts().to_dict() == {"both": 5, "only_a": 1, "only_b": 1}
     changed = out[out["run_id_a"] == ids["gamma"]].iloc[0]
     assert changed["delta_mean_auc"] == pytest.approx(0.01, abs=1e-9)
-    assert changed["delta_auc_Mass"] == pytest.approx(-0.02, abs=1e-9)
-    assert changed["delta_auc_Atelectasis"] == 0
+    assert changed["delta_auc_mass"] == pytest.approx(-0.02, abs=1e-9)
+    assert changed["delta_auc_atelectasis"] == 0
     same = out[(out["present"] == "both") & (out["run_id_a"] != ids["gamma"])]
     assert (same["delta_mean_auc"] == 0).all()
     assert out.loc[out["present"] == "only_a", "run_id_a"].item() == ids["alexnet_8"]
     assert out.loc[out["present"] == "only_b", "run_id_b"].item() == "feedfacecafe"
     by_id = compare_leaderboards(read_leaderboard(pa), read_leaderboard(pb), key="run_id")
     assert set(by_id["present"]) == {"both", "only_a", "only_b"}
+    assert banner(out)[0].startswith("NOT COMPARABLE")  # the factory's runs are bundled-sample runs
 
 
 def test_duplicate_keys_are_refused(boards):
@@ -65,28 +71,104 @@ def test_duplicate_keys_are_refused(boards):
         compare_leaderboards(dup, a)
 
 
-def test_compare_reference_table17(boards):
+# ------------------------------------------------------------------------------------------ reference
+
+
+def _paper_protocol(row: pd.DataFrame) -> pd.DataFrame:
+    """A leaderboard row moved onto Table 17's protocol (what a `paper`-profile run on NIH would show)."""
+    return row.assign(profile="paper", head="wang2017", image_size=1024, pretrained="cache", bundled_sample=False,
+                      metadata_sha256="f" * 64)
+
+
+def test_reference_one_seed_sample_run_is_no_verdict_and_not_comparable(boards):
     pa, _, ids = boards
     cmp = compare_reference(read_leaderboard(pa), "wang2017")
     assert set(cmp["run_id"]) == {ids["resnet50_14"], ids["alexnet_8"], ids["resnet50_8"]}
     r14 = cmp[cmp["run_id"] == ids["resnet50_14"]].set_index("label")
-    assert len(r14) == 15 and r14["comparable"].all() and "Table 17" in r14["source"].iloc[0]
-    t17 = wang2017_table17()
-    for lab, paper in t17.items():
+    assert len(r14) == 15 and "Table 17" in r14["source"].iloc[0] and (r14["n_seeds"] == 1).all()
+    for lab, paper in wang2017_table17().items():
         row = r14.loc[lab]
-        assert row["paper"] == paper
-        assert row["delta"] == pytest.approx(row["ours"] - paper)
-        assert row["paper_in_ci"] == (row["ours_ci_lo"] <= paper <= row["ours_ci_hi"])
+        assert row["paper"] == paper and row["delta"] == pytest.approx(row["ours"] - paper)
+        assert row["verdict"] == "no verdict (1 seed)" and math.isnan(row["delta_ci_lo"])
     assert r14.loc["mean", "paper"] == 0.7451
+    # The factory's runs are sample-profile runs at 64 px with a GAP head and no pretrained weights.
+    assert not r14["comparable"].any()
+    fields = sorted(part.split(":")[0] for part in r14["why_not"].iloc[0].split("; "))
+    assert fields == ["head", "image_size", "pretrained", "profile"]
     alex = cmp[cmp["run_id"] == ids["alexnet_8"]]
-    assert len(alex) == 9 and not alex["comparable"].any() and set(alex["setting"]) == {"AlexNet"}
+    assert len(alex) == 9 and set(alex["setting"]) == {"AlexNet"} and "split: ours official" in alex["why_not"].iloc[0]
     assert compare_reference(read_leaderboard(pa), "chexnet").empty
+    lines = banner(cmp)
+    assert lines[0].startswith("NOT COMPARABLE") and "random initialisation" in lines[1] and "64-px" in lines[1]
+
+
+def test_reference_with_seeds_has_an_interval_and_a_verdict(boards):
+    pa, _, ids = boards
+    lb = read_leaderboard(pa)
+    base = _paper_protocol(lb[lb["run_id"] == ids["resnet50_14"]])
+    # Three seeds of one configuration on Table 17's protocol, AUCs spread around the paper's.
+    rows = []
+    for seed, shift in ((0, -0.01), (1, 0.0), (2, 0.02)):
+        r = base.assign(seed=seed, run_id=f"seed{seed}")
+        for col in ("auc_atelectasis", "mean_auc"):
+            paper = 0.7003 if col == "auc_atelectasis" else 0.7451
+            r[col] = paper + shift
+            r[f"{col}_ci_lo"], r[f"{col}_ci_hi"] = paper + shift - 0.02, paper + shift + 0.02
+        rows.append(r)
+    cmp = compare_reference(pd.concat(rows, ignore_index=True), "wang2017").set_index("label")
+    assert cmp["comparable"].all() and (cmp["why_not"] == "").all() and (cmp["n_seeds"] == 3).all()
+    assert banner(cmp) == []  # nothing from the bundled sample, every protocol field matches
+    at = cmp.loc["Atelectasis"]
+    vals = 0.7003 + np.array([-0.01, 0.0, 0.02])
+    se_test = 0.04 / (2 * stats.norm.ppf(0.975))
+    seed_var = vals.var(ddof=1) / 3
+    var = se_test**2 + seed_var
+    df = var**2 / (seed_var**2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(var)
+    assert at["ours"] == pytest.approx(vals.mean()) and at["ours_sd"] == pytest.approx(vals.std(ddof=1))
+    assert (at["delta_ci_lo"], at["delta_ci_hi"]) == pytest.approx((vals.mean() - 0.7003 - half,
+                                                                     vals.mean() - 0.7003 + half))
+    assert at["verdict"] == "consistent with paper" and at["paper_in_ci"]
+    # Far from the paper with little spread: a verdict, not "consistent".
+    far = [r.assign(auc_cardiomegaly=0.60 + 0.001 * i, auc_cardiomegaly_ci_lo=0.59, auc_cardiomegaly_ci_hi=0.61)
+           for i, r in enumerate(rows)]
+    cmp2 = compare_reference(pd.concat(far, ignore_index=True), "wang2017").set_index("label")
+    assert cmp2.loc["Cardiomegaly", "verdict"] == "below paper"
+    # Not comparable: the verdict says so.
+    odd = [r.assign(image_size=512) for r in far]
+    cmp3 = compare_reference(pd.concat(odd, ignore_index=True), "wang2017").set_index("label")
+    assert cmp3.loc["Cardiomegaly", "verdict"] == "below paper (not comparable)"
+    assert cmp3.loc["Cardiomegaly", "why_not"] == "image_size: ours 512, paper 1024"
+    # A seed without a CI: no interval, no verdict (never one that ignores test sampling).
+    gap = [rows[0].assign(auc_atelectasis_ci_lo=np.nan), *rows[1:]]
+    cmp4 = compare_reference(pd.concat(gap, ignore_index=True), "wang2017").set_index("label")
+    assert cmp4.loc["Atelectasis", "verdict"] == "no verdict (no interval)"
+    # Two rows of one configuration with the same seed are not seeds: refused.
+    with pytest.raises(RunStoreError, match="not seeds"):
+        compare_reference(pd.concat([rows[0], rows[0].assign(run_id="other")], ignore_index=True), "wang2017")
+
+
+def test_protocol_fields_per_reference(boards):
+    pa, _, ids = boards
+    row = _paper_protocol(read_leaderboard(pa).query(f"run_id == '{ids['resnet50_14']}'")).iloc[0].to_dict()
+    assert protocol_mismatches(match_reference("wang2017", row), row) == []
+    for field, value in (("loss", "bce"), ("split", "random-image"), ("pretrained", "none"), ("profile", "sample")):
+        bad = {**row, field: value}
+        assert [m.split(":")[0] for m in protocol_mismatches(match_reference("wang2017", bad), bad)] == [field]
+    # Table 3 wants the random image-level split; CheXNet is never comparable (its own split).
+    t3 = {**row, "label_set": "chestxray8", "split": "random-image"}
+    assert protocol_mismatches(match_reference("wang2017", t3), t3) == []
+    chex = {**row, "backbone": "densenet121", "head": "gap", "loss": "bce", "image_size": 224}
+    assert [m.split(":")[0] for m in protocol_mismatches(match_reference("chexnet", chex), chex)] == ["split"]
+
+
+# ------------------------------------------------------------------------------------------ ablations
 
 
 def test_ablation_pairs_from_manifest_and_from_config_diff(run_store, tmp_path):
     root, ids = run_store
     pairs = find_ablation_pairs(load_runs(root, "ablations"))
-    got = {(p.factor, p.value_a, p.value_b, p.a.run_id, p.b.run_id) for p in pairs}
+    got = {(p.factor, p.value_a, p.value_b, p.run_a, p.run_b) for p in pairs}
     assert got == {("data.grayscale", "identity", "gamma", ids["baseline"], ids["gamma"]),
                    ("model.head", "gap", "attention", ids["baseline"], ids["attention"])}
     # A store without the runner's pair records: pairs are found by diffing the configs.
@@ -96,7 +178,7 @@ def test_ablation_pairs_from_manifest_and_from_config_diff(run_store, tmp_path):
         m = json.loads(manifest.read_text())
         del m["suite"]["pairs"]
         manifest.write_text(json.dumps(m))
-    diffed = {(p.factor, p.value_a, p.value_b, p.a.run_id, p.b.run_id) for p in find_ablation_pairs(load_runs(copy))}
+    diffed = {(p.factor, p.value_a, p.value_b, p.run_a, p.run_b) for p in find_ablation_pairs(load_runs(copy))}
     assert diffed == got
 
 
@@ -104,26 +186,74 @@ def test_paired_ablation_numbers(run_store):
     root, ids = run_store
     runs = {r.run_id: r for r in load_runs(root, "ablations")}
     a, b = runs[ids["baseline"]], runs[ids["gamma"]]
-    table = paired_ablation(AblationPair("ablations", "data.grayscale", "identity", "gamma", a, b),
-                            n_bootstrap=200)
+    table = paired_ablation(AblationPair("ablations", "data.grayscale", "identity", "gamma", a, b), n_bootstrap=200)
+    assert list(table.columns) == list(ABLATION_COLUMNS) and "p" not in table.columns
     assert len(table) == 15 and table["label"].iloc[-1] == "mean"
     pa, pb = a.predictions(), b.predictions()
     ma, mb = a.metrics["test"]["per_label"], b.metrics["test"]["per_label"]
+    per = table.iloc[:-1].set_index("label")
     for j, lab in enumerate(pa.labels):
-        row = table[table["label"] == lab].iloc[0]
+        row = per.loc[lab]
         assert row["delta"] == pytest.approx(mb[lab]["auc"] - ma[lab]["auc"], abs=1e-12)
-        assert row["p"] == delong_test(pa.y_true[:, j], pb.y_prob[:, j], pa.y_prob[:, j]).p
-        assert row["test"] == "delong" and row["ci_lo"] <= row["ci_hi"]
+        assert row["p_delong_image_level"] == pytest.approx(delong_test(pa.y_true[:, j], pb.y_prob[:, j],
+                                                                        pa.y_prob[:, j]).p, rel=1e-9)
+        assert row["p_clustered"] == pytest.approx(
+            clustered_auc_test(pa.y_true[:, j], pb.y_prob[:, j], pa.y_prob[:, j], pa.patient_ids).p, rel=1e-9)
+        assert row["ci_lo"] <= row["delta"] <= row["ci_hi"] or row["reason"]
+    np.testing.assert_allclose(per["p_bootstrap_holm"], holm(per["p_bootstrap"]))
+    ok = per["p_bootstrap_holm"] < 0.05
+    assert (per.loc[ok & (per["delta"] > 0), "verdict"] == "better").all()
+    assert (per.loc[~ok, "verdict"] == "no evidence").all()
+    assert table["interval"].iloc[0].startswith("patients only")
     mean = table.iloc[-1]
-    assert mean["test"] == "bootstrap" and 0 < mean["p"] <= 1
     assert mean["delta"] == pytest.approx(b.metrics["test"]["mean_auc"] - a.metrics["test"]["mean_auc"])
-    # A run against itself: zero difference, a degenerate interval, no evidence of a difference.
+    # A run against itself: zero difference, no evidence.
     same = paired_ablation(AblationPair("ablations", "x", "a", "a", a, a), n_bootstrap=50)
-    assert (same["delta"] == 0).all() and (same["ci_lo"] == 0).all() and (same["ci_hi"] == 0).all()
-    assert (same["p"] == 1).all()
+    assert (same["delta"] == 0).all() and (same["p_bootstrap"] == 1).all()
+    assert (same["verdict"] == "no evidence").all()
     summary = pair_summary(ablation_table(load_runs(root, "ablations"), n_bootstrap=50))
     assert len(summary) == 2 and set(summary["factor"]) == {"data.grayscale", "model.head"}
-    assert np.isfinite(summary["ci_lo"]).all()
+    assert (summary[["labels_better", "labels_worse", "labels_no_evidence", "labels_no_test"]].sum(axis=1) == 14).all()
+    assert "labels_p_lt_0.05" not in summary.columns and banner(summary)[0].startswith("NOT COMPARABLE")
+
+
+def test_seeds_make_one_configuration(run_store, store_factory, tmp_path):
+    root, ids = run_store
+    store = tmp_path / "runs"
+    shutil.copytree(root / "ablations", store / "ablations")
+    abl = {"optim.epochs": 3, "data.image_size": 64, "model.backbone": "mobilenet_v1"}
+    base1, _ = store_factory.write_run(store, "ablations", {**abl, "seed": 1}, strength=0.8)
+    gamma1, _ = store_factory.write_run(store, "ablations", {**abl, "seed": 1, "data.grayscale": "gamma"},
+                                        strength=1.0, pairs=[{"block": "grayscale", "factor": "data.grayscale",
+                                                              "reference": base1, "reference_value": "identity",
+                                                              "value": "gamma"}])
+    pairs = {p.factor: p for p in find_ablation_pairs(load_runs(store))}
+    g = pairs["data.grayscale"]
+    assert {r.run_id for r in g.a} == {ids["baseline"], base1} and {r.run_id for r in g.b} == {ids["gamma"], gamma1}
+    assert [r.cfg("seed") for r in g.a] == [0, 1]
+    assert {r.run_id for r in pairs["model.head"].a} == {ids["baseline"], base1}  # 2 seeds vs 1
+    t = paired_ablation(g, n_bootstrap=100).set_index("label")
+    assert (t["seeds_a"] == 2).all() and t["interval"].iloc[0] == "patients + seeds (2 vs 2)"
+    aucs = lambda runs, lab: np.mean([r.metrics["test"]["per_label"][lab]["auc"] for r in runs])  # noqa: E731
+    assert t.loc["Mass", "delta"] == pytest.approx(aucs(g.b, "Mass") - aucs(g.a, "Mass"), abs=1e-12)
+
+
+def test_runs_scored_on_different_images_cannot_be_paired(run_store, tmp_path):
+    root, ids = run_store
+    store = tmp_path / "runs"
+    shutil.copytree(root / "ablations", store / "ablations")
+    runs = {r.run_id: r for r in load_runs(store, "ablations")}
+    a, b = runs[ids["baseline"]], runs[ids["gamma"]]
+    p = b.predictions()
+    keep = np.arange(len(p))[3:]
+    write_predictions(b.predictions_path(), p.images[keep], p.patient_ids[keep], p.y_true[keep], p.y_prob[keep],
+                      p.labels)
+    # Fresh records (a record caches its predictions); load_runs would now skip b as damaged.
+    a, b = RunRecord.load(a.run_dir), RunRecord.load(b.run_dir)
+    with pytest.raises(RunStoreError) as e:
+        paired_ablation(AblationPair("ablations", "data.grayscale", "identity", "gamma", a, b), n_bootstrap=10)
+    msg = str(e.value)
+    assert ids["baseline"] in msg and ids["gamma"] in msg and "3 only in" in msg and "0 only in" in msg
 
 
 def test_cli_compare(boards, run_store, tmp_path, capsys):
@@ -132,10 +262,23 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
     assert main(["compare", str(pa), str(pb), "--out", str(tmp_path / "d.csv")]) == 0
     printed = capsys.readouterr().out
     assert "only_a" in printed and "only_b" in printed and ids["gamma"] in printed
-    assert len(pd.read_csv(tmp_path / "d.csv")) == 7
-    assert main(["compare", str(pa), "--reference", "wang2017"]) == 0
-    assert "0.7451" in capsys.readouterr().out
-    assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "50"]) == 0
-    assert "data.grayscale" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "d.csv", comment="#")) == 7
+    assert main(["compare", str(pa), "--reference", "wang2017", "--out", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "0.7451" in out and "no verdict (1 seed)" in out and out.startswith("# NOT COMPARABLE")
+    text = (tmp_path / "r.csv").read_text()
+    assert text.startswith("# NOT COMPARABLE") and "why_not" in text
+    assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "50",
+                 "--out", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "data.grayscale" in out and "p_bootstrap_holm" in out and "p_delong_image_level" in out
+    assert out.startswith("# NOT COMPARABLE")
+    csv = pd.read_csv(tmp_path / "a.csv", comment="#")
+    assert {"p_clustered_holm", "verdict"} <= set(csv.columns) and len(csv) == 30
+    assert (tmp_path / "a.csv").read_text().startswith("# NOT COMPARABLE")
+    assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "20",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["banner"][0].startswith("NOT COMPARABLE") and len(doc["table"]) == 30 and len(doc["summary"]) == 2
     assert main(["compare", str(pa)]) == 2  # two leaderboards needed
-    assert math.isfinite(read_leaderboard(pa)["mean_auc"].iloc[0])
+    assert main(["compare", "--ablations", "--runs", str(root), "--alpha", "2"]) == 2

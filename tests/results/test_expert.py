@@ -3,8 +3,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
+from cxr_bench.metrics import resample_groups
 from cxr_bench.metrics.predictions import Predictions
 from cxr_bench.results.expert import EXPERT_COLUMNS, evaluate_expert, expert_columns, expert_labels, expert_table
 from cxr_bench.results.runs import load_runs
@@ -64,3 +66,52 @@ def test_no_covered_image_gives_empty_columns():
     (r,) = evaluate_expert(pred)
     assert r.n == 3 and r.expert_pos == 0 and math.isnan(r.expert_auc) and r.nih_auc == 1.0
     assert "expert_n" in EXPERT_COLUMNS
+
+
+def test_expert_intervals_replay_the_patient_bootstrap(run_store):
+    root, ids = run_store
+    rec = next(r for r in load_runs(root) if r.run_id == ids["resnet50_14"])
+    pred = rec.predictions("test")
+    res = {r.target: r for r in evaluate_expert(pred, n_bootstrap=40, seed=2)}
+    ex = expert_labels().set_index("image")
+    covered = np.array([i for i, name in enumerate(pred.images) if name in ex.index])
+    members = [pred.labels.index(lab) for lab in ("Consolidation", "Pneumonia", "Infiltration", "Edema")]
+    truth = ex.loc[pred.images[covered], "airspace_opacity"].to_numpy()
+    nih = pred.y_true[covered][:, members].max(axis=1)
+    score = pred.y_prob[covered][:, members].max(axis=1)
+    patients = pred.patient_ids[covered]
+    pids = np.unique(patients)
+    draws = resample_groups(len(pids), 40, 2)
+    reps = {"expert": [], "nih": []}
+    for r in range(40):
+        w = np.bincount(draws[r], minlength=len(pids))[np.searchsorted(pids, patients)]
+        for name, t in (("expert", truth), ("nih", nih)):
+            keep = w > 0
+            ok = 0 < t[keep].sum() < keep.sum()
+            reps[name].append(roc_auc_score(t[keep], score[keep], sample_weight=w[keep]) if ok else np.nan)
+    nm = res["airspace_opacity"]
+    for name, ci in (("expert", nm.expert_ci), ("nih", nm.nih_ci)):
+        v = np.array(reps[name])
+        assert ci == pytest.approx(tuple(np.percentile(v[np.isfinite(v)], [2.5, 97.5])), abs=1e-12)
+    assert nm.n_patients == len(pids)
+    diff = np.array(reps["nih"]) - np.array(reps["expert"])
+    assert nm.difference_ci == pytest.approx(tuple(np.percentile(diff[np.isfinite(diff)], [2.5, 97.5])), abs=1e-12)
+    # One expert-positive image (nodule_or_mass in this store): an AUC but no interval.
+    assert res["nodule_or_mass"].expert_pos == 1 and math.isnan(res["nodule_or_mass"].expert_ci[0])
+    table = expert_table([rec])
+    assert {"expert_ci_lo", "nih_ci_hi", "nih_minus_expert_ci_lo"} <= set(table.columns)
+    row = expert_columns(rec)
+    assert row["expert_auc_airspace_opacity_ci_lo"] <= row["expert_auc_airspace_opacity"] \
+        <= row["expert_auc_airspace_opacity_ci_hi"]
+
+
+def test_too_few_positives_give_no_interval():
+    ex = expert_labels()
+    pos = ex[ex["pneumothorax"] == 1]["image"].to_numpy()[:1]
+    neg = ex[ex["pneumothorax"] == 0]["image"].to_numpy()[:4]
+    names = np.r_[pos, neg]
+    pred = Predictions(names, np.array(["1", "2", "3", "4", "5"]), np.array([[1], [0], [0], [0], [1]], dtype=np.int8),
+                       np.array([[0.9], [0.1], [0.4], [0.3], [0.2]]), ("Pneumothorax",))
+    (r,) = evaluate_expert(pred, n_bootstrap=20)
+    assert r.expert_pos == 1 and r.expert_auc == 1.0 and all(math.isnan(v) for v in r.expert_ci)
+    assert r.nih_pos == 2 and all(math.isfinite(v) for v in r.nih_ci)

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import csv
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
 
 from cxr_bench.cli import main
+from cxr_bench.config import RunConfig
 from cxr_bench.data.labels import CHESTXRAY8, CHESTXRAY14
 from cxr_bench.errors import RunStoreError
 from cxr_bench.results.leaderboard import (
     COLUMNS,
+    FACTOR_COLUMNS,
+    auc_column,
     build_leaderboard,
     leaderboard_csv,
     read_leaderboard,
@@ -41,31 +46,74 @@ def test_rows_match_metrics_json(run_store):
     t = lb.table
     assert list(t.columns) == list(COLUMNS)
     assert len(t) == 6 and set(t["run_id"]) == {v for k, v in ids.items() if k != "failed"}
+    assert set(t["status"]) == {"completed"} and set(t["problem"]) == {""}
     assert list(lb.failed["run_id"]) == [ids["failed"]] and lb.failed["status"].iloc[0] == "failed"
     row = t.set_index("run_id").loc[ids["resnet50_14"]]
     metrics = json.loads((root / "wang2017" / ids["resnet50_14"] / "metrics.json").read_text())
     assert row["mean_auc"] == metrics["test"]["mean_auc"]
     assert [row["mean_auc_ci_lo"], row["mean_auc_ci_hi"]] == metrics["test"]["mean_auc_ci"]
     for lab in CHESTXRAY14:
-        assert row[f"auc_{lab}"] == metrics["test"]["per_label"][lab]["auc"]
-        assert row[f"auc_{lab}_ci_lo"] == metrics["test"]["per_label"][lab]["ci"][0]
+        assert row[auc_column(lab)] == metrics["test"]["per_label"][lab]["auc"]
+        assert row[auc_column(lab) + "_ci_lo"] == metrics["test"]["per_label"][lab]["ci"][0]
+    assert auc_column("Pleural_Thickening") == "auc_pleural_thickening"
     assert (row["backbone"], row["label_set"], row["loss"], row["split"], row["profile"]) == \
         ("resnet50", "chestxray14", "wcel", "official", "sample")
-    assert row["param_count"] == metrics["params"] and row["best_epoch"] == 2 and row["epochs"] == 3
+    assert row["param_count"] == metrics["params"] and row["best_epoch"] == 2 and row["epochs_run"] == 3
     assert row["git_commit"].startswith("0123456789ab") and not row["git_dirty"]
-    assert len(row["metadata_sha256"]) == 64
+    assert len(row["metadata_sha256"]) == 64 and row["blocks"] == "main" and row["bundled_sample"]
     # An 8-label run leaves the 6 ChestX-ray14-only columns empty.
     row8 = t.set_index("run_id").loc[ids["alexnet_8"]]
-    assert all(math.isnan(row8[f"auc_{lab}"]) for lab in CHESTXRAY14 if lab not in CHESTXRAY8)
-    assert all(not math.isnan(row8[f"auc_{lab}"]) for lab in CHESTXRAY8)
+    assert all(math.isnan(row8[auc_column(lab)]) for lab in CHESTXRAY14 if lab not in CHESTXRAY8)
+    assert all(not math.isnan(row8[auc_column(lab)]) for lab in CHESTXRAY8)
     # Localization: only resnet50_8 was localized (runstore_factory.write_localization): accuracy
     # 0.05 * (i + 1) * (1 - T) for the 7 labels with boxes (Nodule, i = 5, has none), 4 boxes each.
     loc = t.set_index("run_id").loc[ids["resnet50_8"]]
     with_boxes = [i for i in range(8) if i != 5]
-    for thr in (0.1, 0.5):
-        assert loc[f"loc_acc_iobb_{thr}"] == pytest.approx(sum(0.05 * (i + 1) * (1 - thr) for i in with_boxes) / 7)
-    assert loc["loc_afp_iobb_0.1"] == 0.5 and loc["loc_n_boxes"] == 28
-    assert math.isnan(row["loc_acc_iobb_0.1"]) and math.isnan(row8["loc_n_boxes"])  # not localized
+    for thr, col in ((0.1, "loc_acc_iobb_0p1"), (0.5, "loc_acc_iobb_0p5")):
+        assert loc[col] == pytest.approx(sum(0.05 * (i + 1) * (1 - thr) for i in with_boxes) / 7)
+    assert loc["loc_afp_iobb_0p1"] == 0.5 and loc["loc_n_boxes"] == 28
+    assert math.isnan(row["loc_acc_iobb_0p1"]) and math.isnan(row8["loc_n_boxes"])  # not localized
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("head_kwargs", "kwargs"):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_factor_columns_are_every_identity_field(tmp_path, store_factory):
+    """Every identity field of the config (the thing that makes two runs different experiments) is a
+    column, named in one style, holding the run's value; two paper-profile rows that differ only in a
+    frozen backbone no longer look identical."""
+    leaves = _leaves(RunConfig().identity_dict(full=True))
+    assert len(FACTOR_COLUMNS) == len(leaves) == len(set(FACTOR_COLUMNS))
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", c) for c in COLUMNS), [c for c in COLUMNS if not re.fullmatch(
+        r"[a-z][a-z0-9_]*", c)]
+    assert len(set(COLUMNS)) == len(COLUMNS)
+    over = {"model.backbone": "resnet50", "optim.optimizer": "sgd", "optim.lr": 3e-5, "optim.epochs": 7,
+            "model.pretrained": "/w/imagenet-resnet50.pth", "model.head_kwargs": {}, "name": "rn50-frozen",
+            "data.image_size": 96}
+    root = tmp_path / "runs"
+    frozen, _ = store_factory.write_run(root, "paper", {**over, "model.freeze_backbone": True}, strength=1.0,
+                                        n_bootstrap=5)
+    tuned, _ = store_factory.write_run(root, "paper", {**over, "model.freeze_backbone": False,
+                                                        "name": "rn50-tuned"}, strength=1.0, n_bootstrap=5)
+    t = build_leaderboard(root, expert=False).table.set_index("run_id")
+    r = t.loc[frozen]
+    assert (r["optimizer"], r["lr"], r["epochs"], r["image_size"], r["pretrained"], r["run_name"]) == \
+        ("sgd", 3e-5, 7, 96, "imagenet-resnet50.pth", "rn50-frozen")
+    assert bool(r["freeze_backbone"]) is True and bool(t.loc[tuned, "freeze_backbone"]) is False
+    assert r["random_fractions"] == "[0.7,0.1,0.2]" and r["eval_threshold"] == "youden"
+    differ = [c for c in FACTOR_COLUMNS if str(t.loc[frozen, c]) != str(t.loc[tuned, c])]
+    assert differ == ["freeze_backbone"]
+    # The shortest round-trip form keeps small learning rates exact in the CSV (4 decimals would print 0).
+    path = write_leaderboard(build_leaderboard(root, expert=False), tmp_path / "lb.csv")
+    back = read_leaderboard(path).set_index("run_id")
+    assert back.loc[frozen, "lr"] == 3e-5 and back.loc[frozen, "freeze_backbone"] == True  # noqa: E712
 
 
 def test_sorted_and_byte_stable(run_store, tmp_path):
@@ -77,15 +125,45 @@ def test_sorted_and_byte_stable(run_store, tmp_path):
     assert keys == sorted(keys)
     path = write_leaderboard(a, tmp_path / "lb.csv")
     text = path.read_text()
-    header, first = text.splitlines()[:2]
-    assert header.split(",")[:3] == ["suite", "run_id", "backbone"]
-    cells = dict(zip(header.split(","), first.split(",")))
+    lines = text.splitlines()
+    # The factory's runs are on the bundled sample (no data.root): the CSV itself says so, with why.
+    assert lines[0].startswith("# NOT COMPARABLE WITH ANY PAPER: 6 of 6 run(s)") and "chance" in lines[0]
+    assert lines[1].startswith("# Why: random initialisation, 64 px images, at most 3 epoch(s)")
+    header, first = list(csv.reader(lines[2:4]))
+    assert header[:3] == ["suite", "run_id", "status"]
+    cells = dict(zip(header, first))
     assert len(cells["mean_auc"].split(".")[1]) == 4  # fixed 4 decimals
-    assert cells["git_dirty"] == "false" and cells["image_size"] == "64"
+    assert cells["git_dirty"] == "false" and cells["image_size"] == "64" and cells["lr"] == "0.001"
     back = read_leaderboard(path)
     assert back["run_id"].tolist() == a["run_id"].tolist()
     assert leaderboard_csv(back) == text  # read + write round-trips to the same bytes
-    assert not list(tmp_path.glob(".lb.csv.*"))  # no temporary file left behind
+    assert pd.read_csv(path, comment="#").shape == a.shape
+    assert not list(tmp_path.glob(".lb*.tmp"))  # no temporary file left behind
+    assert {p.name for p in tmp_path.iterdir()} == {"lb.csv", "lb_agg.csv", "lb_subgroups.csv"}
+
+
+def test_no_banner_off_the_sample_and_formula_cells_neutralised(tmp_path, store_factory):
+    root = tmp_path / "runs"
+    store_factory.write_run(root, "real", {"data.root": "/data/nih", "name": "=HYPERLINK(\"http://x\")",
+                                           "model.pretrained": "@evil.pth"}, strength=1.0, n_bootstrap=5)
+    lb = build_leaderboard(root, expert=False)
+    text = write_leaderboard(lb, tmp_path / "lb.csv").read_text()
+    assert not text.startswith("#")
+    cells = dict(zip(*csv.reader(text.splitlines()[:2])))
+    assert cells["pretrained"] == "'@evil.pth" and cells["bundled_sample"] == "false"
+    row = pd.read_csv(tmp_path / "lb.csv")
+    assert row["run_name"].iloc[0] == "'=HYPERLINK(\"http://x\")"
+    assert row["mean_auc"].iloc[0] == pytest.approx(lb.table["mean_auc"].iloc[0], abs=5e-5)  # numbers untouched
+
+
+def test_old_leaderboard_gets_todays_names(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("suite,run_id,backbone,mean_auc,auc_Atelectasis,auc_Pleural_Thickening_ci_lo,epochs,"
+                   "loc_acc_iobb_0.1\nw,00ab,resnet50,0.7,0.71,0.6,3,0.2\n")
+    df = read_leaderboard(old)
+    assert list(df.columns) == ["suite", "run_id", "backbone", "mean_auc", "auc_atelectasis",
+                                "auc_pleural_thickening_ci_lo", "epochs_run", "loc_acc_iobb_0p1"]
+    assert df["run_id"].iloc[0] == "00ab" and df["epochs_run"].iloc[0] == 3
 
 
 def test_record_without_runner_files(tmp_path, store_factory):
@@ -97,7 +175,7 @@ def test_record_without_runner_files(tmp_path, store_factory):
     assert rec.completed and rec.suite == "solo" and rec.run_id == run_id and rec.is_bundled_sample
     row = build_leaderboard(tmp_path / "runs").table.iloc[0]
     assert row["git_commit"] is None or pd.isna(row["git_commit"])
-    assert row["profile"] == ""
+    assert row["profile"] == "" and row["status"] == "completed"
 
 
 def test_cli_leaderboard(run_store, tmp_path, capsys):
@@ -108,4 +186,37 @@ def test_cli_leaderboard(run_store, tmp_path, capsys):
     assert ids["resnet50_14"] in printed and "wrote" in printed
     df = read_leaderboard(out)
     assert set(df["suite"]) == {"wang2017"} and len(df) == 3
+    assert (tmp_path / "board_agg.csv").is_file() and (tmp_path / "board_subgroups.csv").is_file()
     assert main(["leaderboard", "--runs", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_cli_defaults_json_empty_store_and_bad_out(tmp_path, store_factory, capsys):
+    runs = tmp_path / "runs"
+    a, _ = store_factory.write_run(runs, "alpha", {}, strength=1.0, n_bootstrap=5)
+    b, _ = store_factory.write_run(runs, "beta", {"seed": 3}, strength=1.0, n_bootstrap=5)
+    # No --out: each suite's leaderboard lands where `cxr-bench run` writes it, <runs>/<suite>/leaderboard.csv.
+    assert main(["leaderboard", "--runs", str(runs), "--no-expert"]) == 0
+    assert read_leaderboard(runs / "alpha" / "leaderboard.csv")["run_id"].tolist() == [a]
+    assert read_leaderboard(runs / "beta" / "leaderboard.csv")["run_id"].tolist() == [b]
+    assert (runs / "beta" / "leaderboard_agg.csv").is_file()
+    capsys.readouterr()
+    assert main(["leaderboard", "--runs", str(runs), "--suite", "beta", "--json", "--no-expert"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in doc["runs"]] == [b] and doc["runs"][0]["seed"] == 3
+    assert doc["aggregate"][0]["n_seeds"] == 1 and doc["files"][0].endswith("beta/leaderboard.csv")
+    # An empty store: a warning and a non-zero exit, nothing written.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["leaderboard", "--runs", str(empty)]) == 1
+    assert "no completed run" in capsys.readouterr().err and not list(empty.iterdir())
+    # --out that is a directory: one line naming it, exit 2.
+    assert main(["leaderboard", "--runs", str(runs), "--out", str(tmp_path), "--no-expert"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cxr-bench: error:") and str(tmp_path) in err[0]
+    assert "is a directory" in err[0]
+    # --out under a path that is a file: the same, naming the file it could not write.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["leaderboard", "--runs", str(runs), "--out", str(blocker / "lb.csv"), "--no-expert"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cxr-bench: error: cannot write {blocker / 'lb.csv'}")

@@ -23,10 +23,12 @@ from cxr_bench.runner.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 
-ONE_BAD = """
+# Two runs that differ in the learning rate only: 1e30 overflows the weights at the first step, so that run
+# fails while it trains (a non-finite loss), after every check before the sweep has passed.
+ONE_DIVERGES = """
 [[block]]
-name = "nets"
-grid = { "model.backbone" = ["mobilenet_v1", "no_such_net"] }
+name = "lrs"
+grid = { "optim.lr" = [1e30, 0.001] }
 """
 
 
@@ -42,23 +44,24 @@ def _manifests(out: Path, suite: str = "tiny") -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_failing_run_is_recorded_and_the_sweep_goes_on(write_suite, phantom_root, make_phantom, tmp_path, capsys):
-    suite = write_suite(ONE_BAD)
+    suite = write_suite(ONE_DIVERGES)
     out = tmp_path / "runs"
     assert _run(suite, phantom_root, out) == 1
-    stdout = capsys.readouterr().out
-    assert "1 completed, 0 skipped, 1 failed" in stdout
+    captured = capsys.readouterr()
+    assert "1 completed, 0 skipped, 1 failed" in captured.out
 
-    runs = {r.config.model.backbone: r for r in plan_sweep(suite, data_root=phantom_root).runs}
+    runs = {r.config.optim.lr: r for r in plan_sweep(suite, data_root=phantom_root).runs}
     store = RunStore(out, "tiny")
-    good, bad = store.run(runs["mobilenet_v1"].run_id), store.run(runs["no_such_net"].run_id)
+    good, bad = store.run(runs[0.001].run_id), store.run(runs[1e30].run_id)
+    assert f"FAILED {bad.run_id}" in captured.err and "non-finite" in captured.err
 
-    # The failure: status, error, traceback in the manifest and in the run's log.
+    # The failure: status, error, traceback in the manifest and in the run's log; no results.
     m = bad.manifest()
-    assert m["status"] == "failed" and m["error"]["type"] == "ConfigError"
-    assert "no_such_net" in m["error"]["message"] and "Traceback" in m["error"]["traceback"]
+    assert m["status"] == "failed" and m["error"]["type"] == "TrainingError"
+    assert "non-finite" in m["error"]["message"] and "Traceback" in m["error"]["traceback"]
     log = bad.log_path.read_text()
-    assert "no_such_net" in log and "Traceback" in log
-    assert bad.status == "failed"
+    assert "non-finite" in log and "Traceback" in log
+    assert bad.status == "failed" and not bad.metrics_path.exists()
 
     # The completed run: the engine's files plus the runner's, and a full manifest.
     for name in ("config.json", "manifest.json", "log.txt", "history.csv", "metrics.json",
@@ -74,8 +77,8 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(write_suite, phantom_root
     assert m["packages"]["torch"] and m["hardware"]["cpu_count"] >= 1 and "git" in m
     assert m["hostname"] and m["pid"] == os.getpid() and m["command"] == sys.argv
     assert m["wall_seconds"] > 0 and m["started_at"] <= m["ended_at"]
-    assert m["suite"]["name"] == "tiny" and m["suite"]["blocks"] == ["nets"]
-    assert m["suite"]["grid"] == {"nets": {"model.backbone": "mobilenet_v1"}}
+    assert m["suite"]["name"] == "tiny" and m["suite"]["blocks"] == ["lrs"]
+    assert m["suite"]["grid"] == {"lrs": {"optim.lr": 0.001}}
     assert m["result"]["test_mean_auc"] == json.loads(good.metrics_path.read_text())["test"]["mean_auc"]
     plan = json.loads((store.path / "plan-default.json").read_text())
     assert {r["run_id"] for r in plan["runs"]} == {good.run_id, bad.run_id}
@@ -89,7 +92,7 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(write_suite, phantom_root
 
     # Another dataset in the same store: the completed run is not reused as if it were the same.
     other = make_phantom(seed=1)
-    assert _run(suite, other, out, "--only", "mobilenet*") == 1
+    assert _run(suite, other, out, "--only", good.run_id) == 1
     captured = capsys.readouterr()
     assert "other data files" in captured.out + captured.err
     assert good.metrics_path.stat().st_mtime_ns == before
@@ -197,7 +200,7 @@ def test_sweep_outputs_localize_completed_runs_into_the_leaderboard(write_suite,
         table = pd.read_csv(d / "localization.csv")
         assert set(table["metric"]) == {"iobb", "iou"} and table["n_gt"].sum() > 0
     lb = build_leaderboard(out, "tiny").table
-    assert lb["loc_n_boxes"].notna().all() and lb["loc_acc_iobb_0.1"].between(0, 1).all()
+    assert lb["loc_n_boxes"].notna().all() and lb["loc_acc_iobb_0p1"].between(0, 1).all()
     stamp = [(d / "localization.csv").stat().st_mtime_ns for d in run_dirs]
     assert localize_completed(store) == []
     assert [(d / "localization.csv").stat().st_mtime_ns for d in run_dirs] == stamp

@@ -1,7 +1,5 @@
-"""Helpers shared by the fault tests of tests/reliability/ (this module holds no tests).
-
-The suite runs with ``--import-mode=importlib``, so test folders are not on ``sys.path``; the other modules
-here load this file by path with ``importlib.util`` (as tests/results/conftest.py does for its factory).
+"""Helpers shared by the fault tests of tests/reliability/ (``import reliability_harness as H``; pytest puts
+tests/helpers on ``sys.path``, see ``pythonpath`` in pyproject.toml).
 
 Every fault is injected into real components: ``python -m cxr_bench ...`` subprocesses (so SIGKILL hits
 a real process and its children), tiny phantom releases, ``timm:test_resnet`` at 32 px, a few steps. No
@@ -10,6 +8,7 @@ test waits a fixed time: each polls for the state it needs under a generous dead
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -18,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +168,22 @@ def run_dirs(store: Path) -> dict[str, Path]:
 
 def finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------------------------------------- filesystems
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """A real, small filesystem (tmpfs) mounted at ``where`` for the block; skips the test where this
+    process may not mount (mounting needs root and a kernel that allows it)."""
+    import pytest
+
+    where.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -1,0 +1,370 @@
+"""Paired comparison of two configurations on the same test images: patient bootstrap, clustered tests, Holm.
+
+One function answers "is configuration B better than configuration A, label by label?":
+:func:`paired_comparison`. Each side is one or more trained models (seeds) of a configuration, all scored
+on the same images. Per label it reports ``delta`` = (mean over B's seeds of the AUC) - (mean over A's),
+and:
+
+- ``ci_lo, ci_hi, se, df, p_bootstrap``: the paired **patient bootstrap** (:func:`paired_bootstrap`).
+  Resample the ``I`` patients with replacement (exactly the draws of :func:`.roc.resample_groups` /
+  :func:`.roc.bootstrap_auc` with the same seed) and take all their images; every model of both sides
+  is scored on the *same* resampled patients, so the correlation between the sides is kept. ``r`` indexes
+  resamples, ``AUC*_sr`` is seed ``s`` on resample ``r``, ``D*_r = mean_B AUC*_sr - mean_A AUC*_sr``:
+
+  - one seed per side: ``se = sd_r(D*_r)`` (ddof 1); ``p = 2 Phi(-|delta| / se)``, the normal
+    approximation of pROC's bootstrap test (Robin et al. 2011, BMC Bioinformatics 12:77); the interval
+    is the percentile interval of ``D*_r``. The p-value is continuous, so it survives a 14-label Holm
+    correction, which a resample-count p-value (resolution 1/n) would not;
+  - k >= 2 seeds on a side: training randomness is a second, crossed source of variance (every seed
+    scores every patient). ``se^2 = var_r(D*_r) + tau2_A / k_A + tau2_B / k_B``, where ``tau2`` is the
+    between-seed variance of one model's AUC: the seeds' sample variance ``s^2`` of their AUCs minus its
+    test-sampling part (``k/(k-1)`` times the mean over seeds of ``var_r`` of the seed's deviation from
+    the side's seed mean), truncated at 0. This is the Obuchowski & Rockette (1995, Commun. Stat. Simul.
+    24:285) decomposition with readers replaced by seeds, the variances coming from the patient bootstrap.
+    (Resampling the seeds as well, Owen's 2007 "pigeonhole" bootstrap for crossed designs, counts that
+    test-sampling part twice and is conservative when seeds disagree patient by patient.) With few seeds
+    ``tau2`` is
+    uncertain, so ``p`` and the interval ``delta +- t se`` use Student t with Satterthwaite's (1946) df,
+    the seed terms having ``k - 1`` df each and the patient term infinitely many.
+- ``p_clustered``: Obuchowski's (1997) clustered analytic test (:mod:`.clustered`) of the same contrast
+  ``c' theta`` (``c = -1/k_A`` for A's models, ``+1/k_B`` for B's) with their clustered covariance
+  matrix ``S``: ``var = c' S c``, plus ``tau2 / k`` per side with k >= 2, where the test-sampling part of
+  ``s^2`` is the mean diagonal minus the mean off-diagonal of that side's block of ``S``; same df rule.
+- ``p_delong_image_level``: DeLong's test of the same contrast with images treated as independent (no
+  patients, no seeds). Kept only to show how much it overstates certainty; no verdict uses it.
+- ``p_bootstrap_holm``, ``p_clustered_holm``: :func:`holm`-adjusted across the labels of the pair. The
+  ``verdict`` (``better`` / ``worse`` / ``no evidence``; ``no test`` where undefined) uses
+  ``p_bootstrap_holm`` at ``alpha``.
+
+What the intervals and p-values account for: the sampling of test patients, and with several seeds the
+randomness of training; not a different test population or a different data release.
+
+The ``mean`` row (the unweighted mean AUC over the labels with at least 2 positive and 2 negative images)
+is the pair's single primary endpoint, so it is not in the Holm family (its adjusted p equals its raw p);
+it has bootstrap columns only (the analytic tests are per label).
+
+A label with fewer than 2 positive or 2 negative images gives NaN and a ``reason``, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..utils.progress import progress
+from .clustered import _Components, _obuchowski_cov, _reason, cluster_index
+from .delong import _covariance, _structural_components, z_test
+from .roc import (
+    SeedLike,
+    _as_2d,
+    _counts,
+    _label_names,
+    _weighted_auc,
+    percentile_ci,
+    resample_groups,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PAIRED_COLUMNS", "VERDICTS", "PairedBootstrap", "holm", "paired_bootstrap", "paired_comparison",
+           "verdict"]
+
+VERDICTS = ("better", "worse", "no evidence")
+PAIRED_COLUMNS = (
+    "label", "auc_a", "auc_b", "delta", "ci_lo", "ci_hi", "se", "df", "p_bootstrap", "p_bootstrap_holm", "p_clustered",
+    "p_clustered_holm", "p_delong_image_level", "verdict", "n_pos", "n_neg", "n_patients_pos", "reason",
+)
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's (1979) step-down adjusted p-values; NaN entries stay NaN and are not counted in the family.
+
+    With the ``m`` finite p-values sorted ``p_(1) <= ... <= p_(m)``, the adjusted value of ``p_(i)`` is
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting where it is below alpha controls the family-wise
+    error rate at alpha under any dependence between the tests.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(stepped)
+    return out
+
+
+def verdict(delta: float, p_adjusted: float, alpha: float = 0.05) -> str:
+    """``better`` / ``worse`` (B vs A) when the adjusted p is below ``alpha``, else ``no evidence``;
+    ``no test`` where the p-value is undefined."""
+    if not (math.isfinite(p_adjusted) and math.isfinite(delta)):
+        return "no test"
+    if p_adjusted < alpha and delta != 0:
+        return "better" if delta > 0 else "worse"
+    return "no evidence"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``B - A`` of seed-mean AUCs with its standard error, degrees of freedom, p-value and interval.
+
+    ``tau2_a`` / ``tau2_b``: the estimated training (between-seed) variance of one model's AUC on each side
+    (NaN with one seed); ``df`` is infinite when no seed component enters.
+    """
+
+    delta: float
+    se: float
+    df: float
+    p: float
+    ci: tuple[float, float]
+    tau2_a: float
+    tau2_b: float
+    n_replicates: int
+
+
+_NAN_DIFF = Difference(math.nan, math.nan, math.nan, math.nan, (math.nan, math.nan), math.nan, math.nan, 0)
+
+
+def _tau2(auc: np.ndarray, test_noise: float) -> float:
+    """Training variance of one model's AUC: the seeds' sample variance minus the part of it that is test
+    sampling (Obuchowski & Rockette 1995's reader component, truncated at 0 as Hillis 2007 does)."""
+    return max(0.0, float(np.var(auc, ddof=1)) - test_noise) if auc.size > 1 else math.nan
+
+
+def _t_test(delta: float, var_test: float, tau2: Sequence[tuple[float, int]], level: float
+            ) -> tuple[float, float, float, tuple[float, float]]:
+    """``(se, df, p, t interval)`` for ``delta`` with variance ``var_test + sum(tau2_side / k_side)``.
+
+    The test-sampling part is treated as known (infinite df); each seed component has ``k - 1`` df and the
+    total gets Satterthwaite's (1946) df, so a handful of seeds widens the interval as it should.
+    """
+    parts = [(t2 / k, k - 1) for t2, k in tau2 if k > 1 and math.isfinite(t2)]
+    var = var_test + sum(v for v, _ in parts)
+    if not (math.isfinite(var) and math.isfinite(delta)):
+        return math.nan, math.nan, math.nan, (math.nan, math.nan)
+    denom = sum(v * v / d for v, d in parts)
+    df = var * var / denom if denom > 0 else math.inf
+    se = math.sqrt(max(var, 0.0))
+    if se == 0.0:
+        _, p, ci = z_test(delta, 0.0, level)
+        return se, df, p, ci
+    if math.isinf(df):
+        _, p, ci = z_test(delta, var, level)
+        return se, df, p, ci
+    p = float(2.0 * stats.t.sf(abs(delta) / se, df))
+    half = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
+    return se, df, p, (delta - half, delta + half)
+
+
+def _difference(rep_a: np.ndarray, rep_b: np.ndarray, auc_a: np.ndarray, auc_b: np.ndarray, level: float
+                ) -> Difference:
+    """Bootstrap inference for one label (or the mean): ``rep_*`` are ``(k, n)`` replicate AUCs of each
+    model on the same resampled patients, ``auc_*`` ``(k,)`` the AUCs on the full test set."""
+    delta = float(auc_b.mean() - auc_a.mean())
+    diff = rep_b.mean(axis=0) - rep_a.mean(axis=0)
+    ok = np.isfinite(diff)
+    if ok.sum() < 2 or not math.isfinite(delta):
+        return _NAN_DIFF
+    var_test = float(diff[ok].var(ddof=1))
+    tau2 = []
+    for rep, auc in ((rep_a, auc_a), (rep_b, auc_b)):
+        k = auc.size
+        if k > 1:
+            dev = rep[:, ok] - rep[:, ok].mean(axis=0)
+            # Test-sampling variance of one seed's deviation from the seed mean, scaled to one seed's.
+            noise = float(dev.var(axis=1, ddof=1).mean()) * k / (k - 1)
+            tau2.append((_tau2(auc, noise), k))
+        else:
+            tau2.append((math.nan, 1))
+    se, df, p, ci = _t_test(delta, var_test, tau2, level)
+    if auc_a.size == 1 and auc_b.size == 1:
+        ci = percentile_ci(diff, level)
+    return Difference(delta, se, df, p, ci, tau2[0][0], tau2[1][0], int(ok.sum()))
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """Per-label (and mean) :class:`Difference` of a paired patient bootstrap, plus the raw replicates.
+
+    ``replicates_a[s, r, j]``: AUC of seed ``s`` of side A, label ``j``, resample ``r`` (NaN where the
+    resample has no positive or no negative of the label; such resamples are left out of that label and
+    counted in ``n_dropped[j]``). Labels with fewer than 2 positive or 2 negative images on the full set
+    are NaN throughout and left out of the mean.
+    """
+
+    auc_a: np.ndarray  # (L,) seed-mean AUCs on the full test set
+    auc_b: np.ndarray
+    labels: list[Difference]
+    mean: Difference
+    mean_a: float
+    mean_b: float
+    replicates_a: np.ndarray  # (k_a, n, L)
+    replicates_b: np.ndarray  # (k_b, n, L)
+    n_dropped: np.ndarray  # (L,)
+    n: int
+    level: float
+    n_groups: int
+    names: list[str] = field(default_factory=list)
+
+
+def _midrank_auc(t: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUCs ``(K,)`` of ``(K, N)`` scores by the Mann-Whitney rank sum (ties one half, as everywhere)."""
+    m = int(t.sum())
+    n = t.size - m
+    ranks = stats.rankdata(scores, axis=1)
+    return (ranks[:, t].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+
+
+def _stack_side(scores: Sequence[Any], shape: tuple[int, int], side: str) -> list[np.ndarray]:
+    out = []
+    for i, s in enumerate(scores):
+        a = np.asarray(s, dtype=np.float64)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.shape != shape:
+            raise ValueError(f"side {side}, model {i}: scores {a.shape}, expected {shape} like y_true")
+        if not np.isfinite(a).all():
+            raise ValueError(f"side {side}, model {i}: scores contain NaN or inf")
+        out.append(a)
+    if not out:
+        raise ValueError(f"side {side} has no model")
+    return out
+
+
+def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], groups: Any, n: int = 1000,
+                     level: float = 0.95, seed: SeedLike = 0, *, labels: Sequence[str] | None = None,
+                     seed_variance: bool = True, show_progress: bool | None = None) -> PairedBootstrap:
+    """Paired patient bootstrap of ``mean_B AUC - mean_A AUC`` (seed means), with the seed component.
+
+    ``scores_a`` / ``scores_b``: one ``(N, L)`` array per seed of each side; ``groups``: the patient of
+    each image. The patient draws are exactly ``resample_groups(I, n, seed)`` (what
+    :func:`.roc.bootstrap_auc` draws with the same seed), shared by every model of both sides. See the
+    module docstring for what the interval and p-value account for. ``seed_variance=False`` leaves the
+    seed component out (patients only): only for showing what that costs (:mod:`.simulation`).
+    """
+    t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
+    a = _stack_side(scores_a, t.shape, "A")
+    b = _stack_side(scores_b, t.shape, "B")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    group, n_groups = cluster_index(groups, t.shape[0])
+    names = _label_names(labels, t.shape[1])
+    counts_t = _counts(resample_groups(n_groups, n, seed), n_groups)
+    n_labels = t.shape[1]
+    # A label needs 2 positive and 2 negative images to be compared (the same rule as the analytic tests).
+    n_pos = t.sum(axis=0)
+    usable = (n_pos >= 2) & (t.shape[0] - n_pos >= 2)
+    auc = [np.full((len(side), n_labels), np.nan) for side in (a, b)]
+    for j in np.flatnonzero(usable):
+        for side, au in zip((a, b), auc):
+            au[:, j] = _midrank_auc(t[:, j], np.stack([s[:, j] for s in side]))
+    reps = [np.full((len(side), n, n_labels), np.nan) for side in (a, b)]
+    for j in progress(np.flatnonzero(usable), desc="paired bootstrap", unit="label", enabled=show_progress):
+        for side, rep in zip((a, b), reps):
+            for k, s in enumerate(side):
+                rep[k, :, j] = _weighted_auc(t[:, j], s[:, j], group, counts_t)
+
+    def infer(ra: np.ndarray, rb: np.ndarray, aa: np.ndarray, ab: np.ndarray) -> Difference:
+        if not seed_variance:  # every seed's deviation counted as test noise: no seed component
+            d = _difference(ra.mean(axis=0, keepdims=True), rb.mean(axis=0, keepdims=True),
+                            aa.mean(keepdims=True), ab.mean(keepdims=True), level)
+            return d
+        return _difference(ra, rb, aa, ab, level)
+
+    per_label = [infer(reps[0][:, :, j], reps[1][:, :, j], auc[0][:, j], auc[1][:, j]) if usable[j] else _NAN_DIFF
+                 for j in range(n_labels)]
+    if usable.any():
+        mean = infer(reps[0][:, :, usable].mean(axis=2), reps[1][:, :, usable].mean(axis=2),
+                     auc[0][:, usable].mean(axis=1), auc[1][:, usable].mean(axis=1))
+        mean_a, mean_b = float(auc[0][:, usable].mean()), float(auc[1][:, usable].mean())
+    else:
+        mean, mean_a, mean_b = _NAN_DIFF, math.nan, math.nan
+    dropped = np.isnan(reps[0]).any(axis=0) | np.isnan(reps[1]).any(axis=0)  # (n, L)
+    return PairedBootstrap(
+        auc_a=auc[0].mean(axis=0), auc_b=auc[1].mean(axis=0), labels=per_label, mean=mean, mean_a=mean_a,
+        mean_b=mean_b, replicates_a=reps[0], replicates_b=reps[1],
+        n_dropped=np.where(usable, dropped.sum(axis=0), n).astype(int), n=n, level=level, n_groups=n_groups,
+        names=names,
+    )
+
+
+def _contrast_tests(t: np.ndarray, a: list[np.ndarray], b: list[np.ndarray], group: np.ndarray, n_groups: int,
+                    level: float) -> tuple[float, float]:
+    """``(p_clustered, p_delong_image_level)`` of one label's seed-mean contrast (module docstring)."""
+    ka, kb = len(a), len(b)
+    scores = np.stack(a + b)  # (K, N)
+    auc, v10, v01 = _structural_components(scores[:, t], scores[:, ~t])
+    c = np.r_[np.full(ka, -1.0 / ka), np.full(kb, 1.0 / kb)]
+    diff = float(c @ auc)
+    cov = _obuchowski_cov(_Components(auc, v10, v01, group[t], group[~t], n_groups))
+    tau2 = []
+    for idx in (np.arange(ka), ka + np.arange(kb)):
+        k = idx.size
+        if k > 1:
+            block = cov[np.ix_(idx, idx)]
+            # Var(theta_s - theta_s') / 2 averaged over seed pairs: the test-sampling part of the seeds' spread.
+            noise = float(np.diag(block).mean() - (block.sum() - np.trace(block)) / (k * (k - 1)))
+            tau2.append((_tau2(auc[idx], noise), k))
+        else:
+            tau2.append((math.nan, 1))
+    _, _, p_cl, _ = _t_test(diff, float(c @ cov @ c), tau2, level)
+    _, p_dl, _ = z_test(diff, float(c @ _covariance(v10, v01) @ c))
+    return p_cl, p_dl
+
+
+def paired_comparison(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], groups: Any, *,
+                      labels: Sequence[str] | None = None, n_bootstrap: int = 1000, level: float = 0.95,
+                      seed: SeedLike = 0, alpha: float = 0.05, seed_variance: bool = True,
+                      show_progress: bool | None = None) -> pd.DataFrame:
+    """Per label and for the mean: B - A with every column of :data:`PAIRED_COLUMNS` (module docstring).
+
+    ``auc_a`` / ``auc_b`` are seed means; ``n_patients_pos`` counts the patients with a positive image.
+    """
+    t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
+    a = _stack_side(scores_a, t.shape, "A")
+    b = _stack_side(scores_b, t.shape, "B")
+    names = _label_names(labels, t.shape[1])
+    group, n_groups = cluster_index(groups, t.shape[0])
+    boot = paired_bootstrap(t, a, b, group, n=n_bootstrap, level=level, seed=seed, labels=names,
+                            seed_variance=seed_variance, show_progress=show_progress)
+    rows = []
+    for j, name in enumerate(names):
+        tj = t[:, j]
+        n_pos, n_neg = int(tj.sum()), int((~tj).sum())
+        c_pos, c_neg = int(np.unique(group[tj]).size), int(np.unique(group[~tj]).size)
+        reasons = [_reason(n_pos, n_neg, c_pos, c_neg)]
+        d = boot.labels[j]
+        row: dict[str, Any] = {"label": name, "n_pos": n_pos, "n_neg": n_neg, "n_patients_pos": c_pos,
+                               "auc_a": boot.auc_a[j], "auc_b": boot.auc_b[j], "delta": d.delta,
+                               "ci_lo": d.ci[0], "ci_hi": d.ci[1], "se": d.se, "df": d.df, "p_bootstrap": d.p,
+                               "p_clustered": math.nan, "p_delong_image_level": math.nan}
+        if n_pos >= 2 and n_neg >= 2:
+            row["p_clustered"], row["p_delong_image_level"] = _contrast_tests(
+                tj, [s[:, j] for s in a], [s[:, j] for s in b], group, n_groups, level)
+            if boot.n_dropped[j]:
+                reasons.append(f"{boot.n_dropped[j]} of {boot.n} bootstrap resamples had no positive or no "
+                               "negative image and were left out")
+        row["reason"] = "; ".join(r for r in reasons if r)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["p_bootstrap_holm"] = holm(df["p_bootstrap"])
+    df["p_clustered_holm"] = holm(df["p_clustered"])
+    df["verdict"] = [verdict(d, p, alpha) for d, p in zip(df["delta"], df["p_bootstrap_holm"])]
+    m = boot.mean
+    mean_row = {
+        "label": "mean", "auc_a": boot.mean_a, "auc_b": boot.mean_b, "delta": m.delta, "ci_lo": m.ci[0],
+        "ci_hi": m.ci[1], "se": m.se, "df": m.df, "p_bootstrap": m.p, "p_bootstrap_holm": m.p,
+        "p_clustered": math.nan, "p_clustered_holm": math.nan, "p_delong_image_level": math.nan,
+        "verdict": verdict(m.delta, m.p, alpha), "n_pos": math.nan, "n_neg": math.nan, "n_patients_pos": math.nan,
+        "reason": "" if math.isfinite(m.delta) else "no label with 2 positive and 2 negative images",
+    }
+    out = pd.concat([df, pd.DataFrame([mean_row])], ignore_index=True)
+    return out[list(PAIRED_COLUMNS)]

@@ -1,0 +1,259 @@
+"""Subgroup performance: per-label AUC by sex, age band and view position, and underdiagnosis by subgroup.
+
+The NIH metadata gives every image the patient's sex (``M``/``F``), age in years and the view position
+(``PA``/``AP``). For each attribute the test images are split into groups (age bands :data:`AGE_BANDS`)
+and, per group and label:
+
+- ``auc`` with a 95% **patient-bootstrap** interval. One set of resampled patients serves every group,
+  label and attribute (:func:`.roc.resample_groups` over all test patients, unstratified): a group's AUC on
+  a resample uses that group's images of the drawn patients, so the number of patients in a group varies
+  from resample to resample as it would in a new test set, and one patient's images may sit in two groups
+  (a patient imaged both PA and AP, or across an age boundary) without breaking the pairing.
+- ``gap`` = AUC(group) - AUC(reference group), with the percentile interval of the same difference on the
+  same resamples. The reference is the attribute's largest group (most images; on the official test set
+  ``M``, ``AP`` and ``40-59``); the reference's own row has no gap.
+- Fewer than 2 positive or 2 negative images in a group: ``auc`` NaN and a ``reason``, never 0.5.
+
+**Underdiagnosis** (after Seyyed-Kalantari et al. 2021, "Underdiagnosis bias of artificial intelligence
+algorithms applied to chest radiographs in under-served patient populations", Nature Medicine 27:2176).
+There, a model's "No Finding" output wrongly given to a patient with a finding is an underdiagnosis. Our
+models have no "No Finding" output; "No Finding" is the absence of every label, so here, for the run's
+label set and its validation-chosen thresholds ``t_j`` (``metrics.json`` ``per_label.threshold``):
+
+- an image **has a finding** when at least one of its labels is positive;
+- the model **calls it normal** when ``p_j < t_j`` for every label ``j`` with a threshold (a label whose
+  threshold could not be chosen on validation is ignored and listed in ``ignored_labels``);
+- the **underdiagnosis rate** of a group is (images with a finding that the model calls normal) / (images
+  with a finding), with the same patient-bootstrap interval and gap to the reference group as the AUC.
+  A group with fewer than 2 images with a finding gets NaN and a reason.
+
+Everything here describes one trained model on one test set: the intervals cover test-set sampling of
+patients, not training randomness.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import MetadataError
+from .calibration import _block, _nan
+from .clustered import cluster_index
+from .predictions import Predictions
+from .roc import SeedLike, _counts, _json_float, _json_pair, _weighted_auc, percentile_ci, resample_groups
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AGE_BANDS", "ATTRIBUTES", "SUBGROUP_COLUMNS", "UNDERDIAGNOSIS_COLUMNS", "bundled_metadata",
+           "subgroup_block", "subgroup_groups", "subgroup_table", "underdiagnosis_table"]
+
+ATTRIBUTES = ("sex", "age", "view")
+# (lower bound inclusive, upper bound exclusive or None, name), in years.
+AGE_BANDS: tuple[tuple[int, int | None, str], ...] = (
+    (0, 20, "0-19"), (20, 40, "20-39"), (40, 60, "40-59"), (60, 80, "60-79"), (80, None, "80+"),
+)
+SUBGROUP_COLUMNS = ("attribute", "group", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg", "reason",
+                    "n_images", "n_patients", "reference", "gap", "gap_ci_low", "gap_ci_high")
+UNDERDIAGNOSIS_COLUMNS = ("attribute", "group", "rate", "ci_low", "ci_high", "n_finding", "n_underdiagnosed",
+                          "reason", "n_images", "n_patients", "reference", "gap", "gap_ci_low", "gap_ci_high")
+
+
+@lru_cache(maxsize=1)
+def bundled_metadata() -> pd.DataFrame:
+    """The bundled full NIH ``Data_Entry_2017_v2020.csv`` (all 112,120 images; sex, age, view per image),
+    for scoring runs whose metrics.json predates the subgroup block."""
+    from ..data.bundled import full_metadata_root
+    from ..data.metadata import read_data_entry
+
+    return read_data_entry(full_metadata_root() / "Data_Entry_2017_v2020.csv.gz")
+
+
+def _age_band(age: pd.Series) -> np.ndarray:
+    a = pd.to_numeric(age, errors="coerce").to_numpy(dtype=np.float64)
+    out = np.full(a.shape, "unknown", dtype=object)
+    for lo, hi, name in AGE_BANDS:
+        out[(a >= lo) & ((a < hi) if hi is not None else np.isfinite(a))] = name
+    return out
+
+
+def subgroup_groups(metadata: pd.DataFrame, images: Sequence[str] | np.ndarray) -> pd.DataFrame:
+    """``sex``, ``age`` (band name) and ``view`` of each of ``images``, in that order.
+
+    ``metadata`` has an ``image`` column and ``sex``, ``age``, ``view`` (what
+    :func:`cxr_bench.data.metadata.read_data_entry` returns, or a dataset's ``.csv``).
+    """
+    missing = [c for c in ("image", *ATTRIBUTES) if c not in metadata.columns]
+    if missing:
+        raise MetadataError(f"subgroup metadata has no column(s) {', '.join(missing)}; expected the columns of "
+                            "read_data_entry (image, sex, age, view)")
+    meta = metadata.drop_duplicates("image").set_index("image")
+    pos = meta.index.get_indexer(pd.Index(list(images)))
+    if (pos < 0).any():
+        i = int(np.flatnonzero(pos < 0)[0])
+        raise MetadataError(f"image {list(images)[i]!r} ({int((pos < 0).sum())} images in all) has no row in the "
+                            "subgroup metadata; pass the Data_Entry file of the release the run used")
+    rows = meta.iloc[pos]
+    return pd.DataFrame({"sex": rows["sex"].astype(str).to_numpy(), "age": _age_band(rows["age"]),
+                         "view": rows["view"].astype(str).to_numpy()})
+
+
+def _group_order(attribute: str, values: np.ndarray) -> list[str]:
+    present = set(values.tolist())
+    if attribute == "age":
+        return [name for _, _, name in AGE_BANDS if name in present] + (["unknown"] if "unknown" in present else [])
+    return sorted(present)
+
+
+def _midrank_auc(t: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    m = int(t.sum())
+    n = t.size - m
+    return float((rankdata(s)[t].sum() - m * (m + 1) / 2.0) / (m * n))
+
+
+def _gap(value: float, ref_value: float, reps: np.ndarray | None, ref_reps: np.ndarray | None, is_ref: bool,
+         level: float) -> dict[str, Any]:
+    if is_ref or reps is None or ref_reps is None or not (math.isfinite(value) and math.isfinite(ref_value)):
+        return {"gap": None, "gap_ci": None}
+    return {"gap": _json_float(value - ref_value), "gap_ci": _json_pair(percentile_ci(reps - ref_reps, level))}
+
+
+def subgroup_block(pred: Predictions, metadata: pd.DataFrame, thresholds: Sequence[float | None] | None = None, *,
+                   n_bootstrap: int = 1000, level: float = 0.95, seed: SeedLike = 0,
+                   threshold_method: str | None = None) -> dict[str, Any]:
+    """The ``subgroups`` block of a ``metrics.json`` split (JSON types only; see the module docstring)::
+
+        {"attributes": {attr: [groups]}, "reference": {attr: group}, "age_bands": [...],
+         "bootstrap": {...}, "auc": [records], "underdiagnosis": [records], "ignored_labels": [...]}
+
+    ``thresholds``: the validation-chosen threshold per label of ``pred`` (None/NaN where none); without
+    them the underdiagnosis records are NaN with a reason.
+    """
+    t = pred.y_true.astype(bool)
+    s = pred.y_prob
+    labels = list(pred.labels)
+    attrs = subgroup_groups(metadata, pred.images)
+    group, n_groups = cluster_index(pred.patient_ids, t.shape[0])
+    counts_t = _counts(resample_groups(n_groups, n_bootstrap, seed), n_groups)
+    weights_of = counts_t.T  # (n, G): resample r's count of each patient
+
+    thr = (np.array([math.nan if v is None else float(v) for v in thresholds], dtype=np.float64)
+           if thresholds is not None else np.full(len(labels), np.nan))
+    if thr.shape != (len(labels),):
+        raise ValueError(f"{thr.size} thresholds for {len(labels)} labels")
+    has_thr = np.isfinite(thr)
+    finding = t.any(axis=1)
+    called_normal = (s[:, has_thr] < thr[has_thr]).all(axis=1) if has_thr.any() else np.zeros(len(t), bool)
+    under = finding & called_normal
+
+    block: dict[str, Any] = {"attributes": {}, "reference": {}, "age_bands": [name for _, _, name in AGE_BANDS],
+                             "auc": [], "underdiagnosis": [],
+                             "ignored_labels": [lab for lab, ok in zip(labels, has_thr) if not ok],
+                             "threshold_method": threshold_method,
+                             "bootstrap": {"n_resamples": int(n_bootstrap), "level": float(level), "unit": "patient",
+                                           "stratified": False,
+                                           "seed": int(seed) if isinstance(seed, (int, np.integer)) else None}}
+
+    def underdiagnosis(rows: np.ndarray) -> tuple[dict[str, Any], np.ndarray | None, float]:
+        n_find = int((rows & finding).sum())
+        n_under = int((rows & under).sum())
+        rec: dict[str, Any] = {"rate": None, "ci": None, "n_finding": n_find, "n_underdiagnosed": n_under,
+                               "reason": ""}
+        if not has_thr.any():
+            rec["reason"] = "no label has a validation-chosen threshold"
+            return rec, None, math.nan
+        if n_find < 2:
+            rec["reason"] = f"{n_find} image(s) with a finding (needs at least 2)"
+            return rec, None, math.nan
+        f = np.bincount(group[rows & finding], minlength=n_groups).astype(np.float64)
+        u = np.bincount(group[rows & under], minlength=n_groups).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps = (weights_of @ u) / (weights_of @ f)
+        rate = n_under / n_find
+        rec.update(rate=rate, ci=_json_pair(percentile_ci(reps, level)))
+        if n_under in (0, n_find):
+            rec["reason"] = (f"{n_under} of {n_find} images with a finding called normal: every resample gives "
+                             "the same rate, so the interval is degenerate")
+        return rec, reps, rate
+
+    all_rows = np.ones(len(t), dtype=bool)
+    rec, _, _ = underdiagnosis(all_rows)
+    block["underdiagnosis"].append({"attribute": "all", "group": "all", "n_images": len(t), "n_patients": n_groups,
+                                    "reference": None, **rec, "gap": None, "gap_ci": None})
+    for attr in ATTRIBUTES:
+        values = attrs[attr].to_numpy(dtype=object)
+        order = _group_order(attr, values)
+        sizes = {g: int((values == g).sum()) for g in order}
+        ref = max(order, key=lambda g: (sizes[g], -order.index(g)))
+        block["attributes"][attr] = order
+        block["reference"][attr] = ref
+        masks = {g: values == g for g in order}
+        info = {g: {"n_images": sizes[g], "n_patients": int(np.unique(group[masks[g]]).size)} for g in order}
+
+        # underdiagnosis
+        ud = {g: underdiagnosis(masks[g]) for g in order}
+        for g in order:
+            rec, reps, rate = ud[g]
+            _, ref_reps, ref_rate = ud[ref]
+            block["underdiagnosis"].append({"attribute": attr, "group": g, **info[g], "reference": ref, **rec,
+                                            **_gap(rate, ref_rate, reps, ref_reps, g == ref, level)})
+        # per-label AUC
+        for j, label in enumerate(labels):
+            res: dict[str, tuple[dict[str, Any], np.ndarray | None, float]] = {}
+            for g in order:
+                rows = masks[g]
+                tj, sj = t[rows, j], s[rows, j]
+                n_pos, n_neg = int(tj.sum()), int((~tj).sum())
+                rec = {"auc": None, "ci": None, "n_pos": n_pos, "n_neg": n_neg, "reason": ""}
+                if n_pos < 2 or n_neg < 2:
+                    rec["reason"] = f"{n_pos} positive and {n_neg} negative images (needs at least 2 of each)"
+                    res[g] = (rec, None, math.nan)
+                    continue
+                auc = _midrank_auc(tj, sj)
+                reps = _weighted_auc(tj, sj, group[rows], counts_t)
+                rec.update(auc=auc, ci=_json_pair(percentile_ci(reps, level)))
+                dropped = int(np.isnan(reps).sum())
+                if dropped:
+                    rec["reason"] = (f"{dropped} of {n_bootstrap} resamples had no positive or no negative image "
+                                     "and were left out of the interval")
+                res[g] = (rec, reps, auc)
+            for g in order:
+                rec, reps, auc = res[g]
+                _, ref_reps, ref_auc = res[ref]
+                block["auc"].append({"attribute": attr, "group": g, "label": label, **info[g], "reference": ref,
+                                     **rec, **_gap(auc, ref_auc, reps, ref_reps, g == ref, level)})
+    return block
+
+
+def _table(records: list[Mapping[str, Any]], columns: Sequence[str], value: str) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        ci = r.get("ci") or [None, None]
+        gap_ci = r.get("gap_ci") or [None, None]
+        row = {c: r.get(c) for c in columns}
+        row.update({value: _nan(r.get(value)), "ci_low": _nan(ci[0]), "ci_high": _nan(ci[1]),
+                    "gap": _nan(r.get("gap")), "gap_ci_low": _nan(gap_ci[0]), "gap_ci_high": _nan(gap_ci[1]),
+                    "reason": r.get("reason") or ""})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def subgroup_table(block: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per (attribute, group, label) of a split block's ``subgroups`` (or the subgroups block):
+    :data:`SUBGROUP_COLUMNS`. Empty (with the columns) when the block has none."""
+    sub = _block(block, "subgroups", "attributes")
+    return _table(list(sub.get("auc", [])) if sub else [], SUBGROUP_COLUMNS, "auc")
+
+
+def underdiagnosis_table(block: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per (attribute, group) of the underdiagnosis records (the first row: all test images):
+    :data:`UNDERDIAGNOSIS_COLUMNS`. Empty (with the columns) when the block has none."""
+    sub = _block(block, "subgroups", "attributes")
+    return _table(list(sub.get("underdiagnosis", [])) if sub else [], UNDERDIAGNOSIS_COLUMNS, "rate")

@@ -1,0 +1,318 @@
+"""What a sweep checks before any work: nothing here builds a cache, creates a folder or trains a model.
+
+``cxr-bench run`` (and ``--dry-run``) checks, after the suite is expanded and before the first image cache:
+
+- every registry name of every run (:func:`check_registry_names`; numeric fields are checked at load);
+- the run store (``--out``) and each image cache root (``--cache-dir`` / ``data.cache_dir``) are folders,
+  or can be made, on a writable filesystem;
+- each data root holds images its metadata lists (none at all is refused; some missing is said once);
+- the pretrained weights of every run still to do are on this machine: one list, with the command that
+  fetches them. ImageNet checkpoints that may still be downloaded are fetched by the sweep right after
+  these checks (:func:`fetch_weights`), so a run never fails for its weights after a cache was built;
+- the filesystem of each cache root has room for the caches the sweep will build (:mod:`cxr_bench.data.cache`
+  computes what each still needs from one ``stat`` per image);
+- no run that is completed, or that has a checkpoint to resume, was computed on other image files.
+
+Stale images. The manifest records the image cache key of the run (it hashes every image's name, byte size
+and mtime, see :func:`cxr_bench.data.cache.cache_status`), and each sweep recomputes it, for completed runs
+too. A mismatch, with the same metadata files, means the images were written anew since the run. The sweep
+refuses, naming both keys, the data root and the two ways out (another ``--out`` for these images, or
+delete the runs to redo them). It neither reuses nor re-runs, because only the user knows which is right:
+the key also changes when identical pixels are rewritten (an archive extracted again, a copy without
+``cp -p``), and a silent re-run would spend the whole sweep again (weeks of GPU time for the paper profile)
+and overwrite complete results, while silent reuse would report numbers computed from other pixels.
+A change of the metadata files themselves is a different dataset; a run finds that out on its own
+(:func:`cxr_bench.runner.sweep.check_same_data`) and fails alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import RunConfig, get_dotted
+from ..errors import CacheError, ConfigError, CxrBenchError, ImageError, RunStoreError, WeightsError
+from .store import RunStore, Status, verify_artifacts
+
+if TYPE_CHECKING:
+    from ..data.release import NIHRelease
+    from ..models.weights import MissingWeights
+    from .suite import SuiteRun
+    from .sweep import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- names
+def check_registry_names(runs: Sequence[SuiteRun], overrides: dict[str, Any] | None = None) -> None:
+    """Every registry name of every run (backbone, head, loss, label set, grayscale conversion) exists,
+    checked before a cache is built or a run directory made. One error lists every bad value, where it came
+    from (``--set`` or the suite file) and the closest known names."""
+    from ..data.grayscale import CONVERSIONS
+    from ..data.labels import LABEL_SETS, get_label_set
+    from ..engine.losses import LOSSES
+    from ..models.backbones import BACKBONES, TIMM_PREFIX
+    from ..models.heads import HEADS
+
+    def label_set_ok(name: str) -> bool:
+        try:
+            get_label_set(name)
+        except ConfigError:
+            return False
+        return True
+
+    def timm_ok(name: str) -> bool:
+        import timm
+
+        base = name[len(TIMM_PREFIX):]
+        return bool(timm.list_models(base.split(".")[0]))
+
+    checks = {
+        "model.backbone": (lambda n: n in BACKBONES or (n.startswith(TIMM_PREFIX) and timm_ok(n)),
+                           BACKBONES.names()),
+        "model.head": (lambda n: n in HEADS, HEADS.names()),
+        "loss.name": (lambda n: n in LOSSES, LOSSES.names()),
+        "data.label_set": (label_set_ok, LABEL_SETS.names()),
+        "data.grayscale": (lambda n: n in CONVERSIONS, CONVERSIONS.names()),
+    }
+    overrides = overrides or {}
+    problems = []
+    for key, (ok, known) in checks.items():
+        for v in sorted({str(get_dotted(r.config, key)) for r in runs}):
+            if ok(v):
+                continue
+            near = difflib.get_close_matches(v, known, n=3, cutoff=0.6)
+            where = f"--set {key}={v}" if key in overrides else f"{key} = {v!r} in the suite"
+            problems.append(f"{where}: unknown {key.split('.')[-1].replace('_', ' ')} {v!r}"
+                            + (f" (did you mean {', '.join(near)}?)" if near else f"; known: {', '.join(known)}"))
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- images
+def run_image_names(cfg: RunConfig, release: NIHRelease) -> list[str]:
+    """The images a run reads (its train rows, capped as the engine caps them, + val + test), in metadata
+    order: exactly the ``names`` :func:`cxr_bench.engine.trainer.load_run_data` gives the image cache."""
+    import numpy as np
+
+    from ..data.splits import make_splits
+    from ..engine.trainer import _subsample
+
+    d = cfg.data
+    splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
+                         random_fractions=tuple(d.random_fractions))
+    train = _subsample(np.asarray(splits.train), d.max_train_images, d.split_seed)
+    needed = np.unique(np.concatenate([train, splits.val, splits.test]))
+    return release.metadata["image"].to_numpy(dtype=object)[needed].tolist()
+
+
+def image_group(cfg: RunConfig) -> tuple:
+    """Runs with the same value read the same images at the same pixel settings (same image cache key)."""
+    d = cfg.data
+    return (d.root, d.split, d.val_fraction, d.split_seed, tuple(d.random_fractions), d.max_train_images,
+            d.image_size, d.resize, d.grayscale)
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """The image cache root a run with ``data.cache_dir = cache_dir`` uses."""
+    from ..data.cache import default_cache_root
+
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_root()
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclass
+class SweepCheck:
+    """What :func:`check_sweep` found. ``problems`` would each stop the sweep; ``notes`` are worth saying."""
+
+    problems: list[CxrBenchError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    image_keys: dict[str, str] = field(default_factory=dict)  # run id -> key of its images now
+    done: set[str] = field(default_factory=set)  # run ids completed with intact files (nothing to do)
+    to_fetch: list[MissingWeights] = field(default_factory=list)  # downloadable, downloaded by the sweep
+    cache_bytes: dict[str, int] = field(default_factory=dict)  # cache root -> bytes the sweep will write
+
+    def raise_problems(self) -> None:
+        """One error for all the problems (of the first problem's type, so the CLI says it in one line)."""
+        if not self.problems:
+            return
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        raise type(self.problems[0])("; ".join(f"({i}) {p}" for i, p in enumerate(self.problems, 1)))
+
+
+def check_sweep(specs: Sequence[RunSpec], store: RunStore, *, data: bool = True) -> SweepCheck:
+    """Every check of the module docstring for these runs of one store; reads and stats, writes nothing.
+
+    ``data=False`` leaves out what needs the runs' data (roots, image keys, disk): a dry run planned without
+    the ``--data-root`` its profile needs.
+    """
+    check = SweepCheck()
+    configs = {s.run_id: RunConfig.from_dict(s.config) for s in specs}
+    for problem in (folder_problem(store.root, "the run store (--out)", RunStoreError),
+                    *(folder_problem(root, "the image cache folder (--cache-dir / data.cache_dir)", CacheError)
+                      for root in sorted({cache_root(c.data.cache_dir) for c in configs.values()
+                                                         if c.data.source == "cache"}))):
+        if problem is not None:
+            check.problems.append(problem)
+    for s in specs:
+        rd = store.run(s.run_id)
+        if rd.completed and not verify_artifacts(rd.path):
+            check.done.add(s.run_id)
+    todo = [s for s in specs if s.run_id not in check.done]
+    _check_weights([configs[s.run_id] for s in todo], check)
+    if data:
+        releases = _check_data_roots(configs.values(), check)
+        _image_keys(specs, configs, releases, store, check)
+    return check
+
+
+def folder_problem(path: str | os.PathLike, what: str, error: type[CxrBenchError]) -> CxrBenchError | None:
+    """Why ``path`` cannot be (made into) a folder we write to, or None. Makes nothing."""
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        return error(f"{what} {path}: {existing} is a file, not a folder; pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        why = "is on a read-only filesystem" if read_only else "is not writable by this user"
+        return error(f"{what} {path}: {existing} {why}; pass a folder you can write to")
+    return None
+
+
+def _check_weights(configs: Sequence[RunConfig], check: SweepCheck) -> None:
+    from ..models.weights import IMAGENET, format_missing_weights, missing_weights, offline_reason
+
+    missing = missing_weights(configs)
+    downloads = offline_reason() is None
+    check.to_fetch = [m for m in missing if downloads and m.pretrained == IMAGENET and m.url is not None]
+    rest = [m for m in missing if m not in check.to_fetch]
+    if rest:
+        check.problems.append(WeightsError(format_missing_weights(rest)))
+
+
+def fetch_weights(missing: Sequence[MissingWeights]) -> None:
+    """Download the ImageNet checkpoints :func:`check_sweep` found missing (before any cache is built)."""
+    from ..models.weights import fetch_command, fetch_pretrained
+
+    if not missing:
+        return
+    command = fetch_command(m.backbone for m in missing)
+    log.info("downloading %d pretrained checkpoint(s) before any work: %s", len(missing),
+             "; ".join(m.describe() for m in missing))
+    for m in missing:
+        fetch_pretrained(m.backbone, m.pretrained, command=command)
+
+
+def _check_data_roots(configs: Any, check: SweepCheck) -> dict[str | None, NIHRelease]:
+    """Open each release once and count its listed images on disk; a root with none is a problem."""
+    from ..data.release import NIHRelease
+
+    releases: dict[str | None, NIHRelease] = {}
+    for root in sorted({c.data.root for c in configs}, key=lambda r: (r is not None, r or "")):
+        try:
+            release = NIHRelease.open(root)
+        except CxrBenchError as e:
+            check.problems.append(e)
+            continue
+        releases[root] = release
+        if root is None:
+            continue  # the bundled sample: its images ship with the package
+        try:
+            found = set(release.image_paths())
+        except CxrBenchError as e:
+            check.problems.append(e)
+            continue
+        listed = release.metadata["image"]
+        n_found = int(listed.isin(list(found)).sum())
+        if n_found == 0:
+            check.problems.append(ImageError(
+                f"data root {root}: none of the {len(listed)} images listed in {release.data_entry_path.name} "
+                f"is there (looked in {root}, images/, images_NNN/ and images_NNN/images/); extract the image "
+                f"archives there, or check with `cxr-bench data info --data-root {root} --check-images`"))
+        elif n_found < len(listed):
+            check.notes.append(
+                f"data root {root}: {len(listed) - n_found} of the {len(listed)} listed images are missing; the "
+                f"runs leave them out (`cxr-bench data info --data-root {root} --check-images` lists them)")
+    return releases
+
+
+def _image_keys(specs: Sequence[RunSpec], configs: dict[str, RunConfig], releases: dict[str | None, NIHRelease],
+                store: RunStore, check: SweepCheck) -> None:
+    """The image key of every run (one ``stat`` per image and group), the disk the caches still need, and
+    the runs whose recorded key is not the current one (stale, see the module docstring)."""
+    from ..data.cache import cache_status, check_free_space
+
+    groups: dict[tuple, list[RunSpec]] = {}
+    for s in specs:
+        if configs[s.run_id].data.root in releases:
+            groups.setdefault(image_group(configs[s.run_id]), []).append(s)
+    to_build: dict[Path, dict[str, int]] = {}  # cache root -> {cache dir: bytes still needed}
+    for group in groups.values():
+        cfg = configs[group[0].run_id]
+        d = cfg.data
+        release = releases[d.root]
+        try:
+            names = run_image_names(cfg, release)
+        except CxrBenchError as e:
+            check.problems.append(e)
+            continue
+        for source, cache_dir in sorted({(configs[s.run_id].data.source, configs[s.run_id].data.cache_dir)
+                                          for s in group}, key=str):
+            status = cache_status(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
+                                  cache_dir=cache_dir)
+            members = [s for s in group if (configs[s.run_id].data.source, configs[s.run_id].data.cache_dir)
+                       == (source, cache_dir)]
+            check.image_keys.update({s.run_id: status.key for s in members})
+            if source == "cache" and not status.complete and any(s.run_id not in check.done for s in members):
+                to_build.setdefault(cache_root(cache_dir), {})[
+                    str(status.dir)] = status.bytes_needed
+    for root, dirs in sorted(to_build.items()):
+        check.cache_bytes[str(root)] = total = sum(dirs.values())
+        try:
+            check_free_space(root, total, what=f"the {len(dirs)} image cache(s) this sweep builds")
+        except CxrBenchError as e:
+            check.problems.append(e)
+    stale = _stale_runs(specs, configs, releases, store, check.image_keys)
+    if stale:
+        check.problems.append(stale)
+
+
+def _stale_runs(specs: Sequence[RunSpec], configs: dict[str, RunConfig], releases: dict[str | None, NIHRelease],
+                store: RunStore, keys: dict[str, str]) -> RunStoreError | None:
+    stale: list[tuple[str, str, str, str | None]] = []  # run id, recorded key, current key, data root
+    for s in specs:
+        current = keys.get(s.run_id)
+        rd = store.run(s.run_id)
+        if current is None or not rd.manifest_path.is_file():
+            continue
+        m = rd.manifest()
+        recorded = m.get("cache_key")
+        if not recorded or recorded == current:
+            continue
+        root = configs[s.run_id].data.root
+        before = (m.get("data") or {}).get("file_hashes")
+        if before and before != releases[root].file_hashes():
+            continue  # other metadata files: another dataset, which the run itself refuses
+        if rd.status is Status.COMPLETED or rd.last_checkpoint.is_file():
+            stale.append((s.run_id, str(recorded), current, root))
+    if not stale:
+        return None
+    run_id, old, new, root = stale[0]
+    where = root or "the bundled sample"
+    others = f" (and {len(stale) - 1} more run(s): {', '.join(r for r, *_ in stale[1:6])}" \
+             f"{', ...' if len(stale) > 6 else ''})" if len(stale) > 1 else ""
+    return RunStoreError(
+        f"the images under {where} changed since run {run_id}{others} in {store.path} used them: its image "
+        f"cache key was {old[:16]}..., the images give {new[:16]}... now (same metadata files). Results from "
+        f"other pixels are not reused and complete runs are not redone silently: to keep those results, run "
+        f"these images into another --out; to redo the runs on the current images, delete "
+        + ", ".join(str(store.path / r) for r, *_ in stale[:6]) + (" ..." if len(stale) > 6 else ""))

@@ -1,0 +1,107 @@
+"""The command line as a user meets it: flags in either place, typos caught before any work, optional
+packages really optional, a damaged run evaluated again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_bench.cli import main as cli_main
+
+
+def _cli(args: list[str], cwd: Path, extra_code: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    code = f"{extra_code}\nimport sys\nfrom cxr_bench.cli import main\nsys.exit(main({args!r}))"
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def test_version_and_verbosity_after_the_subcommand(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"cxr-bench {version('cxr-bench')}"
+    assert cli_main(["suites", "-q"]) == 0
+    assert cli_main(["-v", "suites", "-v"]) == 0
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("model.backbone=mobilenetv1", "--set model.backbone=mobilenetv1: unknown backbone 'mobilenetv1' (did you mean "
+                                   "mobilenet_v1"),
+    ("data.label_set=chestxray15", "--set data.label_set=chestxray15: unknown label set 'chestxray15'"),
+    ("seed=-1", "'seed'"),
+    ("optim.lr=nan", "optim.lr"),
+])
+def test_typos_fail_before_any_work(tmp_path, capsys, flag, message):
+    out = tmp_path / "runs"
+    rc = cli_main(["run", "--suite", "smoke", "--out", str(out), "--set", flag])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.startswith("cxr-bench: error: ") and "Traceback" not in err
+    assert not out.exists()  # nothing was created: no cache, no run directory
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = cli_main(["run", "--suite", "smoke", "--out", str(blocker), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cxr-bench: error:" in err and str(blocker) in err and "Traceback" not in err
+
+
+def test_paper_dry_run_needs_no_data_and_shows_what_differs(capsys):
+    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0]
+    # both readings of the backbone's training are listed, so the rows are told apart
+    assert "freeze_backbone" in header and " True " in table and " False " in table
+
+
+BLOCK_REPORT_PACKAGES = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('papermill', 'nbformat', 'nbconvert'):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.mark.slow
+def test_without_report_packages_and_a_damaged_run_is_evaluated_again(tmp_path):
+    """papermill, nbformat and nbconvert blocked: --help and a whole smoke sweep still work. Then a run's
+    test predictions are cut mid-row: the next sweep evaluates it again and the numbers come back."""
+    helped = _cli(["--help"], tmp_path, BLOCK_REPORT_PACKAGES)
+    assert helped.returncode == 0 and "run" in helped.stdout
+    out = tmp_path / "runs"
+    first = _cli(["run", "--suite", "smoke", "--out", str(out)], tmp_path, BLOCK_REPORT_PACKAGES)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "reports not rendered (papermill is not installed)" in first.stdout
+    store = out / "smoke"
+    assert (store / "leaderboard.csv").is_file()
+
+    run_dir = next(p for p in sorted(store.iterdir()) if (p / "predictions" / "test.csv").is_file())
+    pred = run_dir / "predictions" / "test.csv"
+    before = pred.read_bytes()
+    pred.write_bytes(before[: len(before) // 2])  # cut mid-row
+    from cxr_bench.runner.store import verify_artifacts
+
+    assert any("predictions/test.csv changed" in p for p in verify_artifacts(run_dir))
+    again = _cli(["run", "--suite", "smoke", "--out", str(out), "--no-report"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert verify_artifacts(run_dir) == []
+    assert pred.read_bytes() == before  # the same model on the same images: the same file
+    assert len(pd.read_csv(pred)) > 0
+
+
+def test_report_cli_constants_match_the_renderer():
+    from cxr_bench.cli import report as report_cli
+    from cxr_bench.reports import render
+
+    assert tuple(report_cli.TEMPLATES) == tuple(render.TEMPLATES)
+    assert report_cli.DEFAULT_CELL_TIMEOUT == render.DEFAULT_CELL_TIMEOUT

@@ -1,0 +1,173 @@
+"""Paired comparison: the patient bootstrap replayed with scikit-learn, Holm against statsmodels and a hand
+example, the analytic columns against delong.py / clustered.py, seeds, and degenerate labels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cxr_bench.metrics import (
+    clustered_auc_test,
+    delong_test,
+    holm,
+    paired_bootstrap,
+    paired_comparison,
+    resample_groups,
+)
+from cxr_bench.metrics.paired import PAIRED_COLUMNS, verdict
+
+
+def _data(seed: int = 0, n_patients: int = 60, n_labels: int = 3, effect: float = 0.3):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, n_patients)
+    patient = np.repeat([f"p{i:03d}" for i in range(n_patients)], sizes)
+    n = patient.size
+    frail = np.repeat(rng.normal(size=n_patients), sizes)
+    y = (frail[:, None] + rng.normal(size=(n, n_labels)) > 0.8).astype(np.int8)
+    shared = np.repeat(rng.normal(size=(n_patients, n_labels)), sizes, axis=0)
+    a = 1 / (1 + np.exp(-(y + shared + rng.normal(size=y.shape))))
+    b = 1 / (1 + np.exp(-((1 + effect) * y + shared + rng.normal(size=y.shape))))
+    return y, a, b, patient
+
+
+# ------------------------------------------------------------------------------------------ Holm
+
+
+def test_holm_hand_example_and_nan():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02 0.03 0.06 0.06
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    out = holm([np.nan, 0.01, 0.04])  # NaN is not in the family: m = 2
+    assert np.isnan(out[0]) and out[1:] == pytest.approx([0.02, 0.04])
+    assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
+    assert np.isnan(holm([np.nan, np.nan])).all()
+
+
+def test_holm_equals_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 14, 50):
+        p = rng.random(m) ** 3
+        p[: m // 4] = p[0]  # ties
+        _, expected, _, _ = multitest.multipletests(p, alpha=0.05, method="holm")
+        np.testing.assert_allclose(holm(p), expected, rtol=0, atol=1e-15)
+
+
+def test_verdict_rules():
+    assert verdict(0.02, 0.01) == "better" and verdict(-0.02, 0.01) == "worse"
+    assert verdict(0.02, 0.05) == "no evidence" and verdict(0.0, 0.0) == "no evidence"
+    assert verdict(math.nan, 0.01) == "no test" and verdict(0.1, math.nan) == "no test"
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+
+
+def test_one_seed_bootstrap_replays_with_sklearn():
+    y, a, b, patient = _data()
+    n = 20
+    boot = paired_bootstrap(y, [a], [b], patient, n=n, seed=11)
+    ids = np.unique(patient)
+    rows_of = {i: np.flatnonzero(patient == pid) for i, pid in enumerate(ids)}
+    draws = resample_groups(len(ids), n, 11)
+    for j in range(y.shape[1]):
+        diffs = []
+        for r in range(n):
+            rows = np.concatenate([rows_of[i] for i in draws[r]])
+            diffs.append(roc_auc_score(y[rows, j], b[rows, j]) - roc_auc_score(y[rows, j], a[rows, j]))
+        diffs = np.array(diffs)
+        np.testing.assert_allclose(boot.replicates_b[0, :, j] - boot.replicates_a[0, :, j], diffs, atol=1e-12)
+        d = boot.labels[j]
+        assert d.delta == pytest.approx(roc_auc_score(y[:, j], b[:, j]) - roc_auc_score(y[:, j], a[:, j]), abs=1e-12)
+        assert d.ci == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
+        assert d.se == pytest.approx(diffs.std(ddof=1), rel=1e-9)
+        assert d.p == pytest.approx(math.erfc(abs(d.delta) / d.se / math.sqrt(2)), rel=1e-9)
+        assert math.isinf(d.df)
+    # The mean over labels uses the same resampled patients for every label.
+    mean_diffs = (boot.replicates_b[0] - boot.replicates_a[0]).mean(axis=1)
+    assert boot.mean.ci == pytest.approx(tuple(np.percentile(mean_diffs, [2.5, 97.5])), abs=1e-12)
+
+
+def test_same_model_on_both_sides_is_no_evidence():
+    y, a, _, patient = _data()
+    t = paired_comparison(y, [a], [a], patient, n_bootstrap=50)
+    assert (t["delta"] == 0).all() and (t["p_bootstrap"] == 1).all()
+    assert (t["verdict"] == "no evidence").all()
+    assert list(t.columns) == list(PAIRED_COLUMNS)
+
+
+def test_analytic_columns_equal_delong_and_obuchowski():
+    y, a, b, patient = _data(1)
+    t = paired_comparison(y, [a], [b], patient, labels=["x", "y", "z"], n_bootstrap=50).set_index("label")
+    for j, lab in enumerate("xyz"):
+        assert t.loc[lab, "p_delong_image_level"] == pytest.approx(delong_test(y[:, j], b[:, j], a[:, j]).p, rel=1e-9)
+        assert t.loc[lab, "p_clustered"] == pytest.approx(clustered_auc_test(y[:, j], b[:, j], a[:, j], patient).p,
+                                                          rel=1e-9)
+    np.testing.assert_allclose(t.loc[list("xyz"), "p_bootstrap_holm"], holm(t.loc[list("xyz"), "p_bootstrap"]))
+    np.testing.assert_allclose(t.loc[list("xyz"), "p_clustered_holm"], holm(t.loc[list("xyz"), "p_clustered"]))
+    # The mean row is the pair's single primary endpoint: not adjusted, bootstrap only.
+    assert t.loc["mean", "p_bootstrap_holm"] == t.loc["mean", "p_bootstrap"]
+    assert math.isnan(t.loc["mean", "p_clustered"])
+    assert t.loc["mean", "delta"] == pytest.approx(t.loc[list("xyz"), "delta"].mean())
+
+
+def test_verdicts_use_the_holm_adjusted_p():
+    # Ten labels with a modest true improvement: some raw p-values pass 0.05 that the adjusted ones do not.
+    y, a, b, patient = _data(5, n_patients=150, n_labels=10, effect=0.35)
+    t = paired_comparison(y, [a], [b], patient, n_bootstrap=200).iloc[:-1]
+    raw_only = t[(t["p_bootstrap"] < 0.05) & (t["p_bootstrap_holm"] >= 0.05)]
+    assert len(raw_only) > 0 and (raw_only["verdict"] == "no evidence").all()
+    expected = [verdict(d, p) for d, p in zip(t["delta"], t["p_bootstrap_holm"])]
+    assert t["verdict"].tolist() == expected
+
+
+def test_identical_seeds_add_nothing_and_different_seeds_widen():
+    y, a, b, patient = _data(2)
+    one = paired_comparison(y, [a], [b], patient, n_bootstrap=100, seed=4).set_index("label")
+    copies = paired_comparison(y, [a, a, a], [b, b], patient, n_bootstrap=100, seed=4).set_index("label")
+    np.testing.assert_allclose(copies["delta"], one["delta"], atol=1e-12)
+    np.testing.assert_allclose(copies["se"], one["se"], rtol=1e-9)
+    np.testing.assert_allclose(copies["p_bootstrap"], one["p_bootstrap"], rtol=1e-9)
+    np.testing.assert_allclose(copies["p_clustered"], one["p_clustered"], rtol=1e-9)
+
+    rng = np.random.default_rng(0)
+    # Three seeds per side whose AUCs differ by much more than test noise (a seed-specific shift of the
+    # positives' scores): the seed component must widen the interval and give finite Satterthwaite df.
+    seeds_a = [np.clip(a + s * y, 0, 1) for s in (-0.3, 0.0, 0.3)]
+    seeds_b = [np.clip(b + s * y, 0, 1) for s in (-0.25, 0.05, 0.35)]
+    seeds_a = [np.clip(x + rng.normal(0, 1e-3, x.shape), 0, 1) for x in seeds_a]
+    wide = paired_comparison(y, seeds_a, seeds_b, patient, n_bootstrap=100, seed=4).set_index("label")
+    narrow = paired_comparison(y, seeds_a, seeds_b, patient, n_bootstrap=100, seed=4,
+                               seed_variance=False).set_index("label")
+    assert (wide["se"] > narrow["se"]).all()
+    assert np.isfinite(wide["df"]).all() and (wide["df"] >= 2).all()
+    assert (wide["p_bootstrap"] >= narrow["p_bootstrap"]).all()
+    # Auc columns are seed means.
+    assert wide.loc["label_0", "auc_a"] == pytest.approx(np.mean([roc_auc_score(y[:, 0], s[:, 0]) for s in seeds_a]))
+
+
+def test_labels_with_fewer_than_two_positives_are_nan_with_reason():
+    y, a, b, patient = _data(4)
+    y = y.copy()
+    y[:, 1] = 0
+    y[0, 1] = 1  # one positive
+    y[:, 2] = 1  # no negative
+    t = paired_comparison(y, [a], [b], patient, labels=["ok", "one", "none"], n_bootstrap=30).set_index("label")
+    for lab in ("one", "none"):
+        assert t.loc[lab, ["auc_a", "delta", "p_bootstrap", "p_clustered", "p_delong_image_level"]].isna().all()
+        assert "needs at least 2" in t.loc[lab, "reason"] and t.loc[lab, "verdict"] == "no test"
+    assert t.loc["mean", "delta"] == pytest.approx(t.loc["ok", "delta"])  # the mean skips them
+    assert t.loc["ok", "p_bootstrap_holm"] == t.loc["ok", "p_bootstrap"]  # a family of one
+
+
+def test_bad_shapes_raise():
+    y, a, b, patient = _data()
+    with pytest.raises(ValueError, match="side B"):
+        paired_bootstrap(y, [a], [b[:-1]], patient, n=5)
+    with pytest.raises(ValueError, match="one patient per image"):
+        paired_bootstrap(y, [a], [b], patient[:-1], n=5)
+    with pytest.raises(ValueError, match="no model"):
+        paired_bootstrap(y, [], [b], patient, n=5)
+    assert isinstance(paired_comparison(y, [a], [b], patient, n_bootstrap=5), pd.DataFrame)

@@ -1,0 +1,126 @@
+"""A real HTTP file server on 127.0.0.1 for the download tests (this module holds no tests).
+
+The suite runs with ``--import-mode=importlib``, so test folders are not on ``sys.path``: tests load this
+file by path with ``importlib.util``. It serves bytes from memory with what the download code relies on and what
+real servers do differently:
+
+- ``Range: bytes=N-`` / ``bytes=N-M`` answered with 206 and ``Content-Range`` (416 past the end), or ignored
+  (200, the whole file) for paths in ``ignore_range``, as some servers and proxies do;
+- HEAD, ``ETag`` and extra headers per path (the Hugging Face hub's ``X-Repo-Commit``);
+- faults: ``stall`` (send N bytes, then wait until released: a client killed mid-file) and ``cut`` (send N
+  bytes of a body announced longer, then close: a connection dropped mid-file).
+
+Every request is logged as ``(method, path, range header or None)`` so a test can assert that a resumed
+download asked for the missing bytes only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+@dataclass
+class Site:
+    files: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    ignore_range: set[str] = field(default_factory=set)
+    stall: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
+    cut: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before the connection drops (once)
+    log: list[tuple[str, str, str | None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gets(self, path: str) -> list[str | None]:
+        """The Range header of every GET of ``path``, in order (None: no Range)."""
+        with self.lock:
+            return [r for m, p, r in self.log if m == "GET" and p == path]
+
+
+def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def _serve(self, *, body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            rng = self.headers.get("Range")
+            with site.lock:
+                site.log.append((self.command, path, rng))
+                data = site.files.get(path)
+                extra = dict(site.headers.get(path, {}))
+                cut = site.cut.pop(path, None) if body else None
+            if data is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            start, end, status = 0, len(data), 200
+            m = _RANGE.match(rng or "")
+            if m and path not in site.ignore_range:
+                start = int(m.group(1))
+                end = min(len(data), int(m.group(2)) + 1) if m.group(2) else len(data)
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = 206
+            self.send_response(status)
+            self.send_header("Content-Length", str(end - start))
+            self.send_header("Accept-Ranges", "none" if path in site.ignore_range else "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if not body:
+                return
+            payload = data[start:end]
+            stall = site.stall.get(path)
+            if stall is not None and start == 0:
+                n, release = stall
+                self.wfile.write(payload[:n])
+                self.wfile.flush()
+                release.wait(30)
+                self.close_connection = True
+                return
+            if cut is not None:
+                self.wfile.write(payload[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(payload)
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve(site: Site) -> Iterator[str]:
+    """Serve ``site`` on 127.0.0.1 (a free port) in a thread; yields the base URL ending in ``/``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(site))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        for _, release in site.stall.values():
+            release.set()
+        server.shutdown()
+        server.server_close()
+
