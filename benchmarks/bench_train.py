@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="cpu preset: batch size")
     p.add_argument("--workers", default="0,2", help="cpu preset: DataLoader worker counts (comma-separated)")
     p.add_argument("--steps", type=int, default=None,
-                   help="timed optimizer steps per measurement (default: cpu 10, quick 4, cuda 30, tiny 2)")
+                   help="timed optimizer steps per measurement (default: cpu 10, quick 4, cuda 20, tiny 2)")
     p.add_argument("--repeats", type=int, default=None, help="alternating measurements per side (default 3; "
                    "quick/tiny 2)")
     p.add_argument("--compile", choices=("no", "yes", "both"), default="no", help="torch.compile (CUDA only)")
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = init_distributed(args.device).device.type == "cuda"
     preset = args.preset or ("cuda" if cuda else "cpu")
     small = args.quick or args.tiny
-    steps = args.steps or (2 if args.tiny else 4 if args.quick else 30 if preset == "cuda" else 10)
+    steps = args.steps or (2 if args.tiny else 4 if args.quick else 20 if preset == "cuda" else 10)
     repeats = args.repeats or (2 if small else 3)
     if cuda:
         torch.backends.cudnn.benchmark = True  # as train_run does on CUDA: fixed shapes, autotuned kernels

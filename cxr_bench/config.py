@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .plugins import check_module_name
 
 # Field metadata flag: the field does not change the numbers a run produces.
 NOT_IDENTITY = {"identity": False}
@@ -124,6 +125,9 @@ class RunConfig:
     device: str = field(default="auto", metadata=NOT_IDENTITY)  # auto | cpu | cuda | cuda:N
     # Free-form name shown in tables; the run id, not the name, identifies a run.
     name: str = field(default="", metadata=NOT_IDENTITY)
+    # Plugin modules (a suite's ``[suite] imports``) every process imports before it builds the run, so a
+    # user's own registered backbone, head or loss exists in torchrun ranks and submitit jobs too.
+    imports: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)
 
     # ------------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +155,10 @@ class RunConfig:
                 v = getattr(getattr(self, sec), f.name)
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ConfigError(f"config key '{sec}.{f.name}': {v!r} is not a finite number")
+        if not isinstance(self.imports, list):
+            raise ConfigError(f"config key 'imports': expected a list of module names, got {self.imports!r}")
+        for module in self.imports:
+            check_module_name(module, "config key 'imports'")
         fr = self.data.random_fractions
         if any(not math.isfinite(x) or x < 0 for x in fr) or fr[0] <= 0 or abs(sum(fr) - 1.0) > 1e-6:
             raise ConfigError(f"config key 'data.random_fractions': {list(fr)} must be three non-negative "
@@ -228,7 +236,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "optim.early_stopping_patience": _at_least(1),
     "optim.grad_clip": _positive(),
     "optim.amp": _one_of("none", "bf16", "fp16"),
-    "eval.bootstrap": _at_least(0),
+    "eval.bootstrap": _at_least(1),
     "eval.ci_level": _fraction(),
     "eval.threshold": _one_of("youden", "f1", "sens90"),
     "eval.batch_size": _at_least(1),

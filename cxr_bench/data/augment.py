@@ -24,6 +24,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -208,13 +209,13 @@ def _seed_words(entropy: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         const = [np.uint32(_HASH["init_a"])]
 
-        def hashmix(v: np.ndarray) -> np.ndarray:
+        def hashmix(v: Any) -> Any:  # uint32 arrays (numpy's stubs lose the dtype through ^ and *)
             v = v ^ const[0]
             const[0] = np.uint32(const[0] * np.uint32(_HASH["mult_a"]))
             v = v * const[0]
             return v ^ (v >> np.uint32(16))
 
-        def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        def mix(x: Any, y: Any) -> Any:
             r = np.uint32(_HASH["mix_l"]) * x - np.uint32(_HASH["mix_r"]) * y
             return r ^ (r >> np.uint32(16))
 

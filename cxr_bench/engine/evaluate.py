@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -128,4 +128,6 @@ def split_predictions(dataset: Any, output: SplitOutput, labels: Sequence[str]) 
 
 def write_split_predictions(path: str | Path, pred: Predictions) -> Path:
     """``predictions/<split>.csv`` through the metrics layer's validating, atomic writer."""
-    return write_predictions(path, pred.images, pred.patient_ids, pred.y_true, pred.y_prob, pred.labels)
+    # The writer takes any sequence; numpy string arrays are what Predictions holds.
+    return write_predictions(path, cast(Any, pred.images), cast(Any, pred.patient_ids), pred.y_true, pred.y_prob,
+                             pred.labels)

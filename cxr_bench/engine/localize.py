@@ -109,19 +109,20 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto",
     with :func:`cxr_bench.models.create_model` and gets the checkpoint's state dict, strictly.
     """
     from ..data.labels import get_label_set
+    from ..plugins import import_plugins
     from .checkpoint import load_checkpoint
-    from ..models import create_model
+    from .trainer import build_model
 
     run_dir = Path(run_dir)
     cfg = _read_run_config(run_dir)
+    import_plugins(cfg.imports, f"{run_dir / 'config.json'}: config key 'imports'")
     path = _find_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
     if "model" not in state:
         raise RunStoreError(f"checkpoint {path} holds no model state (keys: {', '.join(sorted(state))})")
     labels = get_label_set(cfg.data.label_set).labels
-    model = create_model(cfg.model.backbone, head=cfg.model.head, num_labels=len(labels),
-                         channels=cfg.data.channels, head_kwargs=dict(cfg.model.head_kwargs),
-                         drop_rate=cfg.model.drop_rate, pretrained=None, targets=labels)
+    # The engine's one mapping from config to model; no pretrained weights: the checkpoint replaces them.
+    model = build_model(cfg.replace(**{"model.pretrained": None}), labels)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

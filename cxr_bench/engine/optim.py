@@ -21,7 +21,7 @@ from ..registry import Registry
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_schedule", "LRSchedule", "param_groups"]
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
-SCHEDULERS: Registry[Callable[..., "LRSchedule"]] = Registry("scheduler")
+SCHEDULERS: Registry[Callable[..., LRSchedule]] = Registry("scheduler")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -31,7 +31,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     (the timm / "bag of tricks" convention). Frozen parameters are left out, so a frozen backbone costs
     no optimizer state.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)

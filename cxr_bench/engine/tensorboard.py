@@ -33,7 +33,7 @@ def tensorboard_available() -> bool:
     try:
         import tensorboard  # noqa: F401
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except Exception:  # an absent package, or one whose protobuf clashes: either way, no event files
+    except (ImportError, TypeError, AttributeError):  # absent, or its protobuf clashes: no event files
         return False
     return True
 
@@ -51,7 +51,7 @@ class RunBoard:
             # purge_step: events at steps >= the resumed epoch's number (epochs are 1-based) are hidden.
             self.writer = SummaryWriter(log_dir=str(Path(run_dir)), purge_step=resume_epoch + 1 if resume_epoch
                                         else None)
-        except Exception as e:  # never fail a run for its dashboard
+        except (ImportError, OSError, TypeError, ValueError) as e:  # never fail a run for its dashboard
             log.warning("TensorBoard event files are not written to %s: %s", run_dir, e)
 
     @property
@@ -71,7 +71,7 @@ class RunBoard:
                 if value is not None and math.isfinite(float(value)):
                     self.writer.add_scalar(tag, float(value), step)
             self.writer.flush()
-        except Exception as e:
+        except (OSError, TypeError, ValueError) as e:
             log.warning("TensorBoard: writing epoch %d failed (%s); event files disabled for this run", step, e)
             self.close()
 
@@ -79,6 +79,6 @@ class RunBoard:
         if self.writer is not None:
             try:
                 self.writer.close()
-            except Exception:  # pragma: no cover - closing a broken writer
+            except OSError:  # pragma: no cover - closing a writer whose disk went away
                 pass
             self.writer = None

@@ -24,27 +24,34 @@ import io
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig
-from ..metrics.predictions import Predictions
 from ..errors import ConfigError, TrainingError
+from ..metrics.predictions import Predictions
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.progress import progress as progress_bar
 from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
 from .distributed import DistContext, EpochTagged, ShardedSampler, init_distributed, resolve_device
-from .evaluate import AMP_DTYPES, SplitOutput, autocast, predict, split_predictions, to_model_input, \
-    write_split_predictions
-from .tensorboard import RunBoard
+from .evaluate import (
+    AMP_DTYPES,
+    SplitOutput,
+    autocast,
+    predict,
+    split_predictions,
+    to_model_input,
+    write_split_predictions,
+)
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule
 from .seeding import capture_rng_state, derive_seed, make_generator, restore_rng_state, scoped_rng
+from .tensorboard import RunBoard
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +100,7 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     d = cfg.data
     release = NIHRelease.open(d.root)
     splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
-                         random_fractions=tuple(d.random_fractions))
+                         random_fractions=cast(tuple[float, float, float], tuple(d.random_fractions)))
     train_rows = _subsample(np.asarray(splits.train), d.max_train_images, d.split_seed)
     for name, rows in (("train", train_rows), ("val", splits.val), ("test", splits.test)):
         if len(rows) == 0:
@@ -162,8 +169,7 @@ class InputPath:
         self.cfg = cfg
         self.ctx = ctx
         cache = data.train.cache
-        slots = np.concatenate([ds.slots for ds in (data.train, data.val, data.test)]) if cache is not None \
-            else None
+        slots = np.concatenate([ds.slots for ds in (data.train, data.val, data.test)])
         nbytes = ResidentImages.needed_bytes(cache, slots) if cache is not None else None
         self.kind, self.reason = choose_loader(cfg.data.loader, ctx.device, nbytes)
         self.resident = ResidentImages(cache, slots, ctx.device) if self.kind == "gpu" else None
@@ -226,10 +232,7 @@ class _State:
     best_metric: float = -math.inf
     best_epoch: int | None = None
     finished: bool = False
-    history: list[dict[str, Any]] | None = None
-
-    def __post_init__(self) -> None:
-        self.history = self.history or []
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _note_cpu_noops(cfg: RunConfig, device: torch.device) -> None:
@@ -302,12 +305,13 @@ class Trainer:
         self.best_val: SplitOutput | None = None
         self._resume()
 
-        self.net: torch.nn.Module = self.model
+        # Any: DDP and torch.compile wrap the module in types the training loop only calls.
+        self.net: Any = self.model
         if ctx.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.device.index] if cuda else None)
         if o.compile and cuda:
-            self.net = torch.compile(self.net)
+            self.net = cast(Any, torch.compile(self.net))
 
     # ------------------------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
@@ -450,7 +454,6 @@ class Trainer:
         return (val_loss, *_aucs(y, out.probabilities()), out)
 
     def fit(self) -> None:
-        o = self.cfg.optim
         s = self.state
         board = RunBoard(self.run_dir, resume_epoch=s.epoch, enabled=None if self.ctx.is_main and not s.finished
                          else False)
@@ -531,7 +534,7 @@ class Trainer:
         write_split_predictions(pred_dir / "val.csv", val)
         write_split_predictions(pred_dir / "test.csv", test)
         e = self.cfg.eval
-        common = dict(threshold_method=e.threshold, n_bootstrap=e.bootstrap, level=e.ci_level, seed=self.cfg.seed)
+        common: dict[str, Any] = dict(threshold_method=e.threshold, n_bootstrap=e.bootstrap, level=e.ci_level, seed=self.cfg.seed)
         rates = [r["train_images_per_s"] for r in s.history if r.get("train_images_per_s")]
         m = self.cfg.model
         # By name: built on the meta device and cached per process, so a suite pays for it once per model.

@@ -142,7 +142,6 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, thresholds: Sequen
     attrs = subgroup_groups(metadata, pred.images)
     group, n_groups = cluster_index(pred.patient_ids, t.shape[0])
     counts_t = _counts(resample_groups(n_groups, n_bootstrap, seed), n_groups)
-    weights_of = counts_t.T  # (n, G): resample r's count of each patient
 
     thr = (np.array([math.nan if v is None else float(v) for v in thresholds], dtype=np.float64)
            if thresholds is not None else np.full(len(labels), np.nan))
@@ -175,7 +174,7 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, thresholds: Sequen
         f = np.bincount(group[rows & finding], minlength=n_groups).astype(np.float64)
         u = np.bincount(group[rows & under], minlength=n_groups).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            reps = (weights_of @ u) / (weights_of @ f)
+            reps = (u @ counts_t) / (f @ counts_t)  # per resample: weighted counts of its patients
         rate = n_under / n_find
         rec.update(rate=rate, ci=_json_pair(percentile_ci(reps, level)))
         if n_under in (0, n_find):

@@ -16,12 +16,13 @@ Registered names (``HEADS``); every head is built as ``Head(in_features, num_lab
 average pooling; LSE and max pool differently), so a heatmap is the logit spread over the image. For the
 linear heads it is the class activation map (Zhou et al. 2016); for ``attention``, whose classifier is not
 linear, it is the classifier's first-order expansion at every position (see :meth:`AttentionHead.heatmap`).
-Heatmaps describe the model in eval mode: dropout is never applied to them.
+Heatmaps never apply dropout; they describe the model as evaluated (localization calls them in eval mode).
 """
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +79,7 @@ def head_options(name: str, in_features: int, head_kwargs: dict | None = None) -
 def build_head(name: str, in_features: int, num_labels: int, *, drop_rate: float = 0.0,
                head_kwargs: dict | None = None) -> Head:
     """Build head ``name``; unknown ``head_kwargs`` are a ConfigError listing the accepted ones."""
-    cls = HEADS.get(name)
+    cls: Any = HEADS.get(name)  # every registered head takes drop_rate; the base class does not
     kwargs = dict(head_kwargs or {})
     params = inspect.signature(cls.__init__).parameters
     accepted = [p for p in params if p not in ("self", "in_features", "num_labels", "drop_rate")]
@@ -89,7 +90,7 @@ def build_head(name: str, in_features: int, num_labels: int, *, drop_rate: float
     return cls(in_features, num_labels, drop_rate=drop_rate, **kwargs)
 
 
-def _keras_init(*modules: nn.Module) -> None:
+def _keras_init(*modules: nn.Conv2d | nn.Linear) -> None:
     """Keras's defaults for Conv2D and Dense: Glorot-uniform weights, zero biases.
 
     ``xavier_uniform_`` computes fan-in/out as Keras does for convolutions too (channels x kernel area).

@@ -95,7 +95,10 @@ def install_kernel_spec(kernels_dir: Path) -> Path:
     """Write a kernel spec that starts :data:`sys.executable` (this interpreter) into ``kernels_dir``."""
     spec_dir = kernels_dir / KERNEL_NAME
     spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        # The kernel's own log (e.g. its start-up notice about TCP transport) would reach the user's
+        # terminal unformatted; errors in cells are in the notebook, so it only needs to speak on errors.
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--IPKernelApp.log_level=ERROR"],
         "display_name": f"cxr-bench ({sys.executable})",
         "language": "python",
         "metadata": {"debugger": False},
@@ -202,6 +205,10 @@ def check_executed(nb: nbformat.NotebookNode, template: nbformat.NotebookNode, n
                           f"{out.get('ename')}: {out.get('evalue')}. See {path}")
 
 
+def _drop_alt_text_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Alternative text is missing")
+
+
 def export_html(nb: nbformat.NotebookNode, path: str | Path, title: str = "") -> Path:
     """HTML with code inputs and prompts hidden and stderr (log lines) dropped; figures stay embedded as
     base64 PNG, so the file is self-contained."""
@@ -216,7 +223,13 @@ def export_html(nb: nbformat.NotebookNode, path: str | Path, title: str = "") ->
         nb.metadata["title"] = title
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
+    # The lab template drops an image's alt metadata and nbconvert then warns once per report; the
+    # warning says nothing a report reader or writer can act on.
+    exporter.log.addFilter(_drop_alt_text_warning)
+    try:
+        body, _ = exporter.from_notebook_node(nb)
+    finally:
+        exporter.log.removeFilter(_drop_alt_text_warning)
     path = Path(path)
     atomic_write_text(path, body)
     path.chmod(0o644)  # a report is meant to be shared; the atomic writer's temp file is private (0600)

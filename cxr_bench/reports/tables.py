@@ -18,8 +18,8 @@ import html
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -264,21 +264,35 @@ def label_counts(rec: RunRecord, split: str = "test") -> dict[str, tuple[float, 
 # ----------------------------------------------------------------------------------------- context
 
 
-@dataclass
 class ReportContext:
-    """Everything a report reads, loaded once: the runs of a store (optionally one suite) and the
-    leaderboard built from them."""
+    """Everything a report reads, loaded once: the runs of a store (optionally one suite) and, when a
+    section asks for it, the leaderboard built from them (building it scores every run's expert labels,
+    calibration and subgroups, which the ablation report never shows)."""
 
-    runs_dir: Path
-    suite: str | None
-    runs: list[RunRecord]
-    leaderboard: Leaderboard
+    def __init__(self, runs_dir: str | Path, suite: str | None, runs: list[RunRecord],
+                 leaderboard: Leaderboard | None = None) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.suite = suite or None
+        self.runs = runs
+        self._leaderboard = leaderboard
+
+    def __repr__(self) -> str:
+        return f"ReportContext({self.runs_dir}, suite={self.suite!r}, {len(self.runs)} runs)"
 
     @classmethod
     def load(cls, runs_dir: str | Path, suite: str | None = None) -> ReportContext:
-        suite = suite or None
-        runs = load_runs(runs_dir, suite)
-        return cls(Path(runs_dir), suite, runs, build_leaderboard(runs_dir, suite))
+        return cls(Path(runs_dir), suite, load_runs(runs_dir, suite or None))
+
+    @property
+    def leaderboard(self) -> Leaderboard:
+        if self._leaderboard is None:
+            self._leaderboard = build_leaderboard(self.runs_dir, self.suite)
+        return self._leaderboard
+
+    @cached_property
+    def n_not_completed(self) -> int:
+        """Runs of the store (this suite) that failed, are unfinished or are damaged."""
+        return len(load_runs(self.runs_dir, self.suite, include_incomplete=True)) - len(self.runs)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -296,7 +310,7 @@ class ReportContext:
         are near chance (:func:`sample_note_html`); a one-line scope note in every case."""
         scope = (f"Run store <code>{esc(self.runs_dir)}</code>"
                  + (f", suite <b>{esc(self.suite)}</b>" if self.suite else ", all suites")
-                 + f": {len(self.runs)} completed run(s), {len(self.leaderboard.failed)} not completed.")
+                 + f": {len(self.runs)} completed run(s), {self.n_not_completed} not completed.")
         sample = self.sample_runs
         if not sample:
             return f"<p>{scope}</p>"

@@ -33,7 +33,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config import RunConfig, get_dotted
 from ..errors import CacheError, ConfigError, CxrBenchError, ImageError, RunStoreError, WeightsError
@@ -104,8 +104,9 @@ def run_image_names(cfg: RunConfig, release: NIHRelease) -> list[str]:
     from ..engine.trainer import _subsample
 
     d = cfg.data
+    fractions = cast("tuple[float, float, float]", tuple(d.random_fractions))  # length checked at load
     splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
-                         random_fractions=tuple(d.random_fractions))
+                         random_fractions=fractions)
     train = _subsample(np.asarray(splits.train), d.max_train_images, d.split_seed)
     needed = np.unique(np.concatenate([train, splits.val, splits.test]))
     return release.metadata["image"].to_numpy(dtype=object)[needed].tolist()
@@ -176,15 +177,16 @@ def folder_problem(path: str | os.PathLike, what: str, error: type[CxrBenchError
     """Why ``path`` cannot be (made into) a folder we write to, or None. Makes nothing."""
     path = Path(path).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    where = f"{what} {path}" + (f": {existing}" if existing != path else "")
     if not existing.is_dir():
-        return error(f"{what} {path}: {existing} is a file, not a folder; pass a folder")
+        return error(f"{where} is a file, not a folder; pass a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         try:
             read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
         except OSError:
             read_only = False
         why = "is on a read-only filesystem" if read_only else "is not writable by this user"
-        return error(f"{what} {path}: {existing} {why}; pass a folder you can write to")
+        return error(f"{where} {why}; pass a folder you can write to")
     return None
 
 
@@ -192,11 +194,13 @@ def _check_weights(configs: Sequence[RunConfig], check: SweepCheck) -> None:
     from ..models.weights import IMAGENET, format_missing_weights, missing_weights, offline_reason
 
     missing = missing_weights(configs)
-    downloads = offline_reason() is None
-    check.to_fetch = [m for m in missing if downloads and m.pretrained == IMAGENET and m.url is not None]
+    offline = offline_reason()
+    check.to_fetch = [m for m in missing if offline is None and m.pretrained == IMAGENET and m.url is not None]
     rest = [m for m in missing if m not in check.to_fetch]
     if rest:
-        check.problems.append(WeightsError(format_missing_weights(rest)))
+        why = f" (downloads are off ({offline}), so the sweep cannot fetch them itself)" \
+            if offline and any(m.pretrained == IMAGENET for m in rest) else ""
+        check.problems.append(WeightsError(format_missing_weights(rest) + why))
 
 
 def fetch_weights(missing: Sequence[MissingWeights]) -> None:

@@ -96,6 +96,7 @@ def _gpus() -> list[dict[str, Any]]:
 
 def hardware_info() -> dict[str, Any]:
     """CPU model, logical cores (and how many this process may use), RAM, GPUs, torch threads."""
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

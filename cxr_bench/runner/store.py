@@ -199,7 +199,7 @@ class RunDir:
         try:
             atomic_write_json(self.manifest_path, manifest)
         except OSError as e:  # the previous manifest is intact (atomic write): say which file and why
-            code = f" [{errno.errorcode[e.errno]}]" if e.errno in errno.errorcode else ""
+            code = f" [{errno.errorcode[e.errno]}]" if e.errno is not None and e.errno in errno.errorcode else ""
             raise RunStoreError(f"cannot write {self.manifest_path}: {e.strerror or e}{code}; free some disk "
                                 "space (or fix the folder) and run the same command again: finished runs are "
                                 "kept and this one resumes") from e

@@ -174,16 +174,15 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
     # kill between the engine's last write and the manifest's, a file deleted or cut), the run is done
     # again from its checkpoints: the engine resumes a finished run by evaluating its best checkpoint
     # again (same numbers, new files), an unfinished one by training on from last.pt.
+    repair = None
     if rd.completed:
         damage = verify_artifacts(rd.path)
         if not damage:
             return RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
                               test_mean_auc=_test_auc(rd))
-        log.warning("run %s: completed, but %s; evaluating it again from its checkpoints",
-                    spec.run_id, "; ".join(damage))
+        repair = f"completed, but {'; '.join(damage)}"
     elif rd.status is Status.COMPLETED:
-        log.warning("run %s: its manifest says completed but %s is missing; evaluating it again from its "
-                    "checkpoints", spec.run_id, rd.metrics_path.name)
+        repair = f"its manifest says completed but {rd.metrics_path.name} is missing"
     for tmp in remove_stale_temps(rd.path):  # we hold the run's lock: these are a killed attempt's
         log.info("removed %s, left by an interrupted write", tmp)
     try:
@@ -198,6 +197,8 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
     })
     resumed = attempt.manifest["attempts"][-1]["resumed_from_checkpoint"]
     with rd.log_to_file() as file_handler:
+        if repair:
+            log.warning("run %s: %s; evaluating it again from its checkpoints", spec.run_id, repair)
         log.info("run %s (%s): %s%s", spec.run_id, spec.name,
                  "resuming from checkpoints/last.pt" if resumed else "starting",
                  f" with torchrun, {spec.nproc} processes" if spec.nproc > 1 else "")
@@ -240,7 +241,7 @@ def stops_the_sweep(error: BaseException) -> bool:
 
 
 def _errno_name(e: OSError) -> str:
-    return f" [{errno.errorcode[e.errno]}]" if e.errno in errno.errorcode else ""
+    return f" [{errno.errorcode[e.errno]}]" if e.errno is not None and e.errno in errno.errorcode else ""
 
 
 class ConsoleDigest(logging.Filter):
@@ -513,7 +514,7 @@ def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | 
     """
     from .suite import load_suite
 
-    suite = load_suite(suite_name)
+    suite = load_suite(suite_name if isinstance(suite_name, str) else Path(suite_name))
     profile = profile if profile is not None else suite.default_profile(str(data_root) if data_root else None)
     prof = suite.check_profile(profile)
     overrides = dict(overrides or {})

@@ -4,6 +4,7 @@ packages really optional, a damaged run evaluated again."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,12 +54,29 @@ def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
     assert rc == 2 and "cxr-bench: error:" in err and str(blocker) in err and "Traceback" not in err
 
 
-def test_paper_dry_run_needs_no_data_and_shows_what_differs(capsys):
-    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run"]) == 0
-    table = capsys.readouterr().out
+def test_paper_dry_run_needs_no_data_and_shows_what_differs(tmp_path, capsys):
+    from cxr_bench.bench import read_results_csv
+    from cxr_bench.runner.estimate import RESULTS_DIR
+
+    out = tmp_path / "runs"
+    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    table, err = captured.out, captured.err
     header = table.splitlines()[0]
     # both readings of the backbone's training are listed, so the rows are told apart
     assert "freeze_backbone" in header and " True " in table and " False " in table
+    assert "bundled sample" not in err and "no --data-root: the data, image and disk checks wait for it" in err
+    assert not out.exists()
+    # The time column: the committed CPU figure where a row matches, on the machine it names; never a GPU time.
+    assert "est. time" in header
+    cost, meta = read_results_csv(RESULTS_DIR / "cost_curve.csv")
+    alexnet = cost[(cost["section"] == "paper_profile") & (cost["backbone"] == "alexnet")
+                   & cost["note"].str.contains("frozen backbone: True")]
+    hours = round(float(alexnet["hours"].iloc[0]))
+    rows = [line for line in table.splitlines() if " alexnet " in line and " True " in line]
+    assert rows and all(f" {hours} h (" in line and " CPU " in line for line in rows)
+    assert f"measured on {meta['hostname']} ({meta['cpu']}, {meta['cpu_usable']} usable cores, no GPU)" in table
+    assert "GPU time is unmeasured" in table and not re.search(r"(min|h|d\)) GPU", table)
 
 
 BLOCK_REPORT_PACKAGES = """
@@ -99,9 +117,13 @@ def test_without_report_packages_and_a_damaged_run_is_evaluated_again(tmp_path):
     assert len(pd.read_csv(pred)) > 0
 
 
-def test_report_cli_constants_match_the_renderer():
-    from cxr_bench.cli import report as report_cli
+def test_report_cli_choices_and_defaults_are_the_renderer_s():
+    from cxr_bench.cli import build_parser
     from cxr_bench.reports import render
 
-    assert tuple(report_cli.TEMPLATES) == tuple(render.TEMPLATES)
-    assert report_cli.DEFAULT_CELL_TIMEOUT == render.DEFAULT_CELL_TIMEOUT
+    args = build_parser().parse_args(["report", "--runs", "r"])
+    assert args.timeout == render.DEFAULT_CELL_TIMEOUT
+    for name in render.TEMPLATES:
+        assert build_parser().parse_args(["report", "--runs", "r", "--only", name]).only == [name]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["report", "--runs", "r", "--only", "no-such-report"])

@@ -3,7 +3,7 @@ the GPU-resident input path against the CPU's batches.
 
 Tolerances, and why they are not zero:
 - bf16 / fp16 autocast against fp32: relative L2 error of the logits of a randomly initialised ResNet-50
-  below 5 % (bf16 keeps 8 bits of mantissa, fp16 11; 50 layers compound the rounding);
+  below 10 % / 2 % (bf16 keeps 8 bits of mantissa, fp16 11; 50 layers compound the rounding);
 - channels_last against contiguous, compiled against eager (fp32, TF32 off): cuDNN and Triton choose other
   kernels, which sum in another order: relative error below 1e-4;
 - kill and resume: on CUDA some backward kernels accumulate with atomics in no fixed order, so the weights
@@ -62,7 +62,7 @@ def test_autocast_close_to_fp32(resnet, amp):
     with torch.no_grad(), autocast(DEV, amp):
         out = model(x)
     assert out.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    assert torch.isfinite(out).all() and _rel(out, ref) < 0.05
+    assert torch.isfinite(out).all() and _rel(out, ref) < {"bf16": 0.1, "fp16": 0.02}[amp]
 
 
 def test_channels_last_equals_contiguous(resnet):
@@ -93,10 +93,24 @@ def test_compiled_equals_eager_forward_and_backward():
     assert _rel(grads[1], grads[0]) < 1e-3  # BatchNorm's backward sums over the batch: a little more slack
 
 
+# The engine's entry without the CLI (whose optional report packages a GPU image may lack): one run from a
+# config file, logging at INFO so the process group's backend shows in stderr.
+TRAIN_SCRIPT = """
+import json, logging, sys
+from cxr_bench.config import RunConfig
+from cxr_bench.engine.trainer import train_run
+logging.basicConfig(level=logging.INFO)
+with open(sys.argv[1]) as fh:
+    train_run(RunConfig.from_dict(json.load(fh)), sys.argv[2], progress=False)
+"""
+
+
 def _train_cmd(config, run_dir, torchrun: bool = False) -> list[str]:
+    script = config.parent / "train_one.py"
+    script.write_text(TRAIN_SCRIPT)
     head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"] if torchrun \
         else [sys.executable]
-    return [*head, "-m", "cxr_bench", "train", "--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    return [*head, str(script), str(config), str(run_dir)]
 
 
 def _write_config(tmp_path, cfg):
@@ -150,11 +164,13 @@ def test_kill_and_resume_on_cuda(tmp_path, learning_phantom_cuda, cuda_config):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_json(reference / "metrics.json")["loader"] == "gpu"  # auto: the phantom fits on the device
     last = resumed / "checkpoints" / "last.pt"
-    proc = subprocess.Popen(_train_cmd(config, resumed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(_train_cmd(config, resumed), stdout=fh, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while not last.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
@@ -162,7 +178,6 @@ def test_kill_and_resume_on_cuda(tmp_path, learning_phantom_cuda, cuda_config):
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stderr.close()
     assert not (resumed / "metrics.json").exists(), "finished before the kill: nothing tested"
     assert 1 <= load_checkpoint(last)["epoch"] < 6
     proc = subprocess.run(_train_cmd(config, resumed), capture_output=True, text=True, timeout=300)

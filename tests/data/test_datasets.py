@@ -126,7 +126,7 @@ def test_light_affine_draws_its_documented_ranges_and_moves_the_pixels():
     light = AUGMENTATIONS.get("light")
     measured = []
     for row in range(40):
-        flipped, angle, scale, shift = _recover(light, lambda: item_rng(3, 1, row))
+        flipped, angle, scale, shift = _recover(light, lambda row=row: item_rng(3, 1, row))
         # The draws, straight from numpy in the documented order: flip, angle, x shift, y shift, scale.
         r = item_rng(3, 1, row)
         flip_u, a, sx, sy, sc = r.random(), r.uniform(-5, 5), r.uniform(-0.04, 0.04), r.uniform(-0.04, 0.04), \

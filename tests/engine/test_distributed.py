@@ -99,3 +99,30 @@ def test_torchrun_two_processes_gloo(tmp_path, make_phantom, run_config):
         else:
             assert auc[j] == reported, label
     assert mean_defined(auc) == metrics["test"]["mean_auc"]
+
+
+@pytest.mark.slow
+def test_torchrun_single_process_joins_a_group_and_matches_a_plain_run(tmp_path, phantom_root, run_config):
+    # One rank under torchrun runs DDP over a real (gloo) process group, as a larger job does; with one rank
+    # every collective is an identity, so the result is the plain run's, exactly (CPU).
+    cfg = run_config(phantom_root, optim={"epochs": 2, "max_steps_per_epoch": 2}, eval={"bootstrap": 10})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    script = tmp_path / "train_one.py"
+    script.write_text("import json, logging, sys\n"
+                      "from cxr_bench.config import RunConfig\n"
+                      "from cxr_bench.engine.trainer import train_run\n"
+                      "logging.basicConfig(level=logging.INFO)\n"
+                      "train_run(RunConfig.from_dict(json.load(open(sys.argv[1]))), sys.argv[2], progress=False)\n")
+    runs = {}
+    for name, head in (("plain", [sys.executable]),
+                       ("torchrun", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     "--nproc_per_node=1"])):
+        runs[name] = tmp_path / name
+        proc = subprocess.run([*head, str(script), str(config), str(runs[name])], capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert ("joined the gloo process group" in proc.stderr) == (name == "torchrun")
+    for split in ("val", "test"):
+        assert (runs["plain"] / "predictions" / f"{split}.csv").read_bytes() == \
+            (runs["torchrun"] / "predictions" / f"{split}.csv").read_bytes()

@@ -398,3 +398,12 @@ def test_empty_inputs_draw_a_sentence():
                 figures.ours_vs_paper(pd.DataFrame()), figures.reliability_diagram({}),
                 figures.mean_auc_plot(pd.DataFrame())):
         assert len(fig.axes) == 1 and fig.axes[0].texts[0].get_text().startswith("no ")
+
+
+def test_dollar_signs_in_run_names_print_as_text():
+    # With mathtext on, "$x_{^}$" is an invalid formula and drawing the figure raises.
+    lb = pd.DataFrame({"run_id": ["a"], "label_set": ["chestxray8"], "mean_auc": [0.6], "mean_auc_ci_lo": [0.5],
+                       "mean_auc_ci_hi": [0.7]})
+    fig = figures.mean_auc_plot(lb, {"a": "w $x_{^}$"})
+    fig.canvas.draw()
+    assert fig.axes[0].get_yticklabels()[0].get_text() == "1. w $x_{^}$"

@@ -1,5 +1,6 @@
 """Sweeps with the real engine on a phantom release: failures recorded and survived, completed runs
-skipped, a killed sweep resumed, locks respected, runs never reused across datasets, torchrun."""
+skipped, a killed sweep resumed, locks respected, runs never reused across datasets or changed images, a
+quiet console, manifests that disagree with the files repaired, torchrun."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,17 +20,18 @@ from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.runner.launchers import LocalLauncher
-from cxr_bench.runner.sweep import plan_sweep, run_suite
 from cxr_bench.runner.store import RunStore
+from cxr_bench.runner.sweep import plan_sweep, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Two runs that differ in the learning rate only: 1e30 overflows the weights at the first step, so that run
+# Two runs that differ in the learning rate only: 1e35 overflows the weights at the first step (to inf; 1e30
+# stays finite behind BatchNorm while training and only the predictions overflow), so that run
 # fails while it trains (a non-finite loss), after every check before the sweep has passed.
 ONE_DIVERGES = """
 [[block]]
 name = "lrs"
-grid = { "optim.lr" = [1e30, 0.001] }
+grid = { "optim.lr" = [1e35, 0.001] }
 """
 
 
@@ -52,7 +55,7 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(write_suite, phantom_root
 
     runs = {r.config.optim.lr: r for r in plan_sweep(suite, data_root=phantom_root).runs}
     store = RunStore(out, "tiny")
-    good, bad = store.run(runs[0.001].run_id), store.run(runs[1e30].run_id)
+    good, bad = store.run(runs[0.001].run_id), store.run(runs[1e35].run_id)
     assert f"FAILED {bad.run_id}" in captured.err and "non-finite" in captured.err
 
     # The failure: status, error, traceback in the manifest and in the run's log; no results.
@@ -204,3 +207,90 @@ def test_sweep_outputs_localize_completed_runs_into_the_leaderboard(write_suite,
     stamp = [(d / "localization.csv").stat().st_mtime_ns for d in run_dirs]
     assert localize_completed(store) == []
     assert [(d / "localization.csv").stat().st_mtime_ns for d in run_dirs] == stamp
+
+
+@pytest.mark.slow
+def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two_heads, make_phantom, tmp_path,
+                                                                capsys):
+    """A sweep as a user runs it (a real console): the release is announced once, the metrics' warnings are
+    one line per run (the detail in log.txt). Then one image's pixels change under the same data root: the
+    next sweep refuses before any work, naming both image keys, and the completed runs stay untouched."""
+    from PIL import Image
+
+    from cxr_bench.engine.trainer import load_run_data
+    from cxr_bench.runner.precheck import check_sweep
+    from cxr_bench.runner.sweep import plan_specs
+
+    root = make_phantom()
+    suite = write_suite(two_heads)
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CXR_BENCH_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "cxr_bench", "run", "--suite", str(suite), "--data-root", str(root),
+                           "--out", str(out), "--no-report"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    store = RunStore(out, "tiny")
+    rds = [store.run(r) for r in store.run_ids()]
+    assert len(rds) == 2
+    assert console.count("opened NIH release") == 1
+    assert "bootstrap: label" not in console and "WARNING cxr_bench.metrics" not in console
+    for rd in rds:
+        kept = rd.log_path.read_text().count("WARNING cxr_bench.metrics.roc: bootstrap: label")
+        assert kept > 0  # 50 resamples of ~10 test images: some lack a positive case
+        (summary,) = [line for line in console.splitlines() if f"run {rd.run_id}: " in line and "bootstrap" in line]
+        assert f"resamples without a positive or negative case for {kept} label(s)" in summary
+        assert str(rd.log_path) in summary
+
+    # What the sweep computes cheaply (one stat per image) is what the engine's cache build recorded.
+    plan = plan_sweep(suite, data_root=root)
+    check = check_sweep(plan_specs(plan.suite, plan.runs, plan.profile, out), store)
+    assert check.problems == [] and check.done == {rd.run_id for rd in rds}
+    old = {rd.run_id: rd.manifest()["cache_key"] for rd in rds}
+    assert check.image_keys == old and len(set(old.values())) == 1
+
+    # New pixels in one test image (same name, same data root, same metadata files).
+    path = root / "images" / NIHRelease.open(root).test_names[0]
+    pixels = np.array(Image.open(path))
+    pixels[:8, :8] = 255 - pixels[:8, :8]
+    Image.fromarray(pixels).save(path)
+    new_key = load_run_data(RunConfig.from_dict(json.loads(rds[0].config_path.read_text())), progress=False
+                            ).train.cache.key  # the key the engine's own build gives the images now
+    (old_key,) = set(old.values())
+    assert new_key != old_key
+    stamps = [rd.metrics_path.stat().st_mtime_ns for rd in rds]
+
+    assert _run(suite, root, out) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("cxr-bench: error:")]
+    for needle in (old_key[:16], new_key[:16], str(root.resolve()), "another --out", str(rds[0].path),
+                   str(rds[1].path)):
+        assert needle in line, needle
+    assert [rd.metrics_path.stat().st_mtime_ns for rd in rds] == stamps
+    assert all(len(rd.manifest()["attempts"]) == 1 for rd in rds)
+
+
+@pytest.mark.slow
+def test_a_completed_manifest_without_metrics_is_evaluated_again(two_head_suite, phantom_root, tmp_path):
+    """The manifest says completed, metrics.json is gone (deleted, or lost with a disk): the next sweep does
+    not trust the manifest, evaluates the run again from its checkpoints (no epoch trained twice) and gets
+    the same numbers. (The reverse, files written and the manifest still ``running``, is
+    tests/reliability/test_os_errors.py::test_a_disk_that_fills_up_while_writing_a_manifest_loses_nothing.)"""
+    import reliability_harness as H
+
+    out = tmp_path / "runs"
+    assert _run(two_head_suite, phantom_root, out, "--only", "*gap*") == 0
+    (rid,) = RunStore(out, "tiny").run_ids()
+    rd = RunStore(out, "tiny").run(rid)
+    metrics = H.comparable_metrics(rd.path)
+    kept = {rel: (rd.path / rel).read_bytes() for rel in ("history.csv", "predictions/test.csv")}
+    rd.metrics_path.unlink()
+    assert rd.status == "completed" and not rd.completed
+
+    assert _run(two_head_suite, phantom_root, out, "--only", "*gap*") == 0
+    m = rd.manifest()
+    assert m["status"] == "completed" and rd.completed
+    assert [(a["previous_status"], a["resumed_from_checkpoint"]) for a in m["attempts"]] == [
+        ("pending", False), ("completed", True)]
+    assert H.comparable_metrics(rd.path) == metrics
+    assert {rel: (rd.path / rel).read_bytes() for rel in kept} == kept
+    assert "its manifest says completed but metrics.json is missing" in rd.log_path.read_text()

@@ -141,3 +141,26 @@ def test_mark_failed_from_outside(tmp_path: Path):
         rd.finish(rd.start({}), "completed")
         rd.mark_failed("X", "late report of an old job")  # never overrides a completed run
     assert rd.manifest()["status"] == "completed"
+
+
+def test_a_manifest_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path, monkeypatch):
+    """fsync reporting ENOSPC (what a full disk, or NFS over quota, does to a write): one error naming
+    manifest.json and the cause; the previous manifest is whole and no temporary file is left."""
+    import errno
+
+    rd = RunStore(tmp_path, "s").run("r3")
+    with rd.lock():
+        attempt = rd.start({"hostname": "h", "pid": 1})
+        before = rd.manifest_path.read_bytes()
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(RunStoreError) as e:
+            rd.finish(attempt, "failed", error=ValueError("x"))
+        monkeypatch.undo()
+    msg = str(e.value)
+    assert f"cannot write {rd.manifest_path}: No space left on device [ENOSPC]" in msg and "\n" not in msg
+    assert rd.manifest_path.read_bytes() == before and json.loads(before)["status"] == "running"
+    assert sorted(p.name for p in rd.path.iterdir()) == [".lock", "manifest.json"]

@@ -35,15 +35,22 @@ def test_lines_every_five_percent_then_a_summary(caplog):
     assert lines[-1] == "epoch 1/3: 100% 100/100 batch in 100.0 s (1 batch/s)"
 
 
-def test_fast_loops_log_only_their_summary_and_postfix(caplog):
+def test_fast_loops_stay_silent_slow_ones_end_with_their_postfix(caplog):
     caplog.set_level(logging.INFO, logger="cxr_bench.progress")
     clock = Clock()
+    with LogProgress(total=40, desc="bootstrap", unit="label", clock=clock) as bar:
+        for _ in range(40):
+            clock.t += 0.01  # 0.4 s in all: below the 2-s spacing, nothing worth a line
+            bar.update(1)
+    assert _messages(caplog) == []
     with LogProgress(total=40, desc="prepare", unit="img", clock=clock) as bar:
         for _ in range(40):
-            clock.t += 0.01  # 0.4 s in all: below the 2-s spacing, so no intermediate line
+            clock.t += 0.06  # 2.4 s: the 5 % steps come every 0.12 s, so the 2-s spacing decides
             bar.update(1)
             bar.set_postfix(loss="0.5000", refresh=False)
-    assert _messages(caplog) == ["prepare: 100% 40/40 img in 0.4 s (100 img/s), loss=0.5000"]
+    lines = _messages(caplog)
+    assert lines[0] == "prepare:  85% 34/40 img, 2 s (16.7 img/s), loss=0.5000"  # 34 / (34 x 0.06 s)
+    assert lines[1:] == ["prepare: 100% 40/40 img in 2.4 s (16.7 img/s), loss=0.5000"]
 
 
 def test_an_abandoned_loop_claims_no_completion(caplog):
