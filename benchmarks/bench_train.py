@@ -324,6 +324,8 @@ def settings(args: argparse.Namespace, cuda: bool) -> list[Setting]:
     out = []
     for s in chosen:
         over = {**s.overrides, **CUDA_FAST, **(TINY if args.tiny else {})}
+        if args.tiny and over.get("optim.accum_steps", 1) > 1:
+            over["optim.accum_steps"] = 2  # still accumulates, at a fraction of the CPU time
         for compiled in {"no": (False,), "yes": (True,), "both": (False, True)}[args.compile]:
             out.append(replace(s, name=s.name + ("-compiled" if compiled else ""),
                                overrides={**over, "optim.compile": compiled}))

@@ -132,7 +132,7 @@ if [ "$SMOKE" = 1 ]; then
 m('$WORK/phantom', n_patients=30, images_per_patient=2, size=64, seed=0)" >> "$LOG" 2>&1 || exit 1
   DEMO_ARGS=(--data-root "$WORK/phantom" --profile sample --only '*-stem-*'
              --set optim.max_steps_per_epoch=1 --set eval.bootstrap=10)
-  MODEL_SETTINGS="mobilenet_v1:gap:32:4,resnet50:wang2017:32:2:frozen"
+  MODEL_SETTINGS="mobilenet_v1:gap:32:4,mobilenet_v1:wang2017:32:2:frozen"
   MODEL_ARGS=(--iters 1 --warmup 1)
   TRAIN_ARGS=(--tiny --steps 1 --repeats 1 --data-root "$WORK/phantom")
   HARNESS_ONLY=mobilenet_v1,resnet50-frozen

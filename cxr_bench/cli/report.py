@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..reports.render import DEFAULT_CELL_TIMEOUT, TEMPLATES
+    from ..reports.names import DEFAULT_CELL_TIMEOUT, TEMPLATES
 
     p = subparsers.add_parser(
         "report", help="render the replication, ablation and leaderboard reports as HTML",

@@ -36,7 +36,8 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError, RunStoreError
-from ..metrics.localization import IOBB_THRESHOLDS, heatmap_to_boxes, localization_table
+from ..metrics.localization import BBOX_LABELS, IOBB_THRESHOLDS, heatmap_to_boxes, localization_table
+from ..results.localization import localization_report_table, table4_comparison
 from ..utils.io import atomic_write_json, atomic_write_text, read_json
 from ..utils.progress import progress as progress_bar
 
@@ -49,8 +50,6 @@ __all__ = [
 ]
 
 # The eight labels of BBox_List_2017, canonical names (the file's "Infiltrate" is Infiltration).
-BBOX_LABELS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass",
-                                "Nodule", "Pneumonia", "Pneumothorax")
 # BBox_List_2017 coordinates are pixels of the 1024 x 1024 PNGs of the NIH release.
 BBOX_FRAME = 1024
 # Wang et al. 2017, section 4.2: boxes around the regions above 60 and above 180 of the [0, 255] map.
@@ -244,55 +243,16 @@ def score_detections(heatmaps: np.ndarray, names: Sequence[str], labels: Sequenc
     return table, detections
 
 
-# ---------------------------------------------------------------------------------------------- Table 4
-def table4_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Our accuracy at T(IoBB) beside Wang et al. 2017 Table 4 (ResNet-50): one row per (T, label).
-
-    Columns ``t_iobb, label, accuracy, paper, diff, n_gt``; ``paper`` is NaN where the paper has no entry.
-    """
-    from ..results.references import wang2017_table4
-
-    ours = table[table["metric"] == "iobb"][["threshold", "label", "accuracy", "n_gt"]]
-    ours = ours.rename(columns={"threshold": "t_iobb"})
-    try:
-        ref = wang2017_table4()
-    except ConfigError as e:
-        log.warning("Wang et al. Table 4 not available (%s); comparison without it", e)
-        ref = pd.DataFrame(columns=list(BBOX_LABELS), dtype=float)
-    paper = (ref.rename_axis("t_iobb").reset_index()
-             .melt(id_vars="t_iobb", var_name="label", value_name="paper"))
-    paper["t_iobb"] = paper["t_iobb"].astype(float).round(4)
-    ours = ours.assign(t_iobb=ours["t_iobb"].astype(float).round(4))
-    out = ours.merge(paper, on=["t_iobb", "label"], how="left")
-    out["diff"] = out["accuracy"] - out["paper"]
-    return out[["t_iobb", "label", "accuracy", "paper", "diff", "n_gt"]].reset_index(drop=True)
-
-
-def localization_report_table(run_dir: str | os.PathLike, *, wide: bool = True) -> pd.DataFrame | None:
-    """The localization table of a run beside Table 4, for leaderboards and reports; None if the run
-    has no ``localization.csv`` (run ``cxr-bench localize --run RUN_DIR`` first).
-
-    ``wide=True``: rows T(IoBB), columns ``<Label>`` (ours) and ``<Label> (paper)``, the layout of the
-    paper's table. ``wide=False``: the long form of :func:`table4_comparison`.
-    """
-    path = Path(run_dir) / "localization.csv"
-    if not path.is_file():
-        return None
-    long = table4_comparison(pd.read_csv(path))
-    if not wide:
-        return long
-    ours = long.pivot(index="t_iobb", columns="label", values="accuracy")
-    paper = long.pivot(index="t_iobb", columns="label", values="paper").add_suffix(" (paper)")
-    cols = [c for label in BBOX_LABELS if label in ours.columns for c in (label, f"{label} (paper)")]
-    return pd.concat([ours, paper], axis=1)[cols]
-
-
 # ---------------------------------------------------------------------------------------------- figure
 def plot_localization(path: str | os.PathLike, images: np.ndarray, heatmaps: np.ndarray, names: Sequence[str],
                       labels: Sequence[str], boxes: pd.DataFrame, detections: pd.DataFrame, *,
                       n: int = 4, frame: int = BBOX_FRAME, title: str = "") -> Path:
     """PNG of up to ``n`` images: the label's heatmap over the radiograph, ground-truth box (green) and
-    detected boxes (red, dashed). One image per label first, so the figure shows several findings."""
+    detected boxes (red, dashed). One image per label first, so the figure shows several findings.
+
+    The heatmap is drawn as the box rule sees it (normalised to [0, 255] per image) on a sequential colour
+    map, with a colour bar marking the rule's thresholds; a map of 4 x 4 cells or fewer gets a note, since
+    its boxes can only be unions of cells."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -312,15 +272,20 @@ def plot_localization(path: str | os.PathLike, images: np.ndarray, heatmaps: np.
             picks.append((name, label))
     cols = min(4, max(1, len(picks)))
     rows = max(1, math.ceil(len(picks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1.0, 3.4 * rows), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
+    shown = None
     for ax, (name, label) in zip(axes.ravel(), picks):
         i, li = pos[name], list(labels).index(label)
+        hm = heatmaps[i, li].astype(np.float64)
+        span = float(hm.max() - hm.min())
+        hm = (hm - hm.min()) / span * 255.0 if span > 0 else np.zeros_like(hm)
         # Both the image and the heatmap are drawn over the whole frame, the mapping the boxes use.
         ax.imshow(images[i], cmap="gray", extent=(0, frame, frame, 0))
-        ax.imshow(heatmaps[i, li], cmap="jet", alpha=0.35, extent=(0, frame, frame, 0),
-                  interpolation="nearest")
+        shown = ax.imshow(hm, cmap="magma", alpha=0.5, vmin=0, vmax=255, extent=(0, frame, frame, 0),
+                          interpolation="nearest")
         for _, b in boxes[(boxes["image"] == name) & (boxes["label"] == label)].iterrows():
             ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor="lime", linewidth=1.8))
         for _, b in detections[(detections["image"] == name) & (detections["label"] == label)].iterrows():
@@ -329,8 +294,12 @@ def plot_localization(path: str | os.PathLike, images: np.ndarray, heatmaps: np.
         ax.set_xlim(0, frame)
         ax.set_ylim(frame, 0)
         ax.set_title(f"{name}\n{label}", fontsize=8)
-    fig.suptitle(title or "heatmap, ground truth (green), detected boxes (red)", fontsize=9)
-    fig.tight_layout()
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, ticks=[0, *HEATMAP_THRESHOLDS, 255])
+        bar.set_label("heatmap, normalised to [0, 255] per image\n(box thresholds at 60 and 180)", fontsize=8)
+    h, w = heatmaps.shape[2:]
+    note = f"\nheatmaps are {h} x {w} cells: every box is a union of cells" if h * w <= 16 else ""
+    fig.suptitle((title or "heatmap, ground truth (green), detected boxes (red)") + note, fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -33,6 +33,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+# The eight findings BBox_List_2017 has boxes for (Wang et al. 2017 Table 4), in the paper's order.
+BBOX_LABELS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass",
+                                "Nodule", "Pneumonia", "Pneumothorax")
+
 __all__ = [
     "IOBB_THRESHOLDS",
     "IOU_THRESHOLDS",

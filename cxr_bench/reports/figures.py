@@ -201,11 +201,15 @@ def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = 
     pcol = next((c for c in ("p_bootstrap_holm", "p_holm", "p_bootstrap", "p") if c in table.columns), None)
     pairs = list(table.groupby(["factor", "value_a", "value_b"], sort=False))
     order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in set(table["label"])]
-    fig = _figure(figsize=(3.6 * len(pairs) + 1.4, 0.3 * len(order) + 1.8))
-    axes = fig.subplots(1, len(pairs), squeeze=False, sharey=True)
+    ncols = min(3, len(pairs))  # wider rows would shrink the labels below legibility on a page
+    nrows = math.ceil(len(pairs) / ncols)
+    fig = _figure(figsize=(3.8 * ncols + 1.4, (0.3 * len(order) + 1.2) * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
     ypos = {lab: i for i, lab in enumerate(order)}
     base, mean_c = sns.color_palette(PALETTE)[0], sns.color_palette(PALETTE)[3]
-    for ax, ((factor, va, vb), g) in zip(axes[0], pairs):
+    for ax, ((factor, va, vb), g) in zip(axes.flat, pairs):
         ax.axvline(0, color="0.4", lw=1)
         g = g[g["label"].isin(ypos)]
         skip = g["label"].map(lambda lab: (str(factor), str(va), str(vb), lab) in few)
@@ -229,9 +233,10 @@ def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = 
         lim = float(np.nanmax(np.abs(shown))) * 1.1 if np.isfinite(shown).any() else math.nan
         lim = lim if math.isfinite(lim) and lim > 0 else 0.05
         ax.set_xlim(-lim, lim)
-    axes[0, 0].set_yticks(range(len(order)))
-    axes[0, 0].set_yticklabels([_nice(o) for o in order])
-    axes[0, 0].invert_yaxis()
+    for ax in axes[:, 0]:
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels([_nice(o) for o in order])
+    axes[0, 0].set_ylim(len(order) - 0.5, -0.5)
     which = ("verdict better/worse (Holm-adjusted p < 0.05)" if "verdict" in table.columns
              else f"{pcol} < 0.05, not adjusted" if pcol else "p < 0.05")
     handles = [Line2D([], [], marker="o", color=base, mfc=base, lw=0, label=which),
@@ -252,9 +257,9 @@ def mean_auc_plot(lb: pd.DataFrame, names: Mapping[str, str] | None = None) -> F
     names = dict(names or {})
     groups = [(ls, g.sort_values("mean_auc", ascending=False, kind="mergesort"))
               for ls, g in lb.groupby("label_set", sort=True)]
-    fig = _figure(figsize=(8.5, 0.9 * len(groups) + 0.32 * len(lb) + 0.6))
+    fig = _figure(figsize=(8.5, 0.7 * len(groups) + 0.24 * len(lb) + 0.7))
     axes = fig.subplots(len(groups), 1, squeeze=False, sharex=True,
-                        gridspec_kw={"height_ratios": [0.6 + 0.32 * len(g) for _, g in groups]})[:, 0]
+                        gridspec_kw={"height_ratios": [0.5 + 0.24 * len(g) for _, g in groups]})[:, 0]
     color = sns.color_palette(PALETTE)[0]
     for ax, (label_set, g) in zip(axes, groups):
         for y, (_, r) in enumerate(g.iterrows()):

@@ -33,12 +33,11 @@ import nbformat
 
 from ..errors import ReportError
 from ..utils.io import atomic_write_text
+from .names import DEFAULT_CELL_TIMEOUT, TEMPLATES
 
 log = logging.getLogger(__name__)
 
-TEMPLATES: tuple[str, ...] = ("replication", "ablation", "leaderboard")
 KERNEL_NAME = "cxr-bench-python"
-DEFAULT_CELL_TIMEOUT = 600
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PATH_PARAMETERS = frozenset({"runs_dir", "out_dir"})
 
@@ -279,7 +278,14 @@ def report_targets(runs: str | Path, suite: str | None = None, out: str | Path |
     dirs = suite_dirs(root)
     if suite:
         dirs = [d for d in dirs if d.name == suite or (d == root and len(dirs) == 1)]
-    return [ReportTarget(d, d / "reports", suite) for d in dirs if load_runs(d, suite)]
+    targets = []
+    for d in dirs:
+        found = load_runs(d, suite)
+        names = {r.suite for r in found}
+        if found:  # a suite directory's reports are titled with its suite
+            one = names.pop() if len(names) == 1 else None
+            targets.append(ReportTarget(d, d / "reports", suite or one))
+    return targets
 
 
 def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,

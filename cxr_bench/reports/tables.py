@@ -431,6 +431,7 @@ def provenance_html(runs: Sequence[RunRecord]) -> str:
     commits: list[str] = []
     profiles: list[str] = []
     data: list[str] = []
+    caches: list[str] = []
     machines: list[str] = []
     dates: list[str] = []
     versions: dict[str, list[str]] = {}
@@ -452,8 +453,8 @@ def provenance_html(runs: Sequence[RunRecord]) -> str:
         entry = next((f"{k} sha256 {str(v)[:12]}" for k, v in sorted(hashes.items()) if "Data_Entry" in k),
                      "no metadata hash")
         where = "bundled sample" if r.is_bundled_sample else f"root {d.get('root') or '?'}"
-        data.append(f"{entry}, {where}" + (f", image cache {str(m['cache_key'])[:12]}" if m.get("cache_key")
-                                           else ""))
+        data.append(f"{entry}, {where}")
+        caches.append(str(m.get("cache_key") or "not recorded")[:12])
         hw = _dict(m.get("hardware"))
         gpus = hw.get("gpus") or []
         machines.append(f"{hw.get('cpu_model', '?')} x{hw.get('cpu_count', '?')}"
@@ -465,7 +466,8 @@ def provenance_html(runs: Sequence[RunRecord]) -> str:
     when = f"{esc(min(dates)[:16])} to {esc(max(dates)[:16])} UTC" if dates else "unknown"
     rendered = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = [("code", tally(commits)), ("runs ran", when), ("profile", tally(profiles)), ("data", tally(data)),
-            ("machine", tally(machines)), ("versions", vers), ("report rendered", esc(rendered))]
+            ("image cache key", tally(caches)), ("machine", tally(machines)), ("versions", vers),
+            ("report rendered", esc(rendered))]
     body = "".join(f'<tr><th style="text-align:left;padding-right:12px;vertical-align:top">{k}</th>'
                    f'<td style="text-align:left">{v}</td></tr>' for k, v in rows)
     return ('<hr><div style="font-size:0.8em;color:#444"><b>Provenance</b> (from the manifest.json of the '
@@ -801,12 +803,21 @@ def expert_view(ctx: ReportContext, df: pd.DataFrame | None = None) -> Styler:
         return styled(pd.DataFrame({"": [("no test image of these runs is covered by the Google 2019 expert "
                                          "labels")]}), hide_index=True)
     ok = expert_enough(df)
+    sets = {r.run_id: label_set_of(r) for r in ctx.runs}
+    if not ok.any():  # every row would read 'too few': show the counts that say why, once per label set
+        counts = pd.DataFrame({
+            "target": df["target"].str.replace("_", " "),
+            "label set": df["run_id"].map(lambda r: sets.get(r, "")), "score": df["scored_from"],
+            "images": df["n"], "expert +": df["expert_pos"], "NIH +": df["nih_pos"],
+        }).drop_duplicates().reset_index(drop=True)
+        return styled(counts, "Why no AUC is shown: positives under each label source on the covered test "
+                      f"images (at least {MIN_CASES} positives and {MIN_CASES} negatives are needed)",
+                      hide_index=True)
     names = run_labels(ctx)
 
     def auc(v: Any, good: bool) -> str:
         return _fmt(v) if good else "too few"
 
-    sets = {r.run_id: label_set_of(r) for r in ctx.runs}
     view = pd.DataFrame({
         "run": df["run_id"].map(lambda rid: names.get(rid, rid)),
         "label set": df["run_id"].map(lambda rid: sets.get(rid, "")),
@@ -863,7 +874,7 @@ def localized_runs(ctx: ReportContext) -> list[RunRecord]:
 def localization_summary(ctx: ReportContext) -> Styler | None:
     """Accuracy at each T(IoBB), averaged over the box labels, one row per localized run, under the same
     average of Wang et al.'s Table 4 (ResNet-50). None when no run was localized."""
-    from ..engine.localize import table4_comparison
+    from ..results.localization import table4_comparison
     from ..results.references import wang2017_table4
 
     runs = localized_runs(ctx)
@@ -896,7 +907,7 @@ def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None, s
     """The per-label table beside Table 4 for the run closest to the paper's (ResNet-50, 8 labels, Wang
     head; else the first localized run), its heatmap figure if there is one, and a note (HTML, may be
     empty) on what the heatmaps can resolve and how many boxes each label has."""
-    from ..engine.localize import localization_report_table
+    from ..results.localization import localization_report_table
 
     runs = localized_runs(ctx)
     if not runs:

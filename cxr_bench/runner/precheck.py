@@ -155,12 +155,11 @@ def check_sweep(specs: Sequence[RunSpec], store: RunStore, *, data: bool = True)
     """
     check = SweepCheck()
     configs = {s.run_id: RunConfig.from_dict(s.config) for s in specs}
-    for problem in (folder_problem(store.root, "the run store (--out)", RunStoreError),
-                    *(folder_problem(root, "the image cache folder (--cache-dir / data.cache_dir)", CacheError)
-                      for root in sorted({cache_root(c.data.cache_dir) for c in configs.values()
-                                                         if c.data.source == "cache"}))):
-        if problem is not None:
-            check.problems.append(problem)
+    cache_roots = sorted({cache_root(c.data.cache_dir) for c in configs.values() if c.data.source == "cache"})
+    folders = [folder_problem(store.path, "the run store (--out)", RunStoreError)]
+    folders += [folder_problem(r, "the image cache folder (--cache-dir / data.cache_dir)", CacheError)
+                for r in cache_roots]
+    check.problems += [p for p in folders if p is not None]
     for s in specs:
         rd = store.run(s.run_id)
         if rd.completed and not verify_artifacts(rd.path):

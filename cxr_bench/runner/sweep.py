@@ -218,7 +218,8 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
 
         try:  # the run is complete and recorded; a failure here only leaves a larger last.pt
             saved = compact_finished(rd.path / "checkpoints" / LAST)
-            log.info("compacted checkpoints/last.pt of the finished run (%.0f MB freed)", saved / 2**20)
+            if saved:
+                log.info("compacted checkpoints/last.pt of the finished run (%.0f MB freed)", saved / 2**20)
         except Exception as e:  # noqa: BLE001 - any failure here only leaves a larger last.pt
             log.warning("run %s: could not compact checkpoints/last.pt (%s); the run is complete", spec.run_id, e)
         log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])

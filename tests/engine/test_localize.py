@@ -13,8 +13,15 @@ import pandas as pd
 import pytest
 
 from cxr_bench.cli import main as cli_main
-from cxr_bench.engine.localize import (BBOX_FRAME, BBOX_LABELS, detect_boxes, localization_report_table,
-                                localize_run, score_detections, table4_comparison)
+from cxr_bench.engine.localize import (
+    BBOX_FRAME,
+    BBOX_LABELS,
+    detect_boxes,
+    localization_report_table,
+    localize_run,
+    score_detections,
+    table4_comparison,
+)
 from cxr_bench.metrics.localization import localization_table
 from cxr_bench.results.references import wang2017_table4
 

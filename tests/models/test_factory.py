@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from cxr_bench.errors import ConfigError
 from torchvision.transforms import Normalize
 
-from cxr_bench.models import (BACKBONES, CHANNEL_MODES, HEADS, create_model, list_heads, list_models,
-                              model_complexity, resolved_head_kwargs)
+from cxr_bench.errors import ConfigError
+from cxr_bench.models import (
+    BACKBONES,
+    CHANNEL_MODES,
+    HEADS,
+    create_model,
+    list_heads,
+    list_models,
+    model_complexity,
+    resolved_head_kwargs,
+)
 from cxr_bench.models.factory import _COMPLEXITY_CACHE
 
 torch.set_num_threads(1)

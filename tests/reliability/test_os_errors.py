@@ -71,7 +71,7 @@ def test_a_run_store_on_a_read_only_filesystem_is_one_line(suite, phantom_root, 
     with ctx as ro:
         out = ro / "runs"
         assert _run(suite, phantom_root, out) == 2
-        _one_line_error(capsys.readouterr().err, f"the run store (--out) {out}: {ro} {why}")
+        _one_line_error(capsys.readouterr().err, f"the run store (--out) {out / SUITE}: {ro} {why}")
         assert list(ro.iterdir()) == []
 
 

@@ -120,8 +120,8 @@ def test_reports_print_hostile_names_as_text(rendered):
 def test_report_targets_follow_run_out_layout(run_store, tmp_path):
     root, _ = run_store
     targets = report_targets(root)
-    assert [(t.runs_dir, t.out_dir) for t in targets] == [(root / s, root / s / "reports") for s in
-                                                         ("ablations", "wang2017")]
+    assert [(t.runs_dir, t.out_dir, t.suite) for t in targets] == [(root / s, root / s / "reports", s) for s in
+                                                                  ("ablations", "wang2017")]
     (t,) = report_targets(root, "wang2017")
     assert t.out_dir == root / "wang2017" / "reports" and t.suite == "wang2017"
     (t,) = report_targets(root / "wang2017")  # a suite's own directory

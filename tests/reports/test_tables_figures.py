@@ -171,6 +171,10 @@ def test_expert_rows_with_few_cases_are_withheld(ctx):
     note = tables.expert_note(only_few)
     assert "Only 22 test image(s)" in note and "no AUC is shown" in note
     assert tables.expert_note(ex) == ""
+    # With no row worth an AUC the table is the counts that say why, one row per target: no 'too few' wall.
+    counts = tables.expert_view(ctx, pd.concat([only_few, only_few])).data
+    assert len(counts) == 1 and "AUC vs expert" not in counts.columns and counts.loc[0, "expert +"] == 1
+    assert "AUC vs expert" in tables.expert_view(ctx, ex).data.columns
     fig = figures.expert_plot(only_few)
     assert "too few" in fig.axes[0].texts[0].get_text()
 
