@@ -85,6 +85,10 @@ def setup_logging(verbosity: int) -> None:
     level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(max(verbosity, -2), logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger().setLevel(level)
+    # The console keeps this level even while a run lowers the root logger to fill its own log.txt.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(level)
     if verbosity < 2:
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a config key for every run, e.g. --set optim.epochs=2 (value parsed as TOML)")
     p.add_argument("--seeds", type=int, metavar="N", help="run seeds 0..N-1 of every configuration (overrides the "
                    "suite's seed list; each seed is its own run)")
+    p.add_argument("--offline", action="store_true",
+                   help="never download (pretrained weights must be in the torch hub / Hugging Face caches; "
+                        "`cxr-bench weights fetch --suite NAME` fills them where there is a network)")
     p.add_argument("--dry-run", action="store_true",
                    help="check everything, print the expanded runs (what differs, done or not, expected time) and "
                         "what would stop the sweep, then exit without writing anything")
@@ -57,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.offline:  # inherited by torchrun ranks and submitit jobs started from here
+        os.environ["CXR_BENCH_OFFLINE"] = "1"
     from ..runner.sweep import finish_outputs, plan_sweep, run_suite
 
     only = [p for item in args.only for p in item.split(",") if p]

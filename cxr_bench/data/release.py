@@ -80,6 +80,8 @@ class NIHRelease:
         """
         if root is None:
             return cls._load(bundled.sample_root(), sample=True)
+        if isinstance(root, str) and root.startswith(PHANTOM_PREFIX):
+            return cls._load(phantom_release_root(root))
         path = Path(root).expanduser()
         # The bundled folders passed by path are still recognised as what they are.
         resolved = path.resolve()
@@ -191,3 +193,35 @@ class NIHRelease:
                         "their folder as --data-root, or use the bundled sample", self.root, NIH_URL)
             return ImageScan()
         return scan_images(self.root)
+
+
+# ``data.root = "phantom:<seed>"``: a seeded phantom release (synthetic radiographs with planted, label-specific
+# lesions; :mod:`cxr_bench.data.phantoms`) made on first use in the cache folder. The demo's sanity block
+# trains on it: a pipeline that works scores far above chance there, one with misaligned labels does not.
+PHANTOM_PREFIX = "phantom:"
+SANITY_PHANTOM = {"n_patients": 150, "images_per_patient": 2, "size": 64}
+
+
+def phantom_release_root(spec: str) -> Path:
+    """The folder of the phantom release ``phantom:<seed>``, written once (same seed, same bytes)."""
+    import shutil
+
+    from .cache import default_cache_root
+    from .phantoms import make_phantom_release
+
+    tail = spec[len(PHANTOM_PREFIX):]
+    if not tail.isdigit():
+        raise MetadataError(f"data root {spec!r}: a phantom release is 'phantom:<seed>', e.g. 'phantom:0'")
+    root = default_cache_root() / "phantoms" / f"seed{int(tail)}-{SANITY_PHANTOM['n_patients']}x"\
+        f"{SANITY_PHANTOM['images_per_patient']}-{SANITY_PHANTOM['size']}px"
+    if not (root / "phantom.json").is_file():
+        tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_phantom_release(tmp, seed=int(tail), **SANITY_PHANTOM)
+        try:
+            os.replace(tmp, root)  # atomic: a concurrent sweep sees the whole release or none
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: use its copy
+            if not (root / "phantom.json").is_file():
+                raise
+    return root

@@ -109,7 +109,7 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto",
     """
     from ..data.labels import get_label_set
     from ..plugins import import_plugins
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_model_state
     from .trainer import build_model
 
     run_dir = Path(run_dir)
@@ -122,11 +122,7 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto",
     labels = get_label_set(cfg.data.label_set).labels
     # The engine's one mapping from config to model; no pretrained weights: the checkpoint replaces them.
     model = build_model(cfg.replace(**{"model.pretrained": None}), labels)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise RunStoreError(f"checkpoint {path} does not fit the model of {run_dir / 'config.json'} "
-                            f"({cfg.model.backbone}, head {cfg.model.head}): {str(e).splitlines()[0]}") from None
+    load_model_state(model, state["model"], path)
     return cfg, model.to(device).eval(), path
 
 

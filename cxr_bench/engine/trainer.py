@@ -83,6 +83,14 @@ def _subsample(rows: np.ndarray, max_images: int | None, split_seed: int) -> np.
     return np.sort(rng.choice(rows, size=max_images, replace=False))
 
 
+def _import_plugins(cfg: RunConfig) -> None:
+    """The run's plugin modules (``imports``), before any name is looked up: torchrun ranks and submitit
+    jobs re-create the run from config.json, so they import them here, not from the suite."""
+    from ..plugins import import_plugins
+
+    import_plugins(cfg.imports, f"run {cfg.run_id()}: config key 'imports'")
+
+
 def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: bool | None = None) -> RunData:
     """Open the release, split it, prepare (or reuse) the image cache and build the three datasets.
 
@@ -96,6 +104,7 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     from ..data.release import NIHRelease
     from ..data.splits import make_splits
 
+    _import_plugins(cfg)
     ctx = ctx or DistContext()
     d = cfg.data
     release = NIHRelease.open(d.root)
@@ -559,6 +568,11 @@ class Trainer:
             # How batches reached the model (data.loader resolved): "gpu" (resident) or "workers".
             "loader": self.inputs.kind,
         }
+        from ..metrics.extended import extra_metrics
+
+        # Calibration, and AUC / underdiagnosis by sex, age band and view at the thresholds chosen on val.
+        metrics["test"].update(extra_metrics(test, metrics["test"], self.data.test.csv, n_bootstrap=e.bootstrap,
+                                             level=e.ci_level, seed=self.cfg.seed))
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 
@@ -570,6 +584,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, progress: bool | None = No
     global torch RNG state is restored on return (see seeding.py).
     """
     run_dir = Path(run_dir)
+    _import_plugins(cfg)
     ctx = init_distributed(cfg.device)
     benchmark = torch.backends.cudnn.benchmark
     try:
@@ -594,6 +609,7 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, *, splits: tuple
     The same data, model construction and prediction path as :func:`train_run`, without training: for
     re-scoring a finished run, localization, or checking that a distributed evaluation was exact.
     """
+    _import_plugins(cfg)
     ctx = DistContext(device=resolve_device(cfg.device))
     data = load_run_data(cfg, ctx, progress=progress)
     with scoped_rng(cfg.seed, "torch-global"):  # random init is overwritten, but must not touch the caller

@@ -3,7 +3,7 @@
 Three questions, three functions:
 
 - :func:`compare_leaderboards` -- *what changed between two leaderboards?* Rows are matched by run key
-  (:data:`~cxr_bench.results.leaderboard.KEY_COLUMNS`: the experimental factors, not the hyper-parameter
+  (:data:`~cxr_bench.results.leaderboard.FACTOR_COLUMNS`: the experimental factors, not the hyper-parameter
   hash) or by ``run_id``; the result has the delta (B - A) of the mean and of every per-label AUC, and the
   runs found in only one of them.
 - :func:`compare_reference` -- *how far are we from the paper?* Leaderboard rows that differ only in
@@ -615,12 +615,22 @@ def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstra
                    ) -> pd.DataFrame:
     """:func:`paired_ablation` for every pair of :func:`find_ablation_pairs` (optionally only ``factors``)."""
     keep = set(factors) if factors is not None else None
-    pairs = [p for p in find_ablation_pairs(runs) if keep is None or p.factor in keep]
+    found = [p for p in find_ablation_pairs(runs) if keep is None or p.factor in keep]
+    # A pair whose factor chooses the test images (paloukari2018's split block) has no common test set to
+    # pair on: it is left out here, said so in the banner, and read from the leaderboard's own intervals.
+    pairs = [p for p in found if p.factor not in UNPAIRED_FACTORS]
+    unpaired = sorted({f"{p.block}: {p.factor}" for p in found if p.factor in UNPAIRED_FACTORS})
     frames = [paired_ablation(p, split=split, n_bootstrap=n_bootstrap, level=level, seed=seed, alpha=alpha)
               for p in pairs]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    out.attrs["banner"] = _ablation_banner([r for p in pairs for r in (*p.a, *p.b)], alpha)
+    out.attrs["banner"] = _ablation_banner([r for p in pairs for r in (*p.a, *p.b)], alpha) + (
+        [f"not paired ({', '.join(unpaired)}): the factor changes the test images, so the runs share no test "
+         "set; compare their mean AUCs and patient-bootstrap CIs in the leaderboard"] if unpaired else [])
     return out
+
+
+# Factors that choose which images are tested: two runs differing in one cannot be paired image by image.
+UNPAIRED_FACTORS = frozenset({"data.split", "data.split_seed", "data.random_fractions", "data.val_fraction"})
 
 
 SUMMARY_COLUMNS = ("suite", "block", "factor", "value_a", "value_b", "run_a", "run_b", "seeds_a", "seeds_b",

@@ -62,7 +62,7 @@ class RunJob(submitit.helpers.Checkpointable):
     (submitit signals it first) and the new job resumes the run from ``checkpoints/last.pt``."""
 
     def __call__(self, spec: RunSpec) -> RunOutcome:
-        return execute_run(spec, progress=False)
+        return execute_run(spec, progress=None)  # off a terminal: log lines, not bars
 
 
 class SubmititLauncher:
@@ -92,7 +92,7 @@ class SubmititLauncher:
         executor = self._executor()
         if executor.cluster != "slurm":
             return prepare_caches(specs, progress=progress)
-        job = executor.submit(prepare_caches, specs, progress=False)
+        job = executor.submit(prepare_caches, specs, progress=None)
         log.info("image caches: job %s", job.job_id)
         try:
             return job.result()

@@ -98,7 +98,7 @@ _SUITE_KEYS = {"name", "description", "run_name", "sample_profile", "full_profil
 _TOP_KEYS = {"suite", "base", "block", "profiles", "slurm"}
 _BLOCK_KEYS = {"name", "description", "set", "grid", "reference", "seeds"}
 _PROFILE_KEYS = {"description", "needs_data_root", "set", "seeds", "block", "when"}
-_PROFILE_BLOCK_KEYS = {"set", "seeds"}
+_PROFILE_BLOCK_KEYS = {"set", "seeds", "skip"}
 _RULE_KEYS = {"match", "set"}
 # Config fields a suite sets elsewhere than in a partial config: the list form of `seed`, and the plugins.
 _NOT_SETTABLE = {"seeds": "seeds = [...] is a key of [base], a block or a profile, not of a set/grid table",
@@ -141,6 +141,7 @@ class BlockSettings:
 
     set: dict[str, Any]
     seeds: tuple[int, ...] | None = None
+    skip: bool = False  # ``skip = true``: the block has no runs under this profile
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,8 @@ class Suite:
         cli = _cli_layers(overrides, seeds)
         runs: dict[str, SuiteRun] = {}
         for block in self.blocks:
+            if prof is not None and prof.blocks.get(block.name, BlockSettings({})).skip:
+                continue
             grid = dict(block.grid)
             if seeds is not None:
                 grid["seed"] = list(range(seeds))
@@ -541,7 +544,10 @@ def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
                 _no_axes({"seed": None}, set(by_name[bname].grid), f"{bwhere} seeds")
             if "seed" in oset and oseeds is not None:
                 raise ConfigError(f"{bwhere}: seed and seeds both choose the seed; keep one")
-            own[bname] = BlockSettings(oset, oseeds)
+            skip = t.get("skip", False)
+            if not isinstance(skip, bool):
+                raise ConfigError(f"{bwhere}: skip must be true or false, got {skip!r}")
+            own[bname] = BlockSettings(oset, oseeds, skip)
         for blk in blocks:  # level 2: the profile's and a block's settings may not disagree
             _agree(pset, pseeds, pname, blk, own.get(blk.name), path)
         rules = []

@@ -127,8 +127,9 @@ def _data_record(root: str | None) -> dict[str, Any]:
     from ..data.release import NIHRelease
 
     release = NIHRelease.open(root)
-    return {"root": None if root is None else str(Path(root).resolve()),
+    return {"root": None if root is None else str(Path(release.root).resolve()),
             "is_bundled_sample": bool(release.is_bundled_sample),
+            "is_phantom": (release.root / "phantom.json").is_file() if root is not None else False,
             "file_hashes": dict(release.file_hashes())}
 
 
@@ -337,8 +338,7 @@ def torchrun_command(run_dir: Path, nproc: int) -> list[str]:
     node) never collide on a port.
     """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir),
-            "--no-progress"]
+            "-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
 
 
 def _result_summary(rd: RunDir) -> dict[str, Any]:
