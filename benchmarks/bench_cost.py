@@ -31,8 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cxr_bench.bench import (fit_power_law, machine_info, measure_model, read_results_csv, resolve_device,
-                             write_results_csv)
+from cxr_bench.bench import (
+    fit_power_law,
+    machine_info,
+    measure_model,
+    read_results_csv,
+    resolve_device,
+    write_results_csv,
+)
 from cxr_bench.errors import CxrBenchError
 
 log = logging.getLogger("benchmarks.bench_cost")

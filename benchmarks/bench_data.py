@@ -121,8 +121,8 @@ def decode_benchmark(fullres: Path, copies: int, repeats: int, size: int,
             timings: dict[str, list[tuple[float, float]]] = {"bare_pil": [], "prepare": []}
             bare_pil(paths[: 2 * workers], workers, size)  # warm-up (imports, pool start paths)
             for _ in range(repeats):
-                timings["bare_pil"].append(_timed(lambda: bare_pil(paths, workers, size)))
-                timings["prepare"].append(_timed(lambda: prepare(workers)))
+                timings["bare_pil"].append(_timed(lambda w=workers: bare_pil(paths, w, size)))
+                timings["prepare"].append(_timed(lambda w=workers: prepare(w)))
             for name, ts in timings.items():
                 wall = statistics.median(t[0] for t in ts)
                 cpu = statistics.median(t[1] for t in ts)
@@ -169,7 +169,7 @@ def read_benchmark(epochs: int, size: int = 256, batch_size: int = 64) -> list[d
             def feed(ds: CXRDataset = ds, loader: DataLoader = loader) -> None:
                 for epoch in range(epochs):
                     ds.set_epoch(epoch)
-                    for images, targets, rows_ in loader:
+                    for images, _targets, _rows in loader:
                         assert images.dtype == torch.uint8 and images.shape[1:] == (1, size, size)
 
             measurements.append(("cache_read_dataloader", augment, feed))

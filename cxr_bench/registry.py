@@ -23,7 +23,9 @@ class Registry(Generic[T]):
         """Decorator: ``@REGISTRY.register("name")`` (default: the object's ``__name__``)."""
 
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or getattr(obj, "__name__", None)
+            if not key:
+                raise ValueError(f"{self.kind}: pass a name to register {obj!r}")
             if key in self._entries:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._entries[key] = obj

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -729,7 +729,7 @@ class _Builder:
             "conversion": self.conversion, "n_images": len(self.present), "n_ok": n_ok,
             "n_rejected": len(rejected), "n_missing": len(self.missing), "source_root": self.source_root,
             "chunk_size": self.plan["chunk_size"], "workers": workers, "build_seconds": round(seconds, 3),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "checksum": CHECKSUM, "chunk_digests": [done[c]["digest"] for c in range(len(self.ranges))],
             "file_sha256": {INDEX_FILE: sha256_bytes(index.getvalue().encode()),
                             REJECTED_FILE: sha256_bytes(rej.getvalue().encode())},

@@ -106,7 +106,7 @@ def scan_images(root: str | os.PathLike) -> ImageScan:
         path, reason = broken[name]
         log.warning("ignoring %s (%s): %s is read from %s", path, reason, name, found[name])
         del broken[name]
-    for name, (path, reason) in sorted(broken.items()):
+    for _name, (path, reason) in sorted(broken.items()):
         # Once per process and entry: the release is scanned by every dataset and cache of a run.
         level = logging.DEBUG if (path, reason) in _REPORTED else logging.WARNING
         _REPORTED.add((path, reason))

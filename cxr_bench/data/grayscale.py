@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageChops
@@ -253,7 +254,8 @@ def decode_gray(path: str | os.PathLike, conversion: str | Conversion = "identit
 
 
 def _warn_partial_alpha(im: Image.Image, source: str | os.PathLike, band: int) -> None:
-    if im.getextrema()[band][0] < 255:  # one pass over all bands, no copy of the alpha band
+    extrema: Any = im.getextrema()  # one pass over all bands, no copy of the alpha band
+    if extrema[band][0] < 255:
         log.warning("%s: alpha < 255 in some pixels; the alpha channel is dropped and the stored colour "
                     "kept (not blended into a background)", source)
 

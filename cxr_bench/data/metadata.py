@@ -176,7 +176,7 @@ def _read_table(path: str | os.PathLike, spec: tuple[tuple[str, tuple[str, ...]]
         by_norm[key] = idx
     targets: dict[str, int] = {}
     for name, cols in spec:
-        idx = by_norm.get(_norm_header(name))
+        idx = by_norm.get(_norm_header(name))  # type: ignore[assignment]
         if idx is None:
             raise MetadataError(f"{path}: line 1: missing column {name!r} in the {what} header "
                                 f"{_show(header, 300)}; expected columns: {', '.join(n for n, _ in spec)}")

@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -199,7 +200,7 @@ class NIHRelease:
 # lesions; :mod:`cxr_bench.data.phantoms`) made on first use in the cache folder. The demo's sanity block
 # trains on it: a pipeline that works scores far above chance there, one with misaligned labels does not.
 PHANTOM_PREFIX = "phantom:"
-SANITY_PHANTOM = {"n_patients": 150, "images_per_patient": 2, "size": 64}
+SANITY_PHANTOM: dict[str, Any] = {"n_patients": 150, "images_per_patient": 2, "size": 64}
 
 
 def phantom_release_root(spec: str) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,7 @@ class PosWeightBCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(
-            logits, targets.to(logits.dtype), pos_weight=self.pos_weight.to(logits.dtype)
+            logits, targets.to(logits.dtype), pos_weight=typing.cast(torch.Tensor, self.pos_weight).to(logits.dtype)
         )
 
 

@@ -150,7 +150,7 @@ def create_model(
     head_module = build_head(head, backbone.num_features, num_labels, drop_rate=drop_rate, head_kwargs=head_kwargs)
     log.debug("built %s + %s head, channels=%s, pretrained=%s", name, head, channels, info and info["source"])
     return CxrModel(backbone, head_module, channels=channels, head_name=head, targets=targets,
-                    pretrained_info=info, freeze_backbone=freeze_backbone)
+                    pretrained_info=info, freeze_backbone=freeze_backbone)  # type: ignore[arg-type]
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -165,7 +165,7 @@ def list_heads() -> list[str]:
     return HEADS.names()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def backbone_features(name: str) -> int:
     """D, the feature channels of backbone ``name``, from a shapes-only (meta device) build."""
     with warnings.catch_warnings(), torch.device("meta"):

@@ -43,7 +43,7 @@ import urllib.error
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -378,7 +378,7 @@ def _fetch_hub(name: str, refs: Sequence[CachedWeights], mirror: str | None, com
 
 
 # ---------------------------------------------------------------------------------------------- planning
-@lru_cache(maxsize=None)
+@cache
 def _published(name: str) -> tuple[CachedWeights, ...]:
     # A shapes-only build is enough to learn which checkpoints a backbone has (no init, no memory).
     with torch.device("meta"):

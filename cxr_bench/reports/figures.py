@@ -212,7 +212,8 @@ def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = 
     for ax, ((factor, va, vb), g) in zip(axes.flat, pairs):
         ax.axvline(0, color="0.4", lw=1)
         g = g[g["label"].isin(ypos)]
-        skip = g["label"].map(lambda lab: (str(factor), str(va), str(vb), lab) in few)
+        key = (str(factor), str(va), str(vb))
+        skip = g["label"].map(lambda lab, key=key: (*key, lab) in few)
         for _, r in g[skip].iterrows():
             ax.text(0, ypos[r["label"]], "too few", ha="center", va="center", fontsize=7, color="0.45",
                     style="italic")

@@ -341,7 +341,9 @@ def _range(values: Iterable[Any], unit: str = "") -> str:
     vals = sorted({v for v in (_num(x) for x in values) if math.isfinite(v)})
     if not vals:
         return "?"
-    f = (lambda v: f"{v:g}{unit}")
+    def f(v: Any) -> str:
+        return f"{v:g}{unit}"
+
     return f(vals[0]) if len(vals) == 1 else f"{f(vals[0])}-{f(vals[-1])}"
 
 
@@ -1129,7 +1131,7 @@ def subgroup_view(df: pd.DataFrame) -> Styler:
         g = g.drop_duplicates("label").set_index("label").reindex(order)
         ref = g["reference"].dropna().iloc[0] if "reference" in g and g["reference"].notna().any() else None
         cells, vals, gr = [], [], []
-        for lab, r in g.iterrows():
+        for _, r in g.iterrows():
             auc = _num(r["auc"])
             if pd.isna(r["n_pos"]):
                 cells.append("")

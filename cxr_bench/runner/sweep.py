@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import RunConfig
+from ..data.release import PHANTOM_PREFIX
 from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
 from ..utils.io import atomic_write_json, read_json, remove_stale_temps
 from .precheck import check_registry_names, image_group
@@ -537,7 +538,9 @@ def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | 
             raise ConfigError(f"--only {' '.join(only)} matches none of the {total} runs of {suite.name} "
                               "(patterns match run id, name, backbone or block; see --dry-run)")
     without_data = data_root is None and prof is not None and prof.needs_data_root
-    is_sample = all(r.config.data.root is None for r in runs) and not without_data
+    # The bundled sample, possibly beside the sanity block's synthetic phantom release, but no real data.
+    roots = {r.config.data.root for r in runs}
+    is_sample = None in roots and all(r is None or r.startswith(PHANTOM_PREFIX) for r in roots) and not without_data
     banner = SAMPLE_BANNER.format(profile=profile or "default") if is_sample else None
     return SweepPlan(suite, profile, runs, total, banner, without_data)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -34,17 +33,7 @@ from cxr_bench.data.release import NIHRelease
 METADATA = ("Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt", "BBox_List_2017.csv")
 
 
-def _server():
-    name = "cxr_bench_test_range_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "range_server.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-rs = _server()
+import range_server as rs  # noqa: E402 - tests/helpers is on pytest's pythonpath
 
 
 def _targz(members: dict[str, bytes]) -> bytes:

@@ -109,7 +109,7 @@ def test_data_root_json(tmp_path, capsys):
     root.mkdir()
     # The 2017 form (trailing empty column), gzipped, under its 2017 name.
     lines = (sample_root() / "Data_Entry_2017_v2020.csv").read_text().splitlines()
-    (root / "Data_Entry_2017.csv.gz").write_bytes(gzip.compress("".join(f"{l},\n" for l in lines).encode()))
+    (root / "Data_Entry_2017.csv.gz").write_bytes(gzip.compress("".join(f"{line},\n" for line in lines).encode()))
     for name in ("train_val_list.txt", "test_list.txt"):
         (root / name).write_bytes((sample_root() / name).read_bytes())
     assert main(["data", "info", "--data-root", str(root), "--json"]) == 0

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from cxr_bench.data.labels import (
-    LABEL_SETS, NO_FINDING, LabelSet, canonical_finding_labels, canonical_label, get_label_set, label_counts,
+    LABEL_SETS,
+    NO_FINDING,
+    LabelSet,
+    canonical_finding_labels,
+    canonical_label,
+    get_label_set,
+    label_counts,
     parse_finding_labels,
 )
 from cxr_bench.errors import ConfigError, CxrBenchError, MetadataError

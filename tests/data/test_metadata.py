@@ -16,7 +16,11 @@ import pytest
 
 from cxr_bench.data.bundled import full_metadata_root, sample_root
 from cxr_bench.data.metadata import (
-    DATA_ENTRY_COLUMNS, read_bbox_list, read_data_entry, read_google2019, read_split_list,
+    DATA_ENTRY_COLUMNS,
+    read_bbox_list,
+    read_data_entry,
+    read_google2019,
+    read_split_list,
 )
 from cxr_bench.errors import MetadataError
 

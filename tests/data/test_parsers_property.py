@@ -20,7 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxr_bench.data.labels import (
-    CHESTXRAY8, CHESTXRAY14, NO_FINDING, canonical_finding_labels, canonical_label, get_label_set,
+    CHESTXRAY8,
+    CHESTXRAY14,
+    NO_FINDING,
+    canonical_finding_labels,
+    canonical_label,
+    get_label_set,
     parse_finding_labels,
 )
 from cxr_bench.data.metadata import read_bbox_list, read_data_entry, read_split_list

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from cxr_bench.data.grayscale import decode_gray
-from cxr_bench.data.phantoms import (DATA_ENTRY_HEADER, DEFAULT_LABELS, PATTERNS, lesion_pattern,
-                                     make_phantom_release, read_phantom_manifest)
+from cxr_bench.data.phantoms import (
+    DATA_ENTRY_HEADER,
+    DEFAULT_LABELS,
+    PATTERNS,
+    lesion_pattern,
+    make_phantom_release,
+    read_phantom_manifest,
+)
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.errors import ConfigError
 

@@ -4,12 +4,10 @@ mirror (a real HTTP server on 127.0.0.1), offline mode, and the errors."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import math
 import pathlib
 import socket
-import sys
 import time
 
 import pytest
@@ -215,17 +213,8 @@ def test_not_a_state_dict(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- first use
-def _server():
-    name = "cxr_bench_test_range_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).parents[1] / "range_server.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+import range_server as rs  # noqa: E402 - tests/helpers is on pytest's pythonpath
 
-
-rs = _server()
 MOBILENET_REPO = "timm/mobilenetv1_100.ra4_e3600_r224_in1k"
 
 

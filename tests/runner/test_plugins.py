@@ -184,3 +184,9 @@ def test_plugin_reaches_a_worker_process(plugin_dir: Path, tmp_path: Path, phant
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["n_images"] > 0
+
+
+def test_the_readme_shows_exactly_the_tested_example():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"```python\n{README_PLUGIN}```" in readme
+    assert f"```toml\n{README_SUITE}```" in readme

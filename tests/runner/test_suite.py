@@ -23,9 +23,11 @@ def test_shipped_suites_listed():
 # Per seed, read off wang2017.toml: replication 5 backbones x 2 label sets (10, fine-tuned); backbone-training
 # 4 backbones x 2 label sets x {fine-tuned, frozen}, whose fine-tuned half is the replication runs (8 new);
 # grayscale 3, channels 2, heads 3 around the shared MobileNetV1/ChestX-ray14 baseline (2 + 1 + 2 new, gap
-# included); CheXNet 1. 10 + 8 + 2 + 1 + 2 + 1 = 24 runs and 8 + 2 + 1 + 2 = 13 pairs.
-WANG_RUNS_PER_SEED = 24
-WANG_PAIRS_PER_SEED = 13
+# included); CheXNet 1. 10 + 8 + 2 + 1 + 2 + 1 = 24 runs and 8 + 2 + 1 + 2 = 13 pairs. The sample profile
+# leaves backbone-training out (the frozen reading is a paper-profile question: 8 runs and 8 pairs fewer)
+# and adds the phantom sanity run: 17 runs, 5 pairs.
+WANG_RUNS_PER_SEED = {"paper": 24, "sample": 17}
+WANG_PAIRS_PER_SEED = {"paper": 13, "sample": 5}
 
 
 @pytest.mark.parametrize("profile", ["paper", "sample"])
@@ -35,7 +37,7 @@ def test_wang2017_expansion(profile):
     # The paper profile trains every configuration with 5 seeds (0-4), the sample profile with seed 0.
     seeds = {"paper": [0, 1, 2, 3, 4], "sample": [0]}[profile]
     assert sorted({r.config.seed for r in all_runs}) == seeds
-    n = WANG_RUNS_PER_SEED
+    n = WANG_RUNS_PER_SEED[profile]
     assert len(all_runs) == n * len(seeds)
     assert len({r.run_id for r in all_runs}) == n * len(seeds)
     # Runs that differ only in seed are one configuration; each configuration has every seed once.
@@ -55,14 +57,17 @@ def test_wang2017_expansion(profile):
 
 
 def _check_wang2017_structure(runs, profile):
-    assert len(runs) == WANG_RUNS_PER_SEED
+    assert len(runs) == WANG_RUNS_PER_SEED[profile]
     by_block: dict[str, list] = {}
     for r in runs:
         for b in r.blocks:
             by_block.setdefault(b, []).append(r)
-    assert {b: len(v) for b, v in by_block.items()} == {
-        "replication": 10, "backbone-training": 16, "ablation-grayscale": 3, "ablation-channels": 2,
-        "ablation-head": 3, "chexnet": 1}
+    expected_blocks = {"replication": 10, "backbone-training": 16, "ablation-grayscale": 3, "ablation-channels": 2,
+                       "ablation-head": 3, "chexnet": 1}
+    if profile == "sample":
+        del expected_blocks["backbone-training"]
+        expected_blocks["sanity"] = 1
+    assert {b: len(v) for b, v in by_block.items()} == expected_blocks
     backbones = sorted({r.config.model.backbone for r in by_block["replication"]})
     assert backbones == ["alexnet", "googlenet", "mobilenet_v1", "resnet50", "vgg16"]
     optimizer = {"paper": "sgd", "sample": "adamw"}[profile]
@@ -70,12 +75,12 @@ def _check_wang2017_structure(runs, profile):
             for r in by_block["replication"]} == {("wang2017", "wcel", optimizer, False)}
     pairs = {(p.block, p.factor, p.value, r.config.model.backbone, r.config.data.label_set): (p.reference, r)
              for r in runs for p in r.pairs}
-    assert len(pairs) == WANG_PAIRS_PER_SEED
+    assert len(pairs) == WANG_PAIRS_PER_SEED[profile]
 
     # backbone-training: each frozen run's reference is the replication run of its backbone and label set.
     replication = {(r.config.model.backbone, r.config.data.label_set): r for r in by_block["replication"]}
-    frozen = [r for r in by_block["backbone-training"] if r.config.model.freeze_backbone]
-    assert len(frozen) == 8 and all(r.blocks == ["backbone-training"] for r in frozen)
+    frozen = [r for r in by_block.get("backbone-training", []) if r.config.model.freeze_backbone]
+    assert len(frozen) == (8 if profile == "paper" else 0) and all(r.blocks == ["backbone-training"] for r in frozen)
     for r in frozen:
         key = (r.config.model.backbone, r.config.data.label_set)
         assert pairs[("backbone-training", "model.freeze_backbone", True, *key)] == (replication[key].run_id, r)
@@ -104,7 +109,7 @@ def test_wang2017_profiles_differ_where_documented():
     paper_runs = [r for r in suite.expand("paper") if r.config.seed == 0]
     paper = {r.config.model.backbone: r.config for r in paper_runs if r.blocks[0] == "replication"}
     assert paper["vgg16"].data.image_size == 1024 and not paper["vgg16"].model.freeze_backbone
-    assert paper["vgg16"].model.pretrained == "cache"
+    assert paper["vgg16"].model.pretrained == "imagenet"
     assert paper["vgg16"].optim.batch_size * paper["vgg16"].optim.accum_steps == 80
     chexnet = [r.config for r in paper_runs if r.blocks == ["chexnet"]][0]
     assert chexnet.data.image_size == 224 and not chexnet.model.freeze_backbone and chexnet.optim.accum_steps == 1
@@ -234,7 +239,7 @@ def test_cli_suites_lists_counts(capsys):
     assert cli_main(["suites"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("wang2017"))
-    assert f"paper: {5 * WANG_RUNS_PER_SEED}" in line and f"sample: {WANG_RUNS_PER_SEED}" in line
+    assert f"paper: {5 * WANG_RUNS_PER_SEED['paper']}" in line and f"sample: {WANG_RUNS_PER_SEED['sample']}" in line
 
 
 def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
@@ -243,13 +248,13 @@ def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
     assert "NOT comparable with the paper" in captured.err
     ids = {r.run_id for r in load_suite("wang2017").expand("sample")}
     rows = _table_rows(captured.out)
-    assert len(rows) == WANG_RUNS_PER_SEED and {x.split()[0] for x in rows} == ids
+    assert len(rows) == WANG_RUNS_PER_SEED['sample'] and {x.split()[0] for x in rows} == ids
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
     assert cli_main(["run", "--suite", "wang2017", "--dry-run", "--only", "vgg*", "--out", str(tmp_path)]) == 0
     rows = _table_rows(capsys.readouterr().out)
     vgg = {r.run_id for r in load_suite("wang2017").expand("sample") if r.config.model.backbone == "vgg16"}
-    assert len(rows) == 4 and {x.split()[0] for x in rows} == vgg  # fine-tuned and frozen, 2 label sets
+    assert len(rows) == 2 and {x.split()[0] for x in rows} == vgg  # 2 label sets (frozen: paper profile only)
 
 
 def _table_rows(out: str) -> list[str]:

@@ -1,7 +1,7 @@
 """A real HTTP file server on 127.0.0.1 for the download tests (this module holds no tests).
 
 The suite runs with ``--import-mode=importlib``, so test folders are not on ``sys.path``: tests load this
-file by path with ``importlib.util``. It serves bytes from memory with what the download code relies on and what
+module of tests/helpers (on pytest's pythonpath). It serves bytes from memory with what the download code relies on and what
 real servers do differently:
 
 - ``Range: bytes=N-`` / ``bytes=N-M`` answered with 206 and ``Content-Range`` (416 past the end), or ignored
