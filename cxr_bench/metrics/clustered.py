@@ -30,14 +30,13 @@ the full test set costs a few sorts, not ``M x N`` comparisons.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .delong import _split, _structural_components, z_test
+from .delong import DeLongResult, _split, _structural_components, z_test
 
 __all__ = [
     "ClusteredCovariance",
@@ -77,30 +76,14 @@ class ClusteredCovariance:
 
 
 @dataclass(frozen=True)
-class ClusteredTestResult:
-    """Obuchowski's paired test of ``auc_a == auc_b`` (same cases, clustered); fields as in DeLongResult."""
+class ClusteredTestResult(DeLongResult):
+    """Obuchowski's paired test of ``auc_a == auc_b`` (same cases, clustered): DeLongResult's fields, with
+    the variance and covariance taken over patients, plus the cluster counts and why a value is NaN."""
 
-    auc_a: float
-    auc_b: float
-    difference: float
-    var_a: float
-    var_b: float
-    covariance: float
-    z: float
-    p: float
-    ci: tuple[float, float]
-    level: float
-    n_pos: int
-    n_neg: int
-    n_clusters: int
-    n_clusters_pos: int
-    n_clusters_neg: int
+    n_clusters: int = 0
+    n_clusters_pos: int = 0
+    n_clusters_neg: int = 0
     reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ci"] = list(self.ci)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 @dataclass(frozen=True)
