@@ -207,8 +207,8 @@ def _non_negative() -> tuple[Any, str]:
 # run pre-check, which may import torch; this module must not.
 _CHECKS: dict[str, tuple[Any, str]] = {
     "seed": _at_least(0),
-    "device": ((lambda v: v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())),
-               "auto, cpu, cuda, cuda:N or mps"),
+    "device": ((lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
+               "auto, cpu, cuda or cuda:N"),
     "data.split": _one_of("official", "random-image", "random-patient"),
     "data.val_fraction": _fraction(),
     "data.split_seed": _at_least(0),

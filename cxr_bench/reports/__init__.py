@@ -3,17 +3,7 @@
 :mod:`.render` executes the templates; :mod:`.tables` and :mod:`.figures` hold everything the notebooks
 show, so the notebooks themselves only call library functions on saved artifacts. Every string a report
 prints passes through :func:`.tables.styled` or :func:`.tables.esc` (HTML-escaped).
+
+Nothing is imported here: papermill, nbformat and nbconvert are needed only to render (import
+:mod:`.render` for that), so the CLI and the table helpers work where they are not installed.
 """
-
-from .render import (
-    TEMPLATES,
-    RenderedReport,
-    ReportTarget,
-    execute_notebook,
-    render_report,
-    render_reports,
-    report_targets,
-)
-
-__all__ = ["TEMPLATES", "RenderedReport", "ReportTarget", "execute_notebook", "render_report", "render_reports",
-           "report_targets"]
