@@ -80,3 +80,22 @@ def test_remove_stale_temps_after_a_killed_write(tmp_path):
     assert remove_stale_temps(tmp_path) == litter
     assert sorted(f.name for f in p.parent.iterdir()) == [".keep", "history.csv"]
     assert p.read_text() == "epoch\n1\n"
+
+
+def test_csv_cells_that_a_spreadsheet_would_evaluate_are_neutralised(tmp_path):
+    import pandas as pd
+
+    from cxr_bench.utils.io import csv_safe_cell, write_csv
+
+    for cell in ("=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"):
+        assert csv_safe_cell(cell) == "'" + cell
+    for cell in ("-0.5", "+1e-3", "resnet50", "", "a=b"):  # numbers written as text, and plain text
+        assert csv_safe_cell(cell) == cell
+    assert csv_safe_cell(-1.5) == -1.5 and csv_safe_cell(None) is None
+    df = pd.DataFrame({"name": ["=cmd|' /C calc'!A0", "ok"], "auc": [-0.25, 0.75], "=col": [1, 2]})
+    path = write_csv(df, tmp_path / "x.csv", header_lines=["not comparable\nwith the paper"])
+    text = path.read_text()
+    assert text.startswith("# not comparable\n# with the paper\n")
+    back = pd.read_csv(path, comment="#")
+    assert back["name"].tolist() == ["'=cmd|' /C calc'!A0", "ok"]
+    assert back["auc"].tolist() == [-0.25, 0.75] and list(back.columns) == ["name", "auc", "'=col"]
