@@ -35,9 +35,9 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check cxr_bench tests benchmarks
 	$(BIN)/mypy
 
-# The one-minute install check: the smoke suite end to end into a throw-away store.
+# The one-minute install check: the smoke suite end to end into a fresh, throw-away store.
 smoke: $(RUN_STAMP)
-	$(BIN)/cxr-bench run --suite smoke --out $${TMPDIR:-/tmp}/cxr-bench-smoke
+	out=$$(mktemp -d) && $(BIN)/cxr-bench run --suite smoke --out "$$out" && rm -rf "$$out"
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run_all.py --quick
