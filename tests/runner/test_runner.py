@@ -147,7 +147,9 @@ def test_killed_sweep_resumes(write_suite, two_heads, phantom_root, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for(lambda: a.completed, 600, "the first run to complete")
-        _wait_for(lambda: b.last_checkpoint.is_file() or proc.poll() is not None, 600,
+        # last.pt is written before history.csv: wait for both, so the kill lands after a whole epoch.
+        _wait_for(lambda: (b.last_checkpoint.is_file() and (b.path / "history.csv").is_file())
+                  or proc.poll() is not None, 600,
                   "the second run's first checkpoint")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
