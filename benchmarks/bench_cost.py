@@ -35,11 +35,11 @@ from cxr_bench.bench import (
     fit_power_law,
     machine_info,
     measure_model,
-    read_results_csv,
     resolve_device,
     write_results_csv,
 )
 from cxr_bench.errors import CxrBenchError
+from cxr_bench.utils.results_csv import read_results_csv
 
 log = logging.getLogger("benchmarks.bench_cost")
 

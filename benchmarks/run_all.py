@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from cxr_bench.bench import machine_info, update_readme
-from cxr_bench.runner.store import utc_now
+from cxr_bench.utils.clock import utc_now
 from cxr_bench.utils.io import atomic_write_json, read_json
 
 HERE = Path(__file__).resolve().parent

@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runner.store import utc_now
+from .utils.clock import utc_now
 from .utils.io import atomic_write_text
+from .utils.results_csv import read_results_csv
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,6 @@ def write_results_csv(path: str | os.PathLike, rows: pd.DataFrame | Sequence[dic
     atomic_write_text(path, buf.getvalue())
     log.info("wrote %s (%d rows)", path, len(df))
     return path
-
-
-def read_results_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
-    """A results CSV as (table, metadata from its leading ``# key: value`` lines)."""
-    meta: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            key, _, value = line[1:].partition(":")
-            meta[key.strip()] = value.strip()
-    return pd.read_csv(path, comment="#"), meta
 
 
 # ---------------------------------------------------------------------------------------------- timing

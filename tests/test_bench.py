@@ -22,12 +22,12 @@ from cxr_bench.bench import (
     README_END,
     README_START,
     fit_power_law,
-    read_results_csv,
     render_markdown_table,
     update_readme,
     write_results_csv,
 )
 from cxr_bench.runner.suite import load_suite
+from cxr_bench.utils.results_csv import read_results_csv
 
 
 def test_power_law_fit_recovers_the_exponent():

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.localize import localization_report_table, localize_run
+    from ..engine.localize import localize_run
+    from ..results.localization import localization_report_table
 
     res = localize_run(args.run, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
                        device=args.device, batch_size=args.batch_size, n_figure=args.figure_images)

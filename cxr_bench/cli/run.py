@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.offline:  # inherited by torchrun ranks and submitit jobs started from here
         os.environ["CXR_BENCH_OFFLINE"] = "1"
-    from ..runner.sweep import finish_outputs, plan_sweep, run_suite
+    from ..runner.sweep import plan_sweep, run_suite
 
     only = [p for item in args.only for p in item.split(",") if p]
     overrides = parse_overrides(args.overrides)
@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     for failed in result.failed:
         print(f"FAILED {failed.run_id} {failed.name}: {failed.detail}", file=sys.stderr)
     if not args.no_report:
-        for line in finish_outputs(args.out, plan.suite.name, plan.profile):
+        from ..pipeline import finish_outputs
+
+        for line in finish_outputs(args.out, plan.suite.name):
             print(line)
     if plan.banner:
         print("(bundled sample: these numbers are not comparable with the paper)", file=sys.stderr)

@@ -15,7 +15,7 @@ each label's heatmap into boxes the paper's way and scores them:
    T(IoBB) in {0.1, 0.25, 0.5, 0.75, 0.9} and T(IoU) in {0.1, ..., 0.7}, per label.
 
 Outputs, beside the run's other artifacts: ``localization.csv`` (the table), ``localization.json``
-(summary and the side-by-side with Table 4), ``localization_boxes.csv`` (every detected box) and
+(summary), ``localization_boxes.csv`` (every detected box) and
 ``figures/localization.png`` (heatmap, ground-truth and detected boxes on a few images). The box math
 is the metrics module's; this module owns only the pipeline around it.
 """
@@ -37,7 +37,6 @@ import torch
 from ..config import RunConfig
 from ..errors import ConfigError, RunStoreError
 from ..metrics.localization import BBOX_LABELS, IOBB_THRESHOLDS, heatmap_to_boxes, localization_table
-from ..results.localization import localization_report_table, table4_comparison
 from ..utils.io import atomic_write_json, atomic_write_text, read_json
 from ..utils.progress import progress as progress_bar
 
@@ -45,8 +44,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BBOX_LABELS", "BBOX_FRAME", "HEATMAP_THRESHOLDS", "LocalizationResult", "load_run_model",
-    "compute_heatmaps", "detect_boxes", "score_detections", "localize_run", "table4_comparison",
-    "localization_report_table", "plot_localization",
+    "compute_heatmaps", "detect_boxes", "score_detections", "localize_run", "plot_localization",
 ]
 
 # The eight labels of BBox_List_2017, canonical names (the file's "Infiltrate" is Infiltration).
@@ -350,7 +348,6 @@ def localize_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | N
                                         batch_size=batch_size or cfg.eval.batch_size, device=dev,
                                         progress=progress)
     table, detections = score_detections(heatmaps, names, scored, boxes)
-    comparison = table4_comparison(table)
 
     csv_path = Path(out) if out is not None else run_dir / "localization.csv"
     json_path = csv_path.with_suffix(".json")
@@ -369,7 +366,6 @@ def localize_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | N
         "n_gt": {lab: int(n) for lab, n in boxes["label"].value_counts().sort_index().items()},
         "mean_accuracy_iobb": {f"{t:g}": float(iobb[np.isclose(iobb["threshold"], t)]["accuracy"].mean())
                                for t in IOBB_THRESHOLDS},
-        "table4": comparison.replace({np.nan: None}).to_dict(orient="records"),
         "table": str(csv_path), "detections": str(boxes_path),
     }
     figure_path = None

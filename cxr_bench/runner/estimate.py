@@ -48,7 +48,7 @@ def _cost_key(cfg: RunConfig) -> tuple:
 
 
 def _read(path: Path) -> _Source | None:
-    from ..bench import read_results_csv
+    from ..utils.results_csv import read_results_csv
 
     try:
         table, meta = read_results_csv(path)

@@ -32,7 +32,6 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import filelock
 
 from ..errors import RunStoreError
+from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,6 @@ def verify_artifacts(run_dir: str | os.PathLike) -> list[str]:
     if expected is not None and int(expected) != n:
         problems.append(f"predictions/test.csv has {n} rows, metrics.json scored {expected}")
     return problems
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -18,9 +18,8 @@ sweep finds it that way and resumes it.
 ``python -m cxr_bench train --config RUN_DIR/config.json --run-dir RUN_DIR`` is the per-process entry point
 ``torchrun`` starts for a multi-GPU run (see docs/running.md).
 
-After a sweep, :func:`finish_outputs` runs the post-sweep steps in :data:`POST_SWEEP` order: localization,
-leaderboard, reports. They are plain calls; only the reports need optional packages (papermill, nbconvert),
-and without them the sweep says which command renders the reports later.
+What follows a sweep (localization, leaderboard, reports) is :mod:`cxr_bench.pipeline`, a layer above this
+one: ``cxr-bench run`` calls it once :func:`run_suite` returns.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,10 +41,11 @@ from typing import Any, Protocol
 from ..config import RunConfig
 from ..data.release import PHANTOM_PREFIX
 from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
+from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json, remove_stale_temps
 from .precheck import check_registry_names, image_group
 from .provenance import collect_provenance
-from .store import RunDir, RunLocked, RunStore, Status, artifact_record, utc_now, verify_artifacts
+from .store import RunDir, RunLocked, RunStore, Status, artifact_record, verify_artifacts
 from .suite import Suite, SuiteRun
 
 log = logging.getLogger(__name__)
@@ -550,79 +550,6 @@ def _get(cfg: RunConfig, key: str) -> Any:
     from ..config import get_dotted
 
     return get_dotted(cfg, key)
-
-
-# ---------------------------------------------------------------------------------------------- after
-def finish_outputs(out: str | os.PathLike, suite: str, profile: str | None) -> list[str]:
-    """The post-sweep steps, in order: localize the completed runs, write ``<out>/<suite>/leaderboard.csv``,
-    render the reports into ``<out>/<suite>/reports/``. Returns lines to show the user.
-
-    A failure here is reported, not raised: the runs themselves are done and safe in the store.
-    """
-    store = RunStore(out, suite)
-    lines: list[str] = []
-    for step in POST_SWEEP:
-        try:
-            lines += step(store)
-        except Exception as e:  # reported, with its traceback in the log when it is not a user error
-            log.error("%s failed: %s", step.__name__, e, exc_info=not isinstance(e, CxrBenchError))
-            lines.append(f"{step.__name__.replace('_', ' ')} failed ({e}); retry: {_RETRY[step.__name__]}"
-                         .format(store=store.path, suite=suite))
-    return lines
-
-
-def write_leaderboard_csv(store: RunStore) -> list[str]:
-    from ..results.leaderboard import build_leaderboard, write_leaderboard
-
-    lb_csv = store.path / "leaderboard.csv"
-    write_leaderboard(build_leaderboard(store.path, store.suite), lb_csv)
-    return [f"leaderboard: {lb_csv}"]
-
-
-def render_store_reports(store: RunStore) -> list[str]:
-    report_dir = store.path / "reports"
-    try:
-        from ..reports.render import render_reports
-    except ImportError as e:  # papermill / nbformat / nbconvert are optional on a compute node
-        return [f"reports not rendered ({e.name} is not installed); later, where it is: "
-                f"cxr-bench report --runs {store.path.parent} --suite {store.suite}"]
-    rendered = render_reports(store.path, report_dir, suite=store.suite)
-    return [f"report: {r.html}" for r in rendered] or [f"report: {report_dir}"]
-
-
-def localize_completed(store: RunStore) -> list[str]:
-    """Score the heatmaps of every completed, not yet localized run against BBox_List (Wang Table 4).
-
-    Runs whose release has no box file, or whose label set has no box label, are skipped; a failure is
-    reported, never raised (the leaderboard then leaves that run's localization columns empty).
-    """
-    from ..engine.localize import localize_run
-
-    done, failed = 0, []
-    for run_id in store.run_ids():
-        try:
-            rd = store.run(run_id)
-            if not rd.completed or (rd.path / "localization.csv").is_file():
-                continue
-            localize_run(rd.path, progress=False)
-            done += 1
-        except CxrBenchError as e:
-            log.info("run %s: not localized: %s", run_id, e)
-        except Exception as e:  # reported with its traceback; the other runs go on
-            log.error("run %s: localization failed: %s", run_id, e, exc_info=True)
-            failed.append(run_id)
-    lines = [f"localization: {done} run(s) scored against BBox_List_2017"] if done else []
-    if failed:
-        lines.append(f"localization failed for {', '.join(failed)}; retry: cxr-bench localize --run RUN_DIR")
-    return lines
-
-
-# The post-sweep hooks, in order (localization first: the leaderboard and reports show its columns).
-POST_SWEEP: tuple[Callable[[RunStore], list[str]], ...] = (localize_completed, write_leaderboard_csv,
-                                                           render_store_reports)
-_RETRY = {"localize_completed": "cxr-bench localize --run RUN_DIR",
-          "write_leaderboard_csv": "cxr-bench leaderboard --runs {store}",
-          "render_store_reports": "cxr-bench report --runs {store} --suite {suite}"}
 
 
 # ---------------------------------------------------------------------------------------------- tables

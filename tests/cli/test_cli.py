@@ -55,8 +55,8 @@ def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
 
 
 def test_paper_dry_run_needs_no_data_and_shows_what_differs(tmp_path, capsys):
-    from cxr_bench.bench import read_results_csv
     from cxr_bench.runner.estimate import RESULTS_DIR
+    from cxr_bench.utils.results_csv import read_results_csv
 
     out = tmp_path / "runs"
     assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--out", str(out)]) == 0

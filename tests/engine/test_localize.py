@@ -15,15 +15,12 @@ import pytest
 from cxr_bench.cli import main as cli_main
 from cxr_bench.engine.localize import (
     BBOX_FRAME,
-    BBOX_LABELS,
     detect_boxes,
-    localization_report_table,
     localize_run,
     score_detections,
-    table4_comparison,
 )
 from cxr_bench.metrics.localization import localization_table
-from cxr_bench.results.references import wang2017_table4
+from cxr_bench.results.localization import localization_report_table
 
 
 def test_heatmap_cells_map_onto_the_1024_px_frame():
@@ -76,18 +73,6 @@ def test_score_detections_scores_each_label_on_its_own_images():
 
     with pytest.raises(ValueError, match="heatmaps of shape"):
         score_detections(hm[:, :1], names, labels, gt)
-
-
-def test_table4_comparison_lines_up_with_the_paper():
-    gt = {lab: [np.array([[0.0, 0.0, 256.0, 256.0]])] for lab in BBOX_LABELS}
-    det = {lab: [np.array([[0.0, 0.0, 128.0, 128.0]])] for lab in BBOX_LABELS}  # IoBB 1: all hit
-    comp = table4_comparison(localization_table(det, gt))
-    paper = wang2017_table4()
-    assert len(comp) == 5 * len(BBOX_LABELS)
-    row = comp[(comp["label"] == "Atelectasis") & (comp["t_iobb"] == 0.1)].iloc[0]
-    assert row["paper"] == pytest.approx(float(paper.loc[0.1, "Atelectasis"]))
-    assert row["diff"] == pytest.approx(1.0 - row["paper"])
-    assert comp["paper"].notna().all()
 
 
 def test_localize_without_a_run_directory_is_a_one_line_error(tmp_path, capsys):

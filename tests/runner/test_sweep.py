@@ -192,8 +192,8 @@ def test_sweep_outputs_localize_completed_runs_into_the_leaderboard(write_suite,
     """The end of a sweep scores every completed run's heatmaps against the release's boxes (once), and
     the leaderboard carries the result; a run localized before is not redone. (finish_outputs calls
     localize_completed before the leaderboard; the report rendering it also does is tested elsewhere.)"""
+    from cxr_bench.pipeline import localize_completed
     from cxr_bench.results.leaderboard import build_leaderboard
-    from cxr_bench.runner.sweep import localize_completed
 
     suite = write_suite(two_heads)
     out = tmp_path / "runs"
