@@ -6,8 +6,9 @@ pairs), ``metrics.json``, ``history.csv`` and ``predictions/{val,test}.csv``. Ev
 leaderboard, comparisons, reports) reads runs through :func:`iter_runs`, so the layout is known in one
 place on the reading side.
 
-Nothing on disk is trusted: a completed run whose predictions no longer match what its metrics.json was
-computed from (a file deleted, truncated by a full disk, cut by a copy, overwritten) is *damaged*
+Nothing on disk is trusted: a completed run whose predictions or metrics.json no longer match the sha256
+record its manifest took at completion (a file deleted, truncated by a full disk, cut by a copy, overwritten)
+is *damaged*
 (:attr:`RunRecord.problems`); :func:`iter_runs` leaves damaged runs out unless asked, so a comparison or a
 report never mixes numbers from files that disagree, and the leaderboard lists them as damaged.
 """
@@ -15,7 +16,6 @@ report never mixes numbers from files that disagree, and the leaderboard lists t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,8 +27,7 @@ import pandas as pd
 
 from ..errors import RunStoreError
 from ..metrics.predictions import Predictions, read_predictions
-from ..runner import store as run_store
-from ..runner.store import RunDir, Status, read_json_object
+from ..runner.store import RunDir, Status, read_json_object, verify_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +61,17 @@ class RunRecord:
 
     # ------------------------------------------------------------------ status
     @property
+    def _run_dir(self) -> RunDir:
+        return RunDir(self.run_dir, self.run_id)
+
+    @property
     def status(self) -> Status:
-        """As the runner recorded it in the manifest; a run directory the engine wrote without the runner
-        (``cxr-bench train``) has no manifest and counts as completed once its metrics.json exists."""
-        if not self.manifest:
-            return Status.COMPLETED if (self.run_dir / "metrics.json").is_file() else Status.PENDING
-        return RunDir(self.run_dir, self.run_id).status
+        """As the runner recorded it in the manifest (:attr:`RunDir.status`: ``pending`` without one)."""
+        return self._run_dir.status
 
     @property
     def completed(self) -> bool:
-        return self.status is Status.COMPLETED and (self.run_dir / "metrics.json").is_file()
+        return self._run_dir.completed
 
     @property
     def failed(self) -> bool:
@@ -85,68 +85,18 @@ class RunRecord:
 
     @cached_property
     def problems(self) -> list[str]:
-        """Why this completed run's saved results cannot be trusted; ``[]`` when they are intact.
-
-        With a manifest ``artifacts`` record (sha256 and row count of each predictions file, written at
-        completion) the runner's ``verify_artifacts`` checks the files byte for byte. Runs written before
-        that record existed are checked against metrics.json instead: the file exists and ends with a
-        complete row, parses, and has the row count, patient count, positives per label and per-label
-        AUCs that metrics.json was computed from (metrics.json keeps no list of images, so the image set
-        is checked through those counts and the AUCs, which depend on every row).
-        """
+        """Why this completed run's saved results cannot be trusted; ``[]`` when they are intact: an
+        unreadable metrics.json, or what :func:`cxr_bench.runner.store.verify_artifacts` finds against the
+        sha256 record the manifest took at completion."""
         try:
-            metrics = self.metrics
+            _ = self.metrics
         except RunStoreError as e:
             return [f"metrics.json: {e}"]
-        verify: Callable[[Path], list[str]] | None = getattr(run_store, "verify_artifacts", None)
-        if verify is not None and isinstance(self.manifest.get("artifacts"), dict):
-            return [str(p) for p in verify(self.run_dir)]
-        out: list[str] = []
-        for split in SPLITS:
-            block = metrics.get(split)
-            if isinstance(block, dict):
-                out += self._check_split(split, block)
-        return out
+        return verify_artifacts(self.run_dir)
 
     @property
     def damaged(self) -> bool:
         return bool(self.problems)
-
-    def _check_split(self, split: str, block: dict[str, Any]) -> list[str]:
-        path = self.predictions_path(split)
-        name = f"predictions/{split}.csv"
-        if not path.is_file():
-            return [f"{name} is missing"]
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            if size:
-                fh.seek(size - 1)
-            if not size or fh.read(1) != b"\n":  # the writer ends every row with a newline
-                return [f"{name} ends in the middle of a row (cut while written or copied)"]
-        try:
-            pred = self.predictions(split)
-        except RunStoreError as e:
-            return [f"{name} is unreadable: {e}"]
-        n = block.get("n_images")
-        if n is not None and len(pred) != int(n):
-            return [f"{name} has {len(pred)} rows; metrics.json was computed from {int(n)}"]
-        n_pat = block.get("n_patients")
-        if n_pat is not None and len(set(pred.patient_ids)) != int(n_pat):
-            return [f"{name} has {len(set(pred.patient_ids))} patients; metrics.json was computed from {int(n_pat)}"]
-        from ..metrics.roc import per_label_auc
-
-        auc = per_label_auc(pred.y_true, pred.y_prob)
-        per_label = block.get("per_label") or {}
-        for j, label in enumerate(pred.labels):
-            entry = per_label.get(label) or {}
-            if entry.get("n_pos") is not None and int(pred.y_true[:, j].sum()) != int(entry["n_pos"]):
-                return [f"{name}: {int(pred.y_true[:, j].sum())} positives of {label}; metrics.json counted "
-                        f"{int(entry['n_pos'])}"]
-            want = entry.get("auc")
-            got = float(auc[j])
-            if (want is None) != math.isnan(got) or (want is not None and abs(got - float(want)) > _AUC_TOLERANCE):
-                return [f"{name}: AUC of {label} recomputed from the file is {got:.6f}; metrics.json says {want}"]
-        return []
 
     # ------------------------------------------------------------------ config shortcuts
     def cfg(self, dotted: str, default: Any = None) -> Any:

@@ -25,7 +25,7 @@ import submitit
 
 from ..utils.progress import progress as progress_bar
 from .slurm import SlurmOptions
-from .store import RunLocked, RunStore
+from .store import RunLocked, RunStore, Status
 from .sweep import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class LocalLauncher:
                 outcomes.append(outcome)
                 bar.update(1)
                 log.info("[%d/%d] %s %s: %s%s", len(outcomes), len(specs), spec.run_id, spec.name,
-                         outcome.status, f" ({outcome.detail})" if outcome.detail else "")
+                         outcome.label, f" ({outcome.detail})" if outcome.detail else "")
         finally:
             bar.close()
         return outcomes
@@ -139,7 +139,7 @@ def _job_died(spec: RunSpec, job: submitit.Job, error: BaseException) -> RunOutc
             rd.mark_failed(type(error).__name__, message, str(error))
     except RunLocked:  # a new job already took the run over (e.g. submitit requeued it)
         pass
-    return RunOutcome(spec.run_id, spec.name, "failed", message)
+    return RunOutcome(spec.run_id, spec.name, Status.FAILED, message)
 
 
 def _short(e: BaseException, n: int = 400) -> str:

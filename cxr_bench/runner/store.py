@@ -110,38 +110,24 @@ def artifact_record(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
 def verify_artifacts(run_dir: str | os.PathLike) -> list[str]:
     """What is wrong with a completed run's files, one phrase each; empty when they are intact.
 
-    With the record written at completion (manifest ``artifacts``): each file must exist with the same
-    sha256. Without one (runs from before the record existed): the test predictions must exist, parse,
-    and hold the number of images metrics.json says it scored.
+    The record written at completion (manifest ``artifacts``) is the reference: each file must exist with the
+    same sha256. A completed run without that record cannot be checked, which is a problem of its own.
     """
     run_dir = Path(run_dir)
     manifest = read_json_object(run_dir / "manifest.json") or {}
     recorded = manifest.get("artifacts")
+    if not isinstance(recorded, dict) or not recorded:
+        return ["manifest.json has no record of the run's files (sha256), so they cannot be checked"]
+    current = artifact_record(run_dir)
     problems = []
-    if isinstance(recorded, dict) and recorded:
-        current = artifact_record(run_dir)
-        for rel, rec in sorted(recorded.items()):
-            now = current.get(rel)
-            if now is None:
-                problems.append(f"{rel} is missing")
-            elif now["sha256"] != rec.get("sha256"):
-                detail = (f"{now.get('rows')} rows, {rec.get('rows')} when written" if now.get("rows") != rec.get("rows")
-                          else "same row count, other content")
-                problems.append(f"{rel} changed since the run completed ({detail})")
-        return problems
-    test = run_dir / "predictions" / "test.csv"
-    if not test.is_file():
-        return ["predictions/test.csv is missing"]
-    try:
-        import pandas as pd
-
-        n = len(pd.read_csv(test, usecols=["image"]))
-    except Exception as e:  # noqa: BLE001 - any parse failure is a damaged file
-        return [f"predictions/test.csv is unreadable ({type(e).__name__})"]
-    metrics = read_json_object(run_dir / "metrics.json") or {}
-    expected = (metrics.get("test") or {}).get("n_images")
-    if expected is not None and int(expected) != n:
-        problems.append(f"predictions/test.csv has {n} rows, metrics.json scored {expected}")
+    for rel, rec in sorted(recorded.items()):
+        now = current.get(rel)
+        if now is None:
+            problems.append(f"{rel} is missing")
+        elif now["sha256"] != rec.get("sha256"):
+            detail = (f"{now.get('rows')} rows, {rec.get('rows')} when written" if now.get("rows") != rec.get("rows")
+                      else "same row count, other content")
+            problems.append(f"{rel} changed since the run completed ({detail})")
     return problems
 
 

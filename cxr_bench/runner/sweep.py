@@ -81,14 +81,21 @@ class RunSpec:
 
 @dataclass
 class RunOutcome:
-    """What one run did in this sweep: ``completed``, ``skipped`` (done before, or locked), ``failed``."""
+    """What one run did in this sweep: the run's :class:`Status` afterwards, and ``skipped`` when this sweep
+    left it alone (completed before, or locked by another process, which is running it)."""
 
     run_id: str
     name: str
-    status: str
+    status: Status
     detail: str = ""
     wall_seconds: float | None = None
     test_mean_auc: float | None = None
+    skipped: bool = False
+
+    @property
+    def label(self) -> str:
+        """What the sweep's summary shows: ``skipped``, or the status this sweep left the run in."""
+        return "skipped" if self.skipped else str(self.status)
 
 
 @dataclass
@@ -99,12 +106,13 @@ class SweepResult:
     outcomes: list[RunOutcome]
     wall_seconds: float = 0.0
 
-    def count(self, status: str) -> int:
-        return sum(o.status == status for o in self.outcomes)
+    def count(self, label: str) -> int:
+        """Outcomes whose :attr:`RunOutcome.label` is ``label`` (a status, or ``skipped``)."""
+        return sum(o.label == label for o in self.outcomes)
 
     @property
     def failed(self) -> list[RunOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        return [o for o in self.outcomes if o.status is Status.FAILED]
 
     @property
     def exit_code(self) -> int:
@@ -112,13 +120,13 @@ class SweepResult:
 
     def summary(self) -> str:
         """A table of every run and one line of totals, for the end of a sweep."""
-        rows = [[o.run_id, o.name, o.status,
+        rows = [[o.run_id, o.name, o.label,
                  "" if o.test_mean_auc is None else f"{o.test_mean_auc:.3f}",
                  "" if o.wall_seconds is None else f"{o.wall_seconds:.0f}s",
                  _one_line(o.detail, 100)] for o in self.outcomes]
         table = format_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
         totals = (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
-                  f"{self.count('skipped')} skipped, {self.count('failed')} failed "
+                  f"{self.count('skipped')} skipped, {len(self.failed)} failed "
                   f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
         return f"{table}\n{totals}"
 
@@ -163,7 +171,8 @@ def execute_run(spec: RunSpec, *, progress: bool | None = None) -> RunOutcome:
             return _execute_locked(spec, cfg, rd, progress)
     except RunLocked as e:
         log.warning("%s", e)
-        return RunOutcome(spec.run_id, spec.name, "skipped", "locked: running in another process")
+        return RunOutcome(spec.run_id, spec.name, Status.RUNNING, "locked: running in another process",
+                          skipped=True)
 
 
 def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | None) -> RunOutcome:
@@ -172,7 +181,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
         check_same_data(rd, data)
     except CxrBenchError as e:
         log.error("run %s (%s): %s", spec.run_id, spec.name, e)
-        return RunOutcome(spec.run_id, spec.name, "failed", str(e))
+        return RunOutcome(spec.run_id, spec.name, Status.FAILED, str(e))
     # The manifest is the record of a run's state, the files are its results; where the two disagree (a
     # kill between the engine's last write and the manifest's, a file deleted or cut), the run is done
     # again from its checkpoints: the engine resumes a finished run by evaluating its best checkpoint
@@ -181,8 +190,8 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
     if rd.completed:
         damage = verify_artifacts(rd.path)
         if not damage:
-            return RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
-                              test_mean_auc=_test_auc(rd))
+            return RunOutcome(spec.run_id, spec.name, Status.COMPLETED, "completed before",
+                              test_mean_auc=_test_auc(rd), skipped=True)
         repair = f"completed, but {'; '.join(damage)}"
     elif rd.status is Status.COMPLETED:
         repair = f"its manifest says completed but {rd.metrics_path.name} is missing"
@@ -210,13 +219,13 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
                 result = _train(cfg, rd, spec.nproc, progress)
         except Exception as e:  # recorded and reported; the sweep goes on unless the disk is full
             log.exception("run %s (%s) failed: %s", spec.run_id, spec.name, e)
-            m = rd.finish(attempt, "failed", error=e)
+            m = rd.finish(attempt, Status.FAILED, error=e)
             if stops_the_sweep(e):
                 raise RunStoreError(f"run {spec.run_id}: {e}; {_RERUN_ADVICE}") from e
-            return RunOutcome(spec.run_id, spec.name, "failed", f"{type(e).__name__}: {e}",
+            return RunOutcome(spec.run_id, spec.name, Status.FAILED, f"{type(e).__name__}: {e}",
                               m["wall_seconds"])
         attempt.manifest["artifacts"] = artifact_record(rd.path)
-        m = rd.finish(attempt, "completed", result=result)
+        m = rd.finish(attempt, Status.COMPLETED, result=result)
         from ..engine.checkpoint import LAST, compact_finished
 
         try:  # the run is complete and recorded; a failure here only leaves a larger last.pt
@@ -226,7 +235,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
         except Exception as e:  # noqa: BLE001 - any failure here only leaves a larger last.pt
             log.warning("run %s: could not compact checkpoints/last.pt (%s); the run is complete", spec.run_id, e)
         log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])
-    return RunOutcome(spec.run_id, spec.name, "completed", "resumed" if resumed else "",
+    return RunOutcome(spec.run_id, spec.name, Status.COMPLETED, "resumed" if resumed else "",
                       m["wall_seconds"], _test_auc(rd))
 
 
@@ -472,10 +481,10 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
             try:
                 check_same_data(rd, _data_record(spec.config["data"]["root"]))
             except CxrBenchError as e:
-                outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, "failed", str(e))
+                outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, Status.FAILED, str(e))
                 continue
-            outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, "skipped", "completed before",
-                                               test_mean_auc=_test_auc(rd))
+            outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, Status.COMPLETED, "completed before",
+                                               test_mean_auc=_test_auc(rd), skipped=True)
         else:
             todo.append(spec)
     log.info("%s: %d runs, %d completed before, %d to run with the %s launcher", suite.name, len(specs),
@@ -486,7 +495,7 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
         cache_errors = report.errors
         for spec in todo:
             if spec.run_id in cache_errors:
-                outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, "failed", cache_errors[spec.run_id])
+                outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, Status.FAILED, cache_errors[spec.run_id])
         todo = [s for s in todo if s.run_id not in cache_errors]
         for o in launcher.launch(todo, progress=progress):
             outcomes[o.run_id] = o

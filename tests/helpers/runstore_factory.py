@@ -19,6 +19,7 @@ from cxr_bench.data.labels import get_label_set
 from cxr_bench.metrics.predictions import write_predictions
 from cxr_bench.metrics.roc import summarize
 from cxr_bench.results.expert import expert_labels
+from cxr_bench.runner.store import artifact_record
 from cxr_bench.utils.io import atomic_write_json
 
 N_EXPERT = 30  # test images that the Google 2019 labels cover
@@ -111,6 +112,8 @@ def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: fl
         "epoch,step,train_loss,val_loss,val_mean_auc,lr,epoch_seconds,train_images_per_s\n"
         "0,10,0.7,0.69,0.6,0.001,1.0,120.0\n1,20,0.6,0.62,0.7,0.0005,1.0,125.0\n"
     )
+    manifest["artifacts"] = artifact_record(run_dir)  # as the runner records a run's files at completion
+    atomic_write_json(run_dir / "manifest.json", manifest)
     return run_id, run_dir
 
 

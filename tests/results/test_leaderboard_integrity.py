@@ -10,10 +10,9 @@ import math
 import pytest
 
 from cxr_bench.cli import main
-from cxr_bench.metrics.predictions import read_predictions
 from cxr_bench.results.leaderboard import build_leaderboard, read_leaderboard
 from cxr_bench.results.runs import load_runs
-from cxr_bench.utils.io import atomic_write_json, sha256_file
+from cxr_bench.utils.io import atomic_write_json
 
 
 def _missing(run_dir):
@@ -59,10 +58,10 @@ def _metrics_garbage(run_dir):
 
 DAMAGE = {
     "missing": (_missing, "predictions/test.csv is missing"),
-    "truncated_at_row": (_truncated_at_row, "predictions/test.csv has 83 rows; metrics.json was computed from 90"),
-    "cut_mid_row": (_cut_mid_row, "predictions/test.csv ends in the middle of a row"),
-    "cut_mid_row_early": (_cut_mid_row_early, "predictions/test.csv is unreadable"),
-    "overwritten": (_overwritten, "predictions/test.csv: AUC of Effusion recomputed from the file is"),
+    "truncated_at_row": (_truncated_at_row, "predictions/test.csv changed since the run completed (83 rows, 90 "),
+    "cut_mid_row": (_cut_mid_row, "predictions/test.csv changed since the run completed"),
+    "cut_mid_row_early": (_cut_mid_row_early, "predictions/test.csv changed since the run completed (20 rows, 90 "),
+    "overwritten": (_overwritten, "predictions/test.csv changed since the run completed (same row count, other "),
     "metrics_garbage": (_metrics_garbage, "metrics.json: "),
 }
 
@@ -107,30 +106,17 @@ def test_comparisons_and_reports_never_read_a_damaged_run(damaged_store):
     assert everything == {v for k, v in ids.items() if k != "unreadable"}
 
 
-def test_manifest_artifact_record_catches_what_counts_cannot(tmp_path, store_factory):
-    """A run with the completion record of its predictions (sha256 and rows in manifest["artifacts"]): one
-    probability rewritten to another valid value (same rows, same AUC ranks) is still caught when the
-    runner's verify_artifacts exists; without it the fallback checks at least stay silent on an intact run."""
-    from cxr_bench.runner import store
-
+def test_a_run_without_the_record_of_its_files_is_damaged(tmp_path, store_factory):
+    """The manifest's sha256 record of a completed run's files is what its numbers are checked against; a
+    completed run without one cannot be checked, so it is not reported."""
     root = tmp_path / "runs"
-    run_id, run_dir = store_factory.write_run(root, "s", {}, strength=1.0, n_bootstrap=5)
-    manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["artifacts"] = {
-        f"predictions/{s}.csv": {"sha256": sha256_file(run_dir / "predictions" / f"{s}.csv"),
-                                 "rows": len(read_predictions(run_dir / "predictions" / f"{s}.csv"))}
-        for s in ("val", "test")}
-    atomic_write_json(manifest_path, manifest)
+    _, run_dir = store_factory.write_run(root, "s", {}, strength=1.0, n_bootstrap=5)
     assert build_leaderboard(root, expert=False).table["status"].tolist() == ["completed"]
-    if not hasattr(store, "verify_artifacts"):
-        pytest.skip("cxr_bench.runner.store.verify_artifacts not there yet (helper X2)")
-    path = run_dir / "predictions" / "test.csv"
-    text = path.read_text()
-    last = text.rstrip("\n").rsplit(",", 1)
-    path.write_text(f"{last[0]},{float(last[1]) / 2!r}\n")  # a smaller score on the last row's last label
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["artifacts"]
+    atomic_write_json(run_dir / "manifest.json", manifest)
     row = build_leaderboard(root, expert=False).table.iloc[0]
-    assert row["status"] == "damaged" and "predictions/test.csv" in row["problem"]
+    assert row["status"] == "damaged" and "no record of the run's files" in row["problem"]
 
 
 def test_cli_reports_damaged_runs_and_still_writes(damaged_store, tmp_path, capsys):

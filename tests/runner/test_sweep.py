@@ -20,7 +20,7 @@ from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.runner.launchers import LocalLauncher
-from cxr_bench.runner.store import RunStore
+from cxr_bench.runner.store import RunStore, Status
 from cxr_bench.runner.sweep import plan_sweep, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +117,8 @@ def test_locked_run_is_skipped(two_head_suite, phantom_root, tmp_path):
         holder.kill()
         holder.wait(timeout=60)
     (outcome,) = result.outcomes
-    assert outcome.status == "skipped" and "locked" in outcome.detail and result.exit_code == 0
+    assert outcome.skipped and outcome.status is Status.RUNNING and "locked" in outcome.detail
+    assert result.exit_code == 0
     assert RunStore(out, "tiny").run(target.run_id).manifest() == {}  # nothing touched
 
 
