@@ -342,8 +342,11 @@ class ImageCache:
 
     def _verify(self, mode: str, rng: np.random.Generator | None) -> None:
         digests = self.meta.get("chunk_digests")
-        if mode == "none" or digests is None:  # None: a cache written before checksums (see build_cache)
+        if mode == "none":
             return
+        if not isinstance(digests, list):
+            raise CacheDamaged(f"{self.dir / META_FILE} has no chunk checksums; run `cxr-bench prepare` again to "
+                               "rebuild the cache")
         ranges = _chunk_ranges(len(self.names), int(self.meta["chunk_size"]))
         if len(digests) != len(ranges):
             raise CacheDamaged(f"{self.dir / META_FILE} lists {len(digests)} chunk checksums for "
@@ -512,31 +515,10 @@ def _reuse(directory: Path, key: str, verify: str) -> ImageCache | None:
         log.warning("image cache %s is damaged (%s: %s); repairing it", directory, type(e).__name__, e)
     else:
         if cache.key == key:
-            if "chunk_digests" not in cache.meta:
-                _record_checksums(cache)
             log.info("image cache %s is complete (%d images)", directory, len(cache))
             return cache
     (directory / META_FILE).unlink()
     return None
-
-
-def _record_checksums(cache: ImageCache) -> None:
-    """Give a cache written before checksums existed its checksums, once, from its current bytes (the
-    build made them durable before recording them, so they are what was decoded)."""
-    ranges = _chunk_ranges(len(cache), int(cache.meta["chunk_size"]))
-    digests = _chunk_digests(cache.dir / IMAGES_FILE, cache.size, ranges, range(len(ranges)))
-    files = {name: _file_sha256(cache.dir / name) for name in (INDEX_FILE, REJECTED_FILE)}
-    meta = {**cache.meta, "checksum": CHECKSUM, "chunk_digests": [digests[c] for c in range(len(ranges))],
-            "file_sha256": files}
-    try:
-        atomic_write_json(cache.dir / META_FILE, meta)
-    except OSError as e:  # a shared cache this user may read but not write: still usable as it is
-        log.warning("image cache %s: cannot record its checksums (%s); it is used without them", cache.dir,
-                    e.strerror or e)
-        return
-    cache.meta = meta
-    cache.checked_chunks = len(ranges)
-    log.info("image cache %s: recorded the checksums of its %d chunks", cache.dir, len(ranges))
 
 
 def _mkdir_message(directory: Path, root: Path, e: OSError) -> str:
@@ -679,12 +661,9 @@ class _Builder:
                 kept[c] = rec
         digests = _chunk_digests(path, self.size, self.ranges, sorted(kept))
         for c in sorted(kept):
-            recorded = kept[c].get("digest")
-            if recorded is None:  # a journal line written before checksums: its bytes were made durable first
-                kept[c]["digest"] = digests[c]
-            elif recorded != digests[c]:
+            if kept[c].get("digest") != digests[c]:
                 start, end = self.ranges[c]
-                log.warning("%s: chunk %d (images %s to %s) does not match its checksum; building it again",
+                log.warning("%s: chunk %d (images %s to %s) does not match its recorded checksum; building it again",
                             path, c, self.present[start][0], self.present[end - 1][0])
                 del kept[c]
                 self.rebuilt.append(c)

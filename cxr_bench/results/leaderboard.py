@@ -571,18 +571,9 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ reading
-# Columns of leaderboards written before every name was snake_case (and before ``epochs`` meant the
-# configured number): renamed on read, so an older commit's leaderboard still compares with a new one.
-_LEGACY_NAMES: dict[str, str] = {
-    **{f"auc_{lab}{s}": f"{auc_column(lab)}{s}" for lab in CHESTXRAY14 for s in ("", "_ci_lo", "_ci_hi")},
-    **{f"loc_acc_iobb_{t}": f"loc_acc_iobb_{_t(t)}" for t in LOCALIZATION_THRESHOLDS},
-    "loc_afp_iobb_0.1": f"loc_afp_iobb_{_t(0.1)}", "epochs": "epochs_run",
-}
-
-
 def read_leaderboard(path: str | Path) -> pd.DataFrame:
     """Read a leaderboard CSV back (banner lines skipped, text columns kept as text: run ids and commits can
-    look numeric); a leaderboard of an older version gets today's column names."""
+    look numeric)."""
     path = Path(path)
     if not path.is_file():
         raise RunStoreError(f"leaderboard {path} does not exist; write one with `cxr-bench leaderboard`")
@@ -597,8 +588,6 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
                          na_values={c: [""] for c in COLUMNS if c not in _STR_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise RunStoreError(f"{path}: not a readable CSV ({e})") from None
-    if "epochs_run" not in df.columns:
-        df = df.rename(columns=_LEGACY_NAMES)
     missing = [c for c in ("run_id", "mean_auc") if c not in df.columns]
     if missing:
         raise RunStoreError(f"{path}: not a cxr-bench leaderboard (no {missing[0]!r} column)")

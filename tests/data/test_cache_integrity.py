@@ -52,7 +52,7 @@ def _journal_chunks(cache_dir: Path) -> list[int]:
 
 
 def _drop_journal_digests(cache_dir: Path) -> None:
-    """Make the journal look like one written before checksums existed."""
+    """A journal whose lines carry no checksum."""
     journal = cache_dir / DONE_FILE
     records = [json.loads(x) for x in journal.read_text().splitlines()]
     journal.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "digest"}) + "\n"
@@ -162,31 +162,21 @@ def test_quick_verification_samples_a_big_cache_full_checks_all(built, monkeypat
     assert ImageCache.open(cache.dir, verify="none").checked_chunks == 0
 
 
-def test_a_cache_written_before_checksums_gets_them_once(built, cache_root):
+def test_a_cache_without_checksums_is_rebuilt(built, cache_root):
+    """Checksums are what a cache is trusted by: one without them (meta and journal) is damaged, and the next
+    build decodes every chunk again, to the same pixels."""
     release, cache, pixels = built
     meta = json.loads((cache.dir / META_FILE).read_text())
     for key in ("checksum", "chunk_digests", "file_sha256"):
         meta.pop(key)
     (cache.dir / META_FILE).write_text(json.dumps(meta))
     _drop_journal_digests(cache.dir)
-    assert ImageCache.open(cache.dir).checked_chunks == 0  # nothing to check against yet
-
-    upgraded = _build(release, cache_root)
-    expected = [hashlib.blake2b(pixels[i:i + CHUNK].tobytes(), digest_size=16).hexdigest()
-                for i in range(0, len(pixels), CHUNK)]
-    assert upgraded.meta["chunk_digests"] == expected and upgraded.key == cache.key
-    assert _journal_chunks(cache.dir) == [0, 1, 2]  # nothing decoded again
-
-
-def test_an_old_cache_cut_short_has_only_its_size_to_go_by(built, cache_root):
-    """Without checksums in the journal, the chunks past the cut are the ones rebuilt."""
-    release, cache, pixels = built
-    (cache.dir / META_FILE).unlink()
-    _drop_journal_digests(cache.dir)
-    os.truncate(cache.dir / "images.npy", HEADER + 9 * SIZE * SIZE)  # inside chunk 2 (rows 8-11)
-    repaired = _build(release, cache_root)
-    assert repaired.rebuilt_chunks == (2,) and _journal_chunks(cache.dir) == [0, 1, 2, 2]
-    np.testing.assert_array_equal(repaired.array, pixels)
+    with pytest.raises(CacheDamaged, match="no chunk checksums"):
+        ImageCache.open(cache.dir)
+    rebuilt = _build(release, cache_root)
+    assert rebuilt.rebuilt_chunks == (0, 1, 2) and _journal_chunks(cache.dir) == [0, 1, 2, 0, 1, 2]
+    np.testing.assert_array_equal(rebuilt.array, pixels)
+    assert ImageCache.open(cache.dir, verify="full").checked_chunks == 3
 
 
 def test_bytes_appended_to_images_npy_are_cut_off(built, cache_root):
