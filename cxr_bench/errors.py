@@ -45,3 +45,11 @@ class RunStoreError(CxrBenchError):
 
 class ReportError(CxrBenchError):
     """A report notebook failed to execute. Message names the cell."""
+
+
+def errno_suffix(e: OSError) -> str:
+    """`` [ENOSPC]``: the symbolic name of an OS error's errno, for a message a user can search; empty without
+    one."""
+    import errno
+
+    return f" [{errno.errorcode[e.errno]}]" if e.errno is not None and e.errno in errno.errorcode else ""

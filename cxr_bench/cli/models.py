@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import complexity_table, list_models
+    from ..utils.text import text_table
 
     backbones = (args.backbone or list_models()) + [f"timm:{n}" for n in args.timm]
     rows = complexity_table(args.img_size, backbones=backbones, num_labels=args.num_labels)
@@ -35,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
     header = ("backbone", "head", "features", "params (M)", "GMACs")
     lines = [(r["backbone"], r["head"], "x".join(map(str, r["feature_shape"])), f"{r['params'] / 1e6:.2f}",
               f"{r['gmacs']:.3f}") for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print(f"input: 1 x {args.img_size} x {args.img_size}, {args.num_labels} labels, channels=replicate")
-    for line in (header, *lines):
-        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+    print(text_table(header, lines, align="lllrr"))
     return 0

@@ -65,7 +65,7 @@ import pandas as pd
 from filelock import FileLock
 from PIL import Image
 
-from ..errors import CacheError, ImageError
+from ..errors import CacheError, ImageError, errno_suffix
 from ..utils.io import atomic_write_json, atomic_write_text, read_json, remove_stale_temps, sha256_bytes
 from ..utils.progress import progress as progress_bar
 from .discovery import link_problem
@@ -531,7 +531,7 @@ def _mkdir_message(directory: Path, root: Path, e: OSError) -> str:
 
 def _write_message(directory: Path, e: OSError) -> str:
     where = e.filename or directory
-    code = f" [{errno.errorcode[e.errno]}]" if e.errno is not None and e.errno in errno.errorcode else ""
+    code = errno_suffix(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         advice = "free some disk space or pass another --cache-dir"
     else:

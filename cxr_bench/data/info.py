@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrBenchError, ImageError
+from ..utils.text import text_table
 from .labels import LABEL_SETS, NO_FINDING, get_label_set
 from .release import NIHRelease
 
@@ -219,16 +220,8 @@ def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -
             return f"{v:.2f}"
         return str(v)
 
-    cells = [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
-    align = align or ("l" + "r" * (len(header) - 1))
-
-    def line(vals: list[str]) -> str:
-        return "  ".join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(vals, widths, align)).rstrip()
-
-    out = [line(header), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
-    return out
+    text = text_table(header, [[fmt(v) for v in r] for r in rows], align or ("l" + "r" * (len(header) - 1)))
+    return text.splitlines()
 
 
 def format_data_info(info: dict[str, Any]) -> str:

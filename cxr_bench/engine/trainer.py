@@ -73,14 +73,36 @@ class RunData:
     test: Any
 
 
-def _subsample(rows: np.ndarray, max_images: int | None, split_seed: int) -> np.ndarray:
-    """A deterministic subset of the training rows (by the split seed), kept in metadata order."""
-    if max_images is None or max_images >= len(rows):
-        return rows
-    if max_images < 1:
-        raise ConfigError(f"data.max_train_images must be >= 1, got {max_images}")
-    rng = np.random.default_rng(derive_seed(split_seed, "max_train_images"))
-    return np.sort(rng.choice(rows, size=max_images, replace=False))
+@dataclass(frozen=True)
+class RunRows:
+    """The metadata rows a run reads: train (capped by ``data.max_train_images``), val and test."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def union(self) -> np.ndarray:
+        """Every row the run reads, once, in metadata order (what its image cache holds)."""
+        return np.unique(np.concatenate([self.train, self.val, self.test]))
+
+
+def run_rows(cfg: RunConfig, release: Any) -> RunRows:
+    """The one choice of a run's images: its split of ``release``, the training rows capped to a subset drawn
+    by the split seed (kept in metadata order). The runner's checks ask this too, so they see what the run
+    reads."""
+    from ..data.splits import make_splits
+
+    d = cfg.data
+    splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
+                         random_fractions=cast(tuple[float, float, float], tuple(d.random_fractions)))
+    train = np.asarray(splits.train)
+    cap = d.max_train_images
+    if cap is not None and cap < len(train):
+        if cap < 1:
+            raise ConfigError(f"data.max_train_images must be >= 1, got {cap}")
+        rng = np.random.default_rng(derive_seed(d.split_seed, "max_train_images"))
+        train = np.sort(rng.choice(train, size=cap, replace=False))
+    return RunRows(train, np.asarray(splits.val), np.asarray(splits.test))
 
 
 def _import_plugins(cfg: RunConfig) -> None:
@@ -102,24 +124,20 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     from ..data.datasets import CXRDataset
     from ..data.labels import get_label_set
     from ..data.release import NIHRelease
-    from ..data.splits import make_splits
 
     _import_plugins(cfg)
     ctx = ctx or DistContext()
     d = cfg.data
     release = NIHRelease.open(d.root)
-    splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
-                         random_fractions=cast(tuple[float, float, float], tuple(d.random_fractions)))
-    train_rows = _subsample(np.asarray(splits.train), d.max_train_images, d.split_seed)
-    for name, rows in (("train", train_rows), ("val", splits.val), ("test", splits.test)):
+    splits = run_rows(cfg, release)
+    for name, rows in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         if len(rows) == 0:
             raise ConfigError(f"the {name} split of {release.root} ({d.split}) is empty")
     label_set = get_label_set(d.label_set)
 
     cache = None
     if d.source == "cache":
-        needed = np.unique(np.concatenate([train_rows, splits.val, splits.test]))
-        names = release.metadata["image"].to_numpy(dtype=object)[needed].tolist()
+        names = release.metadata["image"].to_numpy(dtype=object)[splits.union()].tolist()
 
         def build() -> Any:
             return prepare_cache(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
@@ -138,7 +156,7 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
                           resize=d.resize, augment=augment, seed=cfg.seed)
 
     return RunData(labels=tuple(label_set.labels), label_set=label_set.name,
-                   train=dataset(train_rows, d.augment), val=dataset(splits.val, "none"),
+                   train=dataset(splits.train, d.augment), val=dataset(splits.val, "none"),
                    test=dataset(splits.test, "none"))
 
 

@@ -8,19 +8,28 @@ to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_tabl
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from .calibration import calibration_block
+from .calibration import calibration_block, calibration_table
 from .predictions import Predictions
 from .roc import SeedLike
-from .subgroups import bundled_metadata, subgroup_block
+from .subgroups import bundled_metadata, subgroup_block, subgroup_table, underdiagnosis_table
 
 log = logging.getLogger(__name__)
 
 __all__ = ["extra_metrics", "thresholds_of"]
+
+
+# The readers of a split block's ``calibration`` and ``subgroups`` entries, by name: the leaderboard and the
+# reports name the table they want.
+BLOCK_TABLES: dict[str, Callable[[Mapping[str, Any]], pd.DataFrame]] = {
+    "calibration_table": calibration_table,
+    "subgroup_table": subgroup_table,
+    "underdiagnosis_table": underdiagnosis_table,
+}
 
 
 def thresholds_of(split_block: Mapping[str, Any], labels: Sequence[str]) -> list[float | None]:

@@ -998,12 +998,6 @@ def localization_note(rec: RunRecord) -> str:
 # so, and leaves a run out with a sentence when even that is impossible (images outside the NIH metadata).
 
 
-def _metrics_reader(name: str) -> Any:
-    from .. import metrics
-
-    return getattr(metrics, name, None)
-
-
 _COMPUTED: dict[tuple[str, str], tuple[dict[str, Any] | None, str]] = {}
 
 
@@ -1012,10 +1006,9 @@ def _computed_block(rec: RunRecord, split: str) -> tuple[dict[str, Any] | None, 
     ``(None, why not)``; cached per run directory, since three sections read it."""
     key = (str(rec.run_dir), split)
     if key not in _COMPUTED:
-        extra = _metrics_reader("extra_metrics")
+        from ..metrics.extended import extra_metrics as extra
+
         try:
-            if extra is None:
-                raise RunStoreError("this version of cxr-bench cannot compute them")
             block = rec.metrics.get(split) or {}
             n_boot = int(rec.cfg("eval.bootstrap", 1000) or 1000)
             computed = extra(rec.predictions(split), block, n_bootstrap=n_boot, seed=0)
@@ -1031,10 +1024,9 @@ def split_tables(runs: Sequence[RunRecord], block: str, reader: str, split: str 
     ``subgroups``, the key the reader reads), and a note (HTML, may be empty) saying which runs' results
     were computed here from saved predictions (unless ``say_computed`` is False: a later section of the
     same report) and which runs are left out, and why."""
-    fn = _metrics_reader(reader)
-    if fn is None:
-        return {}, message(f"This version of cxr-bench cannot read '{block}' results (no "
-                           f"cxr_bench.metrics.{reader}); the section is skipped.")
+    from ..metrics.extended import BLOCK_TABLES
+
+    fn = BLOCK_TABLES[reader]
     out: dict[str, pd.DataFrame] = {}
     computed, missing = [], []
     for r in runs:

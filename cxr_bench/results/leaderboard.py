@@ -259,14 +259,6 @@ def _blocks(manifest: dict[str, Any]) -> str:
     return "+".join(str(b) for b in blocks) if isinstance(blocks, list) else ""
 
 
-def _metrics_reader(name: str) -> Any:
-    """``cxr_bench.metrics.<name>`` if this version of the metrics has it (calibration and subgroup
-    readers came with issue 15), else None: older metrics.json files have no such block either."""
-    from .. import metrics
-
-    return getattr(metrics, name, None)
-
-
 def calibration_columns(table: pd.DataFrame | None) -> dict[str, Any]:
     """:data:`CALIBRATION_COLUMNS` from a ``calibration_table`` (one row per label and bin, with the label's
     ``brier`` and ``ece`` repeated on each); NaN where the table has no row for a label."""
@@ -285,12 +277,14 @@ def calibration_columns(table: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _split_table(reader: str, block: dict[str, Any], key: str, rec: RunRecord) -> pd.DataFrame | None:
-    """``cxr_bench.metrics.<reader>(block)`` when the block has ``key``; None otherwise."""
-    fn = _metrics_reader(reader)
-    if fn is None or not block.get(key):
+    """``BLOCK_TABLES[reader](block)`` (:mod:`cxr_bench.metrics.extended`) when the block has ``key``; None
+    otherwise."""
+    from ..metrics.extended import BLOCK_TABLES
+
+    if not block.get(key):
         return None
     try:
-        return fn(block)
+        return BLOCK_TABLES[reader](block)
     except CxrBenchError as e:
         log.warning("%s/metrics.json: %s block unreadable (%s); its columns are left empty", rec.run_dir, key, e)
         return None

@@ -33,7 +33,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig, get_dotted
 from ..errors import CacheError, ConfigError, CxrBenchError, ImageError, RunStoreError, WeightsError
@@ -96,20 +96,11 @@ def check_registry_names(runs: Sequence[SuiteRun], overrides: dict[str, Any] | N
 
 # ---------------------------------------------------------------------------------------------- images
 def run_image_names(cfg: RunConfig, release: NIHRelease) -> list[str]:
-    """The images a run reads (its train rows, capped as the engine caps them, + val + test), in metadata
-    order: exactly the ``names`` :func:`cxr_bench.engine.trainer.load_run_data` gives the image cache."""
-    import numpy as np
+    """The images a run reads (:func:`cxr_bench.engine.trainer.run_rows`), in metadata order: exactly the
+    ``names`` :func:`cxr_bench.engine.trainer.load_run_data` gives the image cache."""
+    from ..engine.trainer import run_rows
 
-    from ..data.splits import make_splits
-    from ..engine.trainer import _subsample
-
-    d = cfg.data
-    fractions = cast("tuple[float, float, float]", tuple(d.random_fractions))  # length checked at load
-    splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
-                         random_fractions=fractions)
-    train = _subsample(np.asarray(splits.train), d.max_train_images, d.split_seed)
-    needed = np.unique(np.concatenate([train, splits.val, splits.test]))
-    return release.metadata["image"].to_numpy(dtype=object)[needed].tolist()
+    return release.metadata["image"].to_numpy(dtype=object)[run_rows(cfg, release).union()].tolist()
 
 
 def image_group(cfg: RunConfig) -> tuple:

@@ -24,7 +24,6 @@ This module owns the layout and the :class:`Status` values; the writers (the run
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ from typing import Any
 
 import filelock
 
-from ..errors import RunStoreError
+from ..errors import RunStoreError, errno_suffix
 from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json
 
@@ -181,8 +180,7 @@ class RunDir:
         try:
             atomic_write_json(self.manifest_path, manifest)
         except OSError as e:  # the previous manifest is intact (atomic write): say which file and why
-            code = f" [{errno.errorcode[e.errno]}]" if e.errno is not None and e.errno in errno.errorcode else ""
-            raise RunStoreError(f"cannot write {self.manifest_path}: {e.strerror or e}{code}; free some disk "
+            raise RunStoreError(f"cannot write {self.manifest_path}: {e.strerror or e}{errno_suffix(e)}; free some disk "
                                 "space (or fix the folder) and run the same command again: finished runs are "
                                 "kept and this one resumes") from e
 

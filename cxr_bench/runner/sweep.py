@@ -40,9 +40,10 @@ from typing import Any, Protocol
 
 from ..config import RunConfig
 from ..data.release import PHANTOM_PREFIX
-from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError
+from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError, errno_suffix
 from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json, remove_stale_temps
+from ..utils.text import text_table
 from .precheck import check_registry_names, image_group
 from .provenance import collect_provenance
 from .store import RunDir, RunLocked, RunStore, Status, artifact_record, verify_artifacts
@@ -124,7 +125,7 @@ class SweepResult:
                  "" if o.test_mean_auc is None else f"{o.test_mean_auc:.3f}",
                  "" if o.wall_seconds is None else f"{o.wall_seconds:.0f}s",
                  _one_line(o.detail, 100)] for o in self.outcomes]
-        table = format_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
+        table = text_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
         totals = (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
                   f"{self.count('skipped')} skipped, {len(self.failed)} failed "
                   f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
@@ -200,7 +201,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
     try:
         atomic_write_json(rd.config_path, cfg.to_dict())
     except OSError as e:
-        raise RunStoreError(f"cannot write {rd.config_path}: {e.strerror or e}{_errno_name(e)}; "
+        raise RunStoreError(f"cannot write {rd.config_path}: {e.strerror or e}{errno_suffix(e)}; "
                             f"{_RERUN_ADVICE}") from e
     prov = collect_provenance()
     attempt = rd.start({
@@ -251,10 +252,6 @@ def stops_the_sweep(error: BaseException) -> bool:
     way, so the sweep stops with one line instead of recording the same failure for every run."""
     return any(isinstance(x, OSError) and x.errno in _DISK_ERRNOS
                for x in (error, error.__cause__, error.__context__))
-
-
-def _errno_name(e: OSError) -> str:
-    return f" [{errno.errorcode[e.errno]}]" if e.errno is not None and e.errno in errno.errorcode else ""
 
 
 class ConsoleDigest(logging.Filter):
@@ -579,17 +576,8 @@ def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
                      *([times.get(r.run_id, "")] if times is not None else []),
                      ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])
     heads = [f.split(".")[0] if f.endswith(".name") else f.split(".")[-1] for f in factors]
-    return format_table(["run id", "block(s)", *heads, "status", *(["est. time"] if times is not None else []),
+    return text_table(["run id", "block(s)", *heads, "status", *(["est. time"] if times is not None else []),
                          "pair (vs reference)"], rows)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain fixed-width text table."""
-    widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*map(str, r)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _one_line(text: str, n: int) -> str:
