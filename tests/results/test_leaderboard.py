@@ -156,16 +156,6 @@ def test_no_banner_off_the_sample_and_formula_cells_neutralised(tmp_path, store_
     assert row["mean_auc"].iloc[0] == pytest.approx(lb.table["mean_auc"].iloc[0], abs=5e-5)  # numbers untouched
 
 
-def test_old_leaderboard_gets_todays_names(tmp_path):
-    old = tmp_path / "old.csv"
-    old.write_text("suite,run_id,backbone,mean_auc,auc_Atelectasis,auc_Pleural_Thickening_ci_lo,epochs,"
-                   "loc_acc_iobb_0.1\nw,00ab,resnet50,0.7,0.71,0.6,3,0.2\n")
-    df = read_leaderboard(old)
-    assert list(df.columns) == ["suite", "run_id", "backbone", "mean_auc", "auc_atelectasis",
-                                "auc_pleural_thickening_ci_lo", "epochs_run", "loc_acc_iobb_0p1"]
-    assert df["run_id"].iloc[0] == "00ab" and df["epochs_run"].iloc[0] == 3
-
-
 def test_a_run_directory_without_a_manifest_is_pending(tmp_path, store_factory):
     """The manifest is the one record of a run's state: engine files alone (``cxr-bench train`` outside a
     sweep) do not make a completed run."""
