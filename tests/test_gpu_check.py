@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 def test_script_is_valid_bash_and_documents_itself():
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
     out = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--cpu-smoke" in out.stdout and "8 files" in out.stdout
+    assert out.returncode == 0 and "--cpu-smoke" in out.stdout
     bad = subprocess.run(["bash", str(SCRIPT), "--no-such-option"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option" in bad.stderr
 

@@ -8,7 +8,6 @@ import json
 import tomllib
 from pathlib import Path
 
-import pytest
 import range_server as rs  # noqa: E402 - tests/helpers is on pytest's pythonpath
 import torch
 
@@ -16,28 +15,6 @@ from cxr_bench.cli import main
 from cxr_bench.models import BACKBONES
 from cxr_bench.models import weights as W
 from cxr_bench.models.backbones import CachedWeights, alexnet
-
-
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    for var in (W.MIRROR_ENV, W.OFFLINE_ENV, "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "torch-hub"))
-    W._published.cache_clear()
-    yield tmp_path
-    torch.hub.set_dir(old)
-    W._published.cache_clear()
-
-
-def test_help_lists_the_options(capsys):
-    with pytest.raises(SystemExit) as ex:
-        main(["weights", "fetch", "--help"])
-    assert ex.value.code == 0
-    out = capsys.readouterr().out
-    for needle in ("--suite", "--profile", "--mirror", "BACKBONE", "CXR_BENCH_WEIGHTS_MIRROR"):
-        assert needle in out, needle
 
 
 def test_fetch_through_a_mirror_then_cached(caches, monkeypatch, capsys):

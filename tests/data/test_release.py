@@ -146,7 +146,6 @@ def test_malformed_file_error_passes_through(tmp_path):
 
 
 def test_image_paths_via_discovery(tmp_path):
-    pytest.importorskip("cxr_bench.data.discovery")
     root = _make_root(tmp_path)
     (root / "images").mkdir()
     names = list(NIHRelease.open(root).metadata["image"][:3])
@@ -157,7 +156,6 @@ def test_image_paths_via_discovery(tmp_path):
 
 
 def test_bundled_sample_image_paths():
-    pytest.importorskip("cxr_bench.data.discovery")
     rel = NIHRelease.open(None)
     paths = rel.image_paths()
     assert set(paths) == set(rel.metadata["image"])

@@ -218,18 +218,6 @@ import range_server as rs  # noqa: E402 - tests/helpers is on pytest's pythonpat
 MOBILENET_REPO = "timm/mobilenetv1_100.ra4_e3600_r224_in1k"
 
 
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Empty torch hub and Hugging Face caches, and no mirror or offline switch from the environment."""
-    for var in (W.MIRROR_ENV, W.OFFLINE_ENV, "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "torch-hub"))
-    yield tmp_path
-    torch.hub.set_dir(old)
-
-
 def _hub_site(data: bytes) -> object:
     """What the Hugging Face hub answers for timm's MobileNetV1 checkpoint (HEAD metadata, then the bytes)."""
     site = rs.Site()

@@ -4,7 +4,7 @@ run store through ``cxr-bench run``; text from a suite file, the environment or 
 become a line of an sbatch script, read objects through ``run_name``, or import code shipped beside it.
 
 Covered elsewhere (README.md): pickled pretrained weights (tests/models/test_weights.py), run store name
-and symlink checks (tests/runner/test_runstore.py), notebook parameter injection
+and symlink checks (tests/runner/test_store.py), notebook parameter injection
 (tests/reports/test_render.py).
 
 The payload is a real exploit: an object whose ``__reduce__`` makes the unpickler call ``open(marker, "w")``.

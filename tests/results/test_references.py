@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import filecmp
-from pathlib import Path
+import hashlib
 
-import pandas as pd
 import pytest
 
 from cxr_bench.errors import ConfigError
@@ -18,17 +16,21 @@ from cxr_bench.results.references import (
     wang2017_table17,
 )
 
-SHARED = Path("/work/shared/reference")
+# sha256 of the transcriptions as they stand in the project's shared reference folder (/work/shared/reference,
+# checked byte for byte when these were recorded): a changed digit in replication/ fails here on any machine.
+SHARED_SHA256 = {
+    "wang2017_table3_auc_8class.csv": "b2a89494c20119aa504bd85e60d784c7278d6a7f76207a85a77ea15371d3201e",
+    "wang2017_table17_auc_14class_resnet50.csv": "987ec6336d4c9d9016f02ffa246fc4ee2c592dd6f216c8532027770d05e4d557",
+    "wang2017_table4_localization_iobb_resnet50.csv":
+        "88e652a2d46aecc61396bd7cfa4014e5b1ccb7985786ba979731c6020e681f24",
+    "chexnet2017_auc_14class.csv": "d33691dc836023a1b11fa6518283c8dce27d994de7f6374f024c89a604c8960b",
+}
 
 
-@pytest.mark.parametrize("name", REFERENCE_FILES)
+@pytest.mark.parametrize("name", sorted(SHARED_SHA256))
 def test_every_number_equals_the_shared_transcription(name):
-    if not (SHARED / name).is_file():
-        pytest.skip("shared reference folder not present")
-    ours = pd.read_csv(replication_dir() / name, dtype=str)
-    theirs = pd.read_csv(SHARED / name, dtype=str)
-    pd.testing.assert_frame_equal(ours, theirs)  # as text: every digit, not just the float value
-    assert filecmp.cmp(replication_dir() / name, SHARED / name, shallow=False)
+    assert name in REFERENCE_FILES
+    assert hashlib.sha256((replication_dir() / name).read_bytes()).hexdigest() == SHARED_SHA256[name]
 
 
 def test_published_numbers_and_means():
