@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_bench import metrics as metrics_pkg
 from cxr_bench.data.labels import CHESTXRAY14
+from cxr_bench.metrics.extended import BLOCK_TABLES
 from cxr_bench.results.leaderboard import (
     AGG_COLUMNS,
     SUBGROUP_COLUMNS,
@@ -106,9 +106,9 @@ def _calibration_table(block):
 
 
 def test_calibration_and_subgroup_columns(tmp_path, store_factory, monkeypatch):
-    monkeypatch.setattr(metrics_pkg, "calibration_table", _calibration_table)
-    monkeypatch.setattr(metrics_pkg, "subgroup_table", lambda b: pd.DataFrame(b["subgroups"]["auc"]))
-    monkeypatch.setattr(metrics_pkg, "underdiagnosis_table", lambda b: pd.DataFrame(b["subgroups"]["underdiagnosis"]))
+    monkeypatch.setitem(BLOCK_TABLES, "calibration_table", _calibration_table)
+    monkeypatch.setitem(BLOCK_TABLES, "subgroup_table", lambda b: pd.DataFrame(b["subgroups"]["auc"]))
+    monkeypatch.setitem(BLOCK_TABLES, "underdiagnosis_table", lambda b: pd.DataFrame(b["subgroups"]["underdiagnosis"]))
     root = tmp_path / "runs"
     cal, sub = _fake_blocks(1)
     with_blocks, _ = store_factory.write_run(root, "s", {}, strength=1.0, n_bootstrap=5,
