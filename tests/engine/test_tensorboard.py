@@ -27,9 +27,9 @@ def _scalars(run_dir) -> dict[str, dict[int, float]]:
 @pytest.fixture(scope="module")
 def finished_run(phantom_root, tmp_path_factory):
     """One 2-epoch run with progress left to its default (off a terminal: log lines), and what it logged."""
-    from cxr_bench.config import RunConfig, deep_merge
+    from small_run import SMALL_RUN as BASE
 
-    from .conftest import BASE
+    from cxr_bench.config import RunConfig, deep_merge
 
     cfg = RunConfig.from_dict(deep_merge(BASE, {"data": {"root": str(phantom_root)},
                                                 "optim": {"max_steps_per_epoch": 2}, "eval": {"bootstrap": 10}}))
