@@ -202,29 +202,26 @@ def _non_negative() -> tuple[Any, str]:
     return (lambda v: v >= 0), "a number >= 0"
 
 
-# Load-time range checks: every numeric field and every closed choice, by dotted key. Registry names
-# (backbones, heads, losses, label sets, grayscale modes) are checked against their registries by the
-# run pre-check, which may import torch; this module must not.
+# Load-time range checks: every numeric field and every closed choice, by dotted key. Names a plugin may add
+# (backbones, heads, losses, label sets, grayscale modes, split protocols, augmentations, optimizers,
+# schedulers, threshold methods) are checked against their registries only, by the run pre-check
+# (:func:`cxr_bench.runner.precheck.check_registry_names`), which may import torch; this module must not.
 _CHECKS: dict[str, tuple[Any, str]] = {
     "seed": _at_least(0),
     "device": ((lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
                "auto, cpu, cuda or cuda:N"),
-    "data.split": _one_of("official", "random-image", "random-patient"),
     "data.val_fraction": _fraction(),
     "data.split_seed": _at_least(0),
     "data.image_size": ((lambda v: 16 <= v <= 4096), "an integer between 16 and 4096"),
     "data.channels": _one_of("replicate", "stem"),
-    "data.augment": _one_of("none", "flip", "light"),
     "data.max_train_images": _at_least(1),
     "data.workers": _at_least(0),
     "data.source": _one_of("cache", "png"),
     "data.loader": _one_of("auto", "gpu", "workers"),
     "model.drop_rate": ((lambda v: 0 <= v < 1), "a probability in [0, 1)"),
-    "optim.optimizer": _one_of("sgd", "adamw"),
     "optim.lr": _positive(),
     "optim.momentum": ((lambda v: 0 <= v < 1), "a number in [0, 1)"),
     "optim.weight_decay": _non_negative(),
-    "optim.scheduler": _one_of("cosine", "plateau", "none"),
     "optim.warmup_epochs": _at_least(0),
     "optim.min_lr_ratio": ((lambda v: 0 <= v <= 1), "a number in [0, 1]"),
     "optim.plateau_factor": _fraction(),
@@ -238,7 +235,6 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "optim.amp": _one_of("none", "bf16", "fp16"),
     "eval.bootstrap": _at_least(1),
     "eval.ci_level": _fraction(),
-    "eval.threshold": _one_of("youden", "f1", "sens90"),
     "eval.batch_size": _at_least(1),
 }
 

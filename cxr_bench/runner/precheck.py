@@ -50,12 +50,17 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- names
 def check_registry_names(runs: Sequence[SuiteRun], overrides: dict[str, Any] | None = None) -> None:
-    """Every registry name of every run (backbone, head, loss, label set, grayscale conversion) exists,
+    """Every registry name of every run (backbone, head, loss, label set, grayscale conversion, split protocol,
+    augmentation, optimizer, scheduler, threshold method) exists in its registry (plugins included),
     checked before a cache is built or a run directory made. One error lists every bad value, where it came
     from (``--set`` or the suite file) and the closest known names."""
+    from ..data.augment import AUGMENTATIONS
     from ..data.grayscale import CONVERSIONS
     from ..data.labels import LABEL_SETS, get_label_set
+    from ..data.splits import PROTOCOLS
     from ..engine.losses import LOSSES
+    from ..engine.optim import OPTIMIZERS, SCHEDULERS
+    from ..metrics.roc import THRESHOLD_METHODS
     from ..models.backbones import BACKBONES, TIMM_PREFIX
     from ..models.heads import HEADS
 
@@ -79,6 +84,9 @@ def check_registry_names(runs: Sequence[SuiteRun], overrides: dict[str, Any] | N
         "loss.name": (lambda n: n in LOSSES, LOSSES.names()),
         "data.label_set": (label_set_ok, LABEL_SETS.names()),
         "data.grayscale": (lambda n: n in CONVERSIONS, CONVERSIONS.names()),
+        **{key: (reg.__contains__, reg.names()) for key, reg in (
+            ("data.split", PROTOCOLS), ("data.augment", AUGMENTATIONS), ("optim.optimizer", OPTIMIZERS),
+            ("optim.scheduler", SCHEDULERS), ("eval.threshold", THRESHOLD_METHODS))},
     }
     overrides = overrides or {}
     problems = []

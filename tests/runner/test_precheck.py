@@ -7,16 +7,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from cxr_bench.cli import main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
-from cxr_bench.errors import CacheError, ImageError, RunStoreError, WeightsError
+from cxr_bench.errors import CacheError, ConfigError, ImageError, RunStoreError, WeightsError
 from cxr_bench.runner.precheck import check_sweep, folder_problem
 from cxr_bench.runner.store import RunStore, artifact_record
 from cxr_bench.runner.sweep import plan_specs, plan_sweep
@@ -27,21 +27,9 @@ def _specs(suite: Path, root: Path, out: Path, **kw):
     return plan, plan_specs(plan.suite, plan.runs, plan.profile, out)
 
 
-@pytest.fixture
-def empty_weight_caches(tmp_path, monkeypatch):
-    """Empty torch hub and Hugging Face caches; downloads allowed unless a test switches them off."""
-    for var in ("CXR_BENCH_WEIGHTS_MIRROR", "CXR_BENCH_OFFLINE", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "torch-hub"))
-    yield
-    torch.hub.set_dir(old)
-
-
 # ---------------------------------------------------------------------------------------------- weights
 def test_missing_weights_are_one_list_before_any_cache(write_suite, phantom_root, tmp_path, capsys,
-                                                       empty_weight_caches):
+                                                       caches):
     nope = tmp_path / "nope.safetensors"
     suite = write_suite(f"""
 [[block]]
@@ -61,7 +49,7 @@ grid = {{ "model.pretrained" = ["cache", "{nope}"] }}
 
 def test_downloadable_imagenet_weights_are_fetched_first_unless_downloads_are_off(write_suite, phantom_root,
                                                                                  tmp_path, monkeypatch,
-                                                                                 empty_weight_caches):
+                                                                                 caches):
     suite = write_suite('\n[[block]]\nname = "w"\ngrid = { "model.pretrained" = ["imagenet"] }\n')
     _, specs = _specs(suite, phantom_root, tmp_path / "runs")
     store = RunStore(tmp_path / "runs", "tiny")
@@ -247,3 +235,43 @@ def test_console_digest_keeps_metric_warnings_for_the_run_log(tmp_path):
     assert "in val: Hernia" in summary and "for 3 label(s)" in summary and "1 other warning(s)" in summary
     assert str(tmp_path / "log.txt") in summary
     assert not any("bootstrap: label" in line or "same thing again" in line for line in shown)
+
+
+PLUGIN = """
+import torch
+
+from cxr_bench.data.augment import AUGMENTATIONS
+from cxr_bench.engine.optim import OPTIMIZERS
+
+
+@OPTIMIZERS.register("x2_rmsprop")
+def rmsprop(groups, cfg):
+    return torch.optim.RMSprop(groups, lr=cfg.lr)
+
+
+AUGMENTATIONS.register("x2_flip")(AUGMENTATIONS.get("flip"))
+"""
+
+
+def test_a_plugins_optimizer_and_augmentation_are_known_names(tmp_path, monkeypatch, phantom_root):
+    """Names are checked against the registries only, so what a suite's plugin registers is accepted; a
+    name no registry has is refused before any work, with the closest known one."""
+    from cxr_bench.data.augment import AUGMENTATIONS
+    from cxr_bench.engine.optim import OPTIMIZERS
+
+    (tmp_path / "x2_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = tmp_path / "p.toml"
+    block = '[[block]]\nname = "b"\nset = { "optim.optimizer" = "x2_rmsprop", "data.augment" = "x2_flip" }\n'
+    suite.write_text('[suite]\nname = "p"\nimports = ["x2_plugin"]\n' + block)
+    try:
+        (run,) = plan_sweep(suite, data_root=phantom_root).runs
+        assert (run.config.optim.optimizer, run.config.data.augment) == ("x2_rmsprop", "x2_flip")
+        suite.write_text(suite.read_text().replace('"x2_rmsprop"', '"x2_rmsprop_"'))
+        with pytest.raises(ConfigError, match=r"optim.optimizer = 'x2_rmsprop_' in the suite: unknown optimizer "
+                                              r"'x2_rmsprop_' \(did you mean x2_rmsprop"):
+            plan_sweep(suite, data_root=phantom_root)
+    finally:
+        OPTIMIZERS._entries.pop("x2_rmsprop", None)  # the registries have no public removal
+        AUGMENTATIONS._entries.pop("x2_flip", None)
+        monkeypatch.delitem(sys.modules, "x2_plugin", raising=False)
