@@ -16,7 +16,8 @@ Registered names (``BACKBONES``):
 - ``densenet121``: torchvision, the CheXNet reference.
 - any timm model as ``timm:<name>`` (``timm:convnext_tiny``, ``timm:resnet50.a1_in1k``).
 
-Adding a backbone is one decorated function returning a :class:`Backbone`; the tests pick it up.
+Adding a backbone is one function returning a :class:`Backbone`, decorated with :func:`register_backbone` (its
+name and its ImageNet checkpoint, :class:`PretrainedCfg`); the tests pick it up.
 """
 
 from __future__ import annotations
@@ -108,6 +109,36 @@ class Backbone(nn.Module):
 
 
 BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone")
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """The one checkpoint ``pretrained="imagenet"`` means for a registered backbone, kept beside its
+    registration (timm's ``pretrained_cfg``): :mod:`cxr_bench.models.weights` fetches it, the README's table
+    lists it (a test holds the two together)."""
+
+    source: str  # torchvision's weights enum member or timm's pretrained tag, as CachedWeights.source
+    file: str  # the file the cache holds (torch hub: the URL's basename; Hugging Face hub: the repo's file)
+    input_size: int  # the square side the checkpoint was trained at
+    sha256: str | None = None  # of that file, where pinned; None: recorded in each run's manifest only
+
+
+# Backbone name -> its ImageNet checkpoint; filled by :func:`register_backbone`. A ``timm:<name>`` backbone has
+# none here: it takes timm's default tag for <name>.
+PRETRAINED_CFGS: dict[str, PretrainedCfg] = {}
+
+
+def register_backbone(name: str, pretrained: PretrainedCfg | None = None
+                      ) -> Callable[[Callable[[], Backbone]], Callable[[], Backbone]]:
+    """Register a backbone factory under ``name``, with the ImageNet checkpoint it is initialised from."""
+
+    def register(factory: Callable[[], Backbone]) -> Callable[[], Backbone]:
+        BACKBONES.register(name)(factory)
+        if pretrained is not None:
+            PRETRAINED_CFGS[name] = pretrained
+        return factory
+
+    return register
 
 
 def build_backbone(name: str) -> Backbone:
@@ -216,7 +247,8 @@ class GoogLeNetBackbone(Backbone):
         return n.inception5b(n.inception5a(x))
 
 
-@BACKBONES.register("mobilenet_v1")
+# The V1 recipes of torchvision are the paper-era ones.
+@register_backbone("mobilenet_v1", PretrainedCfg("timm:mobilenetv1_100.ra4_e3600_r224_in1k", "model.safetensors", 224))
 def mobilenet_v1() -> Backbone:
     """MobileNetV1 width 1.0 (timm ``mobilenetv1_100``, 1024 x H/32 x W/32), the original project's network."""
     return TimmBackbone("mobilenetv1_100", name="mobilenet_v1")
@@ -229,7 +261,8 @@ def _torchvision(cls: type[Backbone], net: nn.Module, dropped: frozenset[str], *
                dropped_keys=dropped, cached_weights=_torchvision_weights(weights), min_input_size=min_input_size)
 
 
-@BACKBONES.register("alexnet")
+@register_backbone("alexnet", PretrainedCfg("torchvision:AlexNet_Weights.IMAGENET1K_V1", "alexnet-owt-7be5be79.pth",
+                                            224))
 def alexnet() -> Backbone:
     """AlexNet (torchvision, 256 x h x w). Needs at least 63 px: three stride-2 max pools after a stride-4 conv."""
     net, dropped = _build_features_only(tvm.alexnet, "classifier", _reset_default)
@@ -237,7 +270,7 @@ def alexnet() -> Backbone:
                         first_conv="features.0", weights=tvm.AlexNet_Weights, min_input_size=63)
 
 
-@BACKBONES.register("vgg16")
+@register_backbone("vgg16", PretrainedCfg("torchvision:VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", 224))
 def vgg16() -> Backbone:
     """VGG-16 without batch norm (torchvision, 512 x H/32 x W/32), as in Wang et al."""
     net, dropped = _build_features_only(tvm.vgg16, "classifier", _init_vgg)
@@ -245,7 +278,8 @@ def vgg16() -> Backbone:
                         first_conv="features.0", weights=tvm.VGG16_Weights)
 
 
-@BACKBONES.register("googlenet")
+@register_backbone("googlenet", PretrainedCfg("torchvision:GoogLeNet_Weights.IMAGENET1K_V1", "googlenet-1378be20.pth",
+                                              224))
 def googlenet() -> Backbone:
     """GoogLeNet / Inception v1 (torchvision, 1024 x H/32 x W/32), without auxiliary classifiers.
 
@@ -265,7 +299,8 @@ def googlenet() -> Backbone:
                         first_conv="conv1.conv", weights=tvm.GoogLeNet_Weights, mean=HALF_MEAN, std=HALF_STD)
 
 
-@BACKBONES.register("resnet50")
+@register_backbone("resnet50", PretrainedCfg("torchvision:ResNet50_Weights.IMAGENET1K_V1", "resnet50-0676ba61.pth",
+                                             224))
 def resnet50() -> Backbone:
     """ResNet-50 (torchvision, 2048 x H/32 x W/32). Wang et al.'s best; their heatmaps are 32x32 at 1024 px."""
     net = tvm.resnet50(weights=None)
@@ -273,7 +308,8 @@ def resnet50() -> Backbone:
                         first_conv="conv1", weights=tvm.ResNet50_Weights)
 
 
-@BACKBONES.register("densenet121")
+@register_backbone("densenet121", PretrainedCfg("torchvision:DenseNet121_Weights.IMAGENET1K_V1",
+                                                "densenet121-a639ec97.pth", 224))
 def densenet121() -> Backbone:
     """DenseNet-121 (torchvision, 1024 x H/32 x W/32), the CheXNet network (Rajpurkar et al. 2017)."""
     net = tvm.densenet121(weights=None)

@@ -12,7 +12,7 @@
   ``checkpoints`` directory (``torch.hub.get_dir()``, moved by ``TORCH_HOME``) and the Hugging Face hub
   cache (moved by ``HF_HUB_CACHE`` / ``HF_HOME``). Files are only looked up, never downloaded; any of the
   backbone's published checkpoints that is there is taken.
-- ``"imagenet"``: exactly one checkpoint per backbone (:data:`IMAGENET_CHECKPOINTS`), taken from those caches
+- ``"imagenet"``: exactly one checkpoint per backbone (:data:`cxr_bench.models.backbones.PRETRAINED_CFGS`, registered with each backbone), taken from those caches
   and, when absent, downloaded into them the way torchvision and timm do it themselves: torch hub's
   ``download_url_to_file`` (checking the sha256 prefix the published file name carries, as
   ``load_state_dict_from_url(check_hash=True)`` does) and the Hugging Face hub's ``hf_hub_download``. A
@@ -54,7 +54,7 @@ from ..errors import WeightsError
 from ..utils.io import sha256_file
 from ..utils.progress import progress_enabled
 from .adapt import convert_first_conv_to_gray
-from .backbones import Backbone, CachedWeights, build_backbone
+from .backbones import PRETRAINED_CFGS, Backbone, CachedWeights, build_backbone
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,6 @@ MIRROR_ENV = "CXR_BENCH_WEIGHTS_MIRROR"
 OFFLINE_ENV = "CXR_BENCH_OFFLINE"
 CONNECT_TIMEOUT_S = 10.0
 
-# What pretrained="imagenet" means for each registered backbone: one exact checkpoint (torchvision's weights
-# enum member, timm's pretrained tag). The V1 recipes are the paper-era ones; a timm:<name> backbone takes
-# timm's default tag for <name>.
-IMAGENET_CHECKPOINTS: dict[str, str] = {
-    "mobilenet_v1": "timm:mobilenetv1_100.ra4_e3600_r224_in1k",
-    "alexnet": "torchvision:AlexNet_Weights.IMAGENET1K_V1",
-    "googlenet": "torchvision:GoogLeNet_Weights.IMAGENET1K_V1",
-    "vgg16": "torchvision:VGG16_Weights.IMAGENET1K_V1",
-    "resnet50": "torchvision:ResNet50_Weights.IMAGENET1K_V1",
-    "densenet121": "torchvision:DenseNet121_Weights.IMAGENET1K_V1",
-}
 _WRAPPER_KEYS = ("state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
 _CXR_BENCH_PREFIX = "backbone.net."
@@ -241,7 +230,8 @@ def _mirrored(url: str, mirror: str | None) -> str:
 
 def imagenet_weights(name: str, refs: Sequence[CachedWeights]) -> list[CachedWeights]:
     """The files of the one checkpoint ``pretrained="imagenet"`` means for backbone ``name``."""
-    pinned = IMAGENET_CHECKPOINTS.get(name)
+    cfg = PRETRAINED_CFGS.get(name)
+    pinned = cfg.source if cfg is not None else None
     source = pinned or (refs[0].source if refs else None)
     chosen = [r for r in refs if r.source == source]
     if not chosen:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import pathlib
+import re
 import socket
 import time
 
@@ -19,7 +20,7 @@ from safetensors.torch import save_file
 from cxr_bench.errors import WeightsError
 from cxr_bench.models import BACKBONES, create_model
 from cxr_bench.models import weights as W
-from cxr_bench.models.backbones import CachedWeights, alexnet, build_backbone
+from cxr_bench.models.backbones import PRETRAINED_CFGS, CachedWeights, alexnet, build_backbone
 from cxr_bench.utils.io import sha256_file
 
 torch.set_num_threads(1)
@@ -376,11 +377,20 @@ def test_missing_weights_lists_each_once_with_one_fetch_command(caches, tmp_path
         "torchvision:ResNet50_Weights.IMAGENET1K_V1"]
 
 
-def test_the_imagenet_table_names_real_published_checkpoints():
+def test_each_registered_checkpoint_is_a_real_published_file():
     for name in BACKBONES.names():
+        cfg = PRETRAINED_CFGS[name]
         refs = W.imagenet_weights(name, W._published(name))
-        assert refs and refs[0].source == W.IMAGENET_CHECKPOINTS[name]
+        assert refs and {r.source for r in refs} == {cfg.source}
+        assert cfg.file in {r.filename for r in refs}, name
     assert "mobilenetv1_100.ra4_e3600_r224_in1k" in timm.list_pretrained("mobilenetv1_100*")
+
+
+def test_the_readme_table_is_the_registered_checkpoints():
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([\w.]+)` \| `([^`]+)` \([^)]*\) \| `([^`]+)` \| (\d+) \|$", readme, re.M)
+    table = {name: (source, file, int(size)) for name, source, file, size in rows}
+    assert table == {n: (c.source, c.file, c.input_size) for n, c in PRETRAINED_CFGS.items()}
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
