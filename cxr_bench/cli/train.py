@@ -53,6 +53,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import RunConfig
+    from ..data.release import is_phantom, materialize_phantom
     from ..engine.trainer import train_run
     from ..runner.suite import parse_overrides
 
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_dict(load_config_file(args.config))
     if args.overrides:
         cfg = cfg.replace(**parse_overrides(args.overrides))
+    if is_phantom(cfg.data.root) and rank == 0:
+        materialize_phantom(str(cfg.data.root))
     metrics = train_run(cfg, Path(args.run_dir), progress=False if args.no_progress else None)
     if rank == 0:
         test = metrics.get("test", {})

@@ -81,8 +81,8 @@ class NIHRelease:
         """
         if root is None:
             return cls._load(bundled.sample_root(), sample=True)
-        if isinstance(root, str) and root.startswith(PHANTOM_PREFIX):
-            return cls._load(phantom_release_root(root))
+        if is_phantom(root):
+            return cls._load(_opened_phantom_root(str(root)))
         path = Path(root).expanduser()
         # The bundled folders passed by path are still recognised as what they are.
         resolved = path.resolve()
@@ -197,32 +197,59 @@ class NIHRelease:
 
 
 # ``data.root = "phantom:<seed>"``: a seeded phantom release (synthetic radiographs with planted, label-specific
-# lesions; :mod:`cxr_bench.data.phantoms`) made on first use in the cache folder. The demo's sanity block
-# trains on it: a pipeline that works scores far above chance there, one with misaligned labels does not.
+# lesions; :mod:`cxr_bench.data.phantoms`) in the cache folder, made by an explicit :func:`materialize_phantom`
+# (``cxr-bench run`` and ``cxr-bench train`` call it for the phantom roots of their runs before anything
+# opens them; opening one that was never made is an error, not a write). The demo's sanity block trains on
+# it: a pipeline that works scores far above chance there, one with misaligned labels does not.
 PHANTOM_PREFIX = "phantom:"
 SANITY_PHANTOM: dict[str, Any] = {"n_patients": 150, "images_per_patient": 2, "size": 64}
 
 
-def phantom_release_root(spec: str) -> Path:
-    """The folder of the phantom release ``phantom:<seed>``, written once (same seed, same bytes)."""
-    import shutil
+def is_phantom(root: object) -> bool:
+    return isinstance(root, str) and root.startswith(PHANTOM_PREFIX)
 
+
+def phantom_release_root(spec: str, cache_root: str | os.PathLike | None = None) -> Path:
+    """Where the phantom release ``phantom:<seed>`` lives: ``<cache root>/phantoms/seed<N>-...`` (the cache
+    root: ``cache_root``, else :func:`cxr_bench.data.cache.default_cache_root`). Writes nothing."""
     from .cache import default_cache_root
-    from .phantoms import make_phantom_release
 
     tail = spec[len(PHANTOM_PREFIX):]
-    if not tail.isdigit():
+    if not is_phantom(spec) or not tail.isdigit():
         raise MetadataError(f"data root {spec!r}: a phantom release is 'phantom:<seed>', e.g. 'phantom:0'")
-    root = default_cache_root() / "phantoms" / f"seed{int(tail)}-{SANITY_PHANTOM['n_patients']}x"\
-        f"{SANITY_PHANTOM['images_per_patient']}-{SANITY_PHANTOM['size']}px"
+    base = Path(cache_root) if cache_root is not None else default_cache_root()
+    return base / "phantoms" / (f"seed{int(tail)}-{SANITY_PHANTOM['n_patients']}x"
+                                f"{SANITY_PHANTOM['images_per_patient']}-{SANITY_PHANTOM['size']}px")
+
+
+def materialize_phantom(spec: str, cache_root: str | os.PathLike | None = None) -> Path:
+    """Write the phantom release ``phantom:<seed>`` to :func:`phantom_release_root` unless it is there (same
+    seed, same bytes); returns its folder."""
+    import shutil
+
+    from .phantoms import make_phantom_release
+
+    root = phantom_release_root(spec, cache_root)
+    if (root / "phantom.json").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_phantom_release(tmp, seed=int(spec[len(PHANTOM_PREFIX):]), **SANITY_PHANTOM)
+    try:
+        os.replace(tmp, root)  # atomic: a concurrent sweep sees the whole release or none
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: use its copy
+        if not (root / "phantom.json").is_file():
+            raise
+    log.info("wrote the phantom release %s to %s", spec, root)
+    return root
+
+
+def _opened_phantom_root(spec: str) -> Path:
+    root = phantom_release_root(spec)
     if not (root / "phantom.json").is_file():
-        tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        make_phantom_release(tmp, seed=int(tail), **SANITY_PHANTOM)
-        try:
-            os.replace(tmp, root)  # atomic: a concurrent sweep sees the whole release or none
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: use its copy
-            if not (root / "phantom.json").is_file():
-                raise
+        raise MetadataError(f"data root {spec!r}: the phantom release is not made yet (it would be {root}); "
+                            "`cxr-bench run` and `cxr-bench train` make it, or call "
+                            "cxr_bench.data.release.materialize_phantom")
     return root

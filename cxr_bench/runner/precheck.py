@@ -216,10 +216,14 @@ def fetch_weights(missing: Sequence[MissingWeights]) -> None:
 
 def _check_data_roots(configs: Any, check: SweepCheck) -> dict[str | None, NIHRelease]:
     """Open each release once and count its listed images on disk; a root with none is a problem."""
-    from ..data.release import NIHRelease
+    from ..data.release import NIHRelease, is_phantom, phantom_release_root
 
     releases: dict[str | None, NIHRelease] = {}
     for root in sorted({c.data.root for c in configs}, key=lambda r: (r is not None, r or "")):
+        if is_phantom(root) and not (phantom_release_root(str(root)) / "phantom.json").is_file():
+            check.notes.append(f"data root {root}: a synthetic phantom release, written to "
+                               f"{phantom_release_root(str(root))} when the sweep starts")
+            continue
         try:
             release = NIHRelease.open(root)
         except CxrBenchError as e:

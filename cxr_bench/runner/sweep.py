@@ -454,14 +454,18 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
               launcher: Launcher, nproc: int = 1, progress: bool | None = None) -> SweepResult:
     """Execute ``runs`` (an expansion of ``suite``) into ``<out>/<suite.name>/`` with ``launcher``.
 
-    First every check of :mod:`cxr_bench.runner.precheck` (a problem raises before anything is written),
-    then the downloadable pretrained weights, then the image caches, then the runs.
+    First the phantom releases the runs name (``data.root = "phantom:<seed>"``, written once into the cache
+    folder), then every check of :mod:`cxr_bench.runner.precheck` (a problem raises before anything else is
+    written), then the downloadable pretrained weights, then the image caches, then the runs.
     """
+    from ..data.release import is_phantom, materialize_phantom
     from .precheck import check_sweep, fetch_weights
 
     t0 = time.monotonic()
     store = RunStore(out, suite.name)
     specs = plan_specs(suite, runs, profile, out, nproc=nproc, launcher=launcher.name)
+    for root in sorted({r.config.data.root for r in runs if is_phantom(r.config.data.root)}):
+        materialize_phantom(root)  # a synthetic release, in the cache folder: the checks below open it
     check = check_sweep(specs, store)
     check.raise_problems()
     for note in check.notes:

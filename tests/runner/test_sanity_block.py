@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cxr_bench.cli import main as cli_main
-from cxr_bench.data.release import NIHRelease, phantom_release_root
+from cxr_bench.data.release import NIHRelease, materialize_phantom, phantom_release_root
 from cxr_bench.errors import MetadataError
 from cxr_bench.runner.suite import load_suite
 from cxr_bench.utils.io import read_json
@@ -23,14 +23,24 @@ def test_the_sanity_block_is_in_the_sample_profile_only():
     assert [r for r in suite.expand("paper") if "backbone-training" in r.blocks]
 
 
-def test_phantom_root_is_made_once_and_is_deterministic():
-    a = phantom_release_root("phantom:3")
+def test_a_phantom_root_is_made_only_when_asked_once_and_deterministically(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_BENCH_CACHE", str(tmp_path / "cache"))
+    where = phantom_release_root("phantom:3")
+    assert where.parent == tmp_path / "cache" / "phantoms"
+    with pytest.raises(MetadataError, match=r"phantom release is not made yet .*materialize_phantom"):
+        NIHRelease.open("phantom:3")  # opening never writes
+    assert not where.exists()
+    a = materialize_phantom("phantom:3")
+    assert a == where
     first = {p.name: p.read_bytes() for p in sorted((a / "images").glob("*.png"))[:5]}
     mtime = (a / "phantom.json").stat().st_mtime_ns
-    assert phantom_release_root("phantom:3") == a and (a / "phantom.json").stat().st_mtime_ns == mtime
+    assert materialize_phantom("phantom:3") == a and (a / "phantom.json").stat().st_mtime_ns == mtime
     rel = NIHRelease.open("phantom:3")
     assert len(rel.metadata) == 300 and rel.root == a
     assert first and all(len(v) > 0 for v in first.values())
+    other = materialize_phantom("phantom:3", tmp_path / "elsewhere")
+    assert other == tmp_path / "elsewhere" / "phantoms" / a.name
+    assert {p.name: p.read_bytes() for p in sorted((other / "images").glob("*.png"))[:5]} == first
     with pytest.raises(MetadataError, match="phantom:<seed>"):
         NIHRelease.open("phantom:x")
 
