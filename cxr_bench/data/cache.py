@@ -78,8 +78,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CACHE_ENV = "CXR_BENCH_CACHE"
-# Test hook: seconds a worker sleeps after each chunk, so a test can kill a build part-way.
-SLEEP_ENV = "CXR_BENCH_PREPARE_CHUNK_SLEEP"
 DEFAULT_CHUNK = 64
 CHECKSUM = "blake2b-128"
 # ImageCache.open checks every chunk of an array up to this size (0.2 s of hashing), a sample beyond.
@@ -420,8 +418,11 @@ def prepare_cache(release: NIHRelease | str | os.PathLike | None, size: int = 25
                   names: Sequence[str] | None = None, resize: str = "lanczos",
                   conversion: str = "identity", cache_dir: str | os.PathLike | None = None,
                   workers: int | None = None, progress: bool | None = None,
-                  chunk_size: int = DEFAULT_CHUNK, verify: str = "quick") -> ImageCache:
+                  chunk_size: int = DEFAULT_CHUNK, verify: str = "quick", chunk_pause_s: float = 0.0) -> ImageCache:
     """Build (or find, or finish, or repair) the cache of ``release``'s images; see the module docstring.
+
+    ``chunk_pause_s``: seconds each decoding process waits after a chunk is durable (0: none); a slowed
+    build is one a test can interrupt part-way.
 
     ``release`` may be an :class:`~cxr_bench.data.release.NIHRelease` or a data root (None: the bundled
     sample). ``names`` restricts the cache to those images (default: every image of the metadata, in
@@ -433,7 +434,7 @@ def prepare_cache(release: NIHRelease | str | os.PathLike | None, size: int = 25
     release = _as_release(release)
     return build_cache(_source_paths(release, names), size, resize=resize, conversion=conversion,
                        cache_dir=cache_dir, workers=workers, progress=progress, chunk_size=chunk_size,
-                       source_root=str(release.root), verify=verify)
+                       source_root=str(release.root), verify=verify, chunk_pause_s=chunk_pause_s)
 
 
 def _as_release(release: NIHRelease | str | os.PathLike | None) -> NIHRelease:
@@ -469,8 +470,10 @@ def _check_arguments(size: int, resize: str, conversion: str, chunk_size: int = 
 def build_cache(paths: Mapping[str, Path | None], size: int, *, resize: str = "lanczos",
                 conversion: str = "identity", cache_dir: str | os.PathLike | None = None,
                 workers: int | None = None, progress: bool | None = None,
-                chunk_size: int = DEFAULT_CHUNK, source_root: str = "", verify: str = "quick") -> ImageCache:
-    """The cache of ``paths`` (image name -> PNG path, None for a listed image with no file).
+                chunk_size: int = DEFAULT_CHUNK, source_root: str = "", verify: str = "quick",
+                chunk_pause_s: float = 0.0) -> ImageCache:
+    """The cache of ``paths`` (image name -> PNG path, None for a listed image with no file); ``chunk_pause_s``
+    as for :func:`prepare_cache`.
 
     The engine of :func:`prepare_cache`; benchmarks call it directly on a list of files. An OS error on
     the cache side (a full disk, a cache root that is a file, no permission) is a :class:`CacheError`
@@ -494,7 +497,7 @@ def build_cache(paths: Mapping[str, Path | None], size: int, *, resize: str = "l
                 return cache
             builder = _Builder(directory, key, identity, problems, paths, size, resize, conversion,
                                chunk_size, source_root)
-            return builder.run(_n_workers(workers), progress)
+            return builder.run(_n_workers(workers), progress, chunk_pause_s)
     except OSError as e:
         raise CacheError(_write_message(directory, e)) from e
     except BrokenProcessPool as e:  # a worker killed from outside (out of memory, most often)
@@ -576,7 +579,7 @@ class _Builder:
         self.rebuilt: list[int] = []
 
     # -------------------------------------------------------------------------------------- driver
-    def run(self, workers: int, progress: bool | None) -> ImageCache:
+    def run(self, workers: int, progress: bool | None, chunk_pause_s: float = 0.0) -> ImageCache:
         t0 = time.perf_counter()
         remove_stale_temps(self.dir)
         done = self._keep_intact(self._start_or_resume())
@@ -590,7 +593,7 @@ class _Builder:
             self._check_space(left)
         args = [(c, self.ranges[c][0], self.present[self.ranges[c][0]:self.ranges[c][1]]) for c in todo]
         job = _ChunkJob(str(self.dir / IMAGES_FILE), len(_npy_header(n, self.size)), self.size, self.resize,
-                        self.conversion)
+                        self.conversion, chunk_pause_s)
         with open(self.dir / DONE_FILE, "a", encoding="utf-8") as journal, \
                 progress_bar(total=n, initial=n - left, desc="prepare", unit="img", enabled=progress) as bar:
             for result in _run_chunks(job, args, workers):
@@ -732,6 +735,7 @@ class _ChunkJob:
     size: int
     resize: str
     conversion: str
+    pause_s: float = 0.0
 
     def __call__(self, arg: tuple[int, int, list[tuple[str, str]]]) -> dict[str, Any]:
         """Decode one chunk, write it at its place in the .npy, make it durable, report per-image results
@@ -761,9 +765,8 @@ class _ChunkJob:
             raise
         finally:
             os.close(fd)
-        delay = float(os.environ.get(SLEEP_ENV, "0") or 0)
-        if delay > 0:
-            time.sleep(delay)
+        if self.pause_s > 0:
+            time.sleep(self.pause_s)
         return {"chunk": chunk, "start": start, "images": images, "digest": digest}
 
 

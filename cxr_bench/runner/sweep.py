@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import os
 import subprocess
@@ -74,6 +73,7 @@ class RunSpec:
     nproc: int = 1
     launcher: dict[str, Any] = field(default_factory=dict)
     cache_key: str | None = None
+    data: dict[str, Any] | None = None  # data_record of the run's root, taken by the sweep; None: at the run
 
     @property
     def name(self) -> str:
@@ -133,8 +133,9 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-@functools.lru_cache(maxsize=8)
-def _data_record(root: str | None) -> dict[str, Any]:
+def data_record(root: str | None) -> dict[str, Any]:
+    """What a run's manifest records of its data: the resolved root, its kind and the sha256 of its metadata
+    and split files. The sweep takes it once per root (:attr:`RunSpec.data`)."""
     from ..data.release import NIHRelease
 
     release = NIHRelease.open(root)
@@ -178,7 +179,7 @@ def execute_run(spec: RunSpec, *, progress: bool | None = None) -> RunOutcome:
 
 def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | None) -> RunOutcome:
     try:
-        data = _data_record(cfg.data.root)
+        data = spec.data if spec.data is not None else data_record(cfg.data.root)
         check_same_data(rd, data)
     except CxrBenchError as e:
         log.error("run %s (%s): %s", spec.run_id, spec.name, e)
@@ -475,12 +476,21 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
     write_plan(suite, runs, profile, store)
     outcomes: dict[str, RunOutcome] = {}
     todo: list[RunSpec] = []
+    records: dict[str | None, dict[str, Any]] = {}  # one data record per root, for this sweep
     for spec in specs:
         spec.cache_key = check.image_keys.get(spec.run_id)  # the built cache's key replaces it (same value)
         rd = store.run(spec.run_id)
+        root = spec.config["data"]["root"]
+        try:
+            if root not in records:
+                records[root] = data_record(root)
+            spec.data = records[root]
+        except CxrBenchError as e:
+            outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, Status.FAILED, str(e))
+            continue
         if spec.run_id in check.done:
             try:
-                check_same_data(rd, _data_record(spec.config["data"]["root"]))
+                check_same_data(rd, spec.data)
             except CxrBenchError as e:
                 outcomes[spec.run_id] = RunOutcome(spec.run_id, spec.name, Status.FAILED, str(e))
                 continue

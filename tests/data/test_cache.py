@@ -14,7 +14,6 @@ from cxr_bench.data.cache import (
     CACHE_ENV,
     DONE_FILE,
     META_FILE,
-    SLEEP_ENV,
     CacheDamaged,
     ImageCache,
     build_cache,
@@ -171,7 +170,7 @@ def test_bad_arguments(phantom_release, cache_root):
 _KILLABLE = """
 import sys
 from cxr_bench.data.cache import prepare_cache
-prepare_cache(sys.argv[1], 32, cache_dir=sys.argv[2], workers=2, chunk_size=2, progress=False)
+prepare_cache(sys.argv[1], 32, cache_dir=sys.argv[2], workers=2, chunk_size=2, progress=False, chunk_pause_s=0.3)
 """
 
 
@@ -179,7 +178,7 @@ prepare_cache(sys.argv[1], 32, cache_dir=sys.argv[2], workers=2, chunk_size=2, p
 def test_sigkill_mid_build_then_resume_is_byte_identical(make_phantom, tmp_path, caplog):
     root = make_phantom(n_patients=12, faults=("corrupt", "rgba"))
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
-    env = {**os.environ, SLEEP_ENV: "0.3", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(root), str(killed_root)], env=env,
                             start_new_session=True, stderr=subprocess.DEVNULL)
     try:

@@ -307,7 +307,6 @@ def test_a_decoding_process_killed_from_outside_is_one_error_and_the_rest_is_kep
     traceback; the chunks journalled before stay and the rerun finishes them."""
     release, _, pixels = built
     root = tmp_path / "killed"
-    monkeypatch.setenv(cache_mod.SLEEP_ENV, "0.4")
     killed: list[int] = []
 
     def kill_a_worker_after_the_first_chunk() -> None:
@@ -325,14 +324,13 @@ def test_a_decoding_process_killed_from_outside_is_one_error_and_the_rest_is_kep
     killer.start()
     try:
         with pytest.raises(CacheError, match="a decoding process died") as e:
-            prepare_cache(release, SIZE, cache_dir=root, workers=2, chunk_size=1)
+            prepare_cache(release, SIZE, cache_dir=root, workers=2, chunk_size=1, chunk_pause_s=0.4)
     finally:
         killer.join()
     assert killed and "\n" not in str(e.value)
     cache_dir = next(root.iterdir())
     kept = _journal_chunks(cache_dir)
     assert 1 <= len(kept) < 12 and not (cache_dir / META_FILE).exists()
-    monkeypatch.delenv(cache_mod.SLEEP_ENV)
     finished = prepare_cache(release, SIZE, cache_dir=root, workers=1, chunk_size=1)
     assert sorted(_journal_chunks(cache_dir)) == list(range(12))  # each chunk decoded once in all
     np.testing.assert_array_equal(finished.array, pixels)

@@ -21,6 +21,16 @@ import reliability_harness as H
 from cxr_bench.cli import main
 
 ENTRY = "Data_Entry_2017_v2020.csv"
+# `cxr-bench ARGS...` with every decoding process pausing 1 s after each chunk (prepare_cache's
+# chunk_pause_s), so a test can act between chunks.
+SLOW_PREPARE = r"""
+import functools, sys
+import cxr_bench.data.cache as cache
+
+cache.prepare_cache = functools.partial(cache.prepare_cache, chunk_pause_s=1.0)
+from cxr_bench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def _copy(phantom_root: Path, dest: Path) -> Path:
@@ -282,7 +292,7 @@ def test_a_disk_that_fills_up_during_prepare_is_one_line_and_the_rerun_resumes(m
     with the pixels of a clean build. A disk too small from the start is refused before any decoding."""
     import numpy as np
 
-    from cxr_bench.data.cache import DONE_FILE, SLEEP_ENV, ImageCache
+    from cxr_bench.data.cache import DONE_FILE, ImageCache
 
     root = make_phantom(n_patients=128, size=32)  # 256 images of 1 kB: 4 chunks of 64
     small = tmpfs("100k")
@@ -291,8 +301,8 @@ def test_a_disk_that_fills_up_during_prepare_is_one_line_and_the_rerun_resumes(m
 
     disk = tmpfs("2m")
     log = tmp_path / "prepare.log"
-    proc = H.spawn(["-m", "cxr_bench", "prepare", "--data-root", root, "--size", "32", "--workers", "1",
-                    "--cache-dir", disk / "cache", "--no-progress"], log=log, extra_env={SLEEP_ENV: "1.0"})
+    proc = H.spawn(["-c", SLOW_PREPARE, "prepare", "--data-root", root, "--size", "32", "--workers", "1",
+                    "--cache-dir", disk / "cache", "--no-progress"], log=log)
     try:
         journal = H.wait_for(lambda: next((p for p in disk.glob(f"cache/*/{DONE_FILE}")
                                            if p.read_bytes().count(b"\n") >= 1), None),
