@@ -89,7 +89,6 @@ def test_identity_lists_only_what_differs_from_defaults():
     ("optim.batch_size", -4, r"optim\.batch_size"),
     ("optim.weight_decay", float("inf"), r"optim\.weight_decay"),
     ("data.loader", "fast", r"data\.loader.*auto, gpu, workers"),
-    ("data.split", "by-moon", r"data\.split"),
     ("eval.ci_level", 95, r"eval\.ci_level"),
     ("device", "tpu", r"'device'"),
     ("data.random_fractions", [0.5, 0.5, 0.5], r"random_fractions"),

@@ -12,6 +12,7 @@ import pytest
 from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.errors import ConfigError
+from cxr_bench.runner.precheck import check_registry_names
 from cxr_bench.runner.suite import load_suite, parse_overrides, shipped_suites, varying_factors
 
 
@@ -502,13 +503,16 @@ def test_run_name_rejected_at_load(write_suite, two_heads, template):
 # ---------------------------------------------------------------------------------------------- sources
 def test_bad_values_name_their_source(tmp_path, write_suite, two_heads, capsys):
     suite = load_suite(write_suite(two_heads))
-    for item, key in (("optim.lr=nan", "optim.lr"), ("seed=-1", "seed"), ("optim.epochs=0", "optim.epochs"),
-                      ('data.split="by-hand"', "data.split")):
+    for item, key in (("optim.lr=nan", "optim.lr"), ("seed=-1", "seed"), ("optim.epochs=0", "optim.epochs")):
         with pytest.raises(ConfigError) as err:
             suite.expand(None, parse_overrides([item]))
         msg = str(err.value)
         assert msg.startswith(f"--set {item.replace(chr(34), '')}: config key {key!r}"), msg
         assert str(suite.path) not in msg and "block" not in msg  # the flag, not a suite block
+    # A name is checked against its registry, before any work; it names the flag too.
+    overrides = parse_overrides(['data.split="by-hand"'])
+    with pytest.raises(ConfigError, match=r"^--set data\.split=by-hand: unknown split 'by-hand'; known: official"):
+        check_registry_names(suite.expand(None, overrides), overrides)
     with pytest.raises(ConfigError, match=r"^--set optim\.lrr=1: unknown config key 'optim.lrr'"):
         parse_overrides(["optim.lrr=1"])
     # Through the command line: exit 2, one line naming the flag.
