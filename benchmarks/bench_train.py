@@ -18,7 +18,7 @@ the run's evaluation batch size).
 Presets (``--preset``):
 
 - ``cpu`` (default off CUDA): ``--model`` at ``--img-size`` / ``--batch-size``, once per ``--workers`` count;
-- ``cuda`` (default on CUDA): the four settings of issue 20, each as its suite block trains it:
+- ``cuda`` (default on CUDA): the four GPU settings, each as its suite block trains it:
   MobileNetV1 + GAP at 224 px, batch 256; ResNet-50 + GAP at 224, batch 256; ResNet-50 + Wang head frozen
   at 1024, batch 16 x 5 accumulation, W-CEL, SGD (the paper profile); DenseNet-121 + GAP at 224, batch 16,
   AdamW, flips (CheXNet). bf16 autocast and channels_last. ``--tiny`` shrinks them (32 px, batch 4, 2 steps)
@@ -79,7 +79,7 @@ class Setting:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-# The four settings of issue 20, as the wang2017 suite trains them (speed flags as its paper profile sets).
+# The four GPU settings, as the wang2017 suite trains them (speed flags as its paper profile sets).
 CUDA_FAST = {"optim.amp": "bf16", "optim.channels_last": True, "data.workers": 8}
 CUDA_SETTINGS = (
     Setting("mobilenet_v1-224-b256", {"model.backbone": "mobilenet_v1", "model.head": "gap", "data.image_size": 224,

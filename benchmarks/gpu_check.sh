@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU check of cxr-bench (issue 20), in under 8 minutes on one GPU:
+# One GPU check of cxr-bench, in under 8 minutes on one GPU:
 #   1. the CUDA tests (pytest -m cuda tests/cuda): autocast, channels_last, compile, NCCL torchrun, kill/resume,
 #      the GPU-resident loader against the CPU's batches;
 #   2. the demo on the GPU (cxr-bench run --suite wang2017 --no-report), its wall time per run;

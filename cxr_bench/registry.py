@@ -1,6 +1,8 @@
 """A tiny registry: a named dict filled by a decorator.
 
-Models, heads, losses, grayscale conversions, label sets and suites each have one. Adding an entry is one
+Backbones, heads, losses, optimizers, schedulers, split protocols, augmentations, grayscale conversions,
+label sets, threshold methods and paper references each have one (suites are files, found by name in
+``cxr_bench/suites/``). Adding an entry is one
 decorated function; listing commands and parametrised tests pick it up with no other change.
 """
 

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh and bench_train's CUDA preset, without a GPU: the script parses, and the preset
-measures the four settings of issue 20 as the wang2017 suite trains them."""
+measures the four GPU settings as the wang2017 suite trains them."""
 
 from __future__ import annotations
 

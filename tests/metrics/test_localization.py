@@ -1,4 +1,4 @@
-"""Box math of issue 9 on hand-made boxes and heatmaps, with the values computed by hand in comments."""
+"""Box math on hand-made boxes and heatmaps, with the values computed by hand in comments."""
 
 from __future__ import annotations
 

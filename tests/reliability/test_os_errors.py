@@ -1,4 +1,4 @@
-"""OS errors around a sweep (issue 17, class 3): a cache folder that is a file, a run store on a read-only
+"""OS errors around a sweep: a cache folder that is a file, a run store on a read-only
 filesystem, a disk too small for the caches, SLURM asked for where there is none, a disk that fills up while
 a cache is built or a manifest is written. Each is one line ``cxr-bench: error: ...`` naming the path and the
 cause, exit status 2, no run recorded as failed for it, and nothing already complete lost.

@@ -1,4 +1,4 @@
-"""Damaged runs on disk (issue 17.2): a completed run whose predictions were deleted, truncated at a row
+"""Damaged runs on disk: a completed run whose predictions were deleted, truncated at a row
 boundary, cut in the middle of a row or overwritten is listed as damaged, without its metrics, and every
 other run is still reported; a run directory that cannot be read at all is listed as unreadable."""
 
@@ -74,7 +74,7 @@ def damaged_store(tmp_path_factory, store_factory):
         ids[name], run_dir = store_factory.write_run(root, "s", {"seed": i}, strength=1.0, n_bootstrap=5)
         if name in DAMAGE:
             DAMAGE[name][0](run_dir)
-    # A run directory that cannot be read at all (config.json cut mid-write by an older version).
+    # A run directory that cannot be read at all (config.json cut mid-write).
     ids["unreadable"], run_dir = store_factory.write_run(root, "s", {"seed": 99}, strength=1.0, n_bootstrap=5)
     (run_dir / "config.json").write_text("{")
     return root, ids

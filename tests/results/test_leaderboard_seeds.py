@@ -1,5 +1,5 @@
-"""The seed aggregate (leaderboard_agg.csv, issue 15.1) against a hand computation from each run's
-metrics.json, and the calibration and subgroup columns (issue 15.5/15.6) from metrics.json blocks."""
+"""The seed aggregate (leaderboard_agg.csv) against a hand computation from each run's
+metrics.json, and the calibration and subgroup columns from metrics.json blocks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a sweep checks before any work (issue 19.1, 17.2): weights, data layout, disk, folders, stale images;
+"""What a sweep checks before any work: weights, data layout, disk, folders, stale images;
 plus the dry run's time column and the console digest. Nothing here trains: each check runs on a phantom
 release, and where a test needs a "completed" run it writes the files a run leaves by hand."""
 
