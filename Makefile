@@ -37,7 +37,7 @@ lint: $(DEV_STAMP)
 
 # The one-minute install check: the smoke suite end to end into a fresh, throw-away store.
 smoke: $(RUN_STAMP)
-	out=$$(mktemp -d) && $(BIN)/cxr-bench run --suite smoke --out "$$out" && rm -rf "$$out"
+	out=$$(mktemp -d) && $(BIN)/cxr-bench run --suite smoke --runs "$$out" && rm -rf "$$out"
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/run_all.py --quick

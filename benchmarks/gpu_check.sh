@@ -152,7 +152,7 @@ fi
 stage cuda_tests 180 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/cuda \
   --junitxml="$OUTDIR/cuda_tests.xml" -o junit_family=xunit2
 
-stage demo 150 "$PYTHON" -m cxr_bench run --suite wang2017 --out "$WORK/demo" --no-report \
+stage demo 150 "$PYTHON" -m cxr_bench run --suite wang2017 --runs "$WORK/demo" --no-report \
   --set device=$DEVICE ${DEMO_ARGS[@]+"${DEMO_ARGS[@]}"}
 
 stage bench_models 90 "$PYTHON" benchmarks/bench_models.py --device $DEVICE --no-isolate --compile no \

@@ -14,7 +14,7 @@ INFO_DESCRIPTION = (
     "one-per-patient default."
 )
 DOWNLOAD_DESCRIPTION = (
-    "Download NIH ChestX-ray14 into --to from the NIH Clinical Center's links: the 12 image archives of "
+    "Download NIH ChestX-ray14 into --data-root from the NIH Clinical Center's links: the 12 image archives of "
     "NIH's batch_download_zips.py (about 42 GB); the four metadata files, which NIH gives no direct link, "
     "are written from the copies bundled with cxr-bench. Interrupted downloads resume, finished parts are "
     "not fetched again, and every file's sha256 goes into DIR/cxr-bench-download.json. See docs/data.md "
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     dl = dsub.add_parser("download", description=DOWNLOAD_DESCRIPTION,
                          help="fetch the NIH release (12 image archives + metadata), resumable and verified")
-    dl.add_argument("--to", required=True, metavar="DIR", help="the data root to fill (created if needed)")
+    dl.add_argument("--data-root", required=True, metavar="DIR", help="the data root to fill (created if needed)")
     src = dl.add_mutually_exclusive_group()
     src.add_argument("--base-url", metavar="URL",
                      help="a mirror serving the same file names (images_001.tar.gz ..., "
@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="download nothing: re-hash kept archives and metadata against DIR's manifest, check "
                          "every unpacked part's images, and with MANIFEST (a colleague's "
                          "cxr-bench-download.json) compare every recorded sha256 with it")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bars (log lines instead)")
     dl.set_defaults(func=run_download)
 
 
@@ -108,25 +109,25 @@ def run_download(args: argparse.Namespace) -> int:
     )
 
     if args.verify is not None:
-        problems = verify_download(args.to, args.verify or None)
+        problems = verify_download(args.data_root, args.verify or None)
         for p in problems:
             print(f"PROBLEM: {p}")
         if not problems:
             against = f" and {args.verify}" if args.verify else ""
-            print(f"OK: {args.to} matches its download manifest{against}")
+            print(f"OK: {args.data_root} matches its download manifest{against}")
         return 1 if problems else 0
     parts = load_part_list()
     if args.base_url:
         parts = with_base_url(parts, args.base_url)
     elif args.urls:
         parts = read_url_overrides(args.urls, parts)
-    results = download_release(args.to, parts=parts, select=args.parts, workers=args.workers,
+    results = download_release(args.data_root, parts=parts, select=args.parts, workers=args.workers,
                                layout=args.layout, keep_archives=args.keep_archives, retries=args.retries,
-                               timeout=args.timeout)
+                               timeout=args.timeout, show_progress=False if args.no_progress else None)
     width = max(len(r.file) for r in results)
     for r in results:
         print(f"{r.file:<{width}}  {r.action}" + (f"  ({r.detail})" if r.detail else ""))
-    print(f"Done. Check it with: cxr-bench data info --data-root {args.to}")
+    print(f"Done. Check it with: cxr-bench data info --data-root {args.data_root}")
     return 0
 
 

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "so two leaderboards diff cleanly. Runs that failed or are unfinished are listed on stderr.",
     )
     p.add_argument("--runs", default="runs", metavar="DIR",
-                   help="run store, or one suite's directory (the --out of `cxr-bench run`; default runs)")
+                   help="run store, or one suite's directory (the --runs of `cxr-bench run`; default runs)")
     p.add_argument("--suite", default=None, metavar="NAME", help="only this suite")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="one CSV for every run found (default: <runs>/<suite>/leaderboard.csv per suite)")
@@ -39,7 +39,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[Path, str]]:
 
     root = Path(args.runs)
     if not root.is_dir():
-        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --out of `cxr-bench run`)")
+        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --runs of `cxr-bench run`)")
     if args.out is not None:
         return [(root, args.out)]
     if (root / "config.json").is_file():
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if not any(len(lb.table) for lb, _ in boards):
         where = f"{args.runs}" + (f" (suite {args.suite})" if args.suite else "")
         print(f"cxr-bench: warning: no completed run under {where}; nothing written. Run a suite first "
-              "(`cxr-bench run --suite NAME`) or point --runs at the --out it used", file=sys.stderr)
+              "(`cxr-bench run --suite NAME`) or point --runs at the store it used", file=sys.stderr)
         if failed is not None and len(failed):
             print(text_table(failed[["suite", "run_id", "status", "error"]], max_colwidth=80), file=sys.stderr)
         if args.json:

@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's eval.batch_size")
     p.add_argument("--figure-images", type=int, default=4, metavar="N", help="images in the figure (0: none)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines instead)")
     p.set_defaults(func=run)
 
 
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..results.localization import localization_report_table
 
     res = localize_run(args.run, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
-                       device=args.device, batch_size=args.batch_size, n_figure=args.figure_images)
+                       device=args.device, batch_size=args.batch_size, n_figure=args.figure_images,
+                       progress=False if args.no_progress else None)
     s = res.summary
     print(f"{s['backbone']}/{s['head']} ({s['run_id']}): {s['n_boxes']} boxes on {s['n_images']} images")
     wide = localization_report_table(res.csv_path.parent) if args.out is None else None

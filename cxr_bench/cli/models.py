@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and multiply-accumulates (GMACs) for one 1-channel image, counted on the meta device. Any timm "
         "model can be used as timm:<name>; add some to the table with --timm.",
     )
-    p.add_argument("--img-size", type=int, default=224, help="square input size in pixels (default 224)")
+    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default 224)")
     p.add_argument("--num-labels", type=int, default=14, help="number of outputs (default 14)")
     p.add_argument("--backbone", action="append", default=[], metavar="NAME",
                    help="only these backbones (repeatable; default: every registered one)")
@@ -29,13 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.text import text_table
 
     backbones = (args.backbone or list_models()) + [f"timm:{n}" for n in args.timm]
-    rows = complexity_table(args.img_size, backbones=backbones, num_labels=args.num_labels)
+    rows = complexity_table(args.image_size, backbones=backbones, num_labels=args.num_labels)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     header = ("backbone", "head", "features", "params (M)", "GMACs")
     lines = [(r["backbone"], r["head"], "x".join(map(str, r["feature_shape"])), f"{r['params'] / 1e6:.2f}",
               f"{r['gmacs']:.3f}") for r in rows]
-    print(f"input: 1 x {args.img_size} x {args.img_size}, {args.num_labels} labels, channels=replicate")
+    print(f"input: 1 x {args.image_size} x {args.image_size}, {args.num_labels} labels, channels=replicate")
     print(text_table(header, lines, align="lllrr"))
     return 0

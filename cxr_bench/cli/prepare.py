@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", default=None,
                    help="NIH release folder (Data_Entry CSV, split lists, images); default: the bundled "
                         "sample")
-    p.add_argument("--size", type=int, default=256, help="output image size in pixels (default 256)")
+    p.add_argument("--image-size", type=int, default=256, help="output image size in pixels (default 256)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all usable cores)")
     p.add_argument("--grayscale", default="identity", choices=CONVERSIONS.names(), metavar="NAME",
                    help=f"grayscale conversion (default identity): {', '.join(CONVERSIONS.names())}")
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = prepare_cache(args.data_root, args.size, resize=args.resize, conversion=args.grayscale,
+    cache = prepare_cache(args.data_root, args.image_size, resize=args.resize, conversion=args.grayscale,
                           cache_dir=args.cache_dir, workers=args.workers,
                           progress=False if args.no_progress else None,
                           verify="full" if args.verify else "quick")

@@ -14,15 +14,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Execute the report templates (reports/*.ipynb) with papermill on a kernel pinned to "
                     "this Python, check every cell succeeded, and export HTML with the code hidden. A "
                     "failing cell fails the command and is named. The notebooks only read saved artifacts. "
-                    "Without --out, each suite's reports go where `cxr-bench run` writes them: "
+                    "Without --out-dir, each suite's reports go where `cxr-bench run` writes them: "
                     "<runs>/<suite>/reports/. A store without a completed run is a warning, exit status 1.",
     )
     p.add_argument("--runs", default="runs", metavar="DIR",
-                   help="run store, or one suite's directory (the --out of `cxr-bench run`; default runs)")
+                   help="run store, or one suite's directory (the --runs of `cxr-bench run`; default runs)")
     p.add_argument("--suite", default=None, metavar="NAME", help="only this suite (default: every suite)")
-    p.add_argument("--out", default=None, metavar="DIR",
+    p.add_argument("--out-dir", default=None, metavar="DIR",
                    help="one output folder for every run found (default: <runs>/<suite>/reports/ per suite)")
-    p.add_argument("--only", action="append", choices=TEMPLATES, default=None, help="render only this report")
+    p.add_argument("--template", action="append", choices=TEMPLATES, default=None,
+                   help="render only this report template (repeatable; default: all)")
     p.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT, metavar="S", help="per-cell timeout")
     p.set_defaults(func=run)
 
@@ -31,17 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from ..reports.render import TEMPLATES, render_reports, report_targets
     from ..results.runs import load_runs
 
-    targets = report_targets(args.runs, args.suite, args.out)
+    targets = report_targets(args.runs, args.suite, args.out_dir)
     if not targets:
         where = f"{args.runs}" + (f" (suite {args.suite})" if args.suite else "")
         unfinished = len(load_runs(args.runs, args.suite, include_incomplete=True))
         print(f"cxr-bench: warning: no completed run under {where}"
               + (f" ({unfinished} run(s) failed or unfinished)" if unfinished else "")
               + "; no report written. Run a suite first (`cxr-bench run --suite NAME`) or point --runs at "
-                "the --out it used", file=sys.stderr)
+                "the store it used", file=sys.stderr)
         return 1
     for t in targets:
-        for r in render_reports(t.runs_dir, t.out_dir, suite=t.suite, names=tuple(args.only or TEMPLATES),
+        for r in render_reports(t.runs_dir, t.out_dir, suite=t.suite, names=tuple(args.template or TEMPLATES),
                                 timeout=args.timeout):
             print(f"{r.name}: {r.html}")
     return 0

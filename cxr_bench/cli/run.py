@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", required=True, help="a shipped suite name (see `cxr-bench suites`) or a .toml path")
     p.add_argument("--data-root", help="the NIH release folder; omitted: the bundled 1,673-image sample")
     p.add_argument("--profile", help="suite profile (default: 'sample' without --data-root, 'paper' with it)")
-    p.add_argument("--out", default="runs", help="run store root (default: ./runs)")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="run store root (default: ./runs)")
     p.add_argument("--cache-dir", metavar="DIR", help="image cache root of every run (sets data.cache_dir; default "
                    "$CXR_BENCH_CACHE, else ~/.cache/cxr-bench), as for `cxr-bench prepare`")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(a SLURM job array on a cluster)")
     p.add_argument("--nproc-per-run", type=int, default=None, metavar="N",
                    help="processes per run under torchrun (one per GPU; default 1, or --slurm-gpus-per-node)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines instead)")
     p.add_argument("--no-report", action="store_true", help="do not write the leaderboard and report at the end")
     g = p.add_argument_group("submitit / SLURM (also CXR_BENCH_SLURM_<NAME> variables and the suite's [slurm])")
     g.add_argument("--slurm-partition")
@@ -74,18 +75,19 @@ def run(args: argparse.Namespace) -> int:
         print(_boxed(plan.banner), file=sys.stderr)
     selected = f"{len(plan.runs)} of {plan.total}" if len(plan.runs) != plan.total else str(plan.total)
     print(f"suite {plan.suite.name} ({plan.suite.path}), profile {plan.profile}: {selected} runs -> "
-          f"{Path(args.out) / plan.suite.name}", file=sys.stderr)
+          f"{Path(args.runs) / plan.suite.name}", file=sys.stderr)
     if args.dry_run:
         return _dry_run(args, plan)
-    launcher, nproc = _launcher(args, plan.suite.slurm, Path(args.out) / plan.suite.name)
-    result = run_suite(plan.suite, plan.runs, profile=plan.profile, out=args.out, launcher=launcher, nproc=nproc)
+    launcher, nproc = _launcher(args, plan.suite.slurm, Path(args.runs) / plan.suite.name)
+    result = run_suite(plan.suite, plan.runs, profile=plan.profile, out=args.runs, launcher=launcher, nproc=nproc,
+                       progress=False if args.no_progress else None)
     print(result.summary())
     for failed in result.failed:
         print(f"FAILED {failed.run_id} {failed.name}: {failed.detail}", file=sys.stderr)
     if not args.no_report:
         from ..pipeline import finish_outputs
 
-        for line in finish_outputs(args.out, plan.suite.name):
+        for line in finish_outputs(args.runs, plan.suite.name):
             print(line)
     if plan.banner:
         print("(bundled sample: these numbers are not comparable with the paper)", file=sys.stderr)
@@ -101,8 +103,8 @@ def _dry_run(args: argparse.Namespace, plan) -> int:
     from ..runner.store import RunStore
     from ..runner.sweep import dry_run_table, plan_specs
 
-    store = RunStore(args.out, plan.suite.name)
-    check = check_sweep(plan_specs(plan.suite, plan.runs, plan.profile, args.out), store, data=not plan.without_data)
+    store = RunStore(args.runs, plan.suite.name)
+    check = check_sweep(plan_specs(plan.suite, plan.runs, plan.profile, args.runs), store, data=not plan.without_data)
     estimates = estimate_runs({r.run_id: r.config for r in plan.runs})
     print(dry_run_table(plan.runs, store, estimates.cells))
     for note in estimates.notes:

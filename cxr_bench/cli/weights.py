@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a config value of every --suite run, as `cxr-bench run` does "
                              "(repeatable)")
         if name == "fetch":
+            sp.add_argument("--no-progress", action="store_true", help="no progress bars (log lines instead)")
             sp.add_argument("--mirror", metavar="URL",
                             help="download from this mirror instead of download.pytorch.org / huggingface.co "
                                  "(it serves the same paths; default: $CXR_BENCH_WEIGHTS_MIRROR)")
@@ -89,7 +90,8 @@ def run_fetch(args: argparse.Namespace) -> int:
         # 'cache' is satisfied by the ImageNet checkpoint; a file is only checked.
         kind = IMAGENET if pretrained in (CACHE, IMAGENET) else pretrained
         try:
-            rec = fetch_pretrained(backbone, kind, mirror=args.mirror, command=_command(args, [backbone]))
+            rec = fetch_pretrained(backbone, kind, mirror=args.mirror, command=_command(args, [backbone]),
+                                   show_progress=False if args.no_progress else None)
         except WeightsError as e:
             problems.append(str(e))
             continue

@@ -779,7 +779,7 @@ def download_release(dest: str | os.PathLike, *, parts: PartList | None = None, 
         raise _os_error("create the data root", dest, e) from e
     if not os.access(dest, os.W_OK | os.X_OK):
         raise DownloadError(f"cannot write into {dest}: permission denied; pick a folder you can write to "
-                            "(--to)")
+                            "(--data-root)")
     import filelock
 
     lock = filelock.FileLock(str(dest / f".{MANIFEST_NAME}.lock"), blocking=False)

@@ -302,7 +302,7 @@ def _format_parts(parts: dict[str, Any], root: str) -> list[str]:
     missing = [n for n in parts["missing"] if n is not None]
     if missing:
         out.append(f"Missing or incomplete parts: {format_part_numbers(missing)}; fetch them with "
-                   f"`cxr-bench data download --to {root} --parts {format_part_numbers(missing)}`")
+                   f"`cxr-bench data download --data-root {root} --parts {format_part_numbers(missing)}`")
     else:
         out.append("Every image archive is on disk.")
     return out

@@ -261,7 +261,7 @@ def report_targets(runs: str | Path, suite: str | None = None, out: str | Path |
                    ) -> list[ReportTarget]:
     """Where ``cxr-bench report`` reads and writes: without ``out``, one target per suite directory of the
     store (``<runs>/<suite>/``, or ``runs`` itself when it is one suite's directory) writing into its
-    ``reports/`` folder, the layout ``cxr-bench run --out <runs>`` produces; with ``out``, one target for
+    ``reports/`` folder, the layout ``cxr-bench run --runs <runs>`` produces; with ``out``, one target for
     every run found. Targets without a completed run are dropped, so an empty list means nothing to report.
     """
     from ..errors import RunStoreError
@@ -269,12 +269,12 @@ def report_targets(runs: str | Path, suite: str | None = None, out: str | Path |
 
     root = Path(runs)
     if not root.is_dir():
-        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --out of "
+        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --runs of "
                             "`cxr-bench run`)")
     if out is not None:
         return [ReportTarget(root, Path(out), suite)] if load_runs(root, suite) else []
     if (root / "config.json").is_file():
-        raise ReportError(f"{root} is one run's directory; pass --out DIR to write its reports")
+        raise ReportError(f"{root} is one run's directory; pass --out-dir DIR to write its reports")
     dirs = suite_dirs(root)
     if suite:
         dirs = [d for d in dirs if d.name == suite or (d == root and len(dirs) == 1)]
@@ -298,5 +298,5 @@ def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | No
     runs = load_runs(runs_dir, suite or None)
     if not runs:
         raise ReportError(f"no completed run under {runs_dir}" + (f" for suite {suite!r}" if suite else "")
-                          + "; run `cxr-bench run` first or point --runs at its --out directory")
+                          + "; run `cxr-bench run` first or point --runs at its run store")
     return [render_report(n, runs_dir, out_dir, suite=suite, timeout=timeout) for n in names]

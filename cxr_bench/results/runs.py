@@ -210,7 +210,7 @@ def iter_runs(root: str | Path, suite: str | None = None, *, include_incomplete:
     """
     root = Path(root)
     if not root.is_dir():
-        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --out of `cxr-bench run`)")
+        raise RunStoreError(f"run store {root} does not exist; pass --runs DIR (the --runs of `cxr-bench run`)")
     for run_dir in _run_dirs(root):
         try:
             rec = RunRecord.load(run_dir)

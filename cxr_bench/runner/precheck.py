@@ -3,7 +3,7 @@
 ``cxr-bench run`` (and ``--dry-run``) checks, after the suite is expanded and before the first image cache:
 
 - every registry name of every run (:func:`check_registry_names`; numeric fields are checked at load);
-- the run store (``--out``) and each image cache root (``--cache-dir`` / ``data.cache_dir``) are folders,
+- the run store (``--runs``) and each image cache root (``--cache-dir`` / ``data.cache_dir``) are folders,
   or can be made, on a writable filesystem;
 - each data root holds images its metadata lists (none at all is refused; some missing is said once);
 - the pretrained weights of every run still to do are on this machine: one list, with the command that
@@ -16,7 +16,7 @@
 Stale images. The manifest records the image cache key of the run (it hashes every image's name, byte size
 and mtime, see :func:`cxr_bench.data.cache.cache_status`), and each sweep recomputes it, for completed runs
 too. A mismatch, with the same metadata files, means the images were written anew since the run. The sweep
-refuses, naming both keys, the data root and the two ways out (another ``--out`` for these images, or
+refuses, naming both keys, the data root and the two ways out (another ``--runs`` for these images, or
 delete the runs to redo them). It neither reuses nor re-runs, because only the user knows which is right:
 the key also changes when identical pixels are rewritten (an archive extracted again, a copy without
 ``cp -p``), and a silent re-run would spend the whole sweep again (weeks of GPU time for the paper profile)
@@ -155,7 +155,7 @@ def check_sweep(specs: Sequence[RunSpec], store: RunStore, *, data: bool = True)
     check = SweepCheck()
     configs = {s.run_id: RunConfig.from_dict(s.config) for s in specs}
     cache_roots = sorted({cache_root(c.data.cache_dir) for c in configs.values() if c.data.source == "cache"})
-    folders = [folder_problem(store.path, "the run store (--out)", RunStoreError)]
+    folders = [folder_problem(store.path, "the run store (--runs)", RunStoreError)]
     folders += [folder_problem(r, "the image cache folder (--cache-dir / data.cache_dir)", CacheError)
                 for r in cache_roots]
     check.problems += [p for p in folders if p is not None]
@@ -320,5 +320,5 @@ def _stale_runs(specs: Sequence[RunSpec], configs: dict[str, RunConfig], release
         f"the images under {where} changed since run {run_id}{others} in {store.path} used them: its image "
         f"cache key was {old[:16]}..., the images give {new[:16]}... now (same metadata files). Results from "
         f"other pixels are not reused and complete runs are not redone silently: to keep those results, run "
-        f"these images into another --out; to redo the runs on the current images, delete "
+        f"these images into another --runs; to redo the runs on the current images, delete "
         + ", ".join(str(store.path / r) for r, *_ in stale[:6]) + (" ..." if len(stale) > 6 else ""))

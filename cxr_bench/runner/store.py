@@ -1,6 +1,6 @@
 """The run store: where every run of every suite lives, and the record of what happened to it.
 
-Layout (``<out>`` is ``cxr-bench run --out``, default ``./runs``)::
+Layout (``<out>`` is ``cxr-bench run --runs``, default ``./runs``)::
 
     <out>/<suite>/<run_id>/
         config.json      the whole resolved RunConfig (RunConfig.to_dict())

@@ -40,7 +40,7 @@ def test_version_and_verbosity_after_the_subcommand(capsys):
 ])
 def test_typos_fail_before_any_work(tmp_path, capsys, flag, message):
     out = tmp_path / "runs"
-    rc = cli_main(["run", "--suite", "smoke", "--out", str(out), "--set", flag])
+    rc = cli_main(["run", "--suite", "smoke", "--runs", str(out), "--set", flag])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.startswith("cxr-bench: error: ") and "Traceback" not in err
     assert not out.exists()  # nothing was created: no cache, no run directory
@@ -49,7 +49,7 @@ def test_typos_fail_before_any_work(tmp_path, capsys, flag, message):
 def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = cli_main(["run", "--suite", "smoke", "--out", str(blocker), "--no-report"])
+    rc = cli_main(["run", "--suite", "smoke", "--runs", str(blocker), "--no-report"])
     err = capsys.readouterr().err
     assert rc == 2 and "cxr-bench: error:" in err and str(blocker) in err and "Traceback" not in err
 
@@ -59,7 +59,7 @@ def test_paper_dry_run_needs_no_data_and_shows_what_differs(tmp_path, capsys):
     from cxr_bench.utils.results_csv import read_results_csv
 
     out = tmp_path / "runs"
-    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--out", str(out)]) == 0
+    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--runs", str(out)]) == 0
     captured = capsys.readouterr()
     table, err = captured.out, captured.err
     header = table.splitlines()[0]
@@ -101,7 +101,7 @@ def test_without_report_packages_and_a_damaged_run_is_evaluated_again(tmp_path):
     """papermill, nbformat and nbconvert blocked: --help and a whole smoke sweep still work. Then a run's
     test predictions are cut mid-row: the next sweep evaluates it again and the numbers come back."""
     out = tmp_path / "runs"
-    first = _cli(["run", "--suite", "smoke", "--out", str(out)], tmp_path, BLOCK_REPORT_PACKAGES)
+    first = _cli(["run", "--suite", "smoke", "--runs", str(out)], tmp_path, BLOCK_REPORT_PACKAGES)
     assert first.returncode == 0, first.stderr[-3000:]
     assert re.search(r"reports not rendered \((papermill|nbformat|nbconvert) is not installed\)", first.stdout)
     store = out / "smoke"
@@ -114,7 +114,7 @@ def test_without_report_packages_and_a_damaged_run_is_evaluated_again(tmp_path):
     from cxr_bench.runner.store import verify_artifacts
 
     assert any("predictions/test.csv changed" in p for p in verify_artifacts(run_dir))
-    again = _cli(["run", "--suite", "smoke", "--out", str(out), "--no-report"], tmp_path)
+    again = _cli(["run", "--suite", "smoke", "--runs", str(out), "--no-report"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert verify_artifacts(run_dir) == []
     assert pred.read_bytes() == before  # the same model on the same images: the same file
@@ -128,6 +128,6 @@ def test_report_cli_choices_and_defaults_are_the_renderer_s():
     args = build_parser().parse_args(["report", "--runs", "r"])
     assert args.timeout == render.DEFAULT_CELL_TIMEOUT
     for name in render.TEMPLATES:
-        assert build_parser().parse_args(["report", "--runs", "r", "--only", name]).only == [name]
+        assert build_parser().parse_args(["report", "--runs", "r", "--template", name]).template == [name]
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["report", "--runs", "r", "--only", "no-such-report"])
+        build_parser().parse_args(["report", "--runs", "r", "--template", "no-such-report"])

@@ -11,7 +11,7 @@ from cxr_bench.models import list_heads, list_models, model_complexity
 
 
 def test_json_rows_match_model_complexity(capsys):
-    assert main(["models", "--img-size", "64", "--json", "--backbone", "mobilenet_v1", "--timm", "test_vit"]) == 0
+    assert main(["models", "--image-size", "64", "--json", "--backbone", "mobilenet_v1", "--timm", "test_vit"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["backbone"], r["head"]) for r in rows] == [
         (b, h) for b in ("mobilenet_v1", "timm:test_vit") for h in list_heads()]

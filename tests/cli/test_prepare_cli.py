@@ -15,7 +15,7 @@ def _cache_dir(out: str):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_prepare_every_layout_with_broken_files(make_phantom, cache_root, capsys, layout):
     root = make_phantom(n_patients=5, layout=layout, faults=("corrupt", "zero_byte", "rgba"))
-    rc = main(["prepare", "--data-root", str(root), "--size", "32", "--workers", "1",
+    rc = main(["prepare", "--data-root", str(root), "--image-size", "32", "--workers", "1",
                "--cache-dir", str(cache_root), "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -29,7 +29,7 @@ def test_prepare_every_layout_with_broken_files(make_phantom, cache_root, capsys
 
 
 def test_prepare_options_reach_the_cache(phantom_root, cache_root, capsys):
-    args = ["prepare", "--data-root", str(phantom_root), "--size", "24", "--workers", "2",
+    args = ["prepare", "--data-root", str(phantom_root), "--image-size", "24", "--workers", "2",
             "--grayscale", "lstar", "--resize", "bicubic", "--cache-dir", str(cache_root), "--no-progress"]
     assert main(args) == 0
     cache = ImageCache.open(_cache_dir(capsys.readouterr().out))
@@ -49,7 +49,7 @@ def test_prepare_errors_are_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_prepare_bundled_sample_by_default(capsys, tmp_path):
-    assert main(["prepare", "--size", "16", "--workers", "2", "--cache-dir", str(tmp_path), "--no-progress"]) == 0
+    assert main(["prepare", "--image-size", "16", "--workers", "2", "--cache-dir", str(tmp_path), "--no-progress"]) == 0
     cache = ImageCache.open(_cache_dir(capsys.readouterr().out))
     assert len(cache) == 1673 and cache.valid.all() and not cache.rejected
     assert np.asarray(cache.array).mean() > 20

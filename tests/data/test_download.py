@@ -88,7 +88,7 @@ def test_cli_download_parts_then_info_then_the_rest(phantom, tmp_path, capsys):
     site = _site(phantom)
     dest = tmp_path / "nih"
     with rs.serve(site) as base:
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1,3", "-q"]) == 0
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1,3", "-q"]) == 0
         out = capsys.readouterr().out
         assert "images_001.tar.gz" in out and "images_002.tar.gz" not in out
 
@@ -118,12 +118,12 @@ def test_cli_download_parts_then_info_then_the_rest(phantom, tmp_path, capsys):
 
         # The rest: only part 2 is fetched; finished parts and metadata are not asked for again.
         before = list(site.log)
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1-3", "-q"]) == 0
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1-3", "-q"]) == 0
         new = site.log[len(before):]
         assert [p for m, p, _ in new] == ["/images_002.tar.gz"]
     assert _pngs(dest / "images_002" / "images") == {n: (root / "images" / n).read_bytes() for n in chunks[1]}
     capsys.readouterr()
-    assert main(["data", "download", "--to", str(dest), "--verify"]) == 0
+    assert main(["data", "download", "--data-root", str(dest), "--verify"]) == 0
     assert capsys.readouterr().out.startswith("OK")
 
 
@@ -286,23 +286,23 @@ def test_unwritable_target_is_one_line_and_keeps_what_is_complete(phantom, tmp_p
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with rs.serve(site) as base:
-        assert main(["data", "download", "--base-url", base, "--to", str(blocker / "nih"), "-q"]) == 2
+        assert main(["data", "download", "--base-url", base, "--data-root", str(blocker / "nih"), "-q"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("cxr-bench: error: cannot create the data root") and str(blocker) in err
         assert err.count("\n") == 1
 
         dest = tmp_path / "nih"
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1", "-q"]) == 0
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1", "-q"]) == 0
         (dest / "images_002").write_text("a file where part 2's folder goes")
         capsys.readouterr()
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1-2", "-q"]) == 2
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1-2", "-q"]) == 2
         err = capsys.readouterr().err
         assert "images_002" in err and err.count("\n") == 1
         assert len(_pngs(dest / "images_001" / "images")) == 8
         # The downloaded archive is whole: kept, and not fetched again once the way is clear.
         assert (dest / "archives" / "images_002.tar.gz").read_bytes() == phantom[2][1]
         (dest / "images_002").unlink()
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1-2", "-q"]) == 0
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1-2", "-q"]) == 0
     assert len(site.gets("/images_002.tar.gz")) == 1 and len(_pngs(dest / "images_002" / "images")) == 8
 
 
@@ -323,7 +323,7 @@ def test_disk_full_keeps_the_partial_file_and_every_complete_part(phantom, tmp_p
     site.cut["/images_002.tar.gz"] = 1000  # deliver it in two pieces, so the first fits
     with rs.serve(site) as base:
         monkeypatch.setattr(dl, "_write_chunk", write_until_full)
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1-2", "--workers", "1",
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1-2", "--workers", "1",
                      "-q"]) == 2
         err = capsys.readouterr().err
         assert "No space left on device" in err and "images_002.tar.gz.part" in err and err.count("\n") == 1
@@ -332,7 +332,7 @@ def test_disk_full_keeps_the_partial_file_and_every_complete_part(phantom, tmp_p
         assert part.read_bytes() == archives[1][:1000]
 
         monkeypatch.setattr(dl, "_write_chunk", real)
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1-2", "-q"]) == 0
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1-2", "-q"]) == 0
     assert site.gets("/images_002.tar.gz")[-1] == "bytes=1000-"
     assert _pngs(dest / "images_002" / "images") == {n: (root / "images" / n).read_bytes() for n in chunks[1]}
 
@@ -342,25 +342,25 @@ def test_verify_against_own_and_a_colleagues_manifest(phantom, tmp_path, capsys)
     site = _site(phantom)
     dest = tmp_path / "nih"
     with rs.serve(site) as base:
-        assert main(["data", "download", "--base-url", base, "--to", str(dest), "--parts", "1-2",
+        assert main(["data", "download", "--base-url", base, "--data-root", str(dest), "--parts", "1-2",
                      "--keep-archives", "-q"]) == 0
     capsys.readouterr()
     colleague = tmp_path / "theirs.json"
     theirs = json.loads((dest / "cxr-bench-download.json").read_text())
     colleague.write_text(json.dumps(theirs))
-    assert main(["data", "download", "--to", str(dest), "--verify", str(colleague)]) == 0
+    assert main(["data", "download", "--data-root", str(dest), "--verify", str(colleague)]) == 0
     assert capsys.readouterr().out.startswith("OK")
 
     theirs["files"]["images_002.tar.gz"]["sha256"] = "0" * 64
     colleague.write_text(json.dumps(theirs))
     with open(dest / "archives" / "images_001.tar.gz", "r+b") as fh:
         fh.write(b"\0")
-    assert main(["data", "download", "--to", str(dest), "--verify", str(colleague)]) == 1
+    assert main(["data", "download", "--data-root", str(dest), "--verify", str(colleague)]) == 1
     out = capsys.readouterr().out
     assert "images_001.tar.gz: archive sha256" in out
     assert f"images_002.tar.gz: sha256 {hashlib.sha256(phantom[2][1]).hexdigest()} here, {'0' * 64}" in out
     (dest / "images_002" / "images" / phantom[1][1][0]).unlink()
-    assert main(["data", "download", "--to", str(dest), "--verify"]) == 1
+    assert main(["data", "download", "--data-root", str(dest), "--verify"]) == 1
     assert "images_002.tar.gz: 7 of its 8 images" in capsys.readouterr().out
 
 

@@ -112,7 +112,7 @@ def test_train_on_a_bad_split_list_exits_2_before_training(phantom_root, tmp_pat
     config = tmp_path / "run.json"
     config.write_text(json.dumps(H.config_dict(root)))
     run = tmp_path / "run"
-    assert main(["train", "--config", str(config), "--run-dir", str(run), "--no-progress"]) == 2
+    assert main(["train", "--config", str(config), "--run", str(run), "--no-progress"]) == 2
     _one_line_error(capsys.readouterr().err, *needles)
     assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
 
@@ -131,7 +131,7 @@ def test_broken_images_are_reported_skips_and_never_counted(make_phantom, tmp_pa
     faulty = read_phantom_manifest(root)["faults"]
     assert sorted(faulty.values()) == sorted(REJECTING_FAULTS)
     cache_dir = tmp_path / "cache"
-    assert main(["prepare", "--data-root", str(root), "--size", "32", "--workers", "1", "--cache-dir",
+    assert main(["prepare", "--data-root", str(root), "--image-size", "32", "--workers", "1", "--cache-dir",
                  str(cache_dir), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"rejected: {len(REJECTING_FAULTS)}" in out
@@ -159,14 +159,14 @@ def test_a_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys, kind):
     bad.write_bytes(b'[suite]\nname = "\xff\xfe"\n' if kind == "suite.toml" else
                     b'{"name": "\xff"}' if kind == "config.json" else b'name = "\xff"\n')
     args = (["run", "--suite", str(bad), "--dry-run"] if kind == "suite.toml" else
-            ["train", "--config", str(bad), "--run-dir", str(tmp_path / "run")])
+            ["train", "--config", str(bad), "--run", str(tmp_path / "run")])
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, kind)
 
 
 # ------------------------------------------------------------------ the images folder and the image cache
 def _prepare(root: Path, cache_dir: Path, *extra: str) -> int:
-    return main(["prepare", "--data-root", str(root), "--size", "32", "--workers", "1", "--cache-dir",
+    return main(["prepare", "--data-root", str(root), "--image-size", "32", "--workers", "1", "--cache-dir",
                  str(cache_dir), "--no-progress", *extra])
 
 
@@ -301,7 +301,7 @@ def test_a_disk_that_fills_up_during_prepare_is_one_line_and_the_rerun_resumes(m
 
     disk = tmpfs("2m")
     log = tmp_path / "prepare.log"
-    proc = H.spawn(["-c", SLOW_PREPARE, "prepare", "--data-root", root, "--size", "32", "--workers", "1",
+    proc = H.spawn(["-c", SLOW_PREPARE, "prepare", "--data-root", root, "--image-size", "32", "--workers", "1",
                     "--cache-dir", disk / "cache", "--no-progress"], log=log)
     try:
         journal = H.wait_for(lambda: next((p for p in disk.glob(f"cache/*/{DONE_FILE}")

@@ -43,12 +43,12 @@ def _assert_same_run(run: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(phantom_root, tmp_path_factory) -> tuple[list[str], dict[str, Path]]:
-    """(``cxr-bench run`` arguments without --out, run id -> run dir) of one uninterrupted two-run sweep."""
+    """(``cxr-bench run`` arguments without --runs, run id -> run dir) of one uninterrupted two-run sweep."""
     tmp = tmp_path_factory.mktemp("reference")
     suite = H.write_suite(tmp / "killme.toml", "killme", {"optim.lr": [0.01, 0.02]},
                           base={"optim.epochs": 3, "optim.max_steps_per_epoch": 3})
     args = ["run", "--suite", str(suite), "--data-root", str(phantom_root), "--no-report"]
-    ref = H.cli([*args, "--out", tmp / "runs"])
+    ref = H.cli([*args, "--runs", tmp / "runs"])
     assert ref.returncode == 0, ref.stderr
     runs = H.run_dirs(tmp / "runs" / "killme")
     assert len(runs) == 2
@@ -59,7 +59,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_every_run_once(reference, tmp_pat
     args, ref_runs = reference
     store = tmp_path / "store" / "killme"
     log = tmp_path / "sweep.log"
-    proc = H.spawn(["-m", "cxr_bench", *args, "--out", tmp_path / "store"], log=log)
+    proc = H.spawn(["-m", "cxr_bench", *args, "--runs", tmp_path / "store"], log=log)
 
     def one_done_one_mid_training() -> str | None:
         if not store.is_dir():
@@ -79,7 +79,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_every_run_once(reference, tmp_pat
     manifest = H.strict_json(store / killed / "manifest.json")
     assert manifest["status"] == "running"  # what the kill left: an interrupted run, lock released
 
-    again = H.cli([*args, "--out", tmp_path / "store"])
+    again = H.cli([*args, "--runs", tmp_path / "store"])
     assert again.returncode == 0, again.stderr
     runs = H.run_dirs(store)
     assert runs.keys() == ref_runs.keys()
@@ -106,7 +106,7 @@ def test_sigkill_during_evaluation_then_rerun_gives_the_same_metrics(reference, 
     run = tmp_path / "run"
     marker = tmp_path / "evaluating"
     log = tmp_path / "train.log"
-    proc = H.spawn(["-c", STALL_IN_EVALUATION, marker, "train", "--config", config, "--run-dir", run,
+    proc = H.spawn(["-c", STALL_IN_EVALUATION, marker, "train", "--config", config, "--run", run,
                     "--no-progress"], log=log)
     try:
         H.wait_for(marker.exists, proc, "the evaluation to start", log=log)
@@ -117,7 +117,7 @@ def test_sigkill_during_evaluation_then_rerun_gives_the_same_metrics(reference, 
     assert (run / "predictions" / "test.csv").is_file()
     assert not (run / "metrics.json").exists()
 
-    again = H.cli(["train", "--config", config, "--run-dir", run, "--no-progress"])
+    again = H.cli(["train", "--config", config, "--run", run, "--no-progress"])
     assert again.returncode == 0, again.stderr
     _assert_same_run(run, ref_run)
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2, 3]

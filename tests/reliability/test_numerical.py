@@ -48,7 +48,7 @@ def test_diverging_run_fails_alone_and_a_label_absent_from_test_is_reported(phan
     assert _without_label_in_test(phantom_root, root, DROPPED) > 0
     suite = H.write_suite(tmp_path / "numerics.toml", "numerics", {"optim.lr": [1e30, 0.01]},
                           base={"optim.epochs": 2})
-    rc = main(["run", "--suite", str(suite), "--data-root", str(root), "--out", str(tmp_path / "runs"),
+    rc = main(["run", "--suite", str(suite), "--data-root", str(root), "--runs", str(tmp_path / "runs"),
                "--no-report"])
     captured = capsys.readouterr()
     assert rc == 1  # one run failed; the sweep still ran the other

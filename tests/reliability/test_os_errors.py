@@ -43,7 +43,7 @@ def _one_line_error(err: str, *needles: str) -> str:
 
 
 def _run(suite: Path, root: Path, out: Path, *extra: str) -> int:
-    return main(["run", "--suite", str(suite), "--data-root", str(root), "--out", str(out), "--no-report",
+    return main(["run", "--suite", str(suite), "--data-root", str(root), "--runs", str(out), "--no-report",
                  *map(str, extra)])
 
 
@@ -71,7 +71,7 @@ def test_a_run_store_on_a_read_only_filesystem_is_one_line(suite, phantom_root, 
     with ctx as ro:
         out = ro / "runs"
         assert _run(suite, phantom_root, out) == 2
-        _one_line_error(capsys.readouterr().err, f"the run store (--out) {out / SUITE}: {ro} {why}")
+        _one_line_error(capsys.readouterr().err, f"the run store (--runs) {out / SUITE}: {ro} {why}")
         assert list(ro.iterdir()) == []
 
 

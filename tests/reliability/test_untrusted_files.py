@@ -137,7 +137,7 @@ def test_suite_file_names_cannot_escape_the_store(tmp_path, capsys, monkeypatch,
     monkeypatch.chdir(work)
     before = sorted(p for p in tmp_path.rglob("*"))
 
-    assert main(["run", "--suite", str(suite), "--out", "runs", "--dry-run"]) == 2
+    assert main(["run", "--suite", str(suite), "--runs", "runs", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cxr-bench: error:") and err.count("\n") == 1 and "Traceback" not in err
     assert "evil.toml" in err and repr(name) in err
@@ -236,7 +236,7 @@ def test_slurm_injection_through_cxr_bench_run(tmp_path, capsys):
 
     marker = tmp_path / "PWNED"
     out = tmp_path / "runs"
-    rc = main(["run", "--suite", "smoke", "--out", str(out), "--launcher", "submitit",
+    rc = main(["run", "--suite", "smoke", "--runs", str(out), "--launcher", "submitit",
                "--slurm-extra", f"account=abc\ntouch {marker}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("cxr-bench: error: command line: SLURM extra option 'account'")
@@ -262,7 +262,7 @@ def test_run_name_cannot_reach_objects_or_the_environment(tmp_path, monkeypatch,
     suite.write_text(suite.read_text().replace('name = "evil"', f'name = "evil"\nrun_name = {json.dumps(template)}', 1))
     with pytest.raises(ConfigError, match=r"evil.toml: \[suite\] run_name .* is not a config field"):
         load_suite(suite)
-    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
+    assert main(["run", "--suite", str(suite), "--runs", str(tmp_path / "runs"), "--dry-run"]) == 2
     out, err = capsys.readouterr()
     assert "hunter2" not in out + err and err.startswith("cxr-bench: error:") and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()

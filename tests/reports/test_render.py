@@ -67,7 +67,7 @@ def rendered(tmp_path_factory, store_factory):
     ids["hostile_suite"], _ = store_factory.write_run(root, SUITE, {**base, "model.backbone": "alexnet"}, strength=0.6)
     ids["hostile_failed"] = failed
     out = root.parent / "report"
-    assert main(["report", "--runs", str(root), "--out", str(out)]) == 0
+    assert main(["report", "--runs", str(root), "--out-dir", str(out)]) == 0
     return root, ids, out, {name: (out / f"{name}.html").read_text() for name in TEMPLATES}
 
 
@@ -136,7 +136,7 @@ def test_report_targets_follow_run_out_layout(run_store, tmp_path):
 @pytest.mark.slow
 def test_cli_default_output_is_where_run_writes(run_store, capsys):
     root, _ = run_store
-    assert main(["report", "--runs", str(root), "--suite", "ablations", "--only", "leaderboard"]) == 0
+    assert main(["report", "--runs", str(root), "--suite", "ablations", "--template", "leaderboard"]) == 0
     html = root / "ablations" / "reports" / "leaderboard.html"
     assert html.is_file() and f"leaderboard: {html}" in capsys.readouterr().out
     assert not (root / "wang2017" / "reports").exists()
@@ -144,7 +144,7 @@ def test_cli_default_output_is_where_run_writes(run_store, capsys):
 
 def test_empty_store_warns_and_exits_non_zero(tmp_path, capsys, store_factory):
     (tmp_path / "runs").mkdir()
-    assert main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["report", "--runs", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "o")]) == 1
     assert "warning: no completed run" in capsys.readouterr().err and not (tmp_path / "o").exists()
     # Only a failed run: still nothing to report, and the warning counts it.
     store_factory.write_run(tmp_path / "runs", "s", {"seed": 3}, strength=0.0, status="failed")

@@ -37,7 +37,7 @@ name = "w"
 grid = {{ "model.pretrained" = ["cache", "{nope}"] }}
 """)
     out, cache = tmp_path / "runs", tmp_path / "cache"
-    rc = main(["run", "--suite", str(suite), "--data-root", str(phantom_root), "--out", str(out), "--cache-dir",
+    rc = main(["run", "--suite", str(suite), "--data-root", str(phantom_root), "--runs", str(out), "--cache-dir",
                str(cache), "--no-report"])
     err = capsys.readouterr().err
     (line,) = [x for x in err.splitlines() if x.startswith("cxr-bench: error:")]
@@ -71,7 +71,7 @@ def test_a_data_root_without_images_is_one_message_and_a_partial_one_a_note(writ
     images = sorted((partial / "images").iterdir())
     for p in images[:3]:
         p.unlink()
-    assert main(["run", "--suite", str(suite), "--data-root", str(partial), "--out", str(tmp_path / "runs"),
+    assert main(["run", "--suite", str(suite), "--data-root", str(partial), "--runs", str(tmp_path / "runs"),
                  "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert f"note: data root {partial}: 3 of the 40 listed images are missing" in err
@@ -90,7 +90,7 @@ def test_a_data_root_without_images_is_one_message_and_a_partial_one_a_note(writ
 def test_folder_problems_name_the_path_and_create_nothing(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert "is a file, not a folder" in str(folder_problem(blocker, "the run store (--out)", RunStoreError))
+    assert "is a file, not a folder" in str(folder_problem(blocker, "the run store (--runs)", RunStoreError))
     below = folder_problem(blocker / "a" / "b", "the image cache folder", CacheError)
     assert isinstance(below, CacheError) and f"{blocker / 'a' / 'b'}: {blocker} is a file" in str(below)
     assert folder_problem(tmp_path / "new" / "deeper", "x", RunStoreError) is None
@@ -150,7 +150,7 @@ def test_runs_computed_on_other_images_are_refused_naming_both_keys(write_suite,
     (problem,) = check.problems
     msg = str(problem)
     assert isinstance(problem, RunStoreError) and "\n" not in msg
-    for needle in (f"run {a.run_id}", old[:16], now[:16], str(root), "another --out", str(a.path)):
+    for needle in (f"run {a.run_id}", old[:16], now[:16], str(root), "another --runs", str(a.path)):
         assert needle in msg, needle
     assert str(b.path) not in msg
 

@@ -47,7 +47,7 @@ def test_a_phantom_root_is_made_only_when_asked_once_and_deterministically(tmp_p
 
 @pytest.mark.slow
 def test_the_sanity_run_scores_far_above_chance(tmp_path, capsys):
-    assert cli_main(["run", "--suite", "wang2017", "--only", "sanity", "--out", str(tmp_path), "--no-report"]) == 0
+    assert cli_main(["run", "--suite", "wang2017", "--only", "sanity", "--runs", str(tmp_path), "--no-report"]) == 0
     (run_dir,) = [p for p in (tmp_path / "wang2017").iterdir() if (p / "metrics.json").is_file()]
     m = read_json(run_dir / "metrics.json")
     # Chance is 0.5. The floor is far below what the run reaches (about 0.96) and far above chance, so a

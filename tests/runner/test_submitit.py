@@ -105,7 +105,7 @@ def test_sbatch_script_from_options(tmp_path: Path, monkeypatch):
 @pytest.mark.slow
 def test_submitit_local_executor_end_to_end(two_head_suite: Path, phantom_root: Path, tmp_path: Path, capsys):
     out = tmp_path / "runs"
-    args = ["run", "--suite", str(two_head_suite), "--data-root", str(phantom_root), "--out", str(out),
+    args = ["run", "--suite", str(two_head_suite), "--data-root", str(phantom_root), "--runs", str(out),
             "--no-report", "--launcher", "submitit", "--submitit-cluster", "local", "--local-parallelism", "2",
             "--slurm-gpus-per-node", "0", "--slurm-timeout-min", "20"]
     assert cli_main(args) == 0

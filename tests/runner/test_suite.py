@@ -244,7 +244,7 @@ def test_cli_suites_lists_counts(capsys):
 
 
 def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
-    assert cli_main(["run", "--suite", "wang2017", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert cli_main(["run", "--suite", "wang2017", "--dry-run", "--runs", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "NOT comparable with the paper" in captured.err
     ids = {r.run_id for r in load_suite("wang2017").expand("sample")}
@@ -252,7 +252,7 @@ def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
     assert len(rows) == WANG_RUNS_PER_SEED['sample'] and {x.split()[0] for x in rows} == ids
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
-    assert cli_main(["run", "--suite", "wang2017", "--dry-run", "--only", "vgg*", "--out", str(tmp_path)]) == 0
+    assert cli_main(["run", "--suite", "wang2017", "--dry-run", "--only", "vgg*", "--runs", str(tmp_path)]) == 0
     rows = _table_rows(capsys.readouterr().out)
     vgg = {r.run_id for r in load_suite("wang2017").expand("sample") if r.config.model.backbone == "vgg16"}
     assert len(rows) == 2 and {x.split()[0] for x in rows} == vgg  # 2 label sets (frozen: paper profile only)
@@ -265,9 +265,9 @@ def _table_rows(out: str) -> list[str]:
 
 def test_cli_paper_profile_needs_data_root(capsys, tmp_path: Path):
     # A dry run plans the paper profile without the data (19.1); running it needs --data-root.
-    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--runs", str(tmp_path)]) == 0
     assert len(_table_rows(capsys.readouterr().out)) == len(load_suite("wang2017").expand("paper"))
-    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--out", str(tmp_path)]) == 2
+    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--runs", str(tmp_path)]) == 2
     assert "--data-root" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -516,7 +516,7 @@ def test_bad_values_name_their_source(tmp_path, write_suite, two_heads, capsys):
     with pytest.raises(ConfigError, match=r"^--set optim\.lrr=1: unknown config key 'optim.lrr'"):
         parse_overrides(["optim.lrr=1"])
     # Through the command line: exit 2, one line naming the flag.
-    assert cli_main(["run", "--suite", str(suite.path), "--dry-run", "--out", str(tmp_path / "runs"),
+    assert cli_main(["run", "--suite", str(suite.path), "--dry-run", "--runs", str(tmp_path / "runs"),
                      "--set", "optim.lr=nan"]) == 2
     err_text = capsys.readouterr().err
     assert err_text.startswith("cxr-bench: error: --set optim.lr=nan: config key 'optim.lr'") and err_text.count("\n") == 1

@@ -36,7 +36,7 @@ grid = { "optim.lr" = [1e35, 0.001] }
 
 
 def _run(suite: Path, data_root: Path, out: Path, *extra: str) -> int:
-    return cli_main(["run", "--suite", str(suite), "--data-root", str(data_root), "--out", str(out),
+    return cli_main(["run", "--suite", str(suite), "--data-root", str(data_root), "--runs", str(out),
                      "--no-report", *extra])
 
 
@@ -144,7 +144,7 @@ def test_killed_sweep_resumes(write_suite, two_heads, phantom_root, tmp_path):
     a, b = store.run(first.run_id), store.run(second.run_id)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CXR_BENCH_PROGRESS": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "cxr_bench", "run", "--suite", str(suite), "--data-root",
-                             str(phantom_root), "--out", str(out), "--no-report"], env=env,
+                             str(phantom_root), "--runs", str(out), "--no-report"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for(lambda: a.completed, 600, "the first run to complete")
@@ -161,7 +161,7 @@ def test_killed_sweep_resumes(write_suite, two_heads, phantom_root, tmp_path):
     assert 1 <= epochs_before < EPOCHS
 
     a_metrics = a.metrics_path.read_bytes()
-    assert cli_main(["run", "--suite", str(suite), "--data-root", str(phantom_root), "--out", str(out),
+    assert cli_main(["run", "--suite", str(suite), "--data-root", str(phantom_root), "--runs", str(out),
                      "--no-report"]) == 0
     assert a.metrics_path.read_bytes() == a_metrics and len(a.manifest()["attempts"]) == 1
     m = b.manifest()
@@ -230,7 +230,7 @@ def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two
     out = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CXR_BENCH_PROGRESS": "0"}
     proc = subprocess.run([sys.executable, "-m", "cxr_bench", "run", "--suite", str(suite), "--data-root", str(root),
-                           "--out", str(out), "--no-report"], env=env, capture_output=True, text=True, timeout=900)
+                           "--runs", str(out), "--no-report"], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     console = proc.stdout + proc.stderr
     store = RunStore(out, "tiny")
@@ -266,7 +266,7 @@ def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two
     assert _run(suite, root, out) == 2
     err = capsys.readouterr().err
     (line,) = [x for x in err.splitlines() if x.startswith("cxr-bench: error:")]
-    for needle in (old_key[:16], new_key[:16], str(root.resolve()), "another --out", str(rds[0].path),
+    for needle in (old_key[:16], new_key[:16], str(root.resolve()), "another --runs", str(rds[0].path),
                    str(rds[1].path)):
         assert needle in line, needle
     assert [rd.metrics_path.stat().st_mtime_ns for rd in rds] == stamps
