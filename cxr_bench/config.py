@@ -239,9 +239,22 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 }
 
 
-def get_dotted(obj: Any, key: str) -> Any:
+_REQUIRED = object()
+
+
+def get_dotted(obj: Any, key: str, default: Any = _REQUIRED) -> Any:
+    """``get_dotted(cfg, "data.image_size")``: the value at a dotted key of a config, a config section or a
+    nested dict (a manifest), the one dotted-key getter of the package. Without ``default`` a missing key
+    raises :class:`ConfigError`; with it, ``default`` is returned."""
     for part in key.split("."):
-        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+        if isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        elif not isinstance(obj, dict) and dataclasses.is_dataclass(obj) and hasattr(obj, part):
+            obj = getattr(obj, part)
+        elif default is _REQUIRED:
+            raise ConfigError(f"unknown config key {key!r}")
+        else:
+            return default
     return obj
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..config import RunConfig
+from ..config import RunConfig, get_dotted
 from ..data.labels import CHESTXRAY14
 from ..errors import ConfigError, RunStoreError
 from ..metrics.paired import PAIRED_COLUMNS, paired_comparison
@@ -428,10 +428,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _factors(rec: RunRecord) -> dict[str, str]:
     """The run's identity config as ``factor -> value`` (paths and worker counts dropped)."""
-    try:
-        ident = RunConfig.from_dict(rec.config).identity_dict(full=True)
-    except ConfigError as e:
-        raise RunStoreError(f"{rec.run_dir}/config.json: {e}") from e
+    ident = rec.config.identity_dict(full=True)
     flat = _flatten(ident)
     out: dict[str, list[str]] = {}
     for k, v in sorted(flat.items()):
@@ -454,9 +451,7 @@ def _display_value(rec: RunRecord, factor: str) -> str:
 
 def _baseline_first(pair: tuple[RunRecord, RunRecord], factor: str) -> tuple[RunRecord, RunRecord]:
     """Order a pair so that ``a`` holds the RunConfig default of ``factor`` (the usual baseline)."""
-    default: Any = RunConfig()
-    for part in factor.split("."):
-        default = getattr(default, part, None)
+    default = get_dotted(RunConfig(), factor, None)
     x, y = pair
     if y.cfg(factor) == default and x.cfg(factor) != default:
         return y, x

@@ -53,7 +53,7 @@ import pandas as pd
 from ..config import RunConfig, get_dotted
 from ..data.bundled import SAMPLE_N_IMAGES
 from ..data.labels import CHESTXRAY14
-from ..errors import ConfigError, CxrBenchError, RunStoreError
+from ..errors import CxrBenchError, RunStoreError
 from ..utils.io import csv_text, write_csv
 from .expert import EXPERT_COLUMNS, expert_columns
 from .runs import RunRecord, iter_runs
@@ -209,13 +209,9 @@ class Leaderboard:
 
 
 def _dig(d: dict[str, Any], dotted: str) -> Any:
-    """The value at ``dotted`` of a nested dict; None when absent or empty."""
-    cur: Any = d
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return None if cur in ("", {}) else cur
+    """The manifest value at ``dotted`` (:func:`cxr_bench.config.get_dotted`); None when absent or empty."""
+    value = get_dotted(d, dotted, None)
+    return None if value in ("", {}) else value
 
 
 def _pretrained_label(value: Any) -> str:
@@ -236,16 +232,10 @@ def _metadata_sha(manifest: dict[str, Any]) -> str:
 
 
 def factor_values(rec: RunRecord) -> dict[str, Any]:
-    """:data:`FACTOR_COLUMNS` of one run, from its config resolved with today's defaults (so a field added
-    since the run was made shows the default the run effectively used)."""
-    try:
-        cfg: Any = RunConfig.from_dict(rec.config)
-    except ConfigError as e:  # a config from another version: take what its file says
-        log.warning("%s/config.json: %s; its factor columns are read from the file as is", rec.run_dir, e)
-        cfg = None
+    """:data:`FACTOR_COLUMNS` of one run, from its config."""
     out: dict[str, Any] = {}
     for col, (key, kind) in FACTORS.items():
-        v = get_dotted(cfg, key) if cfg is not None else rec.cfg(key)
+        v = get_dotted(rec.config, key)
         if col == "pretrained":
             v = _pretrained_label(v)
         elif kind == "json" and v is not None:

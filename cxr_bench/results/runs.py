@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import RunStoreError
+from ..config import RunConfig, get_dotted
+from ..errors import ConfigError, RunStoreError
 from ..metrics.predictions import Predictions, read_predictions
 from ..runner.store import RunDir, Status, read_json_object, verify_artifacts
 
@@ -39,21 +40,27 @@ _AUC_TOLERANCE = 1e-9
 
 @dataclass
 class RunRecord:
-    """One run directory, read lazily: config/manifest/status eagerly, metrics and predictions on demand."""
+    """One run directory, read lazily: config/manifest/status eagerly, metrics and predictions on demand.
+
+    ``config`` is the run's :class:`~cxr_bench.config.RunConfig`, parsed once from its ``config.json``."""
 
     run_dir: Path
     suite: str
     run_id: str
-    config: dict[str, Any]
+    config: RunConfig
     manifest: dict[str, Any] = field(default_factory=dict)
     _predictions: dict[str, Predictions] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, run_dir: str | Path, suite: str | None = None) -> RunRecord:
         run_dir = Path(run_dir).resolve()
-        config = read_json_object(run_dir / "config.json")
-        if config is None:
+        raw = read_json_object(run_dir / "config.json")
+        if raw is None:
             raise RunStoreError(f"{run_dir}: no config.json; not a run directory")
+        try:
+            config = RunConfig.from_dict(raw)
+        except ConfigError as e:
+            raise RunStoreError(f"{run_dir / 'config.json'}: {e}") from None
         manifest = RunDir(run_dir, run_dir.name).manifest()
         suite_name = suite or _suite_name(manifest) or run_dir.parent.name
         run_id = str(manifest.get("run_id") or run_dir.name)
@@ -100,13 +107,8 @@ class RunRecord:
 
     # ------------------------------------------------------------------ config shortcuts
     def cfg(self, dotted: str, default: Any = None) -> Any:
-        """``rec.cfg("data.label_set")``: a config value by dotted key."""
-        cur: Any = self.config
-        for part in dotted.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                return default
-            cur = cur[part]
-        return cur
+        """``rec.cfg("data.label_set")``: :func:`cxr_bench.config.get_dotted` of the run's config."""
+        return get_dotted(self.config, dotted, default)
 
     @property
     def is_bundled_sample(self) -> bool:
@@ -115,7 +117,7 @@ class RunRecord:
         data = self.manifest.get("data")
         if isinstance(data, dict) and "is_bundled_sample" in data:
             return bool(data["is_bundled_sample"])
-        return self.cfg("data.root") is None
+        return self.config.data.root is None
 
     # ------------------------------------------------------------------ artifacts
     @cached_property
@@ -132,7 +134,7 @@ class RunRecord:
         if not labels:
             from ..data.labels import get_label_set
 
-            labels = list(get_label_set(self.cfg("data.label_set", "chestxray14")).labels)
+            labels = list(get_label_set(self.config.data.label_set).labels)
         return list(labels)
 
     def predictions_path(self, split: str = "test") -> Path:

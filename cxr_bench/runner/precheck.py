@@ -153,7 +153,7 @@ def check_sweep(specs: Sequence[RunSpec], store: RunStore, *, data: bool = True)
     the ``--data-root`` its profile needs.
     """
     check = SweepCheck()
-    configs = {s.run_id: RunConfig.from_dict(s.config) for s in specs}
+    configs = {s.run_id: s.config for s in specs}
     cache_roots = sorted({cache_root(c.data.cache_dir) for c in configs.values() if c.data.source == "cache"})
     folders = [folder_problem(store.path, "the run store (--runs)", RunStoreError)]
     folders += [folder_problem(r, "the image cache folder (--cache-dir / data.cache_dir)", CacheError)

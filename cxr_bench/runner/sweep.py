@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import RunConfig
+from ..config import RunConfig, get_dotted
 from ..data.release import PHANTOM_PREFIX
 from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError, errno_suffix
 from ..utils.clock import utc_now
@@ -68,7 +68,7 @@ class RunSpec:
     store_root: str
     suite: str
     run_id: str
-    config: dict[str, Any]
+    config: RunConfig
     suite_record: dict[str, Any]
     nproc: int = 1
     launcher: dict[str, Any] = field(default_factory=dict)
@@ -77,7 +77,7 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return str(self.config.get("name") or self.run_id)
+        return self.config.name or self.run_id
 
 
 @dataclass
@@ -165,7 +165,7 @@ def execute_run(spec: RunSpec, *, progress: bool | None = None) -> RunOutcome:
     """Execute one run into the store (see the module docstring). Never raises for a failing run: the
     failure is recorded in the run's manifest and returned as a ``failed`` outcome."""
     rd = RunStore(spec.store_root, spec.suite).run(spec.run_id)
-    cfg = RunConfig.from_dict(spec.config)
+    cfg = spec.config
     if cfg.run_id() != spec.run_id:
         raise RunStoreError(f"run {spec.run_id}: config hashes to {cfg.run_id()}; the spec is inconsistent")
     try:
@@ -374,7 +374,7 @@ def cache_groups(specs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
     """
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
-        cfg = RunConfig.from_dict(spec.config)
+        cfg = spec.config
         if cfg.data.source == "cache":
             groups.setdefault((*image_group(cfg), cfg.data.cache_dir), []).append(spec)
     return groups
@@ -403,11 +403,11 @@ def prepare_caches(specs: Sequence[RunSpec], *, progress: bool | None = None) ->
 
     report = CacheReport()
     for group in cache_groups(specs).values():
-        d = RunConfig.from_dict(group[0].config).data
+        d = group[0].config.data
         what = f"image cache {d.image_size}px/{d.grayscale} of {d.root or 'the bundled sample'}"
         t0 = time.monotonic()
         try:
-            cache = load_run_data(RunConfig.from_dict(group[0].config), progress=progress).train.cache
+            cache = load_run_data(group[0].config, progress=progress).train.cache
         except Exception as e:  # one report for every run that needs this cache
             if stops_the_sweep(e):  # a full disk: the next cache, and every run, would fail the same way
                 raise
@@ -433,7 +433,7 @@ class Launcher(Protocol):
 def plan_specs(suite: Suite, runs: Sequence[SuiteRun], profile: str | None, out: str | os.PathLike,
                *, nproc: int = 1, launcher: str = "local") -> list[RunSpec]:
     store = RunStore(out, suite.name)
-    return [RunSpec(str(store.root), suite.name, r.run_id, r.config.to_dict(), r.suite_record(suite, profile),
+    return [RunSpec(str(store.root), suite.name, r.run_id, r.config, r.suite_record(suite, profile),
                     nproc=nproc, launcher={"kind": launcher}) for r in runs]
 
 
@@ -480,7 +480,7 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
     for spec in specs:
         spec.cache_key = check.image_keys.get(spec.run_id)  # the built cache's key replaces it (same value)
         rd = store.run(spec.run_id)
-        root = spec.config["data"]["root"]
+        root = spec.config.data.root
         try:
             if root not in records:
                 records[root] = data_record(root)
@@ -566,12 +566,6 @@ def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | 
     return SweepPlan(suite, profile, runs, total, banner, without_data)
 
 
-def _get(cfg: RunConfig, key: str) -> Any:
-    from ..config import get_dotted
-
-    return get_dotted(cfg, key)
-
-
 # ---------------------------------------------------------------------------------------------- tables
 def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
                   times: dict[str, str] | None = None) -> str:
@@ -586,7 +580,7 @@ def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
         if store is not None:
             rd = store.run(r.run_id)
             done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
-        rows.append([r.run_id, ",".join(r.blocks), *(str(_get(r.config, f)) for f in factors), done,
+        rows.append([r.run_id, ",".join(r.blocks), *(str(get_dotted(r.config, f)) for f in factors), done,
                      *([times.get(r.run_id, "")] if times is not None else []),
                      ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])
     heads = [f.split(".")[0] if f.endswith(".name") else f.split(".")[-1] for f in factors]

@@ -239,8 +239,7 @@ def test_ablation_tables_format_p_and_withhold_few(ctx):
 
 def test_localization_note_on_coarse_heatmaps(ctx, tmp_path):
     rec = tables.localized_runs(ctx)[0]
-    clone = RunRecord(tmp_path, rec.suite, rec.run_id, {**rec.config, "data": {**rec.config["data"],
-                                                                              "image_size": 64}})
+    clone = RunRecord(tmp_path, rec.suite, rec.run_id, rec.config.replace(**{"data.image_size": 64}))
     (tmp_path / "localization.json").write_text(json.dumps({"heatmap_shape": [2, 2], "n_boxes": 60}))
     note = tables.localization_note(clone)
     assert "2 x 2 cells" in note and "64-px input" in note and "Only 60 ground-truth boxes" in note
