@@ -59,7 +59,7 @@ def localize_completed(store: RunStore) -> list[str]:
             failed.append(run_id)
     lines = [f"localization: {done} run(s) scored against BBox_List_2017"] if done else []
     if failed:
-        lines.append(f"localization failed for {', '.join(failed)}; retry: cxr-bench localize --run RUN_DIR")
+        lines.append(f"localization failed for {', '.join(failed)}; retry: cxr-bench localize --run-dir RUN_DIR")
     return lines
 
 
@@ -85,6 +85,6 @@ def render_store_reports(store: RunStore) -> list[str]:
 # In order: localization first, since the leaderboard and reports show its columns.
 POST_SWEEP: tuple[Callable[[RunStore], list[str]], ...] = (localize_completed, write_leaderboard_csv,
                                                            render_store_reports)
-_RETRY = {"localize_completed": "cxr-bench localize --run RUN_DIR",
+_RETRY = {"localize_completed": "cxr-bench localize --run-dir RUN_DIR",
           "write_leaderboard_csv": "cxr-bench leaderboard --runs {store}",
           "render_store_reports": "cxr-bench report --runs {store} --suite {suite}"}

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "average false positives at T(IoBB) and T(IoU). Writes RUN_DIR/localization.csv, "
                     "localization.json, localization_boxes.csv and figures/localization.png.",
     )
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory (<out>/<suite>/<run_id>/)")
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="a run directory (<out>/<suite>/<run_id>/)")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="NIH release folder (default: the run's data.root; the bundled sample if it had none)")
     p.add_argument("--out", default=None, metavar="FILE", help="table path (default RUN_DIR/localization.csv)")
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.localize import localize_run
     from ..results.localization import localization_report_table
 
-    res = localize_run(args.run, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
+    res = localize_run(args.run_dir, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
                        device=args.device, batch_size=args.batch_size, n_figure=args.figure_images,
                        progress=False if args.no_progress else None)
     s = res.summary

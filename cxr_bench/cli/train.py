@@ -1,7 +1,7 @@
 """``cxr-bench train``: train and evaluate one run from a config file (also the torchrun entry point).
 
-    cxr-bench train --config run.toml --run runs/x --set optim.lr=0.01 --set data.image_size=128
-    torchrun --nproc_per_node=2 -m cxr_bench train --config run.toml --run runs/x
+    cxr-bench train --config run.toml --run-dir runs/x --set optim.lr=0.01 --set data.image_size=128
+    torchrun --nproc_per_node=2 -m cxr_bench train --config run.toml --run-dir runs/x
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "runs this command and rank 0 writes the files.",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="run config (.json or .toml)")
-    p.add_argument("--run", required=True, metavar="DIR", help="where checkpoints, predictions and "
+    p.add_argument("--run-dir", required=True, metavar="DIR", help="where checkpoints, predictions and "
                    "metrics.json go")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config field, e.g. optim.lr=0.01 (value parsed as TOML, else a string); "
@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**parse_overrides(args.overrides))
     if is_phantom(cfg.data.root) and rank == 0:
         materialize_phantom(str(cfg.data.root))
-    metrics = train_run(cfg, Path(args.run), progress=False if args.no_progress else None)
+    metrics = train_run(cfg, Path(args.run_dir), progress=False if args.no_progress else None)
     if rank == 0:
         test = metrics.get("test", {})
         print(f"run {cfg.run_id()} done: best epoch {metrics.get('best_epoch')}, "
-              f"test mean AUC {test.get('mean_auc')}, metrics in {Path(args.run) / 'metrics.json'}")
+              f"test mean AUC {test.get('mean_auc')}, metrics in {Path(args.run_dir) / 'metrics.json'}")
     return 0

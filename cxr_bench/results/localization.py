@@ -46,7 +46,7 @@ def table4_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 def localization_report_table(run_dir: str | os.PathLike, *, wide: bool = True) -> pd.DataFrame | None:
     """The localization table of a run beside Table 4, for leaderboards and reports; None if the run
-    has no ``localization.csv`` (run ``cxr-bench localize --run RUN_DIR`` first).
+    has no ``localization.csv`` (run ``cxr-bench localize --run-dir RUN_DIR`` first).
 
     ``wide=True``: rows T(IoBB), columns ``<Label>`` (ours) and ``<Label> (paper)``, the layout of the
     paper's table. ``wide=False``: the long form of :func:`table4_comparison`.

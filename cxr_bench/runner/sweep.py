@@ -15,7 +15,7 @@ launcher (:mod:`cxr_bench.runner.launchers`: in-process, or submitit jobs). Each
 An interrupted run (killed, out of time, Ctrl-C) keeps status ``running`` with its lock released; the next
 sweep finds it that way and resumes it.
 
-``python -m cxr_bench train --config RUN_DIR/config.json --run RUN_DIR`` is the per-process entry point
+``python -m cxr_bench train --config RUN_DIR/config.json --run-dir RUN_DIR`` is the per-process entry point
 ``torchrun`` starts for a multi-GPU run (see docs/running.md).
 
 What follows a sweep (localization, leaderboard, reports) is :mod:`cxr_bench.pipeline`, a layer above this
@@ -347,7 +347,7 @@ def torchrun_command(run_dir: Path, nproc: int) -> list[str]:
     node) never collide on a port.
     """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run", str(run_dir)]
+            "-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
 
 
 def _result_summary(rd: RunDir) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def test_torchrun_two_processes_gloo(tmp_path, make_phantom, run_config):
     config.write_text(json.dumps(cfg.to_dict()))
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "cxr_bench", "train", "--config", str(config), "--run", str(run_dir), "--no-progress"]
+           "-m", "cxr_bench", "train", "--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

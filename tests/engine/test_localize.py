@@ -76,7 +76,7 @@ def test_score_detections_scores_each_label_on_its_own_images():
 
 
 def test_localize_without_a_run_directory_is_a_one_line_error(tmp_path, capsys):
-    assert cli_main(["localize", "--run", str(tmp_path)]) == 2
+    assert cli_main(["localize", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no config.json" in err and str(tmp_path) in err
 
@@ -124,7 +124,7 @@ def test_trained_model_boxes_hit_the_planted_lesions(tmp_path, capsys):
     atomic_write_json(run_dir / "config.json", cfg.to_dict())  # what the runner writes
 
     # The tiny val split makes best.pt an early, noisy pick; localize the fully trained model.
-    assert cli_main(["localize", "--run", str(run_dir), "--checkpoint", "last.pt"]) == 0
+    assert cli_main(["localize", "--run-dir", str(run_dir), "--checkpoint", "last.pt"]) == 0
     out = capsys.readouterr().out
     assert "Atelectasis (paper)" in out
 

@@ -20,7 +20,7 @@ TIMING = ("epoch_seconds", "train_images_per_s")  # wall-clock columns: the only
 
 
 def _train_cmd(config: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "cxr_bench", "train", "--config", str(config), "--run", str(run_dir),
+    return [sys.executable, "-m", "cxr_bench", "train", "--config", str(config), "--run-dir", str(run_dir),
             "--no-progress"]
 
 

@@ -112,7 +112,7 @@ def test_train_on_a_bad_split_list_exits_2_before_training(phantom_root, tmp_pat
     config = tmp_path / "run.json"
     config.write_text(json.dumps(H.config_dict(root)))
     run = tmp_path / "run"
-    assert main(["train", "--config", str(config), "--run", str(run), "--no-progress"]) == 2
+    assert main(["train", "--config", str(config), "--run-dir", str(run), "--no-progress"]) == 2
     _one_line_error(capsys.readouterr().err, *needles)
     assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
 
@@ -159,7 +159,7 @@ def test_a_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys, kind):
     bad.write_bytes(b'[suite]\nname = "\xff\xfe"\n' if kind == "suite.toml" else
                     b'{"name": "\xff"}' if kind == "config.json" else b'name = "\xff"\n')
     args = (["run", "--suite", str(bad), "--dry-run"] if kind == "suite.toml" else
-            ["train", "--config", str(bad), "--run", str(tmp_path / "run")])
+            ["train", "--config", str(bad), "--run-dir", str(tmp_path / "run")])
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, kind)
 

@@ -106,7 +106,7 @@ def test_sigkill_during_evaluation_then_rerun_gives_the_same_metrics(reference, 
     run = tmp_path / "run"
     marker = tmp_path / "evaluating"
     log = tmp_path / "train.log"
-    proc = H.spawn(["-c", STALL_IN_EVALUATION, marker, "train", "--config", config, "--run", run,
+    proc = H.spawn(["-c", STALL_IN_EVALUATION, marker, "train", "--config", config, "--run-dir", run,
                     "--no-progress"], log=log)
     try:
         H.wait_for(marker.exists, proc, "the evaluation to start", log=log)
@@ -117,7 +117,7 @@ def test_sigkill_during_evaluation_then_rerun_gives_the_same_metrics(reference, 
     assert (run / "predictions" / "test.csv").is_file()
     assert not (run / "metrics.json").exists()
 
-    again = H.cli(["train", "--config", config, "--run", run, "--no-progress"])
+    again = H.cli(["train", "--config", config, "--run-dir", run, "--no-progress"])
     assert again.returncode == 0, again.stderr
     _assert_same_run(run, ref_run)
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2, 3]

@@ -174,7 +174,7 @@ def test_plugin_reaches_a_worker_process(plugin_dir: Path, tmp_path: Path, phant
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps(run.config.to_dict()))
-    rank_cmd = ["-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run", str(run_dir)]
+    rank_cmd = ["-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
     assert torchrun_command(run_dir, 2)[-len(rank_cmd):] == rank_cmd
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")]),
