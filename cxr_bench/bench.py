@@ -243,7 +243,7 @@ def measure_model(backbone: str, head: str = "gap", img_size: int = 224, *, batc
 
     if "infer" in phases:
         x, _ = batch(infer_batch_size)
-        runner.eval()  # type: ignore[attr-defined]
+        runner.eval()  # type: ignore[attr-defined]  # a compiled module's wrapper is typed as a callable
 
         def infer_step() -> None:
             with torch.inference_mode(), autocast():
@@ -254,7 +254,7 @@ def measure_model(backbone: str, head: str = "gap", img_size: int = 224, *, batc
 
     if "train" in phases:
         x, y = batch(batch_size)
-        runner.train()  # type: ignore[attr-defined]
+        runner.train()  # type: ignore[attr-defined]  # a compiled module's wrapper is typed as a callable
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         loss_fn = torch.nn.BCEWithLogitsLoss()
 

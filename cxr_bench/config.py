@@ -167,7 +167,7 @@ class RunConfig:
     def identity_dict(self, *, full: bool = False) -> dict[str, Any]:
         """The identity fields (see NOT_IDENTITY) whose values differ from their defaults; with
         ``full=True`` every identity field, for comparing two configs factor by factor."""
-        return _identity(self, None if full else _defaults(type(self)))  # type: ignore[arg-type]
+        return _identity(self, None if full else _defaults(type(self)))  # type: ignore[arg-type]  # functools.cache hides the type
 
     def run_id(self) -> str:
         """Stable 12-hex-digit id of the resolved config's identity fields."""
@@ -339,7 +339,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, key)  # type: ignore[arg-type]
+        return _from_dict(tp, value, key)  # type: ignore[arg-type]  # is_dataclass narrows to a class or instance
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):

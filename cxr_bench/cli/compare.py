@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
                                              read_leaderboard(args.leaderboards[1]), key=args.key)
         shown = [("", table[[c for c in table.columns if not c.startswith("delta_auc_")]])]
     if args.json:
-        print(compare.comparison_json({"table": table, **extra}), end="")  # type: ignore[dict-item]
+        print(compare.comparison_json({"table": table, **extra}), end="")
     else:
         for line in compare.banner(table):
             print(f"# {line}")

@@ -148,7 +148,7 @@ class DeviceLoader:
         self._rows = np.asarray(dataset.rows, dtype=np.int64)
 
     def __len__(self) -> int:
-        n = len(self.sampler)  # type: ignore[arg-type]
+        n = len(self.sampler)  # type: ignore[arg-type]  # torch types Sampler without __len__; ours have one
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _order(self) -> tuple[int, np.ndarray]:

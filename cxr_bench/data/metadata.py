@@ -176,7 +176,7 @@ def _read_table(path: str | os.PathLike, spec: tuple[tuple[str, tuple[str, ...]]
         by_norm[key] = idx
     targets: dict[str, int] = {}
     for name, cols in spec:
-        idx = by_norm.get(_norm_header(name))  # type: ignore[assignment]
+        idx = by_norm.get(_norm_header(name))  # type: ignore[assignment]  # reuses the loop's int name for int | None
         if idx is None:
             raise MetadataError(f"{path}: line 1: missing column {name!r} in the {what} header "
                                 f"{_show(header, 300)}; expected columns: {', '.join(n for n, _ in spec)}")
@@ -449,7 +449,7 @@ def read_bbox_list(path: str | os.PathLike) -> pd.DataFrame:
             vals.append(v)
         images.append(name)
         labels.append(label)
-        coords.append(tuple(vals))  # type: ignore[arg-type]
+        coords.append(tuple(vals))  # type: ignore[arg-type]  # four values: one per box field, checked above
     xywh = np.asarray(coords, dtype=np.float64).reshape(-1, 4)
     df = pd.DataFrame({
         "image": pd.Series(images, dtype=object),

@@ -107,14 +107,14 @@ def _rows(a) -> np.ndarray:
 
 def _check_fractions(fr: tuple[float, float, float]) -> tuple[float, float, float]:
     try:
-        fr = tuple(float(x) for x in fr)  # type: ignore[assignment]
+        fr = tuple(float(x) for x in fr)  # type: ignore[assignment]  # length checked just below
     except (TypeError, ValueError):
         raise ConfigError(f"random_fractions must be three numbers (train, val, test), got {fr!r}") from None
     if len(fr) != 3 or any(not np.isfinite(x) or x < 0 for x in fr) or abs(sum(fr) - 1.0) > 1e-6:
         raise ConfigError(f"random_fractions must be three non-negative numbers summing to 1, got {fr!r}")
     if fr[0] == 0 or fr[2] == 0:
         raise ConfigError(f"random_fractions {fr!r}: train and test must be non-empty")
-    return fr  # type: ignore[return-value]
+    return fr
 
 
 def _cut(n: int, fr: tuple[float, float, float]) -> tuple[int, int]:

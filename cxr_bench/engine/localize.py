@@ -183,7 +183,7 @@ def compute_heatmaps(model: torch.nn.Module, dataset: Any, label_indices: Sequen
     maps: list[np.ndarray] = []
     images: list[np.ndarray] = []
     for img, _target, _row in progress_bar(loader, desc="heatmaps", unit="batch", enabled=progress):
-        hm = model.heatmaps(to_model_input(img, device))  # type: ignore[operator]
+        hm = model.heatmaps(to_model_input(img, device))  # type: ignore[operator]  # an nn.Module attribute types as Tensor | Module
         maps.append(hm[:, index.to(hm.device)].float().cpu().numpy())
         step = max(1, math.ceil(img.shape[-1] / thumbnail))
         images.append(img[:, 0, ::step, ::step].numpy())

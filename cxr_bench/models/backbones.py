@@ -26,6 +26,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -90,7 +91,9 @@ class Backbone(nn.Module):
         min_input_size: int = 32,
     ) -> None:
         super().__init__()
-        self.net = net
+        # Any: the native torchvision / timm network is used through its own attribute names (``net.fc``,
+        # ``net.forward_features``), which torch's stubs type as ``Tensor | Module``.
+        self.net: Any = net
         self.name = name
         self.num_features = int(num_features)
         self.first_conv = first_conv
@@ -177,8 +180,9 @@ def _build_features_only(build: Callable[[], nn.Module], classifier: str,
 def _reset_default(net: nn.Module) -> None:
     # torchvision's AlexNet has no init of its own: every layer keeps PyTorch's default.
     for m in net.modules():
-        if m is not net and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if m is not net and callable(reset):
+            reset()
 
 
 def _init_vgg(net: nn.Module) -> None:
@@ -190,7 +194,7 @@ def _init_vgg(net: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _torchvision_weights(enum: type) -> list[CachedWeights]:
+def _torchvision_weights(enum: type[tvm.WeightsEnum]) -> list[CachedWeights]:
     # torch.hub saves a checkpoint under the basename of its URL; the enum lists them oldest first
     # (IMAGENET1K_V1 before V2), which is also our preference: the V1 recipes are the paper-era ones.
     return [CachedWeights(source=f"torchvision:{enum.__name__}.{w.name}", filename=w.url.rsplit("/", 1)[-1],
@@ -255,7 +259,7 @@ def mobilenet_v1() -> Backbone:
 
 
 def _torchvision(cls: type[Backbone], net: nn.Module, dropped: frozenset[str], *, name: str, num_features: int,
-                 first_conv: str, weights: type, mean: Iterable[float] = IMAGENET_DEFAULT_MEAN,
+                 first_conv: str, weights: type[tvm.WeightsEnum], mean: Iterable[float] = IMAGENET_DEFAULT_MEAN,
                  std: Iterable[float] = IMAGENET_DEFAULT_STD, min_input_size: int = 32) -> Backbone:
     return cls(net, name=name, num_features=num_features, first_conv=first_conv, mean=mean, std=std,
                dropped_keys=dropped, cached_weights=_torchvision_weights(weights), min_input_size=min_input_size)
@@ -335,7 +339,7 @@ class TimmBackbone(Backbone):
                 f"cxr_bench.models.list_models('timm:*{timm_name.split('.')[0][:8]}*')"
             )
         try:
-            net = timm.create_model(timm_name, pretrained=False)
+            net: Any = timm.create_model(timm_name, pretrained=False)
         except RuntimeError as e:  # e.g. an unknown pretrained tag after the dot
             raise ConfigError(f"timm cannot build {timm_name!r}: {e}") from None
         cfg = dict(net.pretrained_cfg)

@@ -47,7 +47,7 @@ class CxrModel(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, head: Head, *, channels: str, head_name: str,
-                 targets: Sequence[str] | None = None, pretrained_info: dict[str, str] | None = None,
+                 targets: Sequence[str] | None = None, pretrained_info: dict[str, str | None] | None = None,
                  freeze_backbone: bool = False) -> None:
         super().__init__()
         mean, std = input_stats(backbone.mean, backbone.std, channels)
@@ -150,7 +150,7 @@ def create_model(
     head_module = build_head(head, backbone.num_features, num_labels, drop_rate=drop_rate, head_kwargs=head_kwargs)
     log.debug("built %s + %s head, channels=%s, pretrained=%s", name, head, channels, info and info["source"])
     return CxrModel(backbone, head_module, channels=channels, head_name=head, targets=targets,
-                    pretrained_info=info, freeze_backbone=freeze_backbone)  # type: ignore[arg-type]
+                    pretrained_info=info, freeze_backbone=freeze_backbone)
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -835,7 +835,7 @@ def _flatten_into(cls: type, table: Mapping[str, Any], prefix: str, out: dict[st
             sub = {rest: value} if rest else value
             if not isinstance(sub, dict):
                 raise ConfigError(f"{where}: {full!r} is a section; give a table or a dotted key")
-            _flatten_into(tp, sub, full + ".", out, where)  # type: ignore[arg-type]
+            _flatten_into(tp, sub, full + ".", out, where)  # type: ignore[arg-type]  # is_dataclass narrows to a class or instance
         elif rest:
             # Only a dict-valued field (head_kwargs, loss.kwargs) may be reached by a deeper dotted key.
             if typing.get_origin(tp) is not dict:

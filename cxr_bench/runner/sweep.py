@@ -465,8 +465,8 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
     t0 = time.monotonic()
     store = RunStore(out, suite.name)
     specs = plan_specs(suite, runs, profile, out, nproc=nproc, launcher=launcher.name)
-    for root in sorted({r.config.data.root for r in runs if is_phantom(r.config.data.root)}):
-        materialize_phantom(root)  # a synthetic release, in the cache folder: the checks below open it
+    for phantom in sorted({str(r.config.data.root) for r in runs if is_phantom(r.config.data.root)}):
+        materialize_phantom(phantom)  # a synthetic release, in the cache folder: the checks below open it
     check = check_sweep(specs, store)
     check.raise_problems()
     for note in check.notes:

@@ -67,7 +67,7 @@ class LogProgress:
         self.desc = desc
         if total is None and iterable is not None:
             try:
-                total = len(iterable)  # type: ignore[arg-type]
+                total = len(iterable)  # type: ignore[arg-type]  # an Iterable may have __len__; TypeError otherwise
             except TypeError:
                 total = None
         self.total = total
