@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="compare one leaderboard with a paper's table")
     p.add_argument("--key", choices=("config", "run_id"), default="config", help="how rows of A and B are matched")
     p.add_argument("--ablations", action="store_true", help="paired ablations of a run store (needs --runs)")
-    p.add_argument("--runs", default="runs", metavar="DIR", help="run store for --ablations (default runs)")
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
+                   help="two runs of --runs scored on the same test images (run id, suite/run_id, or a run name: "
+                        "all its seeds): B - A per label, paired by patient, as for --ablations")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="run store for --ablations and --pair (default runs)")
     p.add_argument("--suite", default=None, metavar="NAME", help="only this suite (--ablations)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (--ablations)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (--ablations; default 0)")
@@ -57,7 +60,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap must be at least 2, got {args.bootstrap}")
     n = len(args.leaderboards)
     extra: dict[str, object] = {}
-    if args.ablations:
+    if args.pair:
+        if n or args.ablations or args.reference:
+            raise ConfigError("compare --pair A B reads two runs of the run store (--runs), nothing else")
+        table = compare.paired_runs(load_runs(args.runs, args.suite), *args.pair, n_bootstrap=args.bootstrap,
+                                    seed=args.seed, alpha=args.alpha)
+        summary = compare.pair_summary(table)
+        shown = [("pair (mean AUC over labels)", summary), ("per label", table[list(ABLATION_SHOWN)])]
+        extra = {"summary": summary}
+    elif args.ablations:
         if n:
             raise ConfigError("compare --ablations reads the run store (--runs), not leaderboard CSVs")
         table = compare.ablation_table(load_runs(args.runs, args.suite), n_bootstrap=args.bootstrap, seed=args.seed,

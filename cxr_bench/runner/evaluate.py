@@ -220,7 +220,7 @@ def read_outside_predictions(path: str | os.PathLike, labels: Sequence[str], ima
             out = np.flatnonzero((col < 0) | (col > 1))
             if out.size:
                 i = int(out[0])
-                raise PredictionsFileError(f"{_where(path, unit, i)}, column {lab}: {col[i]!r} is outside [0, 1]; "
+                raise PredictionsFileError(f"{_where(path, unit, i)}, column {lab}: {df[lab].iloc[i]!r} is outside [0, 1]; "
                                            "write probabilities, or pass --logits if the file holds logits")
         values[:, j] = col
     probs = expit(values) if logits else values
