@@ -117,7 +117,9 @@ def test_outside_predictions_become_a_run_in_the_leaderboard_and_a_paired_compar
 
     baseline = _baseline(store)
     assert main(["leaderboard", "--runs", str(store)]) == 0
-    board = pd.read_csv(store / "evaluate" / "leaderboard.csv")
+    from cxr_bench.results.leaderboard import read_leaderboard
+
+    board = read_leaderboard(store / "evaluate" / "leaderboard.csv")
     (row,) = board.to_dict("records")
     assert (row["run_name"], row["backbone"], row["status"]) == ("numpy-model", "external:numpy-model", "completed")
     assert row["mean_auc"] == pytest.approx(test["mean_auc"], abs=1e-4)
