@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="family-wise error rate of the Holm-adjusted verdicts (--ablations; default 0.05)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the full result as CSV (banner included)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of tables")
+    p.add_argument("--format", choices=("markdown", "latex"), default=None,
+                   help="print a table for a paper instead (--reference: per label ours [CI], paper, difference "
+                        "[CI], seeds, not-comparable reasons as footnotes; --pair / --ablations: one row per pair)")
     p.set_defaults(func=_run)
 
 
@@ -88,7 +91,17 @@ def _run(args: argparse.Namespace) -> int:
         table = compare.compare_leaderboards(read_leaderboard(args.leaderboards[0]),
                                              read_leaderboard(args.leaderboards[1]), key=args.key)
         shown = [("", table[[c for c in table.columns if not c.startswith("delta_auc_")]])]
-    if args.json:
+    if args.format:
+        from ..results import paper_table
+
+        if args.reference:
+            tables = paper_table.reference_tables(table)
+        elif "summary" in extra:
+            tables = paper_table.pair_tables(extra["summary"])  # type: ignore[arg-type]
+        else:
+            raise ConfigError("--format makes a paper table of --reference, --pair or --ablations, not of A B")
+        print(paper_table.render(tables, args.format), end="")
+    elif args.json:
         print(compare.comparison_json({"table": table, **extra}), end="")  # type: ignore[dict-item]
     else:
         for line in compare.banner(table):
@@ -99,6 +112,6 @@ def _run(args: argparse.Namespace) -> int:
             print(text_table(df))
     if args.out:
         compare.write_comparison_csv(table, args.out)
-        if not args.json:
+        if not args.json and not args.format:
             print(f"wrote {args.out} ({len(table)} rows)")
     return 0
