@@ -126,8 +126,13 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
         line = raw[: e.start].count(b"\n") + 1
         raise PredictionsFileError(f"{path} line {line}: not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
                                    "save the file as UTF-8") from None
+    import csv
     import io
 
+    header = next(csv.reader(io.StringIO(text)), [])
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # pandas would rename the second one ("Edema.1")
+        raise PredictionsFileError(f"{path} line 1: column {twice[0]!r} appears twice in the header")
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as e:
@@ -340,8 +345,9 @@ def evaluate_checkpoint_file(weights: str | os.PathLike, backbone: str, head: st
     the val and test splits of ``overrides``' data, with the config's device / AMP / channels_last, into
     ``<store>/<suite>/<run_id>/``. The weights are loaded once before anything is written, so a file that
     does not fit the model writes nothing."""
-    from ..engine.trainer import build_model, evaluate_weights
+    from ..data.labels import get_label_set
     from ..engine.seeding import scoped_rng
+    from ..engine.trainer import build_model, evaluate_weights
     from ..models.model_weights import load_model_weights
 
     path = Path(weights)
@@ -354,8 +360,6 @@ def evaluate_checkpoint_file(weights: str | os.PathLike, backbone: str, head: st
     cfg.model.pretrained = str(path.resolve())
     if not cfg.name:
         cfg.name = name or f"{backbone.replace(':', '-')}-{head}-{path.stem}"
-    from ..data.labels import get_label_set
-
     labels = tuple(get_label_set(cfg.data.label_set).labels)
     with scoped_rng(cfg.seed, "torch-global"):
         load_model_weights(build_model(cfg, labels), path)  # type: ignore[arg-type]

@@ -173,6 +173,8 @@ def _edit(text: str, case: str) -> str | bytes:
     if case == "missing_label":
         cut = [",".join(line.rstrip("\n").split(",")[:-1]) + "\n" for line in lines]
         return "".join(cut)
+    if case == "column_twice":
+        return header.replace("Hernia", "Edema") + "".join(rows)
     if case == "empty":
         return ""
     if case == "header_only":
@@ -192,6 +194,7 @@ def _edit(text: str, case: str) -> str | bytes:
     ("above_one", ["line 9, column Atelectasis", "'1.5' is outside [0, 1]", "--logits"]),
     ("unknown_label", ["unknown label column(s) 'Pleural Thickening'", "did you mean 'Pleural_Thickening'"]),
     ("missing_label", ["no column for label(s) 'Hernia'"]),
+    ("column_twice", ["line 1: column 'Edema' appears twice"]),
     ("empty", ["the file is empty"]),
     ("header_only", ["header but no rows"]),
     ("utf16", ["UTF-16", "save it as UTF-8"]),
