@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         if args.weights is None:
             raise ConfigError("--model needs --weights FILE (the saved model's state dict)")
+        if args.val_predictions is not None or args.logits:
+            raise ConfigError("--val-predictions and --logits go with --predictions; --model predicts val and test "
+                              "itself")
         from ..runner.evaluate import evaluate_checkpoint_file
 
         result = evaluate_checkpoint_file(args.weights, args.model, args.head, store=args.runs, suite=suite,
