@@ -72,14 +72,14 @@ class SplitImages:
     """The images a config's split scores, in metadata order, with what the file does not say."""
 
     test: pd.DataFrame  # metadata rows of the test split (image, patient_id, sex, age, view, ...)
-    val: pd.DataFrame
+    train_val: pd.DataFrame  # of the training and validation splits
     label_set: Any  # LabelSet
     describe: str  # "split official of <root>" for messages
 
 
 def split_images(cfg: RunConfig) -> SplitImages:
-    """The val and test metadata rows of ``cfg``'s release, split and label set (what a trained run of that
-    config would score, on a release whose images are all readable)."""
+    """The test and the training + validation metadata rows of ``cfg``'s release, split and label set (the
+    test images a trained run of that config would score, on a release whose images are all readable)."""
     from ..data.labels import get_label_set
     from ..data.release import NIHRelease
     from ..data.splits import make_splits
@@ -91,7 +91,7 @@ def split_images(cfg: RunConfig) -> SplitImages:
     meta = release.metadata
     where = "the bundled sample" if d.root is None else str(release.root)
     return SplitImages(meta.iloc[np.asarray(splits.test)].reset_index(drop=True),
-                       meta.iloc[np.asarray(splits.val)].reset_index(drop=True),
+                       meta.iloc[np.union1d(splits.train, splits.val)].reset_index(drop=True),
                        get_label_set(d.label_set), f"split {d.split!r} of {where}")
 
 
@@ -154,9 +154,11 @@ def _names(values: Sequence[str]) -> str:
 
 
 def read_outside_predictions(path: str | os.PathLike, labels: Sequence[str], images: Sequence[str], *,
-                             logits: bool = False, what: str = "the test split") -> np.ndarray:
-    """Check an outside predictions file against ``labels`` and the split's ``images``; return its
-    probabilities ``(len(images), len(labels))`` float64 in the order of ``images`` and ``labels``.
+                             logits: bool = False, what: str = "the test split", complete: bool = True
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Check an outside predictions file against ``labels`` and the split's ``images``; return ``(rows,
+    probs)``: the positions in ``images`` the file covers (all of them when ``complete``, which requires
+    it; else any subset) and their probabilities ``(len(rows), len(labels))`` float64 in that order.
 
     Every check runs before the caller writes anything; the first failure raises
     :class:`PredictionsFileError` naming the file and its first offending row (line, for a CSV).
@@ -207,7 +209,7 @@ def read_outside_predictions(path: str | os.PathLike, labels: Sequence[str], ima
             f"images are not ({_names(bad)}). Predict the images of the split's test list (label set and split "
             "are options of `cxr-bench evaluate`)")
     absent = ~expected.isin(names)
-    if absent.any():
+    if complete and absent.any():
         gone = expected[absent]
         raise PredictionsFileError(
             f"{path}: {gone.size} of the {expected.size} images of {what} have no row ({_names(list(gone))}); "
@@ -229,8 +231,8 @@ def read_outside_predictions(path: str | os.PathLike, labels: Sequence[str], ima
                                            "write probabilities, or pass --logits if the file holds logits")
         values[:, j] = col
     probs = expit(values) if logits else values
-    order = pd.Index(names).get_indexer(expected)
-    return probs[order]
+    rows = np.flatnonzero(~absent)
+    return rows, probs[pd.Index(names).get_indexer(expected[rows])]
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -291,8 +293,8 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
                          name: str | None = None, overrides: dict[str, Any] | None = None,
                          val_predictions: str | os.PathLike | None = None, logits: bool = False,
                          command: str = "") -> EvaluatedRun:
-    """Score an outside predictions file (and optional validation predictions, which choose the operating
-    thresholds as a trained run's do) into ``<store>/<suite>/<run_id>/``; see the module docstring.
+    """Score an outside predictions file (and optional validation predictions, on any images of the training
+    and validation splits, which choose the operating thresholds as a trained run's val split does) into ``<store>/<suite>/<run_id>/``; see the module docstring.
 
     ``overrides``: dotted config keys (``data.root``, ``data.label_set``, ``data.split``, ``seed``,
     ``eval.bootstrap`` ...). Nothing is written unless every file passes every check.
@@ -306,16 +308,19 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
     split = split_images(cfg)
     labels = tuple(split.label_set.labels)
 
-    def scored(rows: pd.DataFrame, file: Path, what: str) -> Predictions:
-        probs = read_outside_predictions(file, labels, rows["image"].astype(str).tolist(), logits=logits,
-                                         what=f"the {what} images of {split.describe}")
+    def scored(rows: pd.DataFrame, file: Path, what: str, complete: bool) -> Predictions:
+        at, probs = read_outside_predictions(file, labels, rows["image"].astype(str).tolist(), logits=logits,
+                                             what=f"the {what} images of {split.describe}", complete=complete)
+        rows = rows.iloc[at]
         return Predictions(images=rows["image"].astype(str).to_numpy(),
                            patient_ids=rows["patient_id"].astype(str).to_numpy(),
                            y_true=split.label_set.encode(rows["finding_labels"]).astype(np.int8),
                            y_prob=probs, labels=labels, source=str(file))
 
-    test = scored(split.test, path, "test")
-    val = scored(split.val, Path(val_predictions), "validation") if val_predictions is not None else None
+    test = scored(split.test, path, "test", True)
+    # Thresholds may be chosen on any of the training and validation images (a trained run uses its val split).
+    val = (scored(split.train_val, Path(val_predictions), "training and validation", False)
+           if val_predictions is not None else None)
     files = {"predictions": {"path": str(path.resolve()), "sha256": sha256_file(path)}}
     if val_predictions is not None:
         files["val_predictions"] = {"path": str(Path(val_predictions).resolve()),

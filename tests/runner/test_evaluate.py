@@ -270,3 +270,33 @@ def test_weights_that_do_not_fit_write_nothing(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "expected (14, 512)" in err
     assert not store.exists()
+
+
+def test_validation_predictions_choose_the_thresholds(tmp_path: Path, good_csv: str, capsys):
+    test_csv = _write(tmp_path / "test.csv", good_csv)
+    names = (sample_root() / "train_val_list.txt").read_text().split()[:200]
+    rng = np.random.default_rng(5)
+    val = pd.DataFrame(rng.random((len(names), len(CHESTXRAY14))), columns=list(CHESTXRAY14)).round(6)
+    val.insert(0, "image", names)
+    val_csv = tmp_path / "val.csv"
+    val.to_csv(val_csv, index=False)
+    store = tmp_path / "runs"
+    # a test image among the validation predictions is refused
+    leak = pd.concat([val, pd.read_csv(pd.io.common.StringIO(good_csv)).head(1)], ignore_index=True)
+    leak.to_csv(tmp_path / "leak.csv", index=False)
+    assert main(["evaluate", "--predictions", str(test_csv), "--val-predictions", str(tmp_path / "leak.csv"),
+                 "--runs", str(store), *FAST]) == 2
+    assert "line 202" in capsys.readouterr().err and not store.exists()
+
+    assert main(["evaluate", "--predictions", str(test_csv), "--val-predictions", str(val_csv), "--runs", str(store),
+                 *FAST]) == 0
+    (run_dir,) = (store / "evaluate").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val"]["n_images"] == 200 and metrics["test"]["threshold_method"] == "youden"
+    truth = _truth().loc[(sample_root() / "test_list.txt").read_text().split()]
+    test_probs = pd.read_csv(test_csv).set_index("image").loc[truth.index]
+    entry = metrics["test"]["per_label"]["Effusion"]
+    pos = truth["Effusion"] == 1
+    assert entry["threshold"] is not None
+    assert entry["sensitivity"] == pytest.approx(float((test_probs.loc[pos, "Effusion"] >= entry["threshold"]).mean()))
+    assert entry["specificity"] == pytest.approx(float((test_probs.loc[~pos, "Effusion"] < entry["threshold"]).mean()))
