@@ -36,7 +36,7 @@ from ..config import RunConfig
 from ..errors import CxrBenchError, RunStoreError
 from ..utils.io import atomic_write_json, sha256_file
 from .provenance import collect_provenance
-from .store import RunDir, RunStore, artifact_record, validate_name, verify_artifacts
+from .store import RunDir, RunStore, artifact_record, read_json_object, validate_name, verify_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,8 @@ def read_outside_predictions(path: str | os.PathLike, labels: Sequence[str], ima
             out = np.flatnonzero((col < 0) | (col > 1))
             if out.size:
                 i = int(out[0])
-                raise PredictionsFileError(f"{_where(path, unit, i)}, column {lab}: {df[lab].iloc[i]!r} is outside [0, 1]; "
-                                           "write probabilities, or pass --logits if the file holds logits")
+                raise PredictionsFileError(f"{_where(path, unit, i)}, column {lab}: {df[lab].iloc[i]!r} is outside "
+                                           "[0, 1]; write probabilities, or pass --logits if the file holds logits")
         values[:, j] = col
     probs = expit(values) if logits else values
     rows = np.flatnonzero(~absent)
@@ -271,7 +271,7 @@ def _write_run(store_root: str | os.PathLike, suite: str, run_id: str, cfg: RunC
     with rd.lock():
         if rd.completed and not verify_artifacts(rd.path):
             log.info("run %s/%s: already evaluated from the same file; kept as it is", suite, run_id)
-            return EvaluatedRun(rd.path, run_id, suite, cfg.name, json.loads(rd.metrics_path.read_text()), True)
+            return EvaluatedRun(rd.path, run_id, suite, cfg.name, read_json_object(rd.metrics_path) or {}, True)
         data = _data_record(cfg.data.root)
         atomic_write_json(rd.config_path, cfg.to_dict())
         attempt = rd.start({**collect_provenance(), "name": cfg.name, "seed": cfg.seed,
@@ -293,8 +293,9 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
                          name: str | None = None, overrides: dict[str, Any] | None = None,
                          val_predictions: str | os.PathLike | None = None, logits: bool = False,
                          command: str = "") -> EvaluatedRun:
-    """Score an outside predictions file (and optional validation predictions, on any images of the training
-    and validation splits, which choose the operating thresholds as a trained run's val split does) into ``<store>/<suite>/<run_id>/``; see the module docstring.
+    """Score an outside predictions file into ``<store>/<suite>/<run_id>/`` (see the module docstring), with
+    optional validation predictions on any images of the training and validation splits, which choose the
+    operating thresholds as a trained run's val split does.
 
     ``overrides``: dotted config keys (``data.root``, ``data.label_set``, ``data.split``, ``seed``,
     ``eval.bootstrap`` ...). Nothing is written unless every file passes every check.
