@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "prepare",
     "models",
     "train",
+    "evaluate",
     "leaderboard",
     "compare",
     "report",

@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="compare one leaderboard with a paper's table")
     p.add_argument("--key", choices=("config", "run_id"), default="config", help="how rows of A and B are matched")
     p.add_argument("--ablations", action="store_true", help="paired ablations of a run store (needs --runs)")
-    p.add_argument("--runs", default="runs", metavar="DIR", help="run store for --ablations (default runs)")
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
+                   help="two runs of --runs scored on the same test images (run id, suite/run_id, or a run name: "
+                        "all its seeds): B - A per label, paired by patient, as for --ablations")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="run store for --ablations and --pair (default runs)")
     p.add_argument("--suite", default=None, metavar="NAME", help="only this suite (--ablations)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (--ablations)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (--ablations; default 0)")
@@ -34,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="family-wise error rate of the Holm-adjusted verdicts (--ablations; default 0.05)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the full result as CSV (banner included)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of tables")
+    p.add_argument("--format", choices=("markdown", "latex"), default=None,
+                   help="print a table for a paper instead (--reference: per label ours [CI], paper, difference "
+                        "[CI], seeds, not-comparable reasons as footnotes; --pair / --ablations: one row per pair)")
     p.set_defaults(func=_run)
 
 
@@ -57,7 +63,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap must be at least 2, got {args.bootstrap}")
     n = len(args.leaderboards)
     extra: dict[str, object] = {}
-    if args.ablations:
+    if args.pair:
+        if n or args.ablations or args.reference:
+            raise ConfigError("compare --pair A B reads two runs of the run store (--runs), nothing else")
+        table = compare.paired_runs(load_runs(args.runs, args.suite), *args.pair, n_bootstrap=args.bootstrap,
+                                    seed=args.seed, alpha=args.alpha)
+        summary = compare.pair_summary(table)
+        shown = [("pair (mean AUC over labels)", summary), ("per label", table[list(ABLATION_SHOWN)])]
+        extra = {"summary": summary}
+    elif args.ablations:
         if n:
             raise ConfigError("compare --ablations reads the run store (--runs), not leaderboard CSVs")
         table = compare.ablation_table(load_runs(args.runs, args.suite), n_bootstrap=args.bootstrap, seed=args.seed,
@@ -77,7 +91,17 @@ def _run(args: argparse.Namespace) -> int:
         table = compare.compare_leaderboards(read_leaderboard(args.leaderboards[0]),
                                              read_leaderboard(args.leaderboards[1]), key=args.key)
         shown = [("", table[[c for c in table.columns if not c.startswith("delta_auc_")]])]
-    if args.json:
+    if args.format:
+        from ..results import paper_table
+
+        if args.reference:
+            tables = paper_table.reference_tables(table)
+        elif "summary" in extra:
+            tables = paper_table.pair_tables(extra["summary"])  # type: ignore[arg-type]
+        else:
+            raise ConfigError("--format makes a paper table of --reference, --pair or --ablations, not of A B")
+        print(paper_table.render(tables, args.format), end="")
+    elif args.json:
         print(compare.comparison_json({"table": table, **extra}), end="")
     else:
         for line in compare.banner(table):
@@ -88,6 +112,6 @@ def _run(args: argparse.Namespace) -> int:
             print(text_table(df))
     if args.out:
         compare.write_comparison_csv(table, args.out)
-        if not args.json:
+        if not args.json and not args.format:
             print(f"wrote {args.out} ({len(table)} rows)")
     return 0

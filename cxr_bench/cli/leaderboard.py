@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-expert", action="store_true", help="skip the expert-label columns (left empty)")
     p.add_argument("--json", action="store_true",
                    help="print the runs, the seed aggregate and the files written as JSON instead of a table")
+    p.add_argument("--format", choices=("markdown", "latex"), default=None,
+                   help="print a table for a paper instead (one row per configuration: mean AUC over seeds [CI], "
+                        "seeds; GitHub Markdown, or LaTeX with booktabs)")
     p.set_defaults(func=run)
 
 
@@ -97,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
                "subgroups": [r for lb in tables for r in _records(lb.subgroups)],
                "not_completed": _records(failed) if failed is not None else []}
         print(json.dumps(doc, indent=1))
+    elif args.format:
+        from ..results.paper_table import leaderboard_tables, render
+
+        print(render([t for lb in tables for t in leaderboard_tables(lb.table)], args.format), end="")
+        for path, lb in written:
+            print(f"wrote {path} ({len(lb.table)} runs)", file=sys.stderr)
     else:
         for path, lb in written:
             show = lb.table[["suite", "run_id", "status", "run_name", "backbone", "head", "label_set",

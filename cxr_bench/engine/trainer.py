@@ -55,7 +55,8 @@ from .tensorboard import RunBoard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_run", "evaluate_checkpoint", "build_model", "RunData", "load_run_data", "HISTORY_COLUMNS"]
+__all__ = ["train_run", "evaluate_checkpoint", "evaluate_weights", "build_model", "RunData", "load_run_data",
+           "HISTORY_COLUMNS"]
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_mean_auc", "lr", "epoch_seconds",
                    "train_images_per_s")
@@ -530,7 +531,7 @@ class Trainer:
     # ------------------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
         """Predictions and metrics of the best checkpoint on val and test; written by rank 0."""
-        from ..metrics.roc import summarize
+        from ..metrics.extended import eval_settings, split_metrics
         from ..models import model_complexity
 
         s = self.state
@@ -560,20 +561,15 @@ class Trainer:
         pred_dir = self.run_dir / "predictions"
         write_split_predictions(pred_dir / "val.csv", val)
         write_split_predictions(pred_dir / "test.csv", test)
-        e = self.cfg.eval
-        common: dict[str, Any] = dict(threshold_method=e.threshold, n_bootstrap=e.bootstrap, level=e.ci_level, seed=self.cfg.seed)
         rates = [r["train_images_per_s"] for r in s.history if r.get("train_images_per_s")]
         m = self.cfg.model
         # By name: built on the meta device and cached per process, so a suite pays for it once per model.
         complexity = model_complexity(m.backbone, self.cfg.data.image_size, head=m.head, num_labels=len(self.labels),
                                       channels=self.cfg.data.channels, head_kwargs=dict(m.head_kwargs),
                                       drop_rate=m.drop_rate)
-        metrics = {
-            "label_set": self.data.label_set,
-            "labels": list(self.labels),
-            # Thresholds are tuned on val: the val block reports them in-sample, the test block out of sample.
-            "val": summarize(val, val=val, split="val", **common),
-            "test": summarize(test, val=val, split="test", **common),
+        metrics = split_metrics(test, val, self.data.test.csv, label_set=self.data.label_set,
+                                **eval_settings(self.cfg))
+        metrics.update({
             "best_epoch": used,
             "epochs_run": s.epoch,
             "steps": s.step,
@@ -585,12 +581,7 @@ class Trainer:
             "device": str(self.ctx.device),
             # How batches reached the model (data.loader resolved): "gpu" (resident) or "workers".
             "loader": self.inputs.kind,
-        }
-        from ..metrics.extended import extra_metrics
-
-        # Calibration, and AUC / underdiagnosis by sex, age band and view at the thresholds chosen on val.
-        metrics["test"].update(extra_metrics(test, metrics["test"], self.data.test.csv, n_bootstrap=e.bootstrap,
-                                             level=e.ci_level, seed=self.cfg.seed))
+        })
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 
@@ -633,7 +624,19 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, *, splits: tuple
     with scoped_rng(cfg.seed, "torch-global"):  # random init is overwritten, but must not touch the caller
         model = build_model(cfg, data.labels)
     load_model_state(model, load_checkpoint(checkpoint, map_location=ctx.device).get("model"), checkpoint)
+    return _predict_splits(cfg, ctx, data, model, splits, progress)[0]
+
+
+def _predict_splits(cfg: RunConfig, ctx: DistContext, data: RunData, model: torch.nn.Module,
+                    splits: tuple[str, ...], progress: bool | None) -> tuple[dict[str, Predictions], InputPath]:
+    """One process's predictions of ``model`` on ``splits``, with the run's device, AMP and channels_last."""
+    cuda = ctx.device.type == "cuda"
+    _note_cpu_noops(cfg, ctx.device)
+    amp = cfg.optim.amp if cuda else "none"
+    channels_last = bool(cfg.optim.channels_last and cuda)
     model.to(ctx.device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     inputs = InputPath(cfg, ctx, data)
     out: dict[str, Predictions] = {}
     for split in splits:
@@ -641,6 +644,38 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: str | Path, *, splits: tuple
         if ds is None or split not in ("train", "val", "test"):
             raise ConfigError(f"unknown split {split!r}; use train, val or test")
         loader = inputs.eval_loader(ds, persistent=False)
-        res = predict(model, loader, ds.rows, ctx, progress=progress, desc=split)
+        res = predict(model, loader, ds.rows, ctx, amp=amp, channels_last=channels_last, progress=progress,
+                      desc=split)
         out[split] = split_predictions(ds, res, data.labels)
-    return out
+    return out, inputs
+
+
+def evaluate_weights(cfg: RunConfig, weights: str | Path, run_dir: str | Path, *,
+                     progress: bool | None = None) -> dict[str, Any]:
+    """Score a model trained elsewhere: build ``cfg``'s model, load ``weights`` (a whole model's state dict:
+    :func:`cxr_bench.models.model_weights.load_model_weights`), predict val and test, and write
+    ``predictions/`` and ``metrics.json`` into ``run_dir`` exactly as a trained run's evaluation does (the same
+    data, prediction path and :func:`~cxr_bench.metrics.extended.split_metrics`). Returns the metrics."""
+    from ..metrics.extended import eval_settings, split_metrics
+    from ..models import model_complexity
+    from ..models.model_weights import load_model_weights
+
+    run_dir = Path(run_dir)
+    _import_plugins(cfg)
+    ctx = DistContext(device=resolve_device(cfg.device))
+    data = load_run_data(cfg, ctx, progress=progress)
+    with scoped_rng(cfg.seed, "torch-global"):  # random init is overwritten, but must not touch the caller
+        model = build_model(cfg, data.labels)
+    info = load_model_weights(cast(Any, model), weights)
+    preds, inputs = _predict_splits(cfg, ctx, data, model, ("val", "test"), progress)
+    write_split_predictions(run_dir / "predictions" / "val.csv", preds["val"])
+    write_split_predictions(run_dir / "predictions" / "test.csv", preds["test"])
+    metrics = split_metrics(preds["test"], preds["val"], data.test.csv, label_set=data.label_set,
+                            **eval_settings(cfg))
+    m = cfg.model
+    complexity = model_complexity(m.backbone, cfg.data.image_size, head=m.head, num_labels=len(data.labels),
+                                  channels=cfg.data.channels, head_kwargs=dict(m.head_kwargs), drop_rate=m.drop_rate)
+    metrics.update({"params": complexity["params"], "gmacs": complexity["gmacs"], "world_size": 1,
+                    "device": str(ctx.device), "loader": inputs.kind, "weights": info})
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics

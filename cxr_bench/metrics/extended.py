@@ -1,7 +1,9 @@
-"""The ``calibration`` and ``subgroups`` blocks of a ``metrics.json`` split, in one call for the trainer.
+"""The scored part of a ``metrics.json``: :func:`split_metrics` (label set, val and test blocks, the test
+block with its ``calibration`` and ``subgroups``), the one function every run's numbers come from, whether
+the model was trained here or its predictions were made elsewhere (``cxr-bench evaluate``).
 
-``metrics["test"].update(extra_metrics(test_predictions, thresholds, test_metadata, ...))`` adds them next
-to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
+``metrics["test"].update(extra_metrics(test_predictions, thresholds, test_metadata, ...))`` adds calibration
+and subgroups next to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
 :func:`.subgroups.subgroup_table` and :func:`.subgroups.underdiagnosis_table` read them back as tables.
 """
 
@@ -13,14 +15,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..config import RunConfig
 from .calibration import calibration_block, calibration_table
 from .predictions import Predictions
-from .roc import SeedLike
+from .roc import SeedLike, summarize
 from .subgroups import bundled_metadata, subgroup_block, subgroup_table, underdiagnosis_table
 
 log = logging.getLogger(__name__)
 
-__all__ = ["extra_metrics", "thresholds_of"]
+__all__ = ["eval_settings", "extra_metrics", "split_metrics", "thresholds_of"]
 
 
 # The readers of a split block's ``calibration`` and ``subgroups`` entries, by name: the leaderboard and the
@@ -56,3 +59,30 @@ def extra_metrics(pred: Predictions, thresholds: Sequence[float | None] | Mappin
         "subgroups": subgroup_block(pred, meta, thresholds, n_bootstrap=n_bootstrap, level=level, seed=seed,
                                     threshold_method=threshold_method),
     }
+
+
+def split_metrics(test: Predictions, val: Predictions | None, test_metadata: pd.DataFrame | None, *,
+                  label_set: str, threshold_method: str = "youden", n_bootstrap: int = 1000, level: float = 0.95,
+                  seed: int = 0) -> dict[str, Any]:
+    """``{"label_set", "labels", "val", "test"}`` of a run's ``metrics.json`` (JSON types only).
+
+    Thresholds are tuned on ``val``: the val block reports them in-sample, the test block out of sample.
+    Without ``val`` (predictions made elsewhere, test images only) the ``val`` key is left out and the test
+    block has no thresholds, sensitivity, specificity or underdiagnosis rates rather than ones tuned on the
+    images they are reported on.
+    """
+    common: dict[str, Any] = dict(threshold_method=threshold_method, n_bootstrap=n_bootstrap, level=level,
+                                  seed=seed)
+    out: dict[str, Any] = {"label_set": label_set, "labels": list(test.labels)}
+    if val is not None:
+        out["val"] = summarize(val, val=val, split="val", **common)
+    out["test"] = summarize(test, val=val, split="test", **common)
+    out["test"].update(extra_metrics(test, out["test"], test_metadata, n_bootstrap=n_bootstrap, level=level,
+                                     seed=seed))
+    return out
+
+
+def eval_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`split_metrics` that a run's config chooses (its ``eval`` and ``seed``)."""
+    e = cfg.eval
+    return {"threshold_method": e.threshold, "n_bootstrap": e.bootstrap, "level": e.ci_level, "seed": cfg.seed}

@@ -70,8 +70,11 @@ _CXR_BENCH_PREFIX = "backbone.net."
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a weights file as ``{name: tensor}`` without unpickling arbitrary objects."""
+def read_state_dict(path: str | os.PathLike, *, whole: bool = False) -> dict[str, Tensor]:
+    """Read a weights file as ``{name: tensor}`` without unpickling arbitrary objects.
+
+    A cxr-bench model's state dict is reduced to its backbone (``backbone.net.`` keys, prefix removed),
+    unless ``whole``: then every key is kept (for scoring the whole model, head included)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
@@ -83,7 +86,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            sd = load_file(str(path), device="cpu")
+            return _strip_prefixes(sd, whole=True) if whole else sd
         except (SafetensorError, OSError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
     try:
@@ -94,7 +98,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"tensors and plain containers are loaded, never arbitrary pickled objects; re-save it as a "
             f"plain state dict (torch.save(model.state_dict(), path)) or as .safetensors"
         ) from e
-    return _unwrap(obj, path)
+    return _unwrap(obj, path, whole=whole)
 
 
 def _load_error(e: Exception) -> str:
@@ -107,13 +111,13 @@ def _load_error(e: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+def _unwrap(obj: Any, path: Path, *, whole: bool = False) -> dict[str, Tensor]:
     if isinstance(obj, Mapping):
         if obj and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
-            return _strip_prefixes(dict(obj))
+            return _strip_prefixes(dict(obj), whole=whole)
         for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
-                return _unwrap(obj[key], path)
+                return _unwrap(obj[key], path, whole=whole)
         shown = ", ".join(repr(k) for k in list(obj)[:8])
         raise WeightsError(
             f"{path}: not a state dict (a mapping of parameter names to tensors) and no "
@@ -123,11 +127,11 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
                        "tensors)")
 
 
-def _strip_prefixes(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+def _strip_prefixes(sd: dict[str, Tensor], *, whole: bool = False) -> dict[str, Tensor]:
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
-    if any(k.startswith(_CXR_BENCH_PREFIX) for k in sd):
+    if not whole and any(k.startswith(_CXR_BENCH_PREFIX) for k in sd):
         # A cxr-bench model checkpoint: its backbone, without the old run's head.
         sd = {k[len(_CXR_BENCH_PREFIX):]: v for k, v in sd.items() if k.startswith(_CXR_BENCH_PREFIX)}
     return sd

@@ -597,6 +597,36 @@ def paired_ablation(pair: AblationPair, *, split: str = "test", n_bootstrap: int
     return out
 
 
+def pick_runs(runs: Iterable[RunRecord], ref: str) -> tuple[RunRecord, ...]:
+    """The completed runs ``ref`` names: a run id, ``suite/run_id``, or a run name (every seed of it), as one
+    configuration (its runs may differ in their seed only), sorted by seed."""
+    runs = [r for r in runs if r.completed]
+    found = [r for r in runs if ref in (r.run_id, f"{r.suite}/{r.run_id}", r.cfg("name"))]
+    if not found:
+        raise RunStoreError(f"no completed run is named {ref!r} (a run id, suite/run_id or run name); "
+                            "`cxr-bench leaderboard` lists them")
+    keys = {_config_key(r, _factors(r)) for r in found}
+    if len(keys) > 1:
+        raise RunStoreError(f"{ref!r} names {len(found)} runs of {len(keys)} configurations "
+                            f"({', '.join(f'{r.suite}/{r.run_id}' for r in found[:4])}); name one by suite/run_id")
+    return _seed_sorted(found)
+
+
+def paired_runs(runs: Iterable[RunRecord], ref_a: str, ref_b: str, *, split: str = "test", n_bootstrap: int = 1000,
+                level: float = 0.95, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Any two runs (or configurations over their seeds) scored on the same test images: ``b`` minus
+    baseline ``a`` per label and for the mean, with the columns of :func:`paired_ablation` (factor ``run``).
+    This is how a model scored with ``cxr-bench evaluate`` is tested against a suite's baseline."""
+    runs = list(runs)
+    a, b = pick_runs(runs, ref_a), pick_runs(runs, ref_b)
+    if {r.run_id for r in a} & {r.run_id for r in b}:
+        raise RunStoreError(f"{ref_a!r} and {ref_b!r} name the same run; a comparison needs two")
+    suite = a[0].suite if a[0].suite == b[0].suite else f"{a[0].suite} vs {b[0].suite}"
+    pair = AblationPair(suite, "run", str(a[0].cfg("name") or a[0].run_id), str(b[0].cfg("name") or b[0].run_id),
+                        a, b, "pair")
+    return paired_ablation(pair, split=split, n_bootstrap=n_bootstrap, level=level, seed=seed, alpha=alpha)
+
+
 def _ablation_banner(runs: Sequence[RunRecord], alpha: float) -> list[str]:
     lines = []
     sample = [r for r in runs if _run_is_sample(r)]
@@ -656,6 +686,6 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
 __all__ = [
     "ABLATION_COLUMNS", "PROTOCOL_FIELDS", "REFERENCE_COLUMNS", "SUMMARY_COLUMNS", "AblationPair", "ablation_table",
     "banner", "compare_leaderboards", "compare_reference", "comparison_json", "find_ablation_pairs",
-    "pair_summary", "paired_ablation", "protocol_mismatches", "reference_protocol", "sample_banner",
+    "pair_summary", "paired_ablation", "paired_runs", "pick_runs", "protocol_mismatches", "reference_protocol", "sample_banner",
     "write_comparison_csv",
 ]

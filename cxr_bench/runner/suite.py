@@ -319,6 +319,7 @@ class Suite:
         prof = self.check_profile(profile)
         overrides = dict(overrides or {})
         cli = _cli_layers(overrides, seeds)
+        self._refuse_axis_overrides(prof, overrides)
         runs: dict[str, SuiteRun] = {}
         for block in self.blocks:
             if prof is not None and prof.blocks.get(block.name, BlockSettings({})).skip:
@@ -342,6 +343,24 @@ class Suite:
                 by_point.append((point, run))
             self._add_pairs(block, by_point, profile)
         return list(runs.values())
+
+    def _refuse_axis_overrides(self, prof: Profile | None, overrides: Mapping[str, Any]) -> None:
+        """A ``--set`` of a key a block varies would make that block's runs one run (and silently drop its
+        pairs): refused, naming the block and how to add a run instead."""
+        for key, value in overrides.items():
+            if key == "seed":  # the seed has its own rules (--seeds N, a seed axis)
+                continue
+            for block in self.blocks:
+                if prof is not None and prof.blocks.get(block.name, BlockSettings({})).skip:
+                    continue
+                axis = next((a for a in block.grid if a == key or a.startswith(key + ".") or key.startswith(a + ".")),
+                            None)
+                if axis is not None:
+                    raise ConfigError(
+                        f"--set {key}={_show(value)}: block {block.name!r} of suite {self.name!r} varies {axis} "
+                        f"({', '.join(_show(v) for v in block.grid[axis])}), so this would turn its runs into one; "
+                        f"to add a run with your value, write a suite file with extends = \"{self.name}\" and a "
+                        "[[block]] of your own (README: 'Your model beside the baselines')")
 
     def _resolve(self, block: Block, prof: Profile | None, point: dict[str, Any],
                  cli: Sequence[_Layer]) -> RunConfig:
@@ -437,7 +456,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse_suite(raw, path, sha256_bytes(text.encode()))
+    raw, sha256 = resolve_extends(raw, path, sha256_bytes(text.encode()))
+    return parse_suite(raw, path, sha256)
 
 
 def _read_suite_text(name_or_path: str | Path) -> tuple[str, Path]:
@@ -457,6 +477,88 @@ def _read_suite_text(name_or_path: str | Path) -> tuple[str, Path]:
         known = ", ".join(shipped_suites()) or "(none)"
         raise ConfigError(f"unknown suite {name!r}; shipped suites: {known}; or pass a path to a .toml file")
     return res.read_text(encoding="utf-8"), Path(str(res))
+
+
+# What a suite that extends another may say in [suite]; everything else is the parent's.
+_EXTENDING_SUITE_KEYS = {"extends", "description", "imports"}
+_MAX_EXTENDS = 8
+
+
+def resolve_extends(raw: dict[str, Any], path: Path, sha256: str, _seen: tuple[Path, ...] = ()
+                    ) -> tuple[dict[str, Any], str]:
+    """A suite file with ``[suite] extends = "wang2017"`` (a shipped suite, or a path relative to the file)
+    as one suite: the parent's, plus the file's blocks and its profiles' settings for those blocks.
+
+    The parent's runs keep their configs, ids and store folder (the suite keeps the parent's name), so
+    ``cxr-bench run`` finds them completed and runs only the new blocks. Hence the file may not change what
+    the parent's runs compute: no ``[base]``, no block of the parent's name, no profile the parent lacks, no
+    profile settings for the parent's blocks. Returns the merged table and a sha256 of both files.
+    """
+    meta = raw.get("suite")
+    if not isinstance(meta, dict) or "extends" not in meta:
+        return raw, sha256
+    where = f"{path}: [suite] extends"
+    ref = meta["extends"]
+    if not isinstance(ref, str) or not ref:
+        raise ConfigError(f"{where} must be a suite name or a .toml path, got {ref!r}")
+    _check_keys(meta, _EXTENDING_SUITE_KEYS, f"{path}: [suite] (a suite that extends {ref!r} keeps its name, "
+                "run names and profiles)")
+    if len(_seen) >= _MAX_EXTENDS or path in _seen:
+        raise ConfigError(f"{where} = {ref!r}: the suites extend each other in a loop")
+    target: str | Path = ref
+    if ref.endswith(".toml") or "/" in ref or "\\" in ref:
+        target = Path(ref) if Path(ref).is_absolute() else path.parent / ref
+    text, parent_path = _read_suite_text(target)
+    try:
+        parent = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{parent_path} (extended by {path}): not valid TOML: {e}") from None
+    parent, parent_sha = resolve_extends(parent, parent_path, sha256_bytes(text.encode()), (*_seen, path))
+    _check_keys(raw, {"suite", "block", "profiles", "slurm"},
+                f"{path}: top level (a suite that extends {ref!r} has no [base]: it would change every run of "
+                f"{ref!r}; put your settings in your blocks' set)")
+    out = copy.deepcopy(parent)
+    pmeta = out["suite"] = _table(out.get("suite", {}), f"{parent_path}: [suite]")
+    pmeta.setdefault("name", parent_path.stem)
+    if "description" in meta:
+        pmeta["description"] = meta["description"]
+    own_imports = meta.get("imports", [])
+    if not isinstance(own_imports, list):
+        raise ConfigError(f"{path}: [suite] imports must be a list of module names")
+    pmeta["imports"] = list(dict.fromkeys([*pmeta.get("imports", []), *own_imports]))
+    parent_blocks = {b.get("name") for b in out.get("block", []) if isinstance(b, dict)}
+    blocks = raw.get("block", [])
+    if not isinstance(blocks, list) or not blocks:
+        raise ConfigError(f"{path}: a suite that extends {ref!r} adds at least one [[block]]")
+    own_blocks = set()
+    for i, b in enumerate(blocks):
+        name = b.get("name") if isinstance(b, dict) else None
+        if name in parent_blocks:
+            raise ConfigError(f"{path}: [[block]] #{i + 1} {name!r} is a block of {ref!r}; give yours another name "
+                              "(a block of the parent cannot be changed, or its finished runs would be redone)")
+        own_blocks.add(name)
+    out["block"] = [*out.get("block", []), *copy.deepcopy(blocks)]
+    pprofiles = out["profiles"] = _table(out.get("profiles", {}), f"{parent_path}: [profiles]")
+    for pname, ptable in _table(raw.get("profiles", {}), f"{path}: [profiles]").items():
+        pwhere = f"{path}: [profiles.{pname}]"
+        if pname not in pprofiles:
+            raise ConfigError(f"{pwhere}: {ref!r} has no profile {pname!r} (profiles: {', '.join(pprofiles)}); "
+                              "a suite that extends another uses its profiles")
+        ptable = _table(ptable, pwhere)
+        _check_keys(ptable, {"block"}, f"{pwhere} (only [profiles.{pname}.block.<your block>] settings: the "
+                    f"profile's own settings belong to {ref!r})")
+        for bname, settings in _table(ptable.get("block", {}), f"{pwhere} block").items():
+            if bname not in own_blocks:
+                raise ConfigError(f"{path}: [profiles.{pname}.block.{bname}]: {bname!r} is not a block of this file "
+                                  f"(yours: {', '.join(sorted(map(str, own_blocks)))}); the blocks of {ref!r} keep "
+                                  "their settings")
+            prof = pprofiles[pname] = _table(pprofiles[pname], f"{parent_path}: [profiles.{pname}]")
+            prof["block"] = {**_table(prof.get("block", {}), f"{parent_path}: [profiles.{pname}.block]"),
+                             bname: copy.deepcopy(settings)}
+    if "slurm" in raw:
+        out["slurm"] = {**_table(out.get("slurm", {}), f"{parent_path}: [slurm]"),
+                        **_table(raw["slurm"], f"{path}: [slurm]")}
+    return out, sha256_bytes(f"{parent_sha}\n{sha256}".encode())
 
 
 def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
