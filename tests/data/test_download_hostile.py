@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 import range_server as rs  # tests/helpers is on pytest's pythonpath
+
 from cxr_bench.cli import main
 from cxr_bench.data import download as dl
 from cxr_bench.data.download import DownloadError, download_release, load_part_list

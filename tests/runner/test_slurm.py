@@ -9,10 +9,10 @@ import re
 import shlex
 
 import pytest
+import slurm_tokenizer as tok  # tests/helpers is on pytest's pythonpath
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import slurm_tokenizer as tok  # tests/helpers is on pytest's pythonpath
 from cxr_bench.errors import ConfigError
 from cxr_bench.runner.slurm import ALLOWED, SlurmOptions
 
