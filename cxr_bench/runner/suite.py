@@ -473,7 +473,7 @@ def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
         raise ConfigError(f"{path}: [suite] imports must be a list of module names, e.g. imports = [\"mypkg.models\"]")
     imports = tuple(check_module_name(m, f"{path}: [suite] imports") for m in imports)
     # Before any config is built: the plugins' backbones, heads and losses must be registered by then.
-    import_plugins(imports, f"{path}: [suite] imports")
+    import_plugins(imports, f"{path}: [suite] imports", beside=Path(path).resolve().parent)
 
     base_raw = _table(raw.get("base", {}), f"{path}: [base]")
     base_seeds = _seeds_key(base_raw, f"{path}: [base]")
