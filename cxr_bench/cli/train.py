@@ -54,13 +54,15 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..engine.trainer import train_run
+    from ..runner.store import writer_lock
     from ..runner.suite import parse_overrides
 
     rank = int(os.environ.get("RANK", "0"))  # the CLI's logging setup already quiets ranks > 0
     cfg = RunConfig.from_dict(load_config_file(args.config))
     if args.overrides:
         cfg = cfg.replace(**parse_overrides(args.overrides))
-    metrics = train_run(cfg, Path(args.run_dir), progress=False if args.no_progress else None)
+    with writer_lock(args.run_dir, "cxr-bench train"):
+        metrics = train_run(cfg, Path(args.run_dir), progress=False if args.no_progress else None)
     if rank == 0:
         test = metrics.get("test", {})
         print(f"run {cfg.run_id()} done: best epoch {metrics.get('best_epoch')}, "

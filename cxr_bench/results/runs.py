@@ -51,11 +51,14 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: str | Path, suite: str | None = None) -> RunRecord:
+        if Path(run_dir).is_symlink():
+            run_store.check_own_folder(run_dir, None, None)
         run_dir = Path(run_dir).resolve()
         config = read_json_object(run_dir / "config.json")
         if config is None:
             raise RunStoreError(f"{run_dir}: no config.json; not a run directory")
         manifest = RunDir(run_dir, run_dir.name).manifest()
+        run_store.check_own_folder(run_dir, config, manifest)
         suite_name = suite or _suite_name(manifest) or run_dir.parent.name
         run_id = str(manifest.get("run_id") or run_dir.name)
         return cls(run_dir, suite_name, run_id, config, manifest)

@@ -1,0 +1,179 @@
+"""Run stores edited by hand or by another process: a manifest of the wrong shape, a run folder that is a
+link to another run's, a config copied from another run, a second writer while ``cxr-bench run`` trains a
+run. Each is found on read and reported (one line, no traceback), the other runs go on; a damaged run is
+evaluated again; a second writer is refused. Real stores (written by the runner or with the same writers),
+real symlinks, real processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import reliability_harness as H
+import runstore_factory as F
+
+from cxr_bench.cli import main
+from cxr_bench.runner.store import RunDir, validate_manifest
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "runs"
+    ids = F.make_run_store(root, with_failed=False)
+    return root, ids
+
+
+def _leaderboard(root: Path, out: Path, capsys) -> tuple[int, pd.DataFrame, str]:
+    rc = main(["leaderboard", "--runs", str(root), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in out.read_text().splitlines(keepends=True) if not ln.startswith("# ")]  # any banner
+    return rc, pd.read_csv(io.StringIO("".join(lines))), err
+
+
+DAMAGE = [
+    {"artifacts": {"metrics.json": "x"}},
+    {"artifacts": {"../../etc/passwd": {"sha256": "0" * 64}}},
+    {"artifacts": ["metrics.json"]},
+    {"attempts": "many"},
+    {"attempts": [3]},
+    {"status": 7},
+    {"status": "done"},
+    {"run_id": ["x"]},
+    {"error": 3.5},
+    {"suite": 12},
+]
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=[json.dumps(d)[:40] for d in DAMAGE])
+def test_a_manifest_of_the_wrong_shape_is_reported_and_the_rest_go_on(store, tmp_path, capsys, damage):
+    root, ids = store
+    victim = root / "wang2017" / ids["alexnet_8"]
+    manifest = json.loads((victim / "manifest.json").read_text())
+    manifest.update(damage)
+    (victim / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception) as err:
+        validate_manifest(manifest, victim / "manifest.json")
+    assert type(err.value).__name__ == "RunStoreError" and "\n" not in str(err.value)
+    assert "manifest.json" in str(err.value)
+
+    rc, table, err = _leaderboard(root, tmp_path / "lb.csv", capsys)
+    assert rc == 0
+    assert ids["alexnet_8"] not in set(table["run_id"])  # none of its numbers
+    others = [i for k, i in ids.items() if k != "alexnet_8"]
+    assert set(others) <= set(table["run_id"]) and (table.set_index("run_id").loc[others, "status"]
+                                                    == "completed").all()
+    reported = [ln for ln in err.splitlines() if ids["alexnet_8"] in ln]
+    assert reported and "unreadable" in reported[0]  # listed among the runs not completed
+
+
+def test_a_run_folder_linked_to_another_runs_is_refused_and_listed_once(store, tmp_path, capsys):
+    root, ids = store
+    suite = root / "wang2017"
+    target = suite / ids["resnet50_14"]
+    link_id = ids["alexnet_8"]
+    shutil.rmtree(suite / link_id)
+    (suite / link_id).symlink_to(target, target_is_directory=True)
+    rc, table, err = _leaderboard(root, tmp_path / "lb.csv", capsys)
+    assert rc == 0
+    assert (table["run_id"] == ids["resnet50_14"]).sum() == 1  # the real run once, not again under the link
+    assert link_id not in set(table["run_id"])  # never another configuration's AUC under its name
+    reported = [ln for ln in err.splitlines() if link_id in ln]
+    assert reported and "unreadable" in reported[0]
+
+
+def test_a_config_copied_from_another_run_is_refused(store, tmp_path, capsys):
+    root, ids = store
+    suite = root / "wang2017"
+    shutil.copy(suite / ids["resnet50_14"] / "config.json", suite / ids["resnet50_8"] / "config.json")
+    rc, table, err = _leaderboard(root, tmp_path / "lb.csv", capsys)
+    assert rc == 0 and ids["resnet50_8"] not in set(table["run_id"])
+    assert any(ids["resnet50_8"] in ln and "unreadable" in ln for ln in err.splitlines())
+
+
+def _tiny_suite(tmp_path: Path, **base) -> Path:
+    return H.write_suite(tmp_path / "edit.toml", "edit", {"optim.lr": [0.01]}, base=base)
+
+
+@pytest.mark.slow
+def test_run_sets_a_damaged_manifest_aside_and_evaluates_the_run_again(phantom_root, tmp_path):
+    suite = _tiny_suite(tmp_path)
+    args = ["run", "--suite", suite, "--data-root", phantom_root, "--out", tmp_path / "runs", "--no-report"]
+    first = H.cli(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = H.run_dirs(tmp_path / "runs" / "edit").values()
+    auc = json.loads((run / "metrics.json").read_text())["test"]["mean_auc"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["artifacts"] = {"metrics.json": "x"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    again = H.cli(args)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    fixed = json.loads((run / "manifest.json").read_text())
+    assert fixed["status"] == "completed" and isinstance(fixed["artifacts"]["metrics.json"], dict)
+    assert json.loads((run / "manifest.damaged.json").read_text())["artifacts"] == {"metrics.json": "x"}
+    assert json.loads((run / "metrics.json").read_text())["test"]["mean_auc"] == pytest.approx(auc)
+
+
+@pytest.mark.slow
+def test_train_refuses_a_run_that_run_is_training(phantom_root, tmp_path):
+    """``cxr-bench run`` trains a run (long enough to be caught); ``cxr-bench train --run-dir`` on the same
+    folder refuses with one line and writes nothing; ``run`` then completes it as if alone."""
+    suite = _tiny_suite(tmp_path, **{"optim.epochs": 40, "optim.max_steps_per_epoch": 4})
+    log = tmp_path / "run.log"
+    proc = H.spawn(["-m", "cxr_bench", "run", "--suite", suite, "--data-root", phantom_root, "--out",
+                    tmp_path / "runs", "--no-report"], log=log)
+    try:
+        def training() -> Path | None:
+            runs = H.run_dirs(tmp_path / "runs" / "edit") if (tmp_path / "runs" / "edit").is_dir() else {}
+            for run in runs.values():
+                if (run / "checkpoints" / "last.pt").is_file():
+                    return run
+            return None
+
+        run = H.wait_for(training, proc, "the first checkpoint", log=log)
+        assert RunDir(run, run.name).manifest()["status"] == "running"
+        before = sorted(p.name for p in run.iterdir())
+        second = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"])
+        err = second.stderr.strip().splitlines()
+        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+        assert err[-1].startswith("cxr-bench: error: cxr-bench train: run directory") and \
+            "being written by another process" in err[-1] and "Traceback" not in second.stderr
+        assert f"pid {proc.pid}" in err[-1]
+        assert sorted(p.name for p in run.iterdir()) == before
+        assert proc.wait(timeout=H.DEADLINE_S) == 0, log.read_text()[-3000:]
+    finally:
+        H.kill_group(proc)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and len(manifest["attempts"]) == 1
+
+
+def test_train_takes_the_lock_a_process_holds(phantom_root, tmp_path):
+    """Fast variant: a real second process holds the run's lock exactly as the runner does."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(H.config_dict(phantom_root)))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from cxr_bench.runner.store import RunDir\n"
+        "with RunDir(Path(sys.argv[1]), 'run').lock():\n    print('held', flush=True); time.sleep(120)"),
+        str(run)], stdout=subprocess.PIPE, text=True, env=H.env())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        second = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"])
+        assert second.returncode == 2 and "being written by another process" in second.stderr
+        assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
+        # The runner's own torchrun ranks are told the lock is held for them.
+        env = {"CXR_BENCH_RUN_LOCK_HELD": str(run)}
+        ok = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"], extra_env=env)
+        assert ok.returncode == 0, ok.stderr[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run / "metrics.json").is_file() and os.path.getsize(run / "metrics.json") > 0
