@@ -35,7 +35,10 @@ NIH at 256 px); ``meta.json`` records them with the sha256 of ``index.csv`` and 
 when the array is at most :data:`QUICK_VERIFY_BYTES`, else a random sample of that many bytes
 (``prepare --verify`` checks every chunk). A build or resume checks every chunk it keeps against its
 journal checksum, so a damaged cache (truncated, overwritten, a CSV edited) is repaired by rebuilding
-exactly the chunks that no longer match; the rest is kept.
+exactly the chunks that no longer match; the rest is kept. The journal's line is the one source of truth
+for a chunk's digest (it is written, fsynced, when the chunk's bytes are): ``meta.json``'s copy must agree
+with it, and a ``meta.json`` without checksums gets the journal's, never digests of whatever bytes are
+there now (which would bless damaged pixels).
 
 Rejected rows keep their slot (filled with zeros) so slot numbers never depend on which files failed;
 :meth:`ImageCache.slots` maps them to -1.
@@ -341,14 +344,13 @@ class ImageCache:
         return cache
 
     def _verify(self, mode: str, rng: np.random.Generator | None) -> None:
-        digests = self.meta.get("chunk_digests")
-        if mode == "none" or digests is None:  # None: a cache written before checksums (see build_cache)
+        if mode == "none":
             return
         ranges = _chunk_ranges(len(self.names), int(self.meta["chunk_size"]))
-        if len(digests) != len(ranges):
-            raise CacheDamaged(f"{self.dir / META_FILE} lists {len(digests)} chunk checksums for "
-                               f"{len(ranges)} chunks; run `cxr-bench prepare` again to repair the cache")
-        which = _chunks_to_check(ranges, self.size ** 2, mode, rng)
+        digests = _recorded_digests(self.dir, self.meta, len(ranges))
+        if digests is None:  # a cache written before checksums (see build_cache)
+            return
+        which = [c for c in _chunks_to_check(ranges, self.size ** 2, mode, rng) if digests[c] is not None]
         actual = _chunk_digests(self.dir / IMAGES_FILE, self.size, ranges, which)
         bad = [c for c in which if actual[c] != digests[c]]
         self.checked_chunks = len(which)
@@ -512,19 +514,54 @@ def _reuse(directory: Path, key: str, verify: str) -> ImageCache | None:
         log.warning("image cache %s is damaged (%s: %s); repairing it", directory, type(e).__name__, e)
     else:
         if cache.key == key:
-            if "chunk_digests" not in cache.meta:
-                _record_checksums(cache)
-            log.info("image cache %s is complete (%d images)", directory, len(cache))
-            return cache
+            try:
+                if "chunk_digests" not in cache.meta:
+                    _record_checksums(cache)
+            except CacheError as e:
+                log.warning("image cache %s is damaged (%s); repairing it", directory, e)
+            else:
+                log.info("image cache %s is complete (%d images)", directory, len(cache))
+                return cache
     (directory / META_FILE).unlink()
     return None
 
 
+def _recorded_digests(directory: Path, meta: dict[str, Any], n_chunks: int) -> list[str | None] | None:
+    """Each chunk's digest as the journal recorded it when the chunk was written (``meta.json``'s list must
+    agree; without one, the journal's alone); None when neither holds any (a cache from before checksums).
+    Raises :class:`CacheDamaged` where they disagree or the list has the wrong length."""
+    journal = _read_journal(directory / DONE_FILE) if (directory / DONE_FILE).is_file() else {}
+    from_journal = {c: r["digest"] for c, r in journal.items()
+                    if 0 <= c < n_chunks and isinstance(r.get("digest"), str)}
+    listed = meta.get("chunk_digests")
+    if listed is not None:
+        if not isinstance(listed, list) or len(listed) != n_chunks:
+            raise CacheDamaged(f"{directory / META_FILE} lists {len(listed) if isinstance(listed, list) else 0} "
+                               f"chunk checksums for {n_chunks} chunks; run `cxr-bench prepare` again to repair "
+                               "the cache")
+        differ = sorted(c for c, d in from_journal.items() if listed[c] != d)
+        if differ:
+            raise CacheDamaged(f"{directory / META_FILE}: the checksums of {len(differ)} chunk(s) differ from "
+                               f"those recorded in {DONE_FILE} when they were written (first: chunk {differ[0]}); "
+                               "run `cxr-bench prepare` again to rebuild them", differ)
+        return list(listed)
+    if not from_journal:
+        return None
+    return [from_journal.get(c) for c in range(n_chunks)]
+
+
 def _record_checksums(cache: ImageCache) -> None:
-    """Give a cache written before checksums existed its checksums, once, from its current bytes (the
-    build made them durable before recording them, so they are what was decoded)."""
+    """Give a cache whose ``meta.json`` has no checksums its journal's, once; only chunks whose journal
+    line has none (written before checksums existed; the build made their bytes durable before recording
+    them) take the digest of their current bytes. A chunk whose bytes differ from its journal digest is
+    damage: :class:`CacheDamaged`, and the build that follows rebuilds it."""
     ranges = _chunk_ranges(len(cache), int(cache.meta["chunk_size"]))
     digests = _chunk_digests(cache.dir / IMAGES_FILE, cache.size, ranges, range(len(ranges)))
+    recorded = _recorded_digests(cache.dir, {}, len(ranges)) or [None] * len(ranges)
+    bad = [c for c in range(len(ranges)) if recorded[c] is not None and recorded[c] != digests[c]]
+    if bad:
+        raise CacheDamaged(f"{cache.dir / IMAGES_FILE}: {len(bad)} chunk(s) do not match the checksum recorded "
+                           f"in {DONE_FILE} (first: chunk {bad[0]}); rebuilding them", bad)
     files = {name: _file_sha256(cache.dir / name) for name in (INDEX_FILE, REJECTED_FILE)}
     meta = {**cache.meta, "checksum": CHECKSUM, "chunk_digests": [digests[c] for c in range(len(ranges))],
             "file_sha256": files}
