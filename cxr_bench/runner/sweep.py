@@ -656,8 +656,11 @@ def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
     for r in runs:
         done = ""
         if store is not None:
-            rd = store.run(r.run_id)
-            done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
+            try:
+                rd = store.run(r.run_id)
+                done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
+            except RunStoreError:
+                done = "damaged"
         rows.append([r.run_id, ",".join(r.blocks), *(str(_get(r.config, f)) for f in factors), done,
                      *([times.get(r.run_id, "")] if times is not None else []),
                      ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])
