@@ -264,15 +264,16 @@ def render_report(name: str, runs_dir: str | Path, out_dir: str | Path, *, suite
 
 
 def is_own_report_file(path: str | Path) -> bool:
-    """Whether ``path`` is a report cxr-bench rendered: a notebook executed on its kernel spec, or a page
-    with its generator tag (or, from before the tag, its title)."""
+    """Whether ``path`` is a report cxr-bench rendered: a notebook papermill executed from one of its
+    templates, or a page with its generator tag (or, from before the tag, its title)."""
     path = Path(path)
     if path.is_symlink() or not path.is_file():
         return False
     try:
         if path.suffix == ".ipynb":
             meta = json.loads(path.read_text(encoding="utf-8")).get("metadata") or {}
-            return (meta.get("kernelspec") or {}).get("name") == KERNEL_NAME
+            source = Path(str((meta.get("papermill") or {}).get("input_path") or "")).stem
+            return source in TEMPLATES or (meta.get("kernelspec") or {}).get("name") == KERNEL_NAME
         text = path.read_text(encoding="utf-8", errors="replace")
     except (OSError, ValueError, AttributeError):
         return False

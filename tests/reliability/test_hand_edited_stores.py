@@ -122,8 +122,8 @@ def test_run_sets_a_damaged_manifest_aside_and_evaluates_the_run_again(phantom_r
 @pytest.mark.slow
 def test_train_refuses_a_run_that_run_is_training(phantom_root, tmp_path):
     """``cxr-bench run`` trains a run (long enough to be caught); ``cxr-bench train --run-dir`` on the same
-    folder refuses with one line and writes nothing; ``run`` then completes it as if alone."""
-    suite = _tiny_suite(tmp_path, **{"optim.epochs": 40, "optim.max_steps_per_epoch": 4})
+    folder refuses with one line and writes nothing, while ``run`` goes on training it."""
+    suite = _tiny_suite(tmp_path, **{"optim.epochs": 2000, "optim.max_steps_per_epoch": 4})
     log = tmp_path / "run.log"
     proc = H.spawn(["-m", "cxr_bench", "run", "--suite", suite, "--data-root", phantom_root, "--out",
                     tmp_path / "runs", "--no-report"], log=log)
@@ -137,19 +137,18 @@ def test_train_refuses_a_run_that_run_is_training(phantom_root, tmp_path):
 
         run = H.wait_for(training, proc, "the first checkpoint", log=log)
         assert RunDir(run, run.name).manifest()["status"] == "running"
-        before = sorted(p.name for p in run.iterdir())
         second = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"])
         err = second.stderr.strip().splitlines()
         assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
         assert err[-1].startswith("cxr-bench: error: cxr-bench train: run directory") and \
             "being written by another process" in err[-1] and "Traceback" not in second.stderr
         assert f"pid {proc.pid}" in err[-1]
-        assert sorted(p.name for p in run.iterdir()) == before
-        assert proc.wait(timeout=H.DEADLINE_S) == 0, log.read_text()[-3000:]
+        assert "done" not in second.stdout  # refused before training (the fast variant checks the files)
+        assert proc.poll() is None  # the refusal happened while `run` was training the run
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "running" and len(manifest["attempts"]) == 1
     finally:
         H.kill_group(proc)
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "completed" and len(manifest["attempts"]) == 1
 
 
 def test_train_takes_the_lock_a_process_holds(phantom_root, tmp_path):
