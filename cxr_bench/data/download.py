@@ -53,7 +53,6 @@ import shutil
 import tarfile
 import threading
 import time
-import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,6 +69,7 @@ from .. import __version__
 from ..errors import CxrBenchError
 from ..utils.io import atomic_write_json, atomic_write_with, read_json, sha256_file
 from ..utils.progress import progress, progress_mode
+from ..utils.text import describe_char, first_unprintable
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,6 @@ UNKNOWN_SIZE_CAP = {"images": 16 << 30, "metadata": 1 << 30}
 EXTRACT_RATIO = 4
 EXTRACT_SLACK = 64 << 20
 MAX_MEMBERS = 200_000
-_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 _TOOL_NAME = re.compile(r"images(_\d+)?|archives|cxr-bench-download\.json|.*\.part(\.json)?|\.?extracting-.*",
                         re.IGNORECASE)
 _FOLDER = re.compile(r"images|images_\d{3}/images")
@@ -196,11 +195,10 @@ def check_file_name(name: Any, at: str) -> str:
     if (not isinstance(name, str) or not name or len(name) > 255 or name != PurePosixPath(name).name
             or "\\" in name or name.startswith(".")):
         raise DownloadError(f"{at}: file {name!r} must be a plain file name (no folders, not hidden)")
-    bad = next((c for c in name if unicodedata.category(c) in _UNPRINTABLE or (c.isspace() and c != " ")),
-               None)
+    bad = first_unprintable(name, spaces=False)
     if bad is not None:
-        raise DownloadError(f"{at}: file {name!r} holds the unprintable character U+{ord(bad):04X} "
-                            f"({unicodedata.name(bad, unicodedata.category(bad))}); use a plain name")
+        raise DownloadError(f"{at}: file {name!r} holds the unprintable character {describe_char(bad)}; use a "
+                            "plain name")
     if _TOOL_NAME.fullmatch(name):
         raise DownloadError(f"{at}: file {name!r} is a name cxr-bench uses for its own files or folders; "
                             "rename it")

@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..utils.text import describe_char, first_unprintable
 
 ENV_PREFIX = "CXR_BENCH_SLURM_"
 MAX_VALUE_CHARS = 256
@@ -161,10 +161,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def check_text(value: str, what: str) -> str:
     """``value`` if it is one printable line of at most :data:`MAX_VALUE_CHARS` characters."""
-    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    bad = first_unprintable(value)
     if bad is not None:
-        raise ConfigError(f"{what}: the value holds the control character {bad!r}; an sbatch option is one "
-                          "line of printable text")
+        raise ConfigError(f"{what}: the value holds the control character {describe_char(bad)}; an sbatch "
+                          "option is one line of printable text")
     if not value.strip():
         raise ConfigError(f"{what}: the value is empty")
     if len(value) > MAX_VALUE_CHARS:

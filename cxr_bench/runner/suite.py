@@ -86,6 +86,7 @@ from ..config import RunConfig, deep_merge, set_dotted
 from ..errors import ConfigError, RunStoreError
 from ..plugins import check_module_name, import_plugins
 from ..utils.io import sha256_bytes
+from ..utils.text import describe_char, first_unprintable
 from .slurm import SlurmOptions
 from .store import validate_name
 
@@ -634,8 +635,10 @@ def _parse_run_name(template: str, where: str) -> tuple[tuple[str, str | None, s
     known = {k for k in _default_flat() if k != "name"}
     parts: list[tuple[str, str | None, str]] = []
     for literal, ref, spec, conversion in parsed:
-        if any(ord(c) < 32 or ord(c) == 127 for c in literal):
-            raise ConfigError(f"{where} {template!r}: holds a control character; a name is one line of text")
+        bad = first_unprintable(literal)
+        if bad is not None:
+            raise ConfigError(f"{where} {template!r}: holds the control or format character {describe_char(bad)}; "
+                              "a name is one line of visible text")
         if ref is None:
             parts.append((literal, None, ""))
             continue
@@ -662,7 +665,12 @@ def _render_run_name(parts: Sequence[tuple[str, str | None, str]], cfg: RunConfi
                 out.append(format(flat[ref], spec))
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{where}: {{{ref}:{spec}}} cannot format {flat[ref]!r}: {e}") from None
-    return "".join(out)
+    name = "".join(out)
+    bad = first_unprintable(name)
+    if bad is not None:
+        raise ConfigError(f"{where}: the name {name!r} holds the control or format character {describe_char(bad)} "
+                          "(from a field's value); a name is one line of visible text")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- helpers
