@@ -186,7 +186,7 @@ def test_a_hostile_manifest_is_one_error_line(tmp_path, capsys, files):
         assert err.startswith("cxr-bench: error: ") and "\n" not in err
 
 
-def test_verify_never_hashes_a_file_outside_the_data_root(tmp_path, capsys):
+def test_verify_never_hashes_a_file_outside_the_data_root(tmp_path, capsys, monkeypatch):
     secret = tmp_path / "secret.csv"
     secret.write_text("not yours\n")
     dest = tmp_path / "d"
@@ -196,12 +196,9 @@ def test_verify_never_hashes_a_file_outside_the_data_root(tmp_path, capsys):
     (dest / "archives").mkdir()
     (dest / "archives" / "x.tar.gz").symlink_to(secret)
     real_sha = dl.sha256_file
-    hashed: list[Path] = []
-    dl.sha256_file = lambda p: hashed.append(Path(p)) or real_sha(p)  # type: ignore[assignment]
-    try:
-        assert main(["data", "download", "--to", str(dest), "--verify"]) == 1
-    finally:
-        dl.sha256_file = real_sha  # type: ignore[assignment]
+    hashed: list[Path] = []  # a spy: every file the verification hashes, still hashed for real
+    monkeypatch.setattr(dl, "sha256_file", lambda p: hashed.append(Path(p)) or real_sha(p))
+    assert main(["data", "download", "--to", str(dest), "--verify"]) == 1
     out = capsys.readouterr().out
     assert "meta.csv" in out and "leads outside" in out and hashed == []
 
