@@ -18,14 +18,22 @@ import reliability_harness as H
 import runstore_factory as F
 
 from cxr_bench.cli import main
+from cxr_bench.errors import RunStoreError
 from cxr_bench.runner.store import RunDir, validate_manifest
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("pristine") / "runs"
+    return root, F.make_run_store(root, with_failed=False)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def store(pristine, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the module's store, for one test to damage."""
     root = tmp_path / "runs"
-    ids = F.make_run_store(root, with_failed=False)
-    return root, ids
+    shutil.copytree(pristine[0], root, symlinks=True)
+    return root, dict(pristine[1])
 
 
 def _leaderboard(root: Path, out: Path, capsys) -> tuple[int, pd.DataFrame, str]:
@@ -50,17 +58,26 @@ DAMAGE = [
 ]
 
 
-@pytest.mark.parametrize("damage", DAMAGE, ids=[json.dumps(d)[:40] for d in DAMAGE])
+def test_validate_manifest_names_the_file_and_key(pristine):
+    root, ids = pristine
+    path = root / "wang2017" / ids["alexnet_8"] / "manifest.json"
+    good = json.loads(path.read_text())
+    assert validate_manifest(dict(good), path) == good  # what the runner writes passes
+    for damage in DAMAGE:
+        with pytest.raises(RunStoreError) as err:
+            validate_manifest({**good, **damage}, path)
+        assert str(path) in str(err.value) and repr(next(iter(damage))) in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("damage", DAMAGE[:1] + DAMAGE[3:4] + DAMAGE[5:6],
+                         ids=["artifact-not-a-record", "attempts-not-a-list", "status-a-number"])
 def test_a_manifest_of_the_wrong_shape_is_reported_and_the_rest_go_on(store, tmp_path, capsys, damage):
     root, ids = store
     victim = root / "wang2017" / ids["alexnet_8"]
     manifest = json.loads((victim / "manifest.json").read_text())
     manifest.update(damage)
     (victim / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(Exception) as err:
-        validate_manifest(manifest, victim / "manifest.json")
-    assert type(err.value).__name__ == "RunStoreError" and "\n" not in str(err.value)
-    assert "manifest.json" in str(err.value)
 
     rc, table, err = _leaderboard(root, tmp_path / "lb.csv", capsys)
     assert rc == 0
@@ -151,8 +168,10 @@ def test_train_refuses_a_run_that_run_is_training(phantom_root, tmp_path):
         H.kill_group(proc)
 
 
-def test_train_takes_the_lock_a_process_holds(phantom_root, tmp_path):
-    """Fast variant: a real second process holds the run's lock exactly as the runner does."""
+@pytest.mark.parametrize("held_for_us", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_train_takes_the_lock_a_process_holds(phantom_root, tmp_path, held_for_us):
+    """Fast variant: a real second process holds the run's lock exactly as the runner does. ``train``
+    refuses, writing nothing; told the lock is held for it (the runner's own torchrun ranks), it trains."""
     import subprocess
     import sys
 
@@ -161,18 +180,19 @@ def test_train_takes_the_lock_a_process_holds(phantom_root, tmp_path):
     (run / "config.json").write_text(json.dumps(H.config_dict(phantom_root)))
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from cxr_bench.runner.store import RunDir\n"
-        "with RunDir(Path(sys.argv[1]), 'run').lock():\n    print('held', flush=True); time.sleep(120)"),
+        "with RunDir(Path(sys.argv[1]), 'run').lock():\n    print('held', flush=True); time.sleep(300)"),
         str(run)], stdout=subprocess.PIPE, text=True, env=H.env())
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        second = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"])
-        assert second.returncode == 2 and "being written by another process" in second.stderr
-        assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
-        # The runner's own torchrun ranks are told the lock is held for them.
-        env = {"CXR_BENCH_RUN_LOCK_HELD": str(run)}
-        ok = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"], extra_env=env)
-        assert ok.returncode == 0, ok.stderr[-2000:]
+        env = {"CXR_BENCH_RUN_LOCK_HELD": str(run)} if held_for_us else {}
+        done = H.cli(["train", "--config", run / "config.json", "--run-dir", run, "--no-progress"], extra_env=env)
     finally:
         holder.kill()
         holder.wait()
-    assert (run / "metrics.json").is_file() and os.path.getsize(run / "metrics.json") > 0
+    if held_for_us:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (run / "metrics.json").is_file() and os.path.getsize(run / "metrics.json") > 0
+    else:
+        assert done.returncode == 2 and "being written by another process" in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("cxr-bench: error: cxr-bench train: ")
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json"]  # nothing written

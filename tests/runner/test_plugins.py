@@ -192,6 +192,7 @@ def test_the_readme_shows_exactly_the_tested_example():
     assert f"```toml\n{README_SUITE}```" in readme
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["beside the suite", "in the working directory"])
 @pytest.mark.parametrize("command", [["suites"], ["run", "--dry-run", "--suite"]])
 def test_python_dash_m_never_imports_a_module_from_the_cwd_or_the_suite_folder(tmp_path: Path, where, command):
