@@ -68,6 +68,35 @@ def test_a_file_replaced_mid_download_is_never_stitched(tmp_path, validator, hon
     assert not (tmp_path / "d" / "archives" / "big.tar.gz.part.json").exists()
 
 
+def test_the_validator_survives_the_process_and_a_changed_file_is_fetched_whole(tmp_path):
+    """A download stopped mid-file keeps the first response's ETag beside its .part; the next call (another
+    process in real life) sends it as If-Range, and the server's new version comes whole."""
+    import threading
+
+    a, b = os.urandom(3 << 20), os.urandom(3 << 20)
+    site = rs.Site(files={"/f.bin": a}, headers={"/f.bin": {"ETag": '"A"'}})
+    stop = threading.Event()
+
+    class StopAfterFirstChunk:  # the progress-bar hook is where the download looks for a stop between chunks
+        def start(self, total, done):
+            pass
+
+        def update(self, n):
+            stop.set()
+
+    with rs.serve(site) as base:
+        with pytest.raises(dl._Stopped):
+            dl.download_file(f"{base}f.bin", tmp_path / "f.bin", bar=StopAfterFirstChunk(), stop=stop)  # type: ignore[arg-type]
+        part = tmp_path / "f.bin.part"
+        assert 0 < part.stat().st_size < len(a)
+        assert json.loads((tmp_path / "f.bin.part.json").read_text())["validator"] == '"A"'
+        site.files["/f.bin"], site.headers["/f.bin"] = b, {"ETag": '"B"'}
+        size, sha = dl.download_file(f"{base}f.bin", tmp_path / "f.bin")
+    assert site.if_range[-1] == ("/f.bin", '"A"')
+    assert (tmp_path / "f.bin").read_bytes() == b and sha == hashlib.sha256(b).hexdigest() and size == len(b)
+    assert not (tmp_path / "f.bin.part.json").exists()
+
+
 def test_a_metadata_csv_without_validators_changing_length_is_fetched_whole(tmp_path):
     """No ETag, no Last-Modified: the recorded length is the validator of last resort."""
     a = "Image Index,Finding Labels\n" + "".join(f"{i:08d}_000.png,A\n" for i in range(2000))

@@ -42,6 +42,7 @@ class Site:
     overlong: dict[str, int] = field(default_factory=dict)
     endless: set[str] = field(default_factory=set)
     redirect: dict[str, str] = field(default_factory=dict)
+    if_range: list[tuple[str, str | None]] = field(default_factory=list)  # (path, If-Range header) per GET
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,6 +70,8 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             rng = self.headers.get("Range")
             with site.lock:
                 site.log.append((self.command, path, rng))
+                if self.command == "GET":
+                    site.if_range.append((path, self.headers.get("If-Range")))
                 data = site.files.get(path)
                 extra = dict(site.headers.get(path, {}))
                 cut = site.cut.pop(path, None) if body else None
