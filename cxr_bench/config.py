@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .plugins import check_module_name
+from .utils.text import describe_char, first_unprintable
 
 # Field metadata flag: the field does not change the numbers a run produces.
 NOT_IDENTITY = {"identity": False}
@@ -155,6 +156,10 @@ class RunConfig:
                 v = getattr(getattr(self, sec), f.name)
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ConfigError(f"config key '{sec}.{f.name}': {v!r} is not a finite number")
+        bad = first_unprintable(self.name) if isinstance(self.name, str) else None
+        if bad is not None:
+            raise ConfigError(f"config key 'name': {self.name!r} holds the control or format character "
+                              f"{describe_char(bad)}; a name is one line of visible text")
         if not isinstance(self.imports, list):
             raise ConfigError(f"config key 'imports': expected a list of module names, got {self.imports!r}")
         for module in self.imports:

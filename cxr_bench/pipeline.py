@@ -67,7 +67,7 @@ def write_leaderboard_csv(store: RunStore) -> list[str]:
     from .results.leaderboard import build_leaderboard, write_leaderboard
 
     lb_csv = store.path / "leaderboard.csv"
-    write_leaderboard(build_leaderboard(store.path, store.suite), lb_csv)
+    write_leaderboard(build_leaderboard(store.path, store.suite), lb_csv, named=False)
     return [f"leaderboard: {lb_csv}"]
 
 

@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cxr-bench: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a path that is a file, a permission: the user's to fix, not a bug
-        where = f" {e.filename}" if e.filename else ""
-        print(f"cxr-bench: error:{where}: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cxr-bench: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cxr-bench: interrupted; run the same command again to resume", file=sys.stderr)

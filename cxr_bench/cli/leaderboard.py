@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                               "not_completed": _records(failed) if failed is not None else []}, indent=1))
         return 1
     boards = [(lb, out) for lb, out in boards if len(lb.table)]
-    written = [(write_leaderboard(lb, out), lb) for lb, out in boards]
+    written = [(write_leaderboard(lb, out, named=args.out is not None), lb) for lb, out in boards]
     tables = [lb for lb, _ in boards]
     if args.json:
         doc = {"files": [str(p) for path, _ in written for p in output_paths(path).values()],

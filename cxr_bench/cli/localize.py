@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.localize import localize_run
     from ..results.localization import localization_report_table
+    from ..runner.store import writer_lock
 
-    res = localize_run(args.run_dir, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
-                       device=args.device, batch_size=args.batch_size, n_figure=args.figure_images,
-                       progress=False if args.no_progress else None)
+    # Without --out the results go into the run's own folder: take its lock like every writer of a run.
+    with writer_lock(args.run_dir, "cxr-bench localize") if args.out is None else contextlib.nullcontext():
+        res = localize_run(args.run_dir, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
+                           device=args.device, batch_size=args.batch_size, n_figure=args.figure_images,
+                           progress=False if args.no_progress else None)
     s = res.summary
     print(f"{s['backbone']}/{s['head']} ({s['run_id']}): {s['n_boxes']} boxes on {s['n_images']} images")
     wide = localization_report_table(res.csv_path.parent) if args.out is None else None

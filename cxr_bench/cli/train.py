@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import RunConfig
     from ..data.release import is_phantom, materialize_phantom
     from ..engine.trainer import train_run
+    from ..runner.store import writer_lock
     from ..runner.suite import parse_overrides
 
     rank = int(os.environ.get("RANK", "0"))  # the CLI's logging setup already quiets ranks > 0
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(**parse_overrides(args.overrides))
     if is_phantom(cfg.data.root) and rank == 0:
         materialize_phantom(str(cfg.data.root))
-    metrics = train_run(cfg, Path(args.run_dir), progress=False if args.no_progress else None)
+    with writer_lock(args.run_dir, "cxr-bench train"):
+        metrics = train_run(cfg, Path(args.run_dir), progress=False if args.no_progress else None)
     if rank == 0:
         test = metrics.get("test", {})
         print(f"run {cfg.run_id()} done: best epoch {metrics.get('best_epoch')}, "

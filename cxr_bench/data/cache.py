@@ -35,7 +35,10 @@ NIH at 256 px); ``meta.json`` records them with the sha256 of ``index.csv`` and 
 when the array is at most :data:`QUICK_VERIFY_BYTES`, else a random sample of that many bytes
 (``prepare --verify`` checks every chunk). A build or resume checks every chunk it keeps against its
 journal checksum, so a damaged cache (truncated, overwritten, a CSV edited) is repaired by rebuilding
-exactly the chunks that no longer match; the rest is kept.
+exactly the chunks that no longer match; the rest is kept. The journal's line is the one source of truth
+for a chunk's digest (it is written, fsynced, when the chunk's bytes are): ``meta.json``'s copy must agree
+with it, and a ``meta.json`` without checksums gets the journal's, never digests of whatever bytes are
+there now (which would bless damaged pixels).
 
 Rejected rows keep their slot (filled with zeros) so slot numbers never depend on which files failed;
 :meth:`ImageCache.slots` maps them to -1.
@@ -339,17 +342,14 @@ class ImageCache:
         return cache
 
     def _verify(self, mode: str, rng: np.random.Generator | None) -> None:
-        digests = self.meta.get("chunk_digests")
         if mode == "none":
             return
-        if not isinstance(digests, list):
-            raise CacheDamaged(f"{self.dir / META_FILE} has no chunk checksums; run `cxr-bench prepare` again to "
-                               "rebuild the cache")
         ranges = _chunk_ranges(len(self.names), int(self.meta["chunk_size"]))
-        if len(digests) != len(ranges):
-            raise CacheDamaged(f"{self.dir / META_FILE} lists {len(digests)} chunk checksums for "
-                               f"{len(ranges)} chunks; run `cxr-bench prepare` again to repair the cache")
-        which = _chunks_to_check(ranges, self.size ** 2, mode, rng)
+        digests = _recorded_digests(self.dir, self.meta, len(ranges))
+        if digests is None:
+            raise CacheDamaged(f"{self.dir / META_FILE} and {DONE_FILE} hold no chunk checksums; run "
+                               "`cxr-bench prepare` again to rebuild the cache")
+        which = [c for c in _chunks_to_check(ranges, self.size ** 2, mode, rng) if digests[c] is not None]
         actual = _chunk_digests(self.dir / IMAGES_FILE, self.size, ranges, which)
         bad = [c for c in which if actual[c] != digests[c]]
         self.checked_chunks = len(which)
@@ -522,6 +522,30 @@ def _reuse(directory: Path, key: str, verify: str) -> ImageCache | None:
             return cache
     (directory / META_FILE).unlink()
     return None
+
+
+def _recorded_digests(directory: Path, meta: dict[str, Any], n_chunks: int) -> list[str | None] | None:
+    """Each chunk's digest as the journal recorded it when the chunk was written (``meta.json``'s list must
+    agree; without one, the journal's alone); None when neither holds any.
+    Raises :class:`CacheDamaged` where they disagree or the list has the wrong length."""
+    journal = _read_journal(directory / DONE_FILE) if (directory / DONE_FILE).is_file() else {}
+    from_journal = {c: r["digest"] for c, r in journal.items()
+                    if 0 <= c < n_chunks and isinstance(r.get("digest"), str)}
+    listed = meta.get("chunk_digests")
+    if listed is not None:
+        if not isinstance(listed, list) or len(listed) != n_chunks:
+            raise CacheDamaged(f"{directory / META_FILE} lists {len(listed) if isinstance(listed, list) else 0} "
+                               f"chunk checksums for {n_chunks} chunks; run `cxr-bench prepare` again to repair "
+                               "the cache")
+        differ = sorted(c for c, d in from_journal.items() if listed[c] != d)
+        if differ:
+            raise CacheDamaged(f"{directory / META_FILE}: the checksums of {len(differ)} chunk(s) differ from "
+                               f"those recorded in {DONE_FILE} when they were written (first: chunk {differ[0]}); "
+                               "run `cxr-bench prepare` again to rebuild them", differ)
+        return list(listed)
+    if not from_journal:
+        return None
+    return [from_journal.get(c) for c in range(n_chunks)]
 
 
 def _mkdir_message(directory: Path, root: Path, e: OSError) -> str:

@@ -11,6 +11,14 @@ Why each step is the way it is:
   killed process, a dropped connection); a server that ignores ``Range`` (answers 200) is detected and the
   part is fetched again from the start. Only a complete file (its announced length) is renamed to its name,
   so a file under its final name is always whole.
+- A resume never stitches two versions of a file: the first response's validator (a strong ETag, else
+  Last-Modified) and length are kept in ``<file>.part.json`` and sent as ``If-Range``; a 206 whose validator
+  or length differs from the recorded one (a server that ignores ``If-Range``) makes it start over.
+- Work and size are bounded: each file gets at most :data:`MAX_REQUESTS` requests, ``retries`` attempts in a
+  row and ``stall_timeout`` seconds without getting past the furthest byte reached so far (a restart is
+  not progress); a file is never larger than its ``size``, its ``max_size`` (an upper bound recorded for each
+  NIH archive, which NIH publishes no sizes for) or :data:`UNKNOWN_SIZE_CAP`; extraction writes at most
+  :data:`EXTRACT_RATIO` times the archive's size. Redirects are followed to http(s) URLs only.
 - NIH publishes no checksums. The sha256 of every file is computed while it streams in and recorded in
   ``cxr-bench-download.json`` beside the data; a colleague's copy or a second download is compared against
   that manifest (:func:`verify_download`).
@@ -21,7 +29,11 @@ Why each step is the way it is:
   ``.png`` files are kept.
 - Images land in the NIH layout: ``images_001/images/*.png`` ... (``layout="parts"``, each archive in its own
   folder, as NIH's archives unpack and as the Kaggle mirror ships them) or one ``images/`` folder
-  (``layout="flat"``). ``cxr_bench.data.discovery`` reads both.
+  (``layout="flat"``). ``cxr_bench.data.discovery`` reads both. A file already there is never replaced: an
+  identical one is kept, a different one stops the extraction of that archive (named; the archive is kept).
+- File names from a URL list or a manifest are untrusted: one printable name component (no control, format,
+  bidi or line-separator characters), not one of the tool's own files, and :func:`verify_download` hashes
+  nothing that resolves outside the data root.
 - An OS error (disk full, unwritable target) is one :class:`DownloadError` naming the path; nothing complete
   is removed, and a partial download is kept to be resumed.
 """
@@ -29,6 +41,7 @@ Why each step is the way it is:
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import gzip
 import hashlib
 import http.client
@@ -56,6 +69,7 @@ from .. import __version__
 from ..errors import CxrBenchError
 from ..utils.io import atomic_write_json, atomic_write_with, read_json, sha256_file
 from ..utils.progress import progress, progress_mode
+from ..utils.text import describe_char, first_unprintable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,19 @@ RELEASE_LIST = "nih_release.json"
 MANIFEST_NAME = "cxr-bench-download.json"
 ARCHIVE_DIR = "archives"
 PART_SUFFIX = ".part"
+PART_STATE_SUFFIX = ".part.json"
+MAX_REQUESTS = 200
+STALL_SECONDS = 600.0
+# A file whose list gives neither size nor max_size is cut off here (NIH's metadata files are ~9 MB, its
+# archives 2-4.5 GB).
+UNKNOWN_SIZE_CAP = {"images": 16 << 30, "metadata": 1 << 30}
+# PNGs do not compress: an archive of them expands to about its own size; a bomb to thousands of times it.
+EXTRACT_RATIO = 4
+EXTRACT_SLACK = 64 << 20
+MAX_MEMBERS = 200_000
+_TOOL_NAME = re.compile(r"images(_\d+)?|archives|cxr-bench-download\.json|.*\.part(\.json)?|\.?extracting-.*",
+                        re.IGNORECASE)
+_FOLDER = re.compile(r"images|images_\d{3}/images")
 LAYOUTS = ("parts", "flat")
 KINDS = ("images", "metadata")
 SCHEMA_VERSION = 1
@@ -87,6 +114,7 @@ class Part:
     url: str | None
     part: int | None = None  # image archives are numbered 1.. (what --parts selects)
     size: int | None = None
+    max_size: int | None = None  # an upper bound where the exact size is not published (NIH's archives)
     sha256: str | None = None
     bundled: str | None = None  # metadata: the copy shipped under cxr_bench/bundled/ (used when url is None)
     reference_size: int | None = None  # metadata: of the bundled copy, uncompressed (a mirror is compared)
@@ -161,17 +189,29 @@ def _parse_list(raw: Any, where: str) -> PartList:
     return PartList(name=str(raw.get("name", "release")), origin=where, parts=tuple(parts))
 
 
-def _check_part(p: Part, at: str) -> Part:
-    name = p.file
-    # The name becomes a path under the data root: one plain component, nothing hidden.
-    if (not isinstance(name, str) or not name or name != PurePosixPath(name).name or "\\" in name
-            or name.startswith(".") or any(ord(c) < 32 for c in name)):
+def check_file_name(name: Any, at: str) -> str:
+    """``name`` if it can be a file of the data root: one plain, printable, visible name component that is
+    not one of the tool's own files or folders. Everything a URL list or manifest names passes here."""
+    if (not isinstance(name, str) or not name or len(name) > 255 or name != PurePosixPath(name).name
+            or "\\" in name or name.startswith(".")):
         raise DownloadError(f"{at}: file {name!r} must be a plain file name (no folders, not hidden)")
+    bad = first_unprintable(name, spaces=False)
+    if bad is not None:
+        raise DownloadError(f"{at}: file {name!r} holds the unprintable character {describe_char(bad)}; use a "
+                            "plain name")
+    if _TOOL_NAME.fullmatch(name):
+        raise DownloadError(f"{at}: file {name!r} is a name cxr-bench uses for its own files or folders; "
+                            "rename it")
+    return name
+
+
+def _check_part(p: Part, at: str) -> Part:
+    name = check_file_name(p.file, at)
     if p.kind not in KINDS:
         raise DownloadError(f"{at} ({name}): kind {p.kind!r} must be one of {', '.join(KINDS)}")
     if p.url is not None:
         _check_url(p.url, f"{at} ({name})")
-    for key in ("size", "reference_size", "images", "part"):
+    for key in ("size", "max_size", "reference_size", "images", "part"):
         v = getattr(p, key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise DownloadError(f"{at} ({name}): {key} must be a non-negative integer, got {v!r}")
@@ -285,7 +325,32 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if not (isinstance(data, dict) and isinstance(data.get("files"), dict)
             and isinstance(data.get("parts"), list)):
         raise DownloadError(f"{path}: not a cxr-bench download manifest (no 'files' / 'parts')")
+    for file, rec in data["files"].items():
+        _check_record(file, rec, f"{path}: files")
     return data
+
+
+def _check_record(file: Any, rec: Any, at: str) -> None:
+    """One manifest record, checked before any of it becomes a path or a number."""
+    check_file_name(file, at)
+    at = f"{at}[{file!r}]"
+    if not isinstance(rec, dict):
+        raise DownloadError(f"{at}: expected an object, got {type(rec).__name__}")
+    if not (isinstance(rec.get("sha256"), str) and _SHA256.fullmatch(rec["sha256"])):
+        raise DownloadError(f"{at}: sha256 must be 64 lowercase hex digits")
+    for key in ("size", "images", "part"):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise DownloadError(f"{at}: {key} must be a non-negative integer, got {v!r}")
+    folder = rec.get("folder")
+    if folder is not None and not (isinstance(folder, str) and _FOLDER.fullmatch(folder)):
+        raise DownloadError(f"{at}: folder {folder!r} is not images/ or images_NNN/images")
+    for key in ("first", "last"):
+        v = rec.get(key)
+        if v is not None and not isinstance(v, str):
+            raise DownloadError(f"{at}: {key} must be an image name")
+    if rec.get("status") == "extracted" and folder is None:
+        raise DownloadError(f"{at}: an extracted part needs its folder")
 
 
 class _Manifest:
@@ -401,6 +466,29 @@ def _size(n: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ fetching
+class _RedirectRefused(urllib.error.URLError):
+    pass
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects to ftp:// as well; a download follows them to http(s) only."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        scheme = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise _RedirectRefused(f"{req.full_url} redirects to {newurl!r}; only http(s) is followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
+def open_url(request: urllib.request.Request, timeout: float) -> Any:
+    """``urllib.request.urlopen`` that follows redirects to http(s) only."""
+    return _OPENER.open(request, timeout=timeout)
+
+
 class _Stopped(Exception):
     """Another part failed or the user interrupted: stop between chunks, keep the .part."""
 
@@ -433,86 +521,152 @@ def _hash_existing(path: Path, hasher: Any) -> int:
     return n
 
 
+def _validator(headers: Any) -> str | None:
+    """What ``If-Range`` may carry: a strong ETag, else Last-Modified (RFC 9110 13.1.5)."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return str(etag)
+    modified = headers.get("Last-Modified")
+    return str(modified) if modified else None
+
+
+def _read_part_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def download_file(url: str, final: Path, *, expected_size: int | None = None, retries: int = 3,
                   timeout: float = 60.0, bar: _FileBar | None = None, stop: threading.Event | None = None,
-                  binary: bool = False) -> tuple[int, str]:
+                  binary: bool = False, max_size: int | None = None, stall_timeout: float = STALL_SECONDS,
+                  max_requests: int = MAX_REQUESTS) -> tuple[int, str]:
     """Fetch ``url`` into ``final`` through ``final.part``, resuming it; return (bytes, sha256).
 
-    ``retries``: how many failed attempts in a row are retried (an attempt that received bytes resets the
-    count, so a flaky connection that makes progress never gives up). ``binary``: an HTML answer is an
-    error (file hosts answer a missing or rate-limited link with a web page and status 200).
+    ``retries``: how many attempts in a row may fail to get past the furthest byte reached so far (a
+    restart from zero is not progress); ``stall_timeout``: seconds allowed without such progress;
+    ``max_requests``: requests in all. ``max_size``: the most bytes the file may have (``expected_size``,
+    when given, is exact). ``binary``: an HTML answer is an error (file hosts answer a missing or
+    rate-limited link with a web page and status 200).
     """
     part = final.with_name(final.name + PART_SUFFIX)
+    state_path = final.with_name(final.name + PART_STATE_SUFFIX)
+    limit = expected_size if expected_size is not None else max_size
     hasher = hashlib.sha256()
     have = _hash_existing(part, hasher) if part.is_file() else 0
-    failures = 0
+    state = _read_part_state(state_path) if have else {}
+    if state.get("url") not in (None, url):
+        log.info("%s: the partial download came from %s; starting over", final.name, state.get("url"))
+        have, hasher, state = 0, hashlib.sha256(), {}
+    validator: str | None = state.get("validator") if isinstance(state.get("validator"), str) else None
+    known_total: int | None = state.get("total") if isinstance(state.get("total"), int) else None
+    failures = requests = changes = 0
+    best, last_progress = have, time.monotonic()
     total: int | None = None
 
     def start_over() -> None:
         nonlocal have, hasher
         have, hasher = 0, hashlib.sha256()
 
+    def changed(old: object, new: object) -> None:
+        nonlocal changes, best
+        changes += 1
+        log.info("%s: the file changed on the server (%s -> %s); starting over", final.name, old, new)
+        if changes > retries:
+            raise DownloadError(f"{final.name}: the file at {url} changed {changes} times during the download; "
+                                "try again later or use a mirror")
+        best = 0  # another version: its bytes are progress of their own
+
+    def no_progress(what: str) -> None:
+        nonlocal failures
+        failures += 1
+        stalled = time.monotonic() - last_progress
+        if failures > retries or stalled > stall_timeout:
+            of = f" of {_size(total)}" if total is not None else ""
+            raise DownloadError(f"{final.name}: {what} ({failures} attempts in a row, {stalled:.0f} s without "
+                                f"getting past {_size(best)}{of}); run the same command later to resume")
+
     while True:
         if stop is not None and stop.is_set():
             raise _Stopped
+        requests += 1
+        if requests > max_requests:
+            raise DownloadError(f"{final.name}: {max_requests} requests to {url} did not complete the file; the "
+                                "server does not serve it consistently, use a mirror (--base-url / --urls)")
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if have:
             headers["Range"] = f"bytes={have}-"
-        got, ended = 0, False
+            if validator:
+                headers["If-Range"] = validator
+        ended = False
         try:
-            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+            resp = open_url(urllib.request.Request(url, headers=headers), timeout=timeout)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 416 and have:
                 cr = _content_range(e.headers.get("Content-Range"))
-                if cr is not None and cr[1] == have:  # the .part already holds the whole file
-                    total = have
+                if cr is not None and cr[1] == have and known_total in (None, have):
+                    total = have  # the .part already holds the whole file
                     break
                 log.info("%s: the server refuses to resume at %s; starting over", final.name, _size(have))
                 start_over()
-                failures += 1
+                no_progress(f"{url} refuses to resume")
             elif e.code in (408, 429) or e.code >= 500:
-                failures += 1
-                if failures > retries:
-                    raise DownloadError(f"{final.name}: {url} answered HTTP {e.code} {e.reason} "
-                                        f"{failures} times; run the same command later to resume") from None
+                no_progress(f"{url} answered HTTP {e.code} {e.reason}")
                 time.sleep(min(2.0 ** (failures - 1), 30.0))
             else:
                 raise DownloadError(f"{final.name}: {url} answered HTTP {e.code} {e.reason}; check the URL "
                                     f"(--base-url / --urls)") from None
             continue
+        except _RedirectRefused as e:
+            raise DownloadError(f"{final.name}: {e.reason}; use a mirror (--base-url / --urls)") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            failures += 1
-            if failures > retries:
-                reason = getattr(e, "reason", None) or e
-                raise DownloadError(f"{final.name}: cannot reach {url} ({reason}); check the network, or "
-                                    "fetch from a mirror with --base-url / --urls; run again to resume") \
-                    from None
+            reason = getattr(e, "reason", None) or e
+            no_progress(f"cannot reach {url} ({reason}); check the network, or fetch from a mirror with "
+                        "--base-url / --urls")
             time.sleep(min(2.0 ** (failures - 1), 30.0))
             continue
         with resp:
             if binary and resp.headers.get_content_type() == "text/html":
                 raise DownloadError(f"{final.name}: {url} answered with a web page, not the file (an expired "
                                     "link, a login or rate-limit page?); try again later or use a mirror")
+            served = _validator(resp.headers)
             if resp.status == 206:
                 cr = _content_range(resp.headers.get("Content-Range"))
                 if cr is None or cr[0] != have:
                     log.info("%s: the server answered another range (%s); starting over", final.name,
                              resp.headers.get("Content-Range"))
                     start_over()
-                    failures += 1
+                    no_progress("the server answers other ranges than asked")
+                    continue
+                if (validator and served != validator) or (known_total is not None and cr[1] != known_total):
+                    # A server that ignores If-Range: the bytes would be the tail of another version.
+                    changed(validator or known_total, served or cr[1])
+                    start_over()
+                    validator, known_total = None, None
                     continue
                 total = cr[1]
             else:
                 if have:
-                    log.info("%s: the server ignores Range requests; fetching it again from the start",
-                             final.name)
+                    log.info("%s: the server sent the whole file (it ignores Range, or the file changed); "
+                             "fetching it again from the start", final.name)
                 start_over()
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
+                if (validator is not None and served != validator) or known_total not in (None, total):
+                    changed(validator or known_total, served or total)
+                validator, known_total = served, total
+                try:
+                    atomic_write_json(state_path, {"url": url, "validator": validator, "total": total})
+                except OSError as e:
+                    raise _os_error("write", state_path, e) from e
             if expected_size is not None and total is not None and total != expected_size:
                 raise DownloadError(f"{final.name}: {url} serves {total:,} bytes, the URL list says "
                                     f"{expected_size:,}; the server holds another file (wrong URL or mirror)")
+            if limit is not None and total is not None and total > limit:
+                raise DownloadError(f"{final.name}: {url} announces {total:,} bytes, more than the {limit:,} "
+                                    "this file can have; the server holds another file (wrong URL or mirror)")
             if bar is not None:
                 bar.start(total, have)
             try:
@@ -531,6 +685,13 @@ def download_file(url: str, final: Path, *, expected_size: int | None = None, re
                     if not chunk:
                         ended = True
                         break
+                    if limit is not None and have + len(chunk) > limit:
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        state_path.unlink(missing_ok=True)
+                        raise DownloadError(f"{final.name}: {url} sent more than the {limit:,} bytes this file "
+                                            "can have; the partial file was deleted. Check the URL, or give "
+                                            "the file's size in the URL list")
                     try:
                         _write_chunk(fh, chunk)
                     except OSError as e:
@@ -538,20 +699,19 @@ def download_file(url: str, final: Path, *, expected_size: int | None = None, re
                                         "next call once there is room") from e
                     hasher.update(chunk)
                     have += len(chunk)
-                    got += len(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
         if have == total or (total is None and ended):  # without a length, only a clean end counts
             break
         if total is not None and have > total:
             part.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)
             raise DownloadError(f"{final.name}: received {have:,} bytes of a {total:,}-byte file from {url}; "
                                 "the partial file was deleted, run again")
-        failures = 0 if got else failures + 1
-        if failures > retries:
-            of = f" of {_size(total)}" if total is not None else ""
-            raise DownloadError(f"{final.name}: the download from {url} stops at {_size(have)}{of}; run the "
-                                "same command again to resume")
+        if have > best:
+            best, failures, last_progress = have, 0, time.monotonic()
+        else:
+            no_progress(f"the download from {url} stops at {_size(have)}")
     if expected_size is not None and have != expected_size:
         raise DownloadError(f"{final.name}: {have:,} bytes received, the URL list says {expected_size:,}")
     try:
@@ -560,6 +720,7 @@ def download_file(url: str, final: Path, *, expected_size: int | None = None, re
         os.replace(part, final)
     except OSError as e:
         raise _os_error("rename", part, e) from e
+    state_path.unlink(missing_ok=True)
     return have, hasher.hexdigest()
 
 
@@ -569,13 +730,19 @@ class _CorruptArchive(Exception):
 
 
 def extract_archive(archive: Path, target: Path, staging: Path,
-                    stop: threading.Event | None = None) -> list[str]:
+                    stop: threading.Event | None = None, *, max_bytes: int | None = None) -> list[str]:
     """Extract the PNGs of ``archive`` into ``target`` (flat); return their sorted names.
 
     Everything is first extracted into ``staging``, and the whole gzip stream read to its end (so its CRC
-    is checked), before any file is moved into ``target``. Raises :class:`_CorruptArchive` for a damaged or
-    unsafe archive, :class:`DownloadError` for an OS error while writing.
+    is checked), before any file is moved into ``target``. At most ``max_bytes`` are written (default
+    :data:`EXTRACT_RATIO` times the archive's size) and :data:`MAX_MEMBERS` members read. A file already in
+    ``target`` is kept when identical and otherwise never replaced (:class:`DownloadError` naming it; nothing
+    is moved). Raises :class:`_CorruptArchive` for a damaged, unsafe or oversized archive,
+    :class:`DownloadError` for an OS error while writing.
     """
+    if max_bytes is None:
+        max_bytes = EXTRACT_RATIO * archive.stat().st_size + EXTRACT_SLACK
+    written = members = 0
     if staging.exists():
         shutil.rmtree(staging)
     try:
@@ -589,6 +756,9 @@ def extract_archive(archive: Path, target: Path, staging: Path,
                 for member in tar:
                     if stop is not None and stop.is_set():
                         raise _Stopped
+                    members += 1
+                    if members > MAX_MEMBERS:
+                        raise _CorruptArchive(f"more than {MAX_MEMBERS:,} members")
                     if member.isdir():
                         continue
                     try:
@@ -602,6 +772,10 @@ def extract_archive(archive: Path, target: Path, staging: Path,
                     if name in found:
                         raise _CorruptArchive(f"two members named {name}: {found[name]} and {member.name}")
                     found[name] = safe.name
+                    written += safe.size
+                    if written > max_bytes:
+                        raise _CorruptArchive(f"it expands to more than {_size(max_bytes)} (an archive of PNGs "
+                                              "expands to about its own size)")
                     tar.extract(safe, staging, filter="data")
                 # Read the compressed stream to its end: gzip checks its CRC and length only there.
                 fileobj = tar.fileobj
@@ -615,13 +789,38 @@ def extract_archive(archive: Path, target: Path, staging: Path,
             raise _os_error("extract into", staging, e) from e
         try:
             target.mkdir(parents=True, exist_ok=True)
+            keep = _existing_images(archive, target, staging, found)
             for name, rel in found.items():
-                os.replace(staging / rel, target / name)
+                if name not in keep:
+                    os.replace(staging / rel, target / name)
         except OSError as e:
             raise _os_error("move extracted images into", target, e) from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return sorted(found)
+
+
+def _existing_images(archive: Path, target: Path, staging: Path, found: dict[str, str]) -> set[str]:
+    """The names already in ``target`` with the archive's very bytes (kept as they are); any other file
+    in the way is the user's, and stops the extraction before anything is moved."""
+    keep: set[str] = set()
+    clash: list[str] = []
+    for name, rel in found.items():
+        dst = target / name
+        if not (dst.exists() or dst.is_symlink()):
+            continue
+        if dst.is_file() and not dst.is_symlink() and filecmp.cmp(staging / rel, dst, shallow=False):
+            keep.add(name)
+        else:
+            clash.append(name)
+    if clash:
+        raise DownloadError(f"{archive.name}: {len(clash)} file(s) in {target} differ from the archive's and "
+                            f"were not written by this download (first: {sorted(clash)[0]}); nothing was "
+                            "overwritten or moved. Move them away (or download into another folder) and run "
+                            "again; the archive is kept")
+    if keep:
+        log.info("%s: %d identical image(s) already in %s kept", archive.name, len(keep), target)
+    return keep
 
 
 # ------------------------------------------------------------------------------------------ one part
@@ -670,7 +869,7 @@ def _metadata_part(job: _Job, p: Part) -> PartResult:
     assert p.url is not None
     with job.progress.file(p.file) as bar:
         size, sha = download_file(p.url, dest, expected_size=p.size, retries=job.retries, timeout=job.timeout,
-                                  bar=bar, stop=job.stop)
+                                  bar=bar, stop=job.stop, max_size=_max_size(p))
     _check_sha(p, dest, sha, rec)
     if p.reference_sha256 and sha != p.reference_sha256:
         log.warning("%s from %s differs from the NIH file bundled with cxr-bench (sha256 %s, reference %s); "
@@ -678,6 +877,10 @@ def _metadata_part(job: _Job, p: Part) -> PartResult:
     job.manifest.put(p.file, {"kind": "metadata", "url": p.url, "size": size, "sha256": sha, "status": "done",
                               "at": _now()})
     return PartResult(p.file, None, "fetched", _size(size))
+
+
+def _max_size(p: Part) -> int:
+    return p.size if p.size is not None else p.max_size if p.max_size is not None else UNKNOWN_SIZE_CAP[p.kind]
 
 
 def _bundled_bytes(p: Part) -> bytes:
@@ -729,7 +932,8 @@ def _archive_part(job: _Job, p: Part) -> PartResult:
         url = p.url
         with job.progress.file(p.file) as bar:
             size, sha = download_file(p.url, archive, expected_size=p.size, retries=job.retries,
-                                      timeout=job.timeout, bar=bar, stop=job.stop, binary=True)
+                                      timeout=job.timeout, bar=bar, stop=job.stop, binary=True,
+                                      max_size=_max_size(p))
         action = "fetched and extracted"
     _check_sha(p, archive, sha, rec)
     record: dict[str, Any] = {"kind": "images", "part": p.part, "url": url, "size": size, "sha256": sha,
@@ -856,13 +1060,17 @@ def verify_download(dest: str | os.PathLike, reference: str | os.PathLike | None
     for file, rec in sorted(ours["files"].items()):
         if rec.get("kind") == "metadata":
             path = dest / file
-            if not path.is_file():
+            if not _inside(dest, path):
+                problems.append(f"{file}: {path} leads outside {dest} (a link); not read")
+            elif not path.is_file():
                 problems.append(f"{file}: missing from {dest}")
             elif (sha := sha256_file(path)) != rec.get("sha256"):
                 problems.append(f"{file}: sha256 {sha} differs from the recorded {rec.get('sha256')}")
             continue
         archive = dest / ARCHIVE_DIR / file
-        if archive.is_file():
+        if not _inside(dest, archive):
+            problems.append(f"{file}: {archive} leads outside {dest} (a link); not read")
+        elif archive.is_file():
             sha = sha256_file(archive)
             if sha != rec.get("sha256"):
                 problems.append(f"{file}: archive sha256 {sha} differs from the recorded {rec.get('sha256')}")
@@ -873,6 +1081,8 @@ def verify_download(dest: str | os.PathLike, reference: str | os.PathLike | None
                                 f"{rec['folder']}/")
         elif not archive.is_file():
             problems.append(f"{file}: recorded as downloaded but {archive} is gone; run the download again")
+        else:
+            problems.append(f"{file}: downloaded but its images are not extracted; run the download again")
     if reference is not None:
         ref = read_manifest(reference)
         for file, rrec in sorted(ref["files"].items()):
@@ -883,6 +1093,15 @@ def verify_download(dest: str | os.PathLike, reference: str | os.PathLike | None
                 problems.append(f"{file}: sha256 {rec.get('sha256')} here, {rrec.get('sha256')} in "
                                 f"{reference}")
     return problems
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, links resolved, stays under ``root`` (a manifest never makes the tool read
+    outside the data root)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def _count_in_range(folder: Path, first: str | None, last: str | None) -> int:

@@ -123,7 +123,10 @@ class PretrainedCfg:
     source: str  # torchvision's weights enum member or timm's pretrained tag, as CachedWeights.source
     file: str  # the file the cache holds (torch hub: the URL's basename; Hugging Face hub: the repo's file)
     input_size: int  # the square side the checkpoint was trained at
-    sha256: str | None = None  # of that file, where pinned; None: recorded in each run's manifest only
+    # Of that file: a full digest, or torchvision's published 8-hex prefix (the full digests cannot be looked
+    # up offline; torchvision verifies the prefix itself). None: the hub's announced sha256 is checked (timm's
+    # Hugging Face files) and each run's manifest records the file's digest.
+    sha256: str | None = None
 
 
 # Backbone name -> its ImageNet checkpoint; filled by :func:`register_backbone`. A ``timm:<name>`` backbone has
@@ -266,7 +269,7 @@ def _torchvision(cls: type[Backbone], net: nn.Module, dropped: frozenset[str], *
 
 
 @register_backbone("alexnet", PretrainedCfg("torchvision:AlexNet_Weights.IMAGENET1K_V1", "alexnet-owt-7be5be79.pth",
-                                            224))
+                                            224, sha256="7be5be79"))
 def alexnet() -> Backbone:
     """AlexNet (torchvision, 256 x h x w). Needs at least 63 px: three stride-2 max pools after a stride-4 conv."""
     net, dropped = _build_features_only(tvm.alexnet, "classifier", _reset_default)
@@ -274,7 +277,8 @@ def alexnet() -> Backbone:
                         first_conv="features.0", weights=tvm.AlexNet_Weights, min_input_size=63)
 
 
-@register_backbone("vgg16", PretrainedCfg("torchvision:VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", 224))
+@register_backbone("vgg16", PretrainedCfg("torchvision:VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", 224,
+                                          sha256="397923af"))
 def vgg16() -> Backbone:
     """VGG-16 without batch norm (torchvision, 512 x H/32 x W/32), as in Wang et al."""
     net, dropped = _build_features_only(tvm.vgg16, "classifier", _init_vgg)
@@ -283,7 +287,7 @@ def vgg16() -> Backbone:
 
 
 @register_backbone("googlenet", PretrainedCfg("torchvision:GoogLeNet_Weights.IMAGENET1K_V1", "googlenet-1378be20.pth",
-                                              224))
+                                              224, sha256="1378be20"))
 def googlenet() -> Backbone:
     """GoogLeNet / Inception v1 (torchvision, 1024 x H/32 x W/32), without auxiliary classifiers.
 
@@ -304,7 +308,7 @@ def googlenet() -> Backbone:
 
 
 @register_backbone("resnet50", PretrainedCfg("torchvision:ResNet50_Weights.IMAGENET1K_V1", "resnet50-0676ba61.pth",
-                                             224))
+                                             224, sha256="0676ba61"))
 def resnet50() -> Backbone:
     """ResNet-50 (torchvision, 2048 x H/32 x W/32). Wang et al.'s best; their heatmaps are 32x32 at 1024 px."""
     net = tvm.resnet50(weights=None)
@@ -313,7 +317,7 @@ def resnet50() -> Backbone:
 
 
 @register_backbone("densenet121", PretrainedCfg("torchvision:DenseNet121_Weights.IMAGENET1K_V1",
-                                                "densenet121-a639ec97.pth", 224))
+                                                "densenet121-a639ec97.pth", 224, sha256="a639ec97"))
 def densenet121() -> Backbone:
     """DenseNet-121 (torchvision, 1024 x H/32 x W/32), the CheXNet network (Rajpurkar et al. 2017)."""
     net = tvm.densenet121(weights=None)

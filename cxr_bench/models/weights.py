@@ -35,6 +35,7 @@ comparable in kind, not bit for bit (see docs/data.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -64,6 +65,7 @@ MIRROR_ENV = "CXR_BENCH_WEIGHTS_MIRROR"
 OFFLINE_ENV = "CXR_BENCH_OFFLINE"
 CONNECT_TIMEOUT_S = 10.0
 
+_HEX = re.compile(r"[0-9a-f]{8,64}")
 _WRAPPER_KEYS = ("state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
 _CXR_BENCH_PREFIX = "backbone.net."
@@ -195,6 +197,52 @@ def find_cached_weights(backbone: Backbone) -> tuple[Path, CachedWeights]:
     )
 
 
+# ---------------------------------------------------------------------------------------------- integrity
+def expected_sha256(ref: CachedWeights, path: Path | None = None) -> tuple[str, str] | None:
+    """``(digest or prefix, where it comes from)`` that checkpoint file ``ref`` must have; None if nothing
+    is known. Sources: the ``sha256`` pinned in the backbone's registered :class:`PretrainedCfg` (a full
+    digest, or torchvision's published 8-hex prefix, which it verifies itself), the hash prefix of a torch
+    hub file name, the sha256 a Hugging Face hub announced (the cache keeps the file under that name)."""
+    pinned = next((c.sha256 for c in PRETRAINED_CFGS.values() if c.source == ref.source and c.sha256), None)
+    if pinned:
+        return pinned, "pinned with its backbone (cxr_bench.models.backbones.PRETRAINED_CFGS)"
+    if ref.hub_repo is None:
+        match = torch.hub.HASH_REGEX.search(ref.filename)
+        if match:
+            return match.group(1), f"the hash prefix of its published name {ref.filename}"
+    elif path is not None:
+        blob = Path(os.path.realpath(path)).name
+        if len(blob) == 64 and _HEX.fullmatch(blob):
+            return blob, f"the sha256 the hub announced for {ref.hub_repo}/{ref.filename}"
+    return None
+
+
+def verify_checkpoint(name: str, ref: CachedWeights, path: Path, sha: str | None = None, *,
+                      remove: bool = False) -> str:
+    """The sha256 of ``path``, checked against :func:`expected_sha256`; a mismatch is a WeightsError (and,
+    with ``remove``, for a file just fetched, the file is deleted so it is never found as cached)."""
+    sha = sha or sha256_file(path)
+    expected = expected_sha256(ref, path)
+    if expected is not None and not sha.startswith(expected[0].lower()):
+        what = f"{ref.source} ({path})"
+        if remove:
+            _remove_cached(path)
+            what += "; it was deleted, nothing is cached"
+        raise WeightsError(f"{name}: the checkpoint file is not {what}: its sha256 is {sha}, {expected[1]} "
+                           f"says {expected[0]}. Check the mirror or proxy (or replace the cached file), then "
+                           "run again")
+    return sha
+
+
+def _remove_cached(path: Path) -> None:
+    """Delete a cached file and, for a Hugging Face snapshot link, the blob it points to."""
+    real = Path(os.path.realpath(path))
+    with contextlib.suppress(OSError):
+        path.unlink()
+    with contextlib.suppress(OSError):
+        real.unlink()
+
+
 # ---------------------------------------------------------------------------------------------- fetching
 def offline_reason(offline: bool | None = None) -> str | None:
     """What turns downloads off (``--offline`` or the variable set), or None when they are allowed."""
@@ -294,6 +342,7 @@ def ensure_weights(name: str, refs: Sequence[CachedWeights], *, offline: bool | 
         path, ref = _fetch_url(name, urls[0], mirror, show_progress, command), urls[0]
     else:
         path, ref = found
+    verify_checkpoint(name, ref, path, remove=True)
     log.info("fetched %s weights %s into %s", name, ref.source, path)
     return path, ref, True
 
@@ -469,7 +518,7 @@ def fetch_pretrained(name: str, pretrained: str = IMAGENET, *, offline: bool | N
         return {"path": str(path.resolve()), "sha256": sha256_file(path), "source": "file", "url": None,
                 "fetched": False}
     # A cache file by the path the cache shows (a Hugging Face snapshot, not the blob it links to).
-    return {"path": os.path.abspath(path), "sha256": sha256_file(path), "source": ref.source,
+    return {"path": os.path.abspath(path), "sha256": verify_checkpoint(name, ref, path), "source": ref.source,
             "url": checkpoint_url(ref), "fetched": fetched}
 
 
@@ -490,10 +539,14 @@ def load_pretrained(backbone: Backbone, pretrained: str | os.PathLike, *, stem: 
     if key == CACHE:
         path, ref = find_cached_weights(backbone)
         source, url = ref.source, checkpoint_url(ref)
+        verify_checkpoint(backbone.name, ref, path)
     elif key == IMAGENET:
-        path, ref, _ = ensure_weights(backbone.name, imagenet_weights(backbone.name, backbone.cached_weights),
-                                      offline=offline, mirror=mirror)
+        path, ref, fetched = ensure_weights(backbone.name, imagenet_weights(backbone.name,
+                                                                            backbone.cached_weights),
+                                            offline=offline, mirror=mirror)
         source, url = ref.source, checkpoint_url(ref)
+        if not fetched:  # a file just fetched was checked then
+            verify_checkpoint(backbone.name, ref, path)
     else:
         path, source = Path(pretrained).expanduser(), "file"
     state_dict = backbone.remap_state_dict(read_state_dict(path))

@@ -5,8 +5,12 @@ Why each precaution:
 - *Pinned kernel.* A kernel spec named ``python3`` found on the Jupyter path may start whatever
   ``python`` is first on ``PATH`` (the one ipykernel installs into a venv literally says ``"python"``), i.e.
   an interpreter without cxr-bench. We write our own spec whose ``argv[0]`` is :data:`sys.executable` into
-  ``<out>/.kernels`` and give papermill a kernel manager that looks *only* there, so the notebook runs in
-  the interpreter that runs ``cxr-bench report``, with no global Jupyter configuration needed.
+  a temporary ``<out>/.kernels-*`` folder (removed on every exit, Ctrl-C included) and give papermill a
+  kernel manager that looks *only* there, so the notebook runs in the interpreter that runs
+  ``cxr-bench report``, with no global Jupyter configuration needed.
+- *A user's files.* ``--out`` names a folder, not its files: an existing ``<name>.ipynb`` / ``.html`` there
+  is replaced only if cxr-bench wrote it (the notebook's kernel spec, the page's generator tag or title);
+  anything else stops the report before it runs, naming the file.
 - *Absolute paths and a working directory.* Parameters are resolved to absolute paths and the kernel runs
   in the output directory, so a relative ``--runs`` means the same thing inside the kernel.
 - *Parameters are data.* Only strings and paths are accepted; papermill writes them as escaped Python
@@ -25,6 +29,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from .names import DEFAULT_CELL_TIMEOUT, TEMPLATES
 log = logging.getLogger(__name__)
 
 KERNEL_NAME = "cxr-bench-python"
+GENERATOR_TAG = '<meta name="generator" content="cxr-bench report" />'
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PATH_PARAMETERS = frozenset({"runs_dir", "out_dir"})
 
@@ -169,21 +175,24 @@ def execute_notebook(template: str | Path, output: str | Path, parameters: dict[
     params = validate_parameters(parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
     cwd = Path(cwd).resolve() if cwd is not None else output.parent
-    kernels_dir = output.parent / ".kernels"
-    install_kernel_spec(kernels_dir)
     source_nb = nbformat.read(template, as_version=4)
     try:
-        papermill.execute_notebook(
-            str(template), str(output), parameters=params, kernel_name=KERNEL_NAME, language="python",
-            cwd=str(cwd), progress_bar=False, execution_timeout=timeout, start_timeout=start_timeout,
-            kernel_manager_class=_pinned_kernel_manager(kernels_dir),
-        )
+        with tempfile.TemporaryDirectory(prefix=".kernels-", dir=output.parent) as kernels:
+            kernels_dir = Path(kernels)
+            install_kernel_spec(kernels_dir)
+            papermill.execute_notebook(
+                str(template), str(output), parameters=params, kernel_name=KERNEL_NAME, language="python",
+                cwd=str(cwd), progress_bar=False, execution_timeout=timeout, start_timeout=start_timeout,
+                kernel_manager_class=_pinned_kernel_manager(kernels_dir),
+            )
     except PapermillExecutionError as e:
         idx = _template_index(source_nb, e.source, e.cell_index)
         raise ReportError(
             f"{template.name}: cell {idx} (`{_first_line(e.source)}`) failed: {e.ename}: {e.evalue}. "
             f"The executed notebook with the traceback is {output}"
         ) from None
+    except OSError as e:  # a full disk, an unwritable folder: name the file
+        raise ReportError(f"{e.filename or output}: {e.strerror or e}") from e
     except Exception as e:  # kernel start-up, timeouts, dead kernels: all surface as one clear error
         if isinstance(e, ReportError):
             raise
@@ -229,6 +238,8 @@ def export_html(nb: nbformat.NotebookNode, path: str | Path, title: str = "") ->
         body, _ = exporter.from_notebook_node(nb)
     finally:
         exporter.log.removeFilter(_drop_alt_text_warning)
+    # How a later render recognises the page as its own (and so may replace it).
+    body = body.replace("<head>", f"<head>\n{GENERATOR_TAG}", 1)
     path = Path(path)
     atomic_write_text(path, body)
     path.chmod(0o644)  # a report is meant to be shared; the atomic writer's temp file is private (0600)
@@ -240,12 +251,33 @@ def render_report(name: str, runs_dir: str | Path, out_dir: str | Path, *, suite
     """Execute the template ``name`` against a run store and write ``<out>/<name>.ipynb`` and ``.html``."""
     out_dir = Path(out_dir).resolve()
     nb_path = out_dir / f"{name}.ipynb"
+    for path in (nb_path, out_dir / f"{name}.html"):
+        if (path.exists() or path.is_symlink()) and not is_own_report_file(path):
+            raise ReportError(f"{path} exists and was not written by cxr-bench report; it is not replaced. Move "
+                              "it away or pass another --out")
     params = {"runs_dir": Path(runs_dir), "suite": suite or "", "out_dir": out_dir}
     nb = execute_notebook(template_path(name), nb_path, params, cwd=out_dir, timeout=timeout)
     title = f"cxr-bench {name} report" + (f": {suite}" if suite else "")
     html = export_html(nb, out_dir / f"{name}.html", title)
     log.info("wrote %s and %s", nb_path, html)
     return RenderedReport(name, nb_path, html)
+
+
+def is_own_report_file(path: str | Path) -> bool:
+    """Whether ``path`` is a report cxr-bench rendered: a notebook papermill executed from one of its
+    templates, or a page with its generator tag (or, from before the tag, its title)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        if path.suffix == ".ipynb":
+            meta = json.loads(path.read_text(encoding="utf-8")).get("metadata") or {}
+            source = Path(str((meta.get("papermill") or {}).get("input_path") or "")).stem
+            return source in TEMPLATES or (meta.get("kernelspec") or {}).get("name") == KERNEL_NAME
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return GENERATOR_TAG in text or "<title>cxr-bench " in text
 
 
 @dataclass(frozen=True)

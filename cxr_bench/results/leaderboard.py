@@ -33,6 +33,7 @@ are a smoke test at chance level and why (read back with :func:`read_leaderboard
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -529,20 +530,52 @@ def output_paths(path: str | Path) -> dict[str, Path]:
             "subgroups": path.with_name(f"{path.stem}_subgroups{path.suffix or '.csv'}")}
 
 
-def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path) -> Path:
+# The first columns of each file's header: how an existing file is recognised as one the tool wrote.
+_OWN_HEADER = {"table": ("suite", "run_id", "status"), "aggregate": AGG_COLUMNS[:2] + ("n_seeds",),
+               "subgroups": SUBGROUP_COLUMNS[:4]}
+
+
+def is_own_leaderboard_file(path: str | Path, kind: str) -> bool:
+    """Whether ``path`` is a leaderboard file of ``kind`` (``table``/``aggregate``/``subgroups``) that
+    cxr-bench wrote: a plain file whose header (after any ``#`` banner lines) holds that kind's columns."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            for _ in range(20):
+                line = fh.readline(1 << 16)
+                if not line.startswith("#"):
+                    break
+    except (OSError, UnicodeDecodeError):
+        return False
+    header = next(csv.reader([line]), [])
+    want = _OWN_HEADER[kind]
+    return set(want) <= set(header) and header[:1] == [want[0]]
+
+
+def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named: bool = True) -> Path:
     """Write the leaderboard CSV and its two companions (:func:`output_paths`), each atomically (a reader
     never sees a half-written file); returns ``path``.
 
     A path that is a directory, or that cannot be written, is a :class:`RunStoreError` naming it, raised
-    before anything is written.
+    before anything is written. So is an existing file the user did not name (``named``: ``path`` was, its
+    companions never are) that is not a leaderboard file the tool wrote (:func:`is_own_leaderboard_file`):
+    it is left as it is.
     """
     if isinstance(lb, pd.DataFrame):
         lb = Leaderboard(lb)
     paths = output_paths(path)
-    for p in paths.values():
+    for kind, p in paths.items():
         if p.is_dir():
             raise RunStoreError(f"leaderboard output {p} is a directory; pass a file name (e.g. "
                                 f"{p / 'leaderboard.csv'})")
+        if (p.exists() or p.is_symlink()) and not (named and kind == "table") \
+                and not is_own_leaderboard_file(p, kind):
+            raise RunStoreError(f"{p} exists and is not a leaderboard {kind} file cxr-bench wrote (its header "
+                                f"does not start with {','.join(_OWN_HEADER[kind])}); writing the leaderboard "
+                                f"{paths['table'].name} would replace it. Move it away or pass another --out; "
+                                "nothing was written")
     banner = sample_banner(lb.table)
     frames = {"table": lb.table, "aggregate": lb.aggregate, "subgroups": lb.subgroups}
     for kind, df in frames.items():

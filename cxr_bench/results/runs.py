@@ -28,7 +28,7 @@ import pandas as pd
 from ..config import RunConfig, get_dotted
 from ..errors import ConfigError, RunStoreError
 from ..metrics.predictions import Predictions, read_predictions
-from ..runner.store import RunDir, Status, read_json_object, verify_artifacts
+from ..runner.store import RunDir, Status, check_own_folder, read_json_object, verify_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: str | Path, suite: str | None = None) -> RunRecord:
+        if Path(run_dir).is_symlink():
+            check_own_folder(run_dir, None, None)
         run_dir = Path(run_dir).resolve()
         raw = read_json_object(run_dir / "config.json")
         if raw is None:
@@ -62,6 +64,7 @@ class RunRecord:
         except ConfigError as e:
             raise RunStoreError(f"{run_dir / 'config.json'}: {e}") from None
         manifest = RunDir(run_dir, run_dir.name).manifest()
+        check_own_folder(run_dir, config, manifest)
         suite_name = suite or _suite_name(manifest) or run_dir.parent.name
         run_id = str(manifest.get("run_id") or run_dir.name)
         return cls(run_dir, suite_name, run_id, config, manifest)

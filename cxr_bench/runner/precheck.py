@@ -160,9 +160,12 @@ def check_sweep(specs: Sequence[RunSpec], store: RunStore, *, data: bool = True)
                 for r in cache_roots]
     check.problems += [p for p in folders if p is not None]
     for s in specs:
-        rd = store.run(s.run_id)
-        if rd.completed and not verify_artifacts(rd.path):
-            check.done.add(s.run_id)
+        try:
+            rd = store.run(s.run_id)
+            if rd.completed and not verify_artifacts(rd.path):
+                check.done.add(s.run_id)
+        except RunStoreError:  # a damaged manifest or a linked folder: the run itself reports and redoes it
+            continue
     todo = [s for s in specs if s.run_id not in check.done]
     _check_weights([configs[s.run_id] for s in todo], check)
     if data:
@@ -297,10 +300,13 @@ def _stale_runs(specs: Sequence[RunSpec], configs: dict[str, RunConfig], release
     stale: list[tuple[str, str, str, str | None]] = []  # run id, recorded key, current key, data root
     for s in specs:
         current = keys.get(s.run_id)
-        rd = store.run(s.run_id)
-        if current is None or not rd.manifest_path.is_file():
+        try:
+            rd = store.run(s.run_id)
+            if current is None or not rd.manifest_path.is_file():
+                continue
+            m = rd.manifest()
+        except RunStoreError:  # reported and redone by the run itself
             continue
-        m = rd.manifest()
         recorded = m.get("cache_key")
         if not recorded or recorded == current:
             continue

@@ -5,8 +5,14 @@ would start a new line of that script, a shell command run on the cluster; an op
 (where the job's log goes, appended to) or ``export`` (the job's environment) would let a suite file
 write to any file or run other code. Options come from a suite's ``[slurm]`` table, ``CXR_BENCH_SLURM_*``
 variables and ``--slurm-*`` flags, all untrusted text, so every name and value is checked here, the same
-way for all three: names match ``[a-z][a-z0-9_-]*`` and are not one of :data:`DENIED`; values are short,
-single-line, printable; numbers are numbers in range.
+way for all three: names are exactly one of :data:`ALLOWED` (sbatch takes any unique prefix of a long
+option, ``--chd`` for ``--chdir``, so a list of refused names can always be walked around); values are
+short, single-line, and drawn from the option's own character set. No set holds a quote, a backslash,
+``#`` or whitespace (the comment is the exception for spaces), because sbatch re-tokenizes each
+``#SBATCH`` line itself (``_get_argument`` in Slurm's ``src/sbatch/opt.c``: quotes group, a backslash escapes
+even inside quotes, an unquoted ``#`` ends the line) and disagrees with the shell quoting submitit applies;
+a value it would split could smuggle a second option (``--export=ALL,LD_PRELOAD=...``). Numbers are numbers
+in range.
 
 This module imports neither submitit nor torch, so a suite file's ``[slurm]`` table is checked when the
 suite is loaded (``cxr-bench suites``, ``--dry-run``), not when jobs are submitted.
@@ -17,12 +23,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..utils.text import describe_char, first_unprintable
 
 ENV_PREFIX = "CXR_BENCH_SLURM_"
 MAX_VALUE_CHARS = 256
@@ -45,6 +51,42 @@ DENIED: dict[str, str] = {
     "ntasks-per-node": "a job is one task (torchrun starts the ranks)",
     "cpus-per-task": "use cpus_per_task (--slurm-cpus-per-task)",
     "gpus-per-node": "use gpus_per_node (--slurm-gpus-per-node)",
+}
+
+_LIST = r"[A-Za-z0-9_.,+-]"
+# The sbatch options a suite may pass through ``extra`` (names after "_" -> "-", as submitit writes them),
+# each with the characters its value may hold (``True``, a flag without value, is always allowed).
+ALLOWED: dict[str, re.Pattern[str] | None] = {
+    **dict.fromkeys(("account", "qos", "reservation", "wckey", "mcs-label", "clusters", "licenses",
+                     "partition-hint"), re.compile(f"{_LIST}{{1,128}}")),
+    **dict.fromkeys(("constraint", "cluster-constraint"), re.compile(r"[A-Za-z0-9_.,:&|*\[\]()!-]{1,128}")),
+    **dict.fromkeys(("gres", "gpus", "gpus-per-task", "gpus-per-socket", "tres-per-task"),
+                    re.compile(r"[A-Za-z0-9_.,:=/-]{1,128}")),
+    **dict.fromkeys(("mem-per-cpu", "mem-per-gpu", "tmp"), re.compile(r"[0-9]{1,12}[KMGTkmgt]?")),
+    **dict.fromkeys(("cpus-per-gpu", "ntasks-per-gpu", "cores-per-socket", "sockets-per-node",
+                     "threads-per-core"), re.compile(r"[0-9]{1,6}")),
+    **dict.fromkeys(("nodelist", "exclude"), re.compile(r"[A-Za-z0-9_.,\[\]-]{1,128}")),
+    "nice": re.compile(r"-?[0-9]{1,6}"),
+    "priority": re.compile(r"[0-9]{1,10}|TOP|top"),
+    "mail-type": re.compile(r"[A-Za-z0-9_,]{1,128}"),
+    "mail-user": re.compile(r"[A-Za-z0-9_.+@-]{1,128}"),
+    "comment": re.compile(r"[A-Za-z0-9_.,:;@+=/() -]{1,128}"),
+    "hint": re.compile(r"[a-z_]{1,32}"),
+    "distribution": re.compile(r"[A-Za-z0-9*:,]{1,64}"),
+    "begin": re.compile(r"[A-Za-z0-9:+-]{1,64}"),
+    "deadline": re.compile(r"[A-Za-z0-9:+-]{1,64}"),
+    "time-min": re.compile(r"[0-9:-]{1,32}"),
+    "dependency": re.compile(r"[A-Za-z0-9_:,?+-]{1,128}"),
+    "switches": re.compile(r"[0-9]{1,6}(@[0-9:-]{1,16})?"),
+    "acctg-freq": re.compile(r"[a-z0-9=,]{1,64}"),
+    "cpu-freq": re.compile(r"[A-Za-z0-9:-]{1,64}"),
+    "gres-flags": re.compile(r"[a-z,-]{1,64}"),
+    "profile": re.compile(r"[A-Za-z,]{1,64}"),
+    "network": re.compile(r"[A-Za-z0-9_.,=-]{1,128}"),
+    "power": re.compile(r"[a-z,_]{1,64}"),
+    "exclusive": re.compile(r"user|mcs|topo"),
+    **dict.fromkeys(("requeue", "no-requeue", "contiguous", "overcommit", "spread-job", "use-min-nodes",
+                     "reboot", "hold", "oversubscribe", "kill-on-invalid-dep"), None),
 }
 
 # Typed options: (type, smallest value).
@@ -119,10 +161,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def check_text(value: str, what: str) -> str:
     """``value`` if it is one printable line of at most :data:`MAX_VALUE_CHARS` characters."""
-    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    bad = first_unprintable(value)
     if bad is not None:
-        raise ConfigError(f"{what}: the value holds the control character {bad!r}; an sbatch option is one "
-                          "line of printable text")
+        raise ConfigError(f"{what}: the value holds the control character {describe_char(bad)}; an sbatch "
+                          "option is one line of printable text")
     if not value.strip():
         raise ConfigError(f"{what}: the value is empty")
     if len(value) > MAX_VALUE_CHARS:
@@ -131,14 +173,31 @@ def check_text(value: str, what: str) -> str:
 
 
 def check_option_name(name: Any, source: str) -> str:
-    """An sbatch option name for ``extra`` (as given; submitit turns "_" into "-")."""
+    """An sbatch option name for ``extra`` (as given; submitit turns "_" into "-"): exactly one of
+    :data:`ALLOWED`, never a prefix or an alias of an option."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{source}: SLURM extra option name {name!r} is not an sbatch option name "
                           "(lower-case letters, digits, '-' and '_', starting with a letter, at most 40)")
-    reason = DENIED.get(name.replace("_", "-"))
+    option = name.replace("_", "-")
+    reason = DENIED.get(option)
     if reason:
         raise ConfigError(f"{source}: SLURM extra option {name!r} is not allowed: {reason}")
+    if option not in ALLOWED:
+        raise ConfigError(f"{source}: SLURM extra option {name!r} is not allowed: cxr-bench passes through only "
+                          f"these sbatch options, spelt in full: {', '.join(sorted(ALLOWED))}")
     return name
+
+
+def check_option_value(name: str, value: str, what: str) -> str:
+    """``value`` if it is drawn from the character set of option ``name``: nothing that sbatch's own
+    ``#SBATCH`` tokenizer would read as a quote, an escape, a comment or a separator."""
+    pattern = ALLOWED[name.replace("_", "-")]
+    if pattern is None:
+        raise ConfigError(f"{what}: this option is a flag; write it as true (e.g. {name} = true)")
+    if not pattern.fullmatch(value):
+        raise ConfigError(f"{what}: {value!r} is not a valid value for this option (sbatch re-reads quotes, "
+                          f"backslashes, '#' and spaces itself); it must match {pattern.pattern}")
+    return value
 
 
 def parse_extra(value: Any, source: str) -> dict[str, str | bool]:
@@ -164,13 +223,15 @@ def parse_extra(value: Any, source: str) -> dict[str, str | bool]:
         name = check_option_name(k, source)
         what = f"{source}: SLURM extra option {name!r}"
         if v is True:
+            if ALLOWED[name.replace("_", "-")] is not None and name.replace("_", "-") != "exclusive":
+                raise ConfigError(f"{what}: this option takes a value, not true")
             out[name] = True
         elif isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise ConfigError(f"{what}: expected text, a number or true, got {v!r}")
         elif isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{what}: {v!r} is not a finite number")
         else:
-            out[name] = check_text(str(v), what)
+            out[name] = check_option_value(name, check_text(str(v), what), what)
     return out
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import filelock
 
+from ..config import RunConfig
 from ..errors import RunStoreError, errno_suffix
 from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json
@@ -83,6 +84,114 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
     if not isinstance(obj, dict):
         raise RunStoreError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+# What each manifest field must be, where present (a hand-edited or half-copied manifest is found on read,
+# not by a traceback three layers up).
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "manifest_version": (int,), "run_id": (str,), "status": (str,), "name": (str, type(None)),
+    "attempts": (list,), "artifacts": (dict,), "error": (dict, str, type(None)), "result": (dict, type(None)),
+    "suite": (dict, str, type(None)), "data": (dict, type(None)), "launcher": (dict, type(None)),
+    "wall_seconds": (int, float, type(None)), "total_wall_seconds": (int, float, type(None)),
+    "pid": (int, type(None)), "hostname": (str, type(None)), "created_at": (str, type(None)),
+    "started_at": (str, type(None)), "ended_at": (str, type(None)), "updated_at": (str, type(None)),
+    "cache_key": (str, type(None)), "seed": (int, type(None)),
+}
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def validate_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """``manifest`` if every field the tool reads has its type; else a one-line :class:`RunStoreError` naming
+    the file and key (the run is then reported as damaged and evaluated again, the others go on)."""
+
+    def bad(key: str, what: str) -> RunStoreError:
+        return RunStoreError(f"{path}: {key} {what}; the manifest is damaged (edited by hand?): `cxr-bench run` "
+                             "sets it aside and evaluates the run again")
+
+    for key, types in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if key in manifest and (not isinstance(value, types) or isinstance(value, bool) and bool not in types):
+            raise bad(repr(key), f"is a {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}")
+    status = manifest.get("status", Status.PENDING)
+    if status not in set(Status):
+        raise bad("'status'", f"is {status!r}, not one of {', '.join(Status)}")
+    for i, attempt in enumerate(manifest.get("attempts") or []):
+        if not isinstance(attempt, dict):
+            raise bad(f"'attempts'[{i}]", f"is a {type(attempt).__name__}, expected an object")
+    for rel, rec in (manifest.get("artifacts") or {}).items():
+        if rel not in ARTIFACTS:
+            raise bad(f"'artifacts'[{rel!r}]", f"is not one of the run's artifacts ({', '.join(ARTIFACTS)})")
+        if not (isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and _SHA256_HEX.fullmatch(rec["sha256"])
+                and all(isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool)
+                        for k in ("bytes", "rows") if k in rec)):
+            raise bad(f"'artifacts'[{rel!r}]", "is not a {sha256, bytes, rows} record")
+    return manifest
+
+
+def check_own_folder(run_dir: str | os.PathLike, config: RunConfig | dict[str, Any] | None,
+                     manifest: dict[str, Any] | None) -> None:
+    """A run's folder must be its own: not a link (to another run's folder), and, for a run the runner
+    made (it has a manifest), the manifest's and the config's run id are the folder's name."""
+    path = Path(run_dir)
+    if path.is_symlink():
+        raise RunStoreError(f"{path} is a symbolic link (to {os.readlink(path)}); a run's folder must be its "
+                            "own, not another run's: replace the link by a copy or remove it")
+    if not manifest:
+        return
+    if manifest.get("run_id") not in (None, path.name):
+        raise RunStoreError(f"{path}: its manifest is of run {manifest.get('run_id')!r}, not {path.name!r} (a "
+                            "folder renamed or copied over another run's?); move it back or remove it")
+    if config is not None:
+        from ..errors import ConfigError
+
+        try:
+            run_id = (config if isinstance(config, RunConfig) else RunConfig.from_dict(config)).run_id()
+        except ConfigError as e:
+            raise RunStoreError(f"{path / 'config.json'}: not a valid run config ({e})") from None
+        if run_id != path.name:
+            raise RunStoreError(f"{path / 'config.json'} is the config of run {run_id}, not {path.name!r} (edited "
+                                "or copied from another run?); `cxr-bench run` writes it again")
+
+
+def set_aside_damaged_manifest(rd: RunDir) -> str | None:
+    """With the run's lock held: a manifest that fails :func:`validate_manifest` is renamed to
+    ``manifest.damaged.json`` (kept for a person to read) so the run is evaluated again from its files
+    and checkpoints; returns why, or None when the manifest is sound."""
+    try:
+        rd.manifest()
+    except RunStoreError as e:
+        aside = rd.path / "manifest.damaged.json"
+        os.replace(rd.manifest_path, aside)
+        return f"{e} (kept as {aside.name})"
+    return None
+
+
+# A process that writes into a run directory takes its lock, unless its parent holds it for it (the
+# runner's torchrun ranks: it names the run directory in this variable).
+LOCK_HELD_ENV = "CXR_BENCH_RUN_LOCK_HELD"
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
+    """Hold ``run_dir``'s lock while ``command`` writes into it, or raise a one-line :class:`RunLocked`.
+    Ranks > 0 of a torchrun job and the ranks the runner starts (:data:`LOCK_HELD_ENV`) rely on the lock
+    rank 0 / the runner holds."""
+    path = Path(run_dir)
+    held = os.environ.get(LOCK_HELD_ENV)
+    if (held and os.path.realpath(held) == os.path.realpath(path)) or int(os.environ.get("RANK", "0") or 0) > 0:
+        yield
+        return
+    rd = RunDir(path, path.name)
+    try:
+        with rd.lock():
+            yield
+    except RunLocked:
+        holder = {}
+        with contextlib.suppress(RunStoreError):
+            holder = rd.manifest()
+        raise RunLocked(f"{command}: run directory {path} is being written by another process (pid "
+                        f"{holder.get('pid', '?')} on {holder.get('hostname', '?')}, e.g. `cxr-bench run`); wait "
+                        f"for it to finish. If no such process exists, remove {rd.lock_path}") from None
 
 
 # The files a completed run's numbers stand on; their sha256 and row counts go into the manifest when the run
@@ -155,8 +264,8 @@ class RunDir:
 
     # ------------------------------------------------------------------ reading
     def manifest(self) -> dict[str, Any]:
-        """The manifest, or ``{}`` if the run was never started."""
-        return read_json_object(self.manifest_path) or {}
+        """The manifest (its schema checked), or ``{}`` if the run was never started."""
+        return validate_manifest(read_json_object(self.manifest_path) or {}, self.manifest_path)
 
     @property
     def status(self) -> Status:
@@ -303,6 +412,9 @@ class RunStore:
         """The directory of ``run_id`` (not created). Rejects ids that would leave the store."""
         validate_name(run_id, "run id")
         path = self.path / run_id
+        if path.is_symlink():
+            raise RunStoreError(f"run directory {path} is a symbolic link (to {os.readlink(path)}); a run's "
+                                "folder must be its own: remove the link")
         base = self.path.resolve()
         resolved = path.resolve()
         if resolved.parent != base:
@@ -315,7 +427,8 @@ class RunStore:
         if not self.path.is_dir():
             return []
         return sorted(p.name for p in self.path.iterdir()
-                      if p.is_dir() and _SAFE.fullmatch(p.name) and (p / "config.json").is_file())
+                      if p.is_dir() and not p.is_symlink() and _SAFE.fullmatch(p.name)
+                      and (p / "config.json").is_file())
 
     def plan_path(self, profile: str | None) -> Path:
         return self.path / f"plan-{validate_name(profile or 'default', 'profile name')}.json"

@@ -86,6 +86,7 @@ from ..config import RunConfig, deep_merge, set_dotted
 from ..errors import ConfigError, RunStoreError
 from ..plugins import check_module_name, import_plugins
 from ..utils.io import sha256_bytes
+from ..utils.text import describe_char, first_unprintable
 from .slurm import SlurmOptions
 from .store import validate_name
 
@@ -575,7 +576,7 @@ def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
         raise ConfigError(f"{path}: [suite] imports must be a list of module names, e.g. imports = [\"mypkg.models\"]")
     imports = tuple(check_module_name(m, f"{path}: [suite] imports") for m in imports)
     # Before any config is built: the plugins' backbones, heads and losses must be registered by then.
-    import_plugins(imports, f"{path}: [suite] imports")
+    import_plugins(imports, f"{path}: [suite] imports", beside=Path(path).resolve().parent)
 
     base_raw = _table(raw.get("base", {}), f"{path}: [base]")
     base_seeds = _seeds_key(base_raw, f"{path}: [base]")
@@ -736,8 +737,10 @@ def _parse_run_name(template: str, where: str) -> tuple[tuple[str, str | None, s
     known = {k for k in _default_flat() if k != "name"}
     parts: list[tuple[str, str | None, str]] = []
     for literal, ref, spec, conversion in parsed:
-        if any(ord(c) < 32 or ord(c) == 127 for c in literal):
-            raise ConfigError(f"{where} {template!r}: holds a control character; a name is one line of text")
+        bad = first_unprintable(literal)
+        if bad is not None:
+            raise ConfigError(f"{where} {template!r}: holds the control or format character {describe_char(bad)}; "
+                              "a name is one line of visible text")
         if ref is None:
             parts.append((literal, None, ""))
             continue
@@ -764,7 +767,12 @@ def _render_run_name(parts: Sequence[tuple[str, str | None, str]], cfg: RunConfi
                 out.append(format(flat[ref], spec))
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{where}: {{{ref}:{spec}}} cannot format {flat[ref]!r}: {e}") from None
-    return "".join(out)
+    name = "".join(out)
+    bad = first_unprintable(name)
+    if bad is not None:
+        raise ConfigError(f"{where}: the name {name!r} holds the control or format character {describe_char(bad)} "
+                          "(from a field's value); a name is one line of visible text")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -45,7 +45,16 @@ from ..utils.io import atomic_write_json, read_json, remove_stale_temps
 from ..utils.text import text_table
 from .precheck import check_registry_names, image_group
 from .provenance import collect_provenance
-from .store import RunDir, RunLocked, RunStore, Status, artifact_record, verify_artifacts
+from .store import (
+    LOCK_HELD_ENV,
+    RunDir,
+    RunLocked,
+    RunStore,
+    Status,
+    artifact_record,
+    set_aside_damaged_manifest,
+    verify_artifacts,
+)
 from .suite import Suite, SuiteRun
 
 log = logging.getLogger(__name__)
@@ -164,7 +173,11 @@ def check_same_data(rd: RunDir, data: dict[str, Any]) -> None:
 def execute_run(spec: RunSpec, *, progress: bool | None = None) -> RunOutcome:
     """Execute one run into the store (see the module docstring). Never raises for a failing run: the
     failure is recorded in the run's manifest and returned as a ``failed`` outcome."""
-    rd = RunStore(spec.store_root, spec.suite).run(spec.run_id)
+    try:
+        rd = RunStore(spec.store_root, spec.suite).run(spec.run_id)
+    except RunStoreError as e:  # e.g. its folder is a link to another run's: reported, the others go on
+        log.error("run %s (%s): %s", spec.run_id, spec.name, e)
+        return RunOutcome(spec.run_id, spec.name, Status.FAILED, str(e))
     cfg = spec.config
     if cfg.run_id() != spec.run_id:
         raise RunStoreError(f"run {spec.run_id}: config hashes to {cfg.run_id()}; the spec is inconsistent")
@@ -178,6 +191,9 @@ def execute_run(spec: RunSpec, *, progress: bool | None = None) -> RunOutcome:
 
 
 def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | None) -> RunOutcome:
+    damaged = set_aside_damaged_manifest(rd)
+    if damaged:
+        log.warning("run %s (%s): %s; evaluating it again from its checkpoints", spec.run_id, spec.name, damaged)
     try:
         data = spec.data if spec.data is not None else data_record(cfg.data.root)
         check_same_data(rd, data)
@@ -331,7 +347,9 @@ def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dic
         log.info("launching: %s", " ".join(cmd))
         with open(rd.log_path, "a", encoding="utf-8") as fh:
             fh.flush()
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+            # The ranks write into the run directory whose lock this process holds for them.
+            env = {**os.environ, LOCK_HELD_ENV: str(rd.path)}
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, env=env).returncode
         if rc != 0:
             raise TrainingError(f"torchrun exited with status {rc}; the ranks' output is in {rd.log_path}")
     if not rd.metrics_path.is_file():
@@ -578,8 +596,11 @@ def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
     for r in runs:
         done = ""
         if store is not None:
-            rd = store.run(r.run_id)
-            done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
+            try:
+                rd = store.run(r.run_id)
+                done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
+            except RunStoreError:
+                done = "damaged"
         rows.append([r.run_id, ",".join(r.blocks), *(str(get_dotted(r.config, f)) for f in factors), done,
                      *([times.get(r.run_id, "")] if times is not None else []),
                      ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])

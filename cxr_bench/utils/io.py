@@ -40,9 +40,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # A failed write (a full disk) names no file; the one it was for is what the user must know.
+            raise type(e)(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

@@ -1,9 +1,32 @@
-"""Plain fixed-width text tables for the terminal (a sweep's summary, a dry run, ``data info``, ``models``)."""
+"""Text for people: fixed-width tables for the terminal (a sweep's summary, a dry run, ``data info``,
+``models``), and the check that text a user or a file gives, which becomes a name (a run name, a file name, an
+sbatch value), is one line of visible characters. Judged by Unicode category, not by code points below 32:
+U+0085 (NEL), U+2028/U+2029 (line and paragraph separators) end a line in many readers, and the bidirectional
+controls (U+202E ...) make a name read differently from what it is."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
+
+# Cc controls, Cf format (bidi controls, zero-width), Cs surrogates, Co private use, Cn unassigned, Zl/Zp
+# line and paragraph separators.
+UNPRINTABLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def first_unprintable(text: str, *, spaces: bool = True) -> str | None:
+    """The first character of ``text`` that a one-line, visible name must not hold; None if there is none.
+    ``spaces=False`` also refuses every space but U+0020 (tabs are Cc anyway; U+00A0 and such are Zs)."""
+    for c in text:
+        if unicodedata.category(c) in UNPRINTABLE_CATEGORIES or (not spaces and c.isspace() and c != " "):
+            return c
+    return None
+
+
+def describe_char(c: str) -> str:
+    """``U+202E (RIGHT-TO-LEFT OVERRIDE)``: how an error names a character it cannot print."""
+    return f"U+{ord(c):04X} ({unicodedata.name(c, unicodedata.category(c))})"
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:

@@ -119,6 +119,39 @@ def test_overwritten_pixels_are_noticed_and_only_their_chunk_is_rebuilt(built, c
     assert npy.stat().st_mtime_ns >= mtime_before
 
 
+@pytest.mark.parametrize("edit", ["checksums removed", "checksums rewritten"])
+def test_the_journal_is_the_one_record_of_each_chunks_digest(built, cache_root, edit):
+    """Damaged pixels plus a meta.json whose checksum record was removed (or rewritten to the damaged
+    bytes): the journal still holds each chunk's digest from when it was written, so the damage is found
+    and repaired, never recorded as the chunk's new digest."""
+    release, cache, pixels = built
+    npy = cache.dir / "images.npy"
+    with open(npy, "r+b") as fh:  # image 5 (chunk 1) painted white
+        fh.seek(HEADER + 5 * SIZE * SIZE + 10)
+        fh.write(b"\xff" * 32)
+    truth = [hashlib.blake2b(pixels[i:i + CHUNK].tobytes(), digest_size=16).hexdigest()
+             for i in range(0, len(pixels), CHUNK)]
+    meta = json.loads((cache.dir / META_FILE).read_text())
+    if edit == "checksums removed":
+        for key in ("checksum", "chunk_digests"):
+            meta.pop(key)
+    else:
+        damaged = np.load(npy)
+        meta["chunk_digests"] = [hashlib.blake2b(damaged[i:i + CHUNK].tobytes(), digest_size=16).hexdigest()
+                                 for i in range(0, len(damaged), CHUNK)]
+    (cache.dir / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CacheDamaged) as e:
+        ImageCache.open(cache.dir, verify="full")
+    assert 1 in e.value.chunks or "chunk 1" in str(e.value)
+
+    repaired = _build(release, cache_root)
+    np.testing.assert_array_equal(repaired.array, pixels)
+    assert repaired.meta["chunk_digests"] == truth
+    journal = [json.loads(x) for x in (cache.dir / DONE_FILE).read_text().splitlines()]
+    assert {r["chunk"]: r["digest"] for r in journal} == dict(enumerate(truth))
+    assert ImageCache.open(cache.dir, verify="full").checked_chunks == 3
+
+
 def test_header_damage_and_an_edited_index_are_repaired_without_decoding(built, cache_root):
     release, cache, pixels = built
     npy = cache.dir / "images.npy"

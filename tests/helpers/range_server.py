@@ -9,6 +9,10 @@ real servers do differently:
 - HEAD, ``ETag`` and extra headers per path (the Hugging Face hub's ``X-Repo-Commit``);
 - faults: ``stall`` (send N bytes, then wait until released: a client killed mid-file) and ``cut`` (send N
   bytes of a body announced longer, then close: a connection dropped mid-file).
+- lies: ``swap`` (after the first GET of a path, it serves another version with other headers: a file
+  replaced on the server mid-download), ``ignore_if_range`` (a stale ``If-Range`` still gets 206 of the new
+  version), ``overlong`` (``Content-Length`` N bytes more than the body, then close), ``endless`` (no
+  length, the body never ends), ``redirect`` (302 to any URL).
 
 Every request is logged as ``(method, path, range header or None)`` so a test can assert that a resumed
 download asked for the missing bytes only.
@@ -33,6 +37,12 @@ class Site:
     ignore_range: set[str] = field(default_factory=set)
     stall: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
     cut: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before the connection drops (once)
+    swap: dict[str, tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    ignore_if_range: set[str] = field(default_factory=set)
+    overlong: dict[str, int] = field(default_factory=dict)
+    endless: set[str] = field(default_factory=set)
+    redirect: dict[str, str] = field(default_factory=dict)
+    if_range: list[tuple[str, str | None]] = field(default_factory=list)  # (path, If-Range header) per GET
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,9 +70,29 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
             rng = self.headers.get("Range")
             with site.lock:
                 site.log.append((self.command, path, rng))
+                if self.command == "GET":
+                    site.if_range.append((path, self.headers.get("If-Range")))
                 data = site.files.get(path)
                 extra = dict(site.headers.get(path, {}))
                 cut = site.cut.pop(path, None) if body else None
+                if body and path in site.swap:  # this GET sees the old version; every later one the new
+                    site.files[path], site.headers[path] = site.swap.pop(path)
+                target = site.redirect.get(path)
+            if target is not None:
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if path in site.endless:
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    while body:
+                        self.wfile.write(b"\0" * 65536)
+                return
             if data is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -70,6 +100,10 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 return
             start, end, status = 0, len(data), 200
             m = _RANGE.match(rng or "")
+            if_range = self.headers.get("If-Range")
+            if (m and if_range is not None and path not in site.ignore_if_range
+                    and if_range not in (extra.get("ETag"), extra.get("Last-Modified"))):
+                m = None  # RFC 9110: a validator that no longer matches gets the whole, current file
             if m and path not in site.ignore_range:
                 start = int(m.group(1))
                 end = min(len(data), int(m.group(2)) + 1) if m.group(2) else len(data)
@@ -81,7 +115,7 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                     return
                 status = 206
             self.send_response(status)
-            self.send_header("Content-Length", str(end - start))
+            self.send_header("Content-Length", str(end - start + site.overlong.get(path, 0)))
             self.send_header("Accept-Ranges", "none" if path in site.ignore_range else "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
@@ -97,6 +131,11 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload[:n])
                 self.wfile.flush()
                 release.wait(30)
+                self.close_connection = True
+                return
+            if path in site.overlong:
+                self.wfile.write(payload)
+                self.wfile.flush()
                 self.close_connection = True
                 return
             if cut is not None:

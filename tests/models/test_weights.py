@@ -105,14 +105,30 @@ def test_old_densenet_key_names_are_renamed(tmp_path):
                        sd["features.denseblock1.denselayer1.norm1.weight"])
 
 
-def test_torchvision_cache_with_the_official_file_name(tmp_path):
+def test_torchvision_cache_with_the_official_file_name(tmp_path, monkeypatch):
     # A real torchvision GoogLeNet checkpoint layout: aux1/aux2/fc keys included, saved under the URL's name.
     torch.manual_seed(2)
     native = tvm.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict()
     hub = tmp_path / "torch-hub"
     (hub / "checkpoints").mkdir(parents=True)
     torch.save(native, hub / "checkpoints" / "googlenet-1378be20.pth")
+    source = "torchvision:GoogLeNet_Weights.IMAGENET1K_V1"
+    # Not the published file, so its pin is refused (shown first); pinned to this file, it is taken.
     old = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    try:
+        with pytest.raises(WeightsError, match=r"googlenet: the checkpoint file is not .*GoogLeNet.*1378be20"):
+            create_model("googlenet", pretrained="cache")
+    finally:
+        torch.hub.set_dir(old)
+    assert (hub / "checkpoints" / "googlenet-1378be20.pth").is_file()  # a cached file found is not deleted
+    from dataclasses import replace
+
+    from cxr_bench.models.backbones import PRETRAINED_CFGS
+
+    assert PRETRAINED_CFGS["googlenet"].source == source
+    monkeypatch.setitem(PRETRAINED_CFGS, "googlenet", replace(PRETRAINED_CFGS["googlenet"], sha256=hashlib.sha256(
+        (hub / "checkpoints" / "googlenet-1378be20.pth").read_bytes()).hexdigest()))
     torch.hub.set_dir(str(hub))
     try:
         model = create_model("googlenet", pretrained="cache")
@@ -407,3 +423,46 @@ def test_non_finite_values_name_the_file_and_the_tensor(tmp_path, bad):
     sd["classifier.6.weight"] = torch.full((2,), math.nan)
     torch.save(sd, path)
     create_model("alexnet", pretrained=path)
+
+
+@pytest.mark.parametrize("header", ["ETag", "X-Linked-Etag"])
+def test_a_hub_file_that_is_not_the_announced_one_is_never_cached(caches, header):
+    """A mirror announces the real checkpoint's sha256 and serves zeros of the same length: refused, and
+    nothing stays in the cache to be found as fetched the next time."""
+    from safetensors.torch import save
+
+    torch.manual_seed(7)
+    data = save({k: v.contiguous() for k, v in timm.create_model("mobilenetv1_100").state_dict().items()})
+    site = rs.Site()
+    path = f"/{MOBILENET_REPO}/resolve/main/model.safetensors"
+    site.files[path] = bytes(len(data))
+    site.headers[path] = {header: f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": "e" * 40,
+                          "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+    with rs.serve(site) as base:
+        with pytest.raises(WeightsError, match="the hub announced") as err:
+            W.fetch_pretrained("mobilenet_v1", mirror=base)
+        assert hashlib.sha256(bytes(len(data))).hexdigest() in str(err.value)
+        assert [p for p in (caches / "hf").rglob("*") if p.is_file() or p.is_symlink()
+                if "blobs" in p.parts or "snapshots" in p.parts] == []
+        assert W.missing_weights([("mobilenet_v1", "imagenet")])  # still missing, not "cached"
+        # The real file served next time is taken.
+        site.files[path] = data
+        rec = W.fetch_pretrained("mobilenet_v1", mirror=base)
+    assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["fetched"] is True
+
+
+def test_every_torchvision_checkpoint_the_suites_use_is_pinned_to_its_published_prefix():
+    """The pins agree with the hash prefixes torchvision's own file names carry (independent source)."""
+    import torchvision.models as tvm_models
+
+    from cxr_bench.models.backbones import PRETRAINED_CFGS
+
+    for enum in (tvm_models.AlexNet_Weights, tvm_models.GoogLeNet_Weights, tvm_models.VGG16_Weights,
+                 tvm_models.ResNet50_Weights, tvm_models.DenseNet121_Weights):
+        member = enum.IMAGENET1K_V1
+        prefix = member.url.rsplit("-", 1)[-1].split(".")[0]
+        pinned = {c.source: c.sha256 for c in PRETRAINED_CFGS.values()}
+        assert pinned[f"torchvision:{enum.__name__}.IMAGENET1K_V1"] == prefix
+    for name in ("alexnet", "googlenet", "vgg16", "resnet50", "densenet121"):
+        ref = W.imagenet_weights(name, W._published(name))[0]
+        assert W.expected_sha256(ref) is not None, name

@@ -273,6 +273,50 @@ def test_run_name_cannot_reach_objects_or_the_environment(tmp_path, monkeypatch,
         load_suite(suite)
 
 
+# Characters that end a line or reorder text without being below U+0020: NEL, the line and paragraph
+# separators, bidi overrides and isolates, zero-width and BOM format characters, private use, unassigned.
+INVISIBLE = ["\u0085", "\u2028", "\u2029", "\u202e", "\u2066", "\u200b", "\ufeff", "\ue000", "\u0378",
+             "\x7f", "\x1b"]
+
+
+@pytest.mark.parametrize("char", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+def test_names_refuse_line_breaking_and_format_characters(tmp_path, capsys, char):
+    """Every way user text becomes a name: a run_name's literal text, a field value it renders (a weights
+    path), a config's name, an sbatch value, a download's part name; one line each, naming the character."""
+    import unicodedata
+
+    from cxr_bench.cli import main
+    from cxr_bench.data.download import DownloadError, check_file_name
+    from cxr_bench.runner.launchers import SlurmOptions
+    from cxr_bench.runner.suite import load_suite
+
+    code = f"U+{ord(char):04X}"
+    assert ord(char) >= 32 or unicodedata.category(char) == "Cc"
+    suite = H.write_suite(tmp_path / "evil.toml", "evil", {"optim.lr": [0.01]})
+    text = suite.read_text()
+    suite.write_text(text.replace('name = "evil"', f'name = "evil"\nrun_name = {json.dumps("a" + char + "{seed}")}', 1))
+    with pytest.raises(ConfigError, match=re.escape(code)) as err:
+        load_suite(suite)
+    assert "evil.toml: [suite] run_name" in str(err.value) and "\n" not in str(err.value)
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("cxr-bench: error:") and err_text.count("\n") == 1 and code in err_text
+
+    # A field's value rendered into the name.
+    weights = tmp_path / f"w{char}.pt"
+    suite.write_text(text.replace('name = "evil"', 'name = "evil"\nrun_name = "{model.pretrained}"', 1)
+                     .replace("[base]", f"[base]\n\"model.pretrained\" = {json.dumps(str(weights))}", 1))
+    with pytest.raises(ConfigError, match=re.escape(code)):
+        load_suite(suite)
+
+    with pytest.raises(ConfigError, match=re.escape(code)):
+        RunConfig.from_dict({"name": f"x{char}y"})
+    with pytest.raises(ConfigError, match=re.escape(code)):
+        SlurmOptions.resolve({}, {"extra": {"comment": f"x{char}y"}}, {})
+    with pytest.raises(DownloadError, match=re.escape(code)):
+        check_file_name(f"x{char}y.csv", "urls.json: parts[0]")
+
+
 # ---------------------------------------------------------------------------------------------- plugins
 def test_suite_imports_cannot_run_code_shipped_beside_the_suite(tmp_path):
     """``[suite] imports`` names installed modules. A module placed next to a suite file is not on the

@@ -190,3 +190,39 @@ def test_the_readme_shows_exactly_the_tested_example():
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     assert f"```python\n{README_PLUGIN}```" in readme
     assert f"```toml\n{README_SUITE}```" in readme
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["beside the suite", "in the working directory"])
+@pytest.mark.parametrize("command", [["suites"], ["run", "--dry-run", "--suite"]])
+def test_python_dash_m_never_imports_a_module_from_the_cwd_or_the_suite_folder(tmp_path: Path, where, command):
+    """``python -m`` puts the working directory first on sys.path; a plugin is still taken only from the
+    installed modules. A real module file that would create a marker, a real subprocess."""
+    marker = tmp_path / "PWNED"
+    cwd = tmp_path / "cwd"
+    folder = tmp_path / "download" if where == "beside the suite" else cwd
+    for d in (cwd, folder):
+        d.mkdir(exist_ok=True)
+    (folder / "evil_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    suite = folder / "evil.toml"
+    suite.write_text(README_SUITE.replace('"mypkg.cxr_plugins"', '"evil_plugin"').replace('"resnet50"', '"alexnet"'))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.realpath(p) != str(cwd))
+    done = subprocess.run([sys.executable, "-m", "cxr_bench", *command, str(suite)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert err[-1].startswith("cxr-bench: error: ") and "cannot import plugin module 'evil_plugin'" in err[-1]
+    assert not marker.exists()
+
+
+def test_a_folder_named_in_pythonpath_is_still_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from cxr_bench.plugins import plugin_search_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", str(tmp_path), "/usr/lib/python3/x"])
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert plugin_search_path() == ["/usr/lib/python3/x"]
+    assert plugin_search_path(beside="/usr/lib/python3/x") == []
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert plugin_search_path() == [str(tmp_path), "/usr/lib/python3/x"]

@@ -38,7 +38,7 @@ def test_store_rejects_traversal(tmp_path: Path):
     outside.mkdir()
     store.path.mkdir(parents=True)
     (store.path / "abc123").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(RunStoreError, match="outside the run store"):
+    with pytest.raises(RunStoreError, match="is a symbolic link"):
         store.run("abc123")
     assert store.run("def456").path == store.path / "def456"
 
