@@ -3,11 +3,12 @@
 A render used to build the leaderboard in two notebooks, score the expert labels three times, verify every
 run's artifacts in each notebook and recompute the paired ablation table. Here each of those is one part of
 an :class:`Analysis`, computed by the first report that asks for it through the public functions of
-:mod:`cxr_bench.results` (``build_leaderboard``, ``ablation_table``, ``expert_table``) and saved as JSON in a
-cache folder the tool owns (``<out>/.cache/``), keyed by :func:`inputs_key`: a hash of every run's
-config, manifest, metrics, history and localization files, the size and modification time of its
-predictions, the cxr-bench code and the templates. The next report (or the next render, when nothing
-changed) reads the part back. JSON, not pickle: a cache in a shared folder must not be able to run code.
+:mod:`cxr_bench.results` (``build_leaderboard``, which also scores the expert labels, and
+``ablation_table``) and saved as JSON in a cache folder the tool owns (``<out>/.cache/``), keyed by
+:func:`inputs_key`: a hash of every run's config, manifest, metrics, history and localization files, the
+size and modification time of its predictions, the cxr-bench code and the templates. The next report (or
+the next render, when nothing changed) reads the part back. JSON, not pickle: a cache in a shared folder
+must not be able to run code.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def frame_from_json(doc: dict[str, Any]) -> pd.DataFrame:
 class Analysis:
     """The parts of a render's analysis, each computed on first use and kept in ``cache_dir`` (None: in
     memory only) under ``key`` (:func:`inputs_key`). Parts: ``runs`` (the completed, intact runs and how
-    many others there are), ``leaderboard``, ``failed``, ``subgroups``, ``ablations``, ``expert``."""
+    many others there are), ``leaderboard`` (with ``failed`` and ``subgroups``), ``ablations``."""
 
     def __init__(self, runs_dir: str | os.PathLike, suite: str | None = None, *,
                  cache_dir: str | os.PathLike | None = None, key: str = "") -> None:
@@ -182,11 +183,4 @@ class Analysis:
 
         return self._part(f"ablations-b{n_bootstrap}-s{seed}",  # type: ignore[no-any-return]
                           lambda: ablation_table(self.runs(), n_bootstrap=n_bootstrap, seed=seed),
-                          frame_to_json, frame_from_json)
-
-    def expert(self) -> pd.DataFrame:
-        """:func:`cxr_bench.results.expert.expert_table` of the completed runs."""
-        from ..results.expert import expert_table
-
-        return self._part("expert", lambda: expert_table(self.runs()),  # type: ignore[no-any-return]
                           frame_to_json, frame_from_json)

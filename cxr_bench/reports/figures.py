@@ -351,8 +351,9 @@ def mean_auc_plot(lb: pd.DataFrame, names: Mapping[str, str] | None = None) -> F
         ax.set_title(f"{label_set}: {n_ranked} ranked, {len(g) - n_ranked} at chance (CI reaches 0.5; "
                      "not ranked)", fontsize=9, loc="left")
     handles = [Line2D([], [], marker="o", color=backbone_colour(b), lw=2, label=str(b))
-               for b in dict.fromkeys(lb["backbone"])]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="backbone", title_fontsize=8)
+               for b in dict.fromkeys(lb["backbone"] if "backbone" in lb else [])]
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="backbone", title_fontsize=8)
     axes[-1].set_xlabel("mean test ROC AUC (95% patient-bootstrap CI); dotted: chance")
     return fig
 

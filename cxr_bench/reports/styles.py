@@ -21,14 +21,14 @@ CMAP = "RdYlGn"  # AUC colour scale (low red, high green), shared by tables and 
 DELTA_CMAP = "RdBu"  # differences: diverging, white at zero
 
 # One colour per backbone in every figure of every report, whatever else a figure shows: the shipped
-# backbones have fixed colours (Okabe & Ito's colour-blind-safe set, then tab10's purple, brown, grey, olive),
+# backbones have fixed colours (Okabe & Ito's colour-blind-safe set without its yellow),
 # and any other name (a ``timm:`` model) takes one of the rest from a hash of its name, so it too keeps its
 # colour between figures and reports. No two entries are near-identical hues.
 BACKBONE_COLOURS: dict[str, str] = {
-    "resnet50": "#0072B2", "densenet121": "#D55E00", "alexnet": "#009E73", "vgg16": "#CC79A7",
-    "googlenet": "#E69F00", "mobilenet_v1": "#56B4E9", "resnet18": "#000000",
+    "resnet50": "#0072b2", "densenet121": "#d55e00", "alexnet": "#009e73", "vgg16": "#cc79a7",
+    "googlenet": "#e69f00", "mobilenet_v1": "#56b4e9", "resnet18": "#000000",
 }
-_SPARE_COLOURS = ("#9467BD", "#8C564B", "#7F7F7F", "#BCBD22", "#F0E442", "#17BECF")
+_SPARE_COLOURS = ("#9467bd", "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#882255", "#332288")
 
 
 def backbone_colour(backbone: Any) -> str:

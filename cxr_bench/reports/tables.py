@@ -382,11 +382,37 @@ def ablation_detail_view(table: pd.DataFrame, few: Iterable[tuple[str, str, str,
 # ----------------------------------------------------------------------------------------- expert labels
 
 
+EXPERT_VIEW_COLUMNS = ("suite", "run_id", "backbone", "target", "scored_from", "n", "expert_pos", "nih_pos",
+                       "expert_auc", "nih_auc", "nih_minus_expert")
+
+
 def expert_results(ctx: ReportContext) -> pd.DataFrame:
-    """:func:`~cxr_bench.results.expert.expert_table` of the context's runs, computed once per render."""
-    ids = {r.run_id for r in ctx.runs}
-    table = ctx.analysis.expert()
-    return table[table["run_id"].astype(str).isin(ids)].reset_index(drop=True)
+    """One row per (run, expert target), read from the leaderboard's expert-label columns
+    (:data:`cxr_bench.results.expert.EXPERT_COLUMNS`), so the expert labels are scored once per render, by
+    the leaderboard: ``n`` (the covered test images), positives under each label source, the AUC against
+    each and NIH minus expert."""
+    from ..results.expert import EXPERT_MAPPING
+
+    rows = []
+    labels = {r.run_id: set(r.labels) for r in ctx.runs}
+    for _, r in ctx.table.iterrows():
+        n = num(r.get("expert_n"))
+        if not n > 0:
+            continue
+        for target, members in EXPERT_MAPPING.items():
+            present = [m for m in members if m in labels.get(str(r["run_id"]), set())]
+            expert_auc, nih_auc = num(r.get(f"expert_auc_{target}")), num(r.get(f"nih_auc_{target}_same_images"))
+            if not present or not math.isfinite(num(r.get(f"expert_pos_{target}"))):
+                continue
+            rows.append({
+                "suite": r["suite"], "run_id": r["run_id"], "backbone": r.get("backbone"), "target": target,
+                "scored_from": "max(" + ", ".join(present) + ")", "n": int(n),
+                "expert_pos": int(num(r[f"expert_pos_{target}"])),
+                "nih_pos": int(num(r.get(f"nih_pos_{target}_same_images"))), "expert_auc": expert_auc,
+                "nih_auc": nih_auc,
+                "nih_minus_expert": nih_auc - expert_auc,
+            })
+    return pd.DataFrame(rows, columns=list(EXPERT_VIEW_COLUMNS))
 
 
 def expert_enough(df: pd.DataFrame) -> pd.Series:
