@@ -222,8 +222,11 @@ def test_kernel_shutdown_sends_no_interrupt(tmp_path):
     install_kernel_spec(tmp_path / "kernels")
     manager = _pinned_kernel_manager(tmp_path / "kernels")
     marker = tmp_path / "sigint"
+    # ipykernel swaps the SIGINT handler around each message it handles; switched off so ours stays.
     code = ("import signal, pathlib\n"
-            f"signal.signal(signal.SIGINT, lambda *a: pathlib.Path({str(marker)!r}).write_text('x'))")
+            "kernel = get_ipython().kernel\n"
+            "kernel.pre_handler_hook = kernel.post_handler_hook = lambda *a: None\n"
+            f"_ = signal.signal(signal.SIGINT, lambda *a: pathlib.Path({str(marker)!r}).write_text('x'))")
 
     async def session(interrupt_first: bool) -> None:
         km = manager(kernel_name=KERNEL_NAME)
