@@ -27,7 +27,7 @@ from ..data.labels import CHESTXRAY14
 from ..errors import RunStoreError
 from ..results.runs import RunRecord
 from .formatting import MIN_CASES, at_chance, label_name, num, too_few, too_few_text
-from .runnames import by_label_set, short_names
+from .runnames import short_names
 from .styles import backbone_colour
 
 PALETTE = "colorblind"
@@ -212,7 +212,7 @@ def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = 
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
     ypos = {lab: i for i, lab in enumerate(order)}
-    base, mean_c = sns.color_palette(PALETTE)[0], sns.color_palette(PALETTE)[3]
+    base, mean_c = "0.35", "black"  # pairs, not backbones: no backbone's colour
     for ax, ((factor, va, vb), g) in zip(axes.flat, pairs):
         ax.axvline(0, color="0.4", lw=1)
         g = g[g["label"].isin(ypos)]
@@ -374,7 +374,7 @@ def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Fi
     runs = list(dict.fromkeys(df["run_id"]))
     fig = _figure(figsize=(3.4 * len(targets) + 2.4, 1.2 + 0.35 * len(runs)))
     axes = fig.subplots(1, len(targets), squeeze=False, sharey=True)
-    pal = sns.color_palette(PALETTE, 2)
+    pal = ["black", "0.45"]  # label sources, not backbones: no backbone's colour
     for ax, t in zip(axes[0], targets):
         g = df[df["target"] == t].set_index("run_id")
         for y, rid in enumerate(runs):
@@ -383,7 +383,7 @@ def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Fi
             r = g.loc[rid]
             ax.plot([r["nih_auc"], r["expert_auc"]], [y, y], color="0.7", lw=1.2, zorder=0)
             ax.plot(r["nih_auc"], y, "o", color=pal[0])
-            ax.plot(r["expert_auc"], y, "s", color=pal[1])
+            ax.plot(r["expert_auc"], y, "s", color=pal[1], mfc="white")
         ax.set_title(f"{t.replace('_', ' ')} (n={int(g['n'].max())})", fontsize=9)
         ax.set_xlabel("test ROC AUC")
         ax.set_xlim(0, 1.02)
@@ -391,7 +391,7 @@ def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Fi
     axes[0, 0].set_yticklabels([labels.get(r, r) for r in runs], fontsize=8)
     axes[0, 0].invert_yaxis()
     handles = [Line2D([], [], marker="o", color=pal[0], lw=0, label="vs NIH labels"),
-               Line2D([], [], marker="s", color=pal[1], lw=0, label="vs radiologists")]
+               Line2D([], [], marker="s", color=pal[1], mfc="white", lw=0, label="vs radiologists")]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
 
@@ -411,7 +411,7 @@ def _block(rec: RunRecord) -> str:
     return "+".join(str(b) for b in blocks) if isinstance(blocks, list) and blocks else "runs"
 
 
-def history_plot(runs: Sequence[RunRecord], names: Mapping[str, str] | None = None) -> Figure:
+def history_plot(runs: Sequence[RunRecord]) -> Figure:
     """Validation mean AUC per epoch (history.csv), one panel per suite block, one line per configuration
     in its backbone's colour: the mean over its seeds, with a band from the lowest to the highest seed.
     Configurations of one backbone in a panel differ in line style; the panel's legend names them."""
@@ -429,10 +429,8 @@ def history_plot(runs: Sequence[RunRecord], names: Mapping[str, str] | None = No
         curves.setdefault(_block(r), {}).setdefault(key, []).append(h[["epoch", "val_mean_auc"]])
     if not curves:
         return _empty("no training history")
-    all_names: dict[str, str] = {}
-    for group in by_label_set(list(first.values())).values():
-        all_names.update(short_names(group))
-    all_names.update(names or {})
+    # Named among the configurations drawn (label set included where it differs), not per label set.
+    all_names = short_names(list(first.values()))
     blocks = sorted(curves)
     ncols = 2 if len(blocks) > 1 else 1
     nrows = math.ceil(len(blocks) / ncols)
@@ -540,7 +538,10 @@ def underdiagnosis_plot(df: pd.DataFrame, names: Mapping[str, str] | None = None
     names = dict(names or {})
     attrs = list(dict.fromkeys(df["attribute"]))
     runs = list(dict.fromkeys(df["run_id"]))
-    colors = dict(zip(runs, palette(len(runs))))
+    backbones = (df.drop_duplicates("run_id").set_index("run_id")["backbone"] if "backbone" in df.columns
+                 else pd.Series(dtype=object))
+    colors = {r: (backbone_colour(backbones[r]) if r in backbones.index else c)
+              for r, c in zip(runs, palette(len(runs)))}
     n_groups = max(df[df["attribute"] == a]["group"].nunique() for a in attrs)
     fig = _figure(figsize=(3.0 * len(attrs) + 2.8, 0.3 * n_groups + 0.12 * n_groups * len(runs) + 1.4))
     axes = fig.subplots(1, len(attrs), squeeze=False)[0]
@@ -605,7 +606,7 @@ def reliability_diagram(tables: Mapping[str, pd.DataFrame], ncols: int = 4) -> F
     nrows = math.ceil(n / ncols)
     fig = _figure(figsize=(2.9 * ncols + 0.4, 3.0 * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    color = sns.color_palette(PALETTE)[0]
+    color = "0.2"  # one panel per run, named in its title
     for ax, (name, cal) in zip(axes.flat, tables.items()):
         pooled = pooled_reliability(cal)
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)

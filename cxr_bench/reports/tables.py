@@ -801,7 +801,9 @@ def best_run(ctx: ReportContext, run_ids: Iterable[str]) -> str:
     return max(ids, key=mean)
 
 
-def stack_runs(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """``run id -> table`` as one table with a ``run_id`` column."""
-    frames = [t.assign(run_id=rid) for rid, t in tables.items() if t is not None and len(t)]
+def stack_runs(tables: Mapping[str, pd.DataFrame], runs: Sequence[RunRecord] = ()) -> pd.DataFrame:
+    """``run id -> table`` as one table with a ``run_id`` column (and ``backbone``, from ``runs``)."""
+    backbone = {r.run_id: str(r.cfg("model.backbone")) for r in runs}
+    frames = [t.assign(run_id=rid, backbone=backbone.get(rid, "")) for rid, t in tables.items()
+              if t is not None and len(t)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
