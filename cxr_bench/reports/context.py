@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,14 @@ class ReportContext:
         self.leaderboard = Leaderboard(lb.table[~lb.table["run_id"].astype(str).isin(synthetic)]
                                        .reset_index(drop=True), lb.failed, subgroups=lb.subgroups)
         self.sanity_table = lb.table[lb.table["run_id"].astype(str).isin(synthetic)].reset_index(drop=True)
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A value several sections of one report use (e.g. the comparison with the papers), computed by
+        the first that asks."""
+        if name not in self._shared:
+            self._shared[name] = compute()
+        return self._shared[name]
 
     def __repr__(self) -> str:
         return f"ReportContext({self.runs_dir}, suite={self.suite!r}, {len(self.runs)} runs)"

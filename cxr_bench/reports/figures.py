@@ -465,6 +465,7 @@ def history_plot(runs: Sequence[RunRecord]) -> Figure:
 
 # ---------------------------------------------------------------------------------------- subgroups
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 SUBGROUP_COLUMNS = ("attribute", "group", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg", "reason")
 
 
@@ -485,9 +486,10 @@ def subgroup_plot(df: pd.DataFrame, title: str = "") -> Figure:
     for ax, attr in zip(axes, attrs):
         g = df[df["attribute"] == attr]
         groups = list(dict.fromkeys(g["group"]))
-        colors = palette(len(groups))
+        # Groups, not backbones: shades of grey told apart by marker, so no backbone's colour is reused.
+        colors = list(sns.color_palette("Greys", len(groups) + 2))[2:]
         offsets = np.linspace(-0.25, 0.25, len(groups)) if len(groups) > 1 else np.zeros(1)
-        for color, off, grp in zip(colors, offsets, groups):
+        for k, (color, off, grp) in enumerate(zip(colors, offsets, groups)):
             gg = g[g["group"] == grp].set_index("label")
             ys, xs, lo, hi = [], [], [], []
             for y, lab in enumerate(labels):
@@ -502,10 +504,10 @@ def subgroup_plot(df: pd.DataFrame, title: str = "") -> Figure:
                 lo.append(float(r["ci_low"]) if pd.notna(r["ci_low"]) else auc)
                 hi.append(float(r["ci_high"]) if pd.notna(r["ci_high"]) else auc)
             if xs:
-                ax.errorbar(xs, ys, xerr=[np.subtract(xs, lo), np.subtract(hi, xs)], fmt="o", ms=4,
+                ax.errorbar(xs, ys, xerr=[np.subtract(xs, lo), np.subtract(hi, xs)], fmt=_MARKERS[k % len(_MARKERS)], ms=4,
                             color=color, elinewidth=1, capsize=0, label=str(grp))
             else:
-                ax.plot([], [], "o", color=color, label=f"{grp} (too few)")
+                ax.plot([], [], _MARKERS[k % len(_MARKERS)], color=color, label=f"{grp} (too few)")
         ax.axvline(0.5, color="0.6", ls=":", lw=0.8)
         ax.set_title(str(attr), fontsize=9)
         ax.set_xlabel("test ROC AUC (95% CI)")

@@ -24,7 +24,7 @@ from ..results.compare import compare_reference, pair_summary
 from ..results.leaderboard import Leaderboard
 from ..results.runs import RunRecord
 from .context import ReportContext, label_counts
-from .escape import message
+from .escape import esc, message
 from .formatting import (
     MIN_CASES,
     at_chance,
@@ -575,6 +575,12 @@ def localization_detail(ctx: ReportContext) -> tuple[str, Styler, Path | None, s
     fig = rec.run_dir / "figures" / "localization.png"
     return (ctx.run_names().get(rec.run_id, rec.run_id), styled_table, fig if fig.is_file() else None,
             localization_note(rec))
+
+
+def localization_heading(name: str, note: str) -> str:
+    """HTML above the per-label localization table: which run it shows (escaped) and its ``note`` (HTML
+    from :func:`localization_note`)."""
+    return f"<p>Per label for <b>{esc(name)}</b>, beside the paper:</p>{note}"
 
 
 def _localization_json(rec: RunRecord) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def test_cli_renders_the_three_reports(rendered):
         assert re.search(r'<img[^>]+src="data:image/png;base64,', text), name  # figures embedded
         assert "NOT COMPARABLE WITH THE PAPERS" in text  # the sample-profile banner, at the top
         assert text.index("NOT COMPARABLE") < text.index("<h2")
-        assert "ReportContext.load" not in text  # inputs hidden
+        assert "open_report" not in text  # inputs hidden
         assert "Traceback" not in text
         # The provenance footer, from the manifests the factory wrote.
         assert "Provenance" in text and "0123456789ab" in text and "sha256 9d4de640ee4f" in text
@@ -97,7 +97,7 @@ def test_cli_renders_the_three_reports(rendered):
     assert "Weakly-supervised localization" in rep and "0.993" in rep and "0.090" in rep
     # Subgroups and calibration read from metrics.json; runs without those blocks are named, not recomputed.
     assert "sex: M" in rep and "mean Brier" in rep
-    assert "no &#x27;subgroups&#x27; block" in rep
+    assert re.search(r"Left out: [^<]*no (&#x27;|')subgroups(&#x27;|') block", rep)
     assert "gamma vs identity" in html["ablation"]
     assert ids["failed"] in html["leaderboard"] and "airspace opacity" in html["leaderboard"]
     nb = nbformat.read(out / "replication.ipynb", as_version=4)
@@ -206,7 +206,9 @@ def test_templates_have_a_parameters_cell_with_inputs_only():
         assert all(not c.outputs for c in nb.cells if c.cell_type == "code")
         # Every report ends with the provenance footer and shows the banner first.
         codes = [c.source for c in nb.cells if c.cell_type == "code"]
-        assert "banner_html()" in codes[1] and "footer_html()" in codes[-1]
+        assert "sections.open_report(" in codes[1] and codes[-1] == "sections.footer(ctx)"
+        # Thin cells: one call each into cxr_bench.reports.sections.
+        assert all(c.startswith("sections.") and c.count("\n") == 0 for c in codes[2:])
         # Nothing a template prints bypasses escaping: no Markdown built from data, no raw DataFrame display.
         assert not any("Markdown(" in c for c in codes)
 
