@@ -28,7 +28,7 @@ from ..errors import RunStoreError
 from ..results.runs import RunRecord
 from .formatting import MIN_CASES, at_chance, label_name, num, too_few, too_few_text
 from .runnames import short_names
-from .styles import backbone_colour
+from .styles import DELTA_CMAP, backbone_colour
 
 PALETTE = "colorblind"
 
@@ -287,8 +287,7 @@ def ablation_heatmap(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str
     shown = np.where(sig & ~is_few, delta, np.nan)
     fig = _figure(figsize=(0.62 * len(order) + 3.6, 0.42 * len(pairs) + 1.9))
     ax = fig.subplots()
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap(DELTA_CMAP).with_extremes(bad="white")
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=TwoSlopeNorm(0.0, -lim, lim), aspect="auto")
     for i in range(len(pairs)):
         for j in range(len(order)):

@@ -348,9 +348,11 @@ def test_subgroup_figure_and_tables():
     assert [ax.get_title() for ax in fig.axes] == ["sex", "view"]
     for ax in fig.axes:
         points = sum(len(c.get_offsets()) if hasattr(c, "get_offsets") else 0 for c in ax.collections)
-        drawn = sum(len(ln.get_xdata()) for ln in ax.lines if ln.get_marker() == "o")
+        drawn = sum(len(ln.get_xdata()) for ln in ax.lines if ln.get_marker() not in ("None", "", None))
         assert drawn == 5 and points >= 0  # 6 (group, label) rows minus the one with too few
         assert _outside_every_axes(ax.get_legend(), fig)
+        markers = [ln.get_marker() for ln in ax.lines if ln.get_marker() not in ("None", "", None)]
+        assert len(set(markers)) == 2  # groups told apart by marker (grey shades: no backbone's colour)
     summary = tables.subgroup_summary({"r": df}, {"r": "run r"}).data
     # Common labels with enough cases in both groups: Atelectasis and Effusion (Hernia is too few in F).
     assert summary.loc[0, "sex: F"] == f"{np.mean([0.6, 0.65]):.3f}" and summary.loc[0, "sex: M"] == "0.725"
@@ -433,3 +435,32 @@ def test_expert_results_read_from_the_leaderboard_match_expert_table(ctx):
         assert list(ours[col]) == list(theirs[col]), col
     for col in ("expert_auc", "nih_auc", "nih_minus_expert"):
         np.testing.assert_allclose(ours[col].astype(float), theirs[col].astype(float), rtol=1e-9, equal_nan=True)
+
+
+def _ablation_rows() -> pd.DataFrame:
+    rows = []
+    for factor, va, vb, deltas, verdicts in (
+            ("data.grayscale", "identity", "gamma", (-0.035, 0.02, -0.01), ("worse", "no evidence", "no evidence")),
+            ("model.head", "gap", "attention", (-0.139, -0.05, -0.09), ("worse", "no evidence", "worse"))):
+        for lab, d, verdict in zip(("Atelectasis", "Hernia", "mean"), deltas, verdicts):
+            rows.append({"factor": factor, "value_a": va, "value_b": vb, "label": lab, "delta": d,
+                         "ci_lo": d - 0.01, "ci_hi": d + 0.01, "p_bootstrap": 0.01, "verdict": verdict,
+                         "run_a": "a", "run_b": "b", "suite": "s", "block": "b", "seeds_a": 1, "seeds_b": 1,
+                         "auc_a": 0.8, "auc_b": 0.8 + d, "interval": "patients only"})
+    return pd.DataFrame(rows)
+
+
+def test_ablation_heatmap_colours_only_rejected_differences_on_a_scale_centred_on_zero():
+    table = _ablation_rows()
+    fig = figures.ablation_heatmap(table, {("model.head", "gap", "attention", "Hernia")})
+    ax = fig.axes[0]
+    (im,) = ax.get_images()
+    data = im.get_array()
+    # rows: pairs; columns: Atelectasis, Hernia, mean
+    assert list(data.mask[0]) == [False, True, True] and list(data.mask[1]) == [False, True, False]
+    assert im.norm.vcenter == 0 and im.norm.vmin == pytest.approx(-0.139) and im.norm.vmax == pytest.approx(0.139)
+    small, large = im.cmap(im.norm(-0.035)), im.cmap(im.norm(-0.139))
+    assert np.abs(np.subtract(small, large)).max() > 0.2  # -0.035 and -0.139 no longer look alike
+    assert "few" in [t.get_text() for t in ax.texts]  # too few cases: said, not coloured
+    html = tables.ablation_summary_view(table).to_html()
+    assert html.count("background-color") == 1  # only the pair whose mean difference the test rejects
