@@ -27,7 +27,7 @@ from ..data.labels import CHESTXRAY14
 from ..errors import RunStoreError
 from ..results.runs import RunRecord
 from .formatting import MIN_CASES, at_chance, label_name, num, too_few, too_few_text
-from .runnames import short_names
+from .runnames import configuration_name, short_names
 from .styles import DELTA_CMAP, backbone_colour
 
 PALETTE = "colorblind"
@@ -181,7 +181,9 @@ def ours_vs_paper(cmp: pd.DataFrame, names: Mapping[str, str] | None = None,
             ax.set_yticklabels([_nice(lab) for lab in order] if col == 0 else [], fontsize=8)
             ax.set_ylim(len(order) - 0.5, -0.5)
             ax.set_xlim(lo, 1.02)
-            ax.set_title(f"{names.get(str(rid).split(';')[0], rid)}\nvs {setting}", fontsize=8.5)
+            name = names.get(str(rid).split(";")[0], str(rid))
+            name = configuration_name(name) if ";" in str(rid) else name
+            ax.set_title(f"{name}\nvs {setting}", fontsize=8.5)
             ax.set_xlabel("test ROC AUC", fontsize=8)
         axes[row, 0].set_ylabel(label_set, fontsize=9)
     handles = [Line2D([], [], marker="o", color="0.3", lw=1.5, label="ours (95% CI), backbone's colour"),
@@ -446,7 +448,7 @@ def history_plot(runs: Sequence[RunRecord]) -> Figure:
             wide = pd.concat([h.groupby("epoch")["val_mean_auc"].mean() for h in hs], axis=1)
             color = backbone_colour(backbone)
             name = all_names.get(rec.run_id, rec.run_id)
-            name = name.split(" · seed ")[0] + (f" ({len(hs)} seeds)" if len(hs) > 1 else "")
+            name = configuration_name(name) + (f" ({len(hs)} seeds)" if len(hs) > 1 else "")
             ax.plot(wide.index, wide.mean(axis=1), ls, color=color, lw=1.5, label=name)
             if len(hs) > 1:
                 ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)

@@ -3,6 +3,7 @@ and the groups runs are shown in (by label set: a mean over 8 labels is not a me
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -91,3 +92,8 @@ def one_per_backbone(runs: Sequence[RunRecord]) -> list[RunRecord]:
         if b not in best or key(r) < key(best[b]):
             best[b] = r
     return list(best.values())
+
+
+def configuration_name(name: str) -> str:
+    """A run's short name without its seed: the name of its configuration (all its seeds)."""
+    return re.sub(r"( · )?seed \S+$", "", name).strip() or name

@@ -36,7 +36,7 @@ from .formatting import (
     too_few,
     too_few_text,
 )
-from .runnames import by_label_set, label_set_of, run_label, short_names
+from .runnames import by_label_set, configuration_name, label_set_of, run_label, short_names
 from .styles import CMAP, DELTA_CMAP, styled
 
 # ----------------------------------------------------------------------------------------- rankings
@@ -226,7 +226,8 @@ def reference_tables(ctx: ReportContext, cmp: pd.DataFrame) -> list[tuple[str, S
             verdicts = g["verdict"] if "verdict" in g else pd.Series([""] * len(order), index=order)
             n_seeds = num(g["n_seeds"].iloc[0]) if "n_seeds" in g else 1.0
             seeds = f" ({int(n_seeds)} seeds)" if math.isfinite(n_seeds) and n_seeds > 1 else ""
-            head = f"{names.get(_first_id(rid), rid)}{seeds} vs {setting}"
+            name = names.get(_first_id(rid), str(rid))
+            head = f"{configuration_name(name) if seeds else name}{seeds} vs {setting}"
             few = [lab != "mean" and lab in counts and too_few(*counts[lab]) for lab in order]
             cols[f"{head}\nours [95% CI]"] = [
                 too_few_text(*counts[lab]) if f else f"{fmt(r.ours)}\n{fmt_ci(r.ours_ci_lo, r.ours_ci_hi)}"
