@@ -26,7 +26,9 @@ from matplotlib.ticker import MaxNLocator
 from ..data.labels import CHESTXRAY14
 from ..errors import RunStoreError
 from ..results.runs import RunRecord
-from .tables import MIN_CASES, by_label_set, short_names, too_few, too_few_text
+from .formatting import MIN_CASES, at_chance, label_name, num, too_few, too_few_text
+from .runnames import configuration_name, short_names
+from .styles import DELTA_CMAP, backbone_colour
 
 PALETTE = "colorblind"
 
@@ -73,7 +75,7 @@ def _empty(message: str) -> Figure:
 
 
 def _nice(label: str) -> str:
-    return "MEAN" if label == "mean" else label.replace("_", " ")
+    return label_name(label)
 
 
 # ----------------------------------------------------------------------------------------------- ROC
@@ -81,10 +83,10 @@ def _nice(label: str) -> str:
 
 def roc_curves(runs: Sequence[RunRecord], split: str = "test", ncols: int = 4, title: str = "",
                names: Mapping[str, str] | None = None) -> Figure:
-    """ROC curve of every label (one panel each, the paper's order), one line per run, for runs of one
-    label set (call once per label set). One legend, outside the panels, names the runs; the AUCs are in
-    the report's tables. A label with fewer than MIN_CASES test positives or negatives gets a note, not
-    a staircase of two steps."""
+    """ROC curve of every label (one panel each, the paper's order), one line per run in its backbone's
+    colour (:func:`~.styles.backbone_colour`), for runs of one label set (call once per label set, with one
+    run per backbone). Each panel's legend gives every run's AUC as its metrics.json records it. A label
+    with fewer than MIN_CASES test positives or negatives gets a note, not a staircase of two steps."""
     runs = [r for r in runs if r.predictions_path(split).is_file()]
     if not runs:
         return _empty("no saved predictions to draw ROC curves from")
@@ -94,15 +96,14 @@ def roc_curves(runs: Sequence[RunRecord], split: str = "test", ncols: int = 4, t
     preds = {r.run_id: r.predictions(split) for r in runs}
     labels = [lab for lab in CHESTXRAY14 if any(lab in p.labels for p in preds.values())]
     nrows = math.ceil(len(labels) / ncols)
-    fig = _figure(figsize=(2.7 * ncols + 3.2, 2.6 * nrows + 0.4))
+    fig = _figure(figsize=(2.9 * ncols + 0.4, 2.9 * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    colors = palette(len(runs))
     for ax, lab in zip(axes.flat, labels):
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6")
         ax.set_title(_nice(lab), fontsize=9)
         ax.set_aspect("equal")
         drawn, note = 0, ""
-        for color, rec in zip(colors, runs):
+        for rec in runs:
             p = preds[rec.run_id]
             if lab not in p.labels:
                 continue
@@ -112,9 +113,14 @@ def roc_curves(runs: Sequence[RunRecord], split: str = "test", ncols: int = 4, t
                 note = too_few_text(n_pos, len(y) - n_pos)
                 continue
             fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, color=color, lw=1.3)
+            auc = num((((rec.metrics.get(split) or {}).get("per_label") or {}).get(lab) or {}).get("auc"))
+            ax.plot(fpr, tpr, color=backbone_colour(rec.cfg("model.backbone")), lw=1.3,
+                    label=f"{names.get(rec.run_id, rec.run_id)}  {auc:.3f}")
             drawn += 1
-        if not drawn:
+        if drawn:
+            ax.legend(loc="lower right", fontsize=6.5, title="AUC", title_fontsize=6.5, handlelength=1.2,
+                      borderaxespad=0.2)
+        else:
             ax.text(0.5, 0.55, note, ha="center", va="center", fontsize=8, color="0.3",
                     bbox={"facecolor": "white", "edgecolor": "0.7"})
     for ax in list(axes.flat)[len(labels):]:
@@ -123,9 +129,6 @@ def roc_curves(runs: Sequence[RunRecord], split: str = "test", ncols: int = 4, t
         ax.set_xlabel("1 - specificity")
     for ax in axes[:, 0]:
         ax.set_ylabel("sensitivity")
-    handles = [Line2D([], [], color=c, lw=2) for c in colors]
-    fig.legend(handles, [names.get(r.run_id, r.run_id) for r in runs], loc="outside right upper",
-               title="run", fontsize=8, title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -161,6 +164,7 @@ def ours_vs_paper(cmp: pd.DataFrame, names: Mapping[str, str] | None = None,
                 ax.axis("off")
                 continue
             rid, setting, gg = row_panels[col]
+            ours_color = backbone_colour(gg["backbone"].iloc[0]) if "backbone" in gg else ours_color
             gg = gg.set_index("label").reindex(order)
             c = counts.get(str(rid).split(";")[0], {})
             ax.axvline(0.5, color="0.6", lw=0.8, ls=":")
@@ -177,10 +181,12 @@ def ours_vs_paper(cmp: pd.DataFrame, names: Mapping[str, str] | None = None,
             ax.set_yticklabels([_nice(lab) for lab in order] if col == 0 else [], fontsize=8)
             ax.set_ylim(len(order) - 0.5, -0.5)
             ax.set_xlim(lo, 1.02)
-            ax.set_title(f"{names.get(str(rid).split(';')[0], rid)}\nvs {setting}", fontsize=8.5)
+            name = names.get(str(rid).split(";")[0], str(rid))
+            name = configuration_name(name) if ";" in str(rid) else name
+            ax.set_title(f"{name}\nvs {setting}", fontsize=8.5)
             ax.set_xlabel("test ROC AUC", fontsize=8)
         axes[row, 0].set_ylabel(label_set, fontsize=9)
-    handles = [Line2D([], [], marker="o", color=ours_color, lw=1.5, label="ours (95% CI)"),
+    handles = [Line2D([], [], marker="o", color="0.3", lw=1.5, label="ours (95% CI), backbone's colour"),
                Line2D([], [], marker="D", color="black", mfc="none", lw=0, label="paper"),
                Line2D([], [], color="0.6", ls=":", label="chance (0.5)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
@@ -208,7 +214,7 @@ def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = 
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
     ypos = {lab: i for i, lab in enumerate(order)}
-    base, mean_c = sns.color_palette(PALETTE)[0], sns.color_palette(PALETTE)[3]
+    base, mean_c = "0.35", "black"  # pairs, not backbones: no backbone's colour
     for ax, ((factor, va, vb), g) in zip(axes.flat, pairs):
         ax.axvline(0, color="0.4", lw=1)
         g = g[g["label"].isin(ypos)]
@@ -247,32 +253,108 @@ def forest_plot(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = 
     return fig
 
 
+def _rejects(table: pd.DataFrame) -> np.ndarray:
+    """Rows whose adjusted test rejects: the library's verdict ``better``/``worse`` (Holm-adjusted p)."""
+    if "verdict" not in table.columns:
+        return np.zeros(len(table), dtype=bool)
+    return table["verdict"].astype(str).isin(("better", "worse")).to_numpy()
+
+
+def ablation_heatmap(table: pd.DataFrame, few: Iterable[tuple[str, str, str, str]] = ()) -> Figure:
+    """Which labels does each factor change? Rows = ablation pairs, columns = labels and the mean, cell =
+    Δ AUC (variant - baseline). Colour (a diverging scale centred on zero, as wide as the largest
+    difference, so -0.035 and -0.139 look different) only where the Holm-adjusted test rejects (verdict
+    better/worse); other cells print their Δ in grey on white, and cells with too few test cases say so."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    if table.empty:
+        return _empty("no paired ablations in this run store")
+    few = set(few)
+    pairs = list(table.groupby(["factor", "value_a", "value_b"], sort=False))
+    order = [lab for lab in [*CHESTXRAY14, "mean"] if lab in set(table["label"])]
+    delta = np.full((len(pairs), len(order)), np.nan)
+    sig = np.zeros_like(delta, dtype=bool)
+    is_few = np.zeros_like(delta, dtype=bool)
+    for i, ((factor, va, vb), g) in enumerate(pairs):
+        g = g.drop_duplicates("label").set_index("label")
+        rej = pd.Series(_rejects(g), index=g.index)
+        for j, lab in enumerate(order):
+            if lab not in g.index:
+                continue
+            delta[i, j] = num(g.at[lab, "delta"])
+            sig[i, j] = bool(rej[lab])
+            is_few[i, j] = (str(factor), str(va), str(vb), lab) in few
+    lim = float(np.nanmax(np.abs(delta))) if np.isfinite(delta).any() else 0.05
+    lim = lim if lim > 0 else 0.05
+    shown = np.where(sig & ~is_few, delta, np.nan)
+    fig = _figure(figsize=(0.62 * len(order) + 3.6, 0.42 * len(pairs) + 1.9))
+    ax = fig.subplots()
+    cmap = plt.get_cmap(DELTA_CMAP).with_extremes(bad="white")
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=TwoSlopeNorm(0.0, -lim, lim), aspect="auto")
+    for i in range(len(pairs)):
+        for j in range(len(order)):
+            if is_few[i, j]:
+                ax.text(j, i, "few", ha="center", va="center", fontsize=6.5, color="0.5", style="italic")
+            elif np.isfinite(delta[i, j]):
+                strong = sig[i, j]
+                dark = strong and abs(delta[i, j]) > 0.6 * lim
+                ax.text(j, i, f"{delta[i, j]:+.3f}".replace("0.", "."), ha="center", va="center", fontsize=6.5,
+                        color=("white" if dark else "black") if strong else "0.55",
+                        fontweight="bold" if strong else "normal")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels([_nice(lab) for lab in order], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(pairs)))
+    ax.set_yticklabels([f"{str(f).split('.')[-1]}: {vb} vs {va}" for (f, va, vb), _ in pairs], fontsize=8)
+    ax.set_xticks(np.arange(-0.5, len(order)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(pairs)), minor=True)
+    ax.grid(which="minor", color="0.85", lw=0.5)
+    ax.grid(which="major", visible=False)
+    ax.tick_params(which="minor", length=0)
+    bar = fig.colorbar(im, ax=ax, shrink=0.9)
+    bar.set_label("Δ AUC where the Holm-adjusted test rejects", fontsize=8)
+    ax.set_title("Δ AUC (variant - baseline) per label; coloured and bold: Holm-adjusted test rejects; "
+                 "grey: no evidence", fontsize=8.5, loc="left")
+    return fig
+
+
 # ------------------------------------------------------------------------------------- leaderboard
 
 
 def mean_auc_plot(lb: pd.DataFrame, names: Mapping[str, str] | None = None) -> Figure:
-    """Mean test AUC of every run with its 95% CI, ranked within each label set (one panel per label set:
-    a mean over 8 labels is not a mean over 14)."""
+    """Mean test AUC of every run with its 95% patient-bootstrap CI, in its backbone's colour, ranked within
+    each label set (one panel per label set: a mean over 8 labels is not a mean over 14). Runs at chance
+    (:func:`~.formatting.at_chance`) come last, unranked, below a line."""
     if lb.empty:
         return _empty("no completed runs")
     names = dict(names or {})
-    groups = [(ls, g.sort_values("mean_auc", ascending=False, kind="mergesort"))
-              for ls, g in lb.groupby("label_set", sort=True)]
-    fig = _figure(figsize=(8.5, 0.7 * len(groups) + 0.24 * len(lb) + 0.7))
+    groups = []
+    for ls, g in lb.groupby("label_set", sort=True):
+        g = g.sort_values("mean_auc", ascending=False, kind="mergesort")
+        chance = np.array([at_chance(m, lo) for m, lo in zip(g["mean_auc"], g["mean_auc_ci_lo"])], dtype=bool)
+        groups.append((ls, pd.concat([g[~chance], g[chance]]), int((~chance).sum())))
+    fig = _figure(figsize=(8.5, 0.7 * len(groups) + 0.22 * len(lb) + 0.9))
     axes = fig.subplots(len(groups), 1, squeeze=False, sharex=True,
-                        gridspec_kw={"height_ratios": [0.5 + 0.24 * len(g) for _, g in groups]})[:, 0]
-    color = sns.color_palette(PALETTE)[0]
-    for ax, (label_set, g) in zip(axes, groups):
+                        gridspec_kw={"height_ratios": [0.6 + 0.22 * len(g) for _, g, _ in groups]})[:, 0]
+    for ax, (label_set, g, n_ranked) in zip(axes, groups):
         for y, (_, r) in enumerate(g.iterrows()):
+            color = backbone_colour(r.get("backbone"))
             if pd.notna(r["mean_auc_ci_lo"]):
                 ax.plot([r["mean_auc_ci_lo"], r["mean_auc_ci_hi"]], [y, y], color=color, lw=2)
-            ax.plot(r["mean_auc"], y, "o", color=color, ms=6)
+            ax.plot(r["mean_auc"], y, "o", color=color, ms=5, mfc=color if y < n_ranked else "white")
         ax.axvline(0.5, color="0.5", ls=":", lw=1)
+        if 0 < n_ranked < len(g):
+            ax.axhline(n_ranked - 0.5, color="0.3", lw=0.8)
         ax.set_yticks(range(len(g)))
-        ax.set_yticklabels([f"{i + 1}. {names.get(rid, rid)}" for i, rid in enumerate(g["run_id"])],
-                           fontsize=8)
+        ax.set_yticklabels([f"{i + 1}. {names.get(rid, rid)}" if i < n_ranked else
+                            f"at chance: {names.get(rid, rid)}" for i, rid in enumerate(g["run_id"])],
+                           fontsize=7.5)
         ax.set_ylim(len(g) - 0.5, -0.5)
-        ax.set_title(f"{label_set}", fontsize=9, loc="left")
+        ax.set_title(f"{label_set}: {n_ranked} ranked, {len(g) - n_ranked} at chance (CI reaches 0.5; "
+                     "not ranked)", fontsize=9, loc="left")
+    handles = [Line2D([], [], marker="o", color=backbone_colour(b), lw=2, label=str(b))
+               for b in dict.fromkeys(lb["backbone"] if "backbone" in lb else [])]
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="backbone", title_fontsize=8)
     axes[-1].set_xlabel("mean test ROC AUC (95% patient-bootstrap CI); dotted: chance")
     return fig
 
@@ -293,7 +375,7 @@ def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Fi
     runs = list(dict.fromkeys(df["run_id"]))
     fig = _figure(figsize=(3.4 * len(targets) + 2.4, 1.2 + 0.35 * len(runs)))
     axes = fig.subplots(1, len(targets), squeeze=False, sharey=True)
-    pal = sns.color_palette(PALETTE, 2)
+    pal = ["black", "0.45"]  # label sources, not backbones: no backbone's colour
     for ax, t in zip(axes[0], targets):
         g = df[df["target"] == t].set_index("run_id")
         for y, rid in enumerate(runs):
@@ -302,7 +384,7 @@ def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Fi
             r = g.loc[rid]
             ax.plot([r["nih_auc"], r["expert_auc"]], [y, y], color="0.7", lw=1.2, zorder=0)
             ax.plot(r["nih_auc"], y, "o", color=pal[0])
-            ax.plot(r["expert_auc"], y, "s", color=pal[1])
+            ax.plot(r["expert_auc"], y, "s", color=pal[1], mfc="white")
         ax.set_title(f"{t.replace('_', ' ')} (n={int(g['n'].max())})", fontsize=9)
         ax.set_xlabel("test ROC AUC")
         ax.set_xlim(0, 1.02)
@@ -310,43 +392,82 @@ def expert_plot(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Fi
     axes[0, 0].set_yticklabels([labels.get(r, r) for r in runs], fontsize=8)
     axes[0, 0].invert_yaxis()
     handles = [Line2D([], [], marker="o", color=pal[0], lw=0, label="vs NIH labels"),
-               Line2D([], [], marker="s", color=pal[1], lw=0, label="vs radiologists")]
+               Line2D([], [], marker="s", color=pal[1], mfc="white", lw=0, label="vs radiologists")]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
 
 
-def history_plot(runs: Sequence[RunRecord], names: Mapping[str, str] | None = None) -> Figure:
-    """Validation mean AUC per epoch of every run (from history.csv), one panel per label set."""
-    groups: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-    all_names: dict[str, str] = dict(names or {})
-    for label_set, group in by_label_set(runs).items():
-        if not names:
-            all_names.update(short_names(group))
-        for r in group:
-            try:
-                h = r.history()
-            except RunStoreError:  # a run without history is simply not drawn
-                continue
-            if "val_mean_auc" in h and len(h):
-                groups.setdefault(label_set, []).append((r.run_id, h))
-    if not groups:
+def _configuration(rec: RunRecord) -> str:
+    """The seed-free configuration a run belongs to (the runner records it in the manifest)."""
+    suite = rec.manifest.get("suite")
+    if isinstance(suite, dict) and suite.get("configuration"):
+        return str(suite["configuration"])
+    from ..runner.suite import configuration_id
+
+    return configuration_id(rec.config)
+
+
+def _block(rec: RunRecord) -> str:
+    suite = rec.manifest.get("suite")
+    blocks = suite.get("blocks") if isinstance(suite, dict) else None
+    return "+".join(str(b) for b in blocks) if isinstance(blocks, list) and blocks else "runs"
+
+
+def history_plot(runs: Sequence[RunRecord]) -> Figure:
+    """Validation mean AUC per epoch (history.csv), one panel per suite block, one line per configuration
+    in its backbone's colour: the mean over its seeds, with a band from the lowest to the highest seed.
+    Configurations of one backbone in a panel differ in line style; the panel's legend names them."""
+    curves: dict[str, dict[str, list[pd.DataFrame]]] = {}
+    first: dict[str, RunRecord] = {}
+    for r in runs:
+        try:
+            h = r.history()
+        except RunStoreError:  # a run without history is simply not drawn
+            continue
+        if "val_mean_auc" not in h or not len(h):
+            continue
+        key = _configuration(r)
+        first.setdefault(key, r)
+        curves.setdefault(_block(r), {}).setdefault(key, []).append(h[["epoch", "val_mean_auc"]])
+    if not curves:
         return _empty("no training history")
-    fig = _figure(figsize=(7.5 + 2.6, 3.0 * len(groups)))
-    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
-    for ax, (label_set, hs) in zip(axes, groups.items()):
-        for color, (rid, h) in zip(palette(len(hs)), hs):
-            ax.plot(h["epoch"], h["val_mean_auc"], "o-", color=color, ms=4, lw=1.3,
-                    label=all_names.get(rid, rid))
+    # Named among the configurations drawn (label set included where it differs), not per label set.
+    all_names = short_names(list(first.values()))
+    blocks = sorted(curves)
+    ncols = 2 if len(blocks) > 1 else 1
+    nrows = math.ceil(len(blocks) / ncols)
+    fig = _figure(figsize=(6.2 * ncols + 0.4, 3.3 * nrows + 0.3))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    for ax, block in zip(axes.flat, blocks):
+        used: dict[str, int] = {}
+        for key, hs in curves[block].items():
+            rec = first[key]
+            backbone = rec.cfg("model.backbone")
+            ls = styles[used.get(str(backbone), 0) % len(styles)]
+            used[str(backbone)] = used.get(str(backbone), 0) + 1
+            wide = pd.concat([h.groupby("epoch")["val_mean_auc"].mean() for h in hs], axis=1)
+            color = backbone_colour(backbone)
+            name = all_names.get(rec.run_id, rec.run_id)
+            name = configuration_name(name) + (f" ({len(hs)} seeds)" if len(hs) > 1 else "")
+            ax.plot(wide.index, wide.mean(axis=1), ls, color=color, lw=1.5, label=name)
+            if len(hs) > 1:
+                ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("val mean AUC")
-        ax.set_title(label_set, fontsize=9, loc="left")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, borderaxespad=0)
-    axes[-1].set_xlabel("epoch")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"block: {block}", fontsize=9, loc="left")
+        ax.legend(loc="lower right", fontsize=7, borderaxespad=0.3)
+    for ax in list(axes.flat)[len(blocks):]:
+        ax.axis("off")
+    fig.suptitle("Validation mean AUC per epoch: line = mean over seeds, band = lowest to highest seed",
+                 fontsize=9)
     return fig
 
 
 # ---------------------------------------------------------------------------------------- subgroups
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 SUBGROUP_COLUMNS = ("attribute", "group", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg", "reason")
 
 
@@ -367,9 +488,10 @@ def subgroup_plot(df: pd.DataFrame, title: str = "") -> Figure:
     for ax, attr in zip(axes, attrs):
         g = df[df["attribute"] == attr]
         groups = list(dict.fromkeys(g["group"]))
-        colors = palette(len(groups))
+        # Groups, not backbones: shades of grey told apart by marker, so no backbone's colour is reused.
+        colors = list(sns.color_palette("Greys", len(groups) + 2))[2:]
         offsets = np.linspace(-0.25, 0.25, len(groups)) if len(groups) > 1 else np.zeros(1)
-        for color, off, grp in zip(colors, offsets, groups):
+        for k, (color, off, grp) in enumerate(zip(colors, offsets, groups)):
             gg = g[g["group"] == grp].set_index("label")
             ys, xs, lo, hi = [], [], [], []
             for y, lab in enumerate(labels):
@@ -384,10 +506,10 @@ def subgroup_plot(df: pd.DataFrame, title: str = "") -> Figure:
                 lo.append(float(r["ci_low"]) if pd.notna(r["ci_low"]) else auc)
                 hi.append(float(r["ci_high"]) if pd.notna(r["ci_high"]) else auc)
             if xs:
-                ax.errorbar(xs, ys, xerr=[np.subtract(xs, lo), np.subtract(hi, xs)], fmt="o", ms=4,
+                ax.errorbar(xs, ys, xerr=[np.subtract(xs, lo), np.subtract(hi, xs)], fmt=_MARKERS[k % len(_MARKERS)], ms=4,
                             color=color, elinewidth=1, capsize=0, label=str(grp))
             else:
-                ax.plot([], [], "o", color=color, label=f"{grp} (too few)")
+                ax.plot([], [], _MARKERS[k % len(_MARKERS)], color=color, label=f"{grp} (too few)")
         ax.axvline(0.5, color="0.6", ls=":", lw=0.8)
         ax.set_title(str(attr), fontsize=9)
         ax.set_xlabel("test ROC AUC (95% CI)")
@@ -420,7 +542,10 @@ def underdiagnosis_plot(df: pd.DataFrame, names: Mapping[str, str] | None = None
     names = dict(names or {})
     attrs = list(dict.fromkeys(df["attribute"]))
     runs = list(dict.fromkeys(df["run_id"]))
-    colors = dict(zip(runs, palette(len(runs))))
+    backbones = (df.drop_duplicates("run_id").set_index("run_id")["backbone"] if "backbone" in df.columns
+                 else pd.Series(dtype=object))
+    colors = {r: (backbone_colour(backbones[r]) if r in backbones.index else c)
+              for r, c in zip(runs, palette(len(runs)))}
     n_groups = max(df[df["attribute"] == a]["group"].nunique() for a in attrs)
     fig = _figure(figsize=(3.0 * len(attrs) + 2.8, 0.3 * n_groups + 0.12 * n_groups * len(runs) + 1.4))
     axes = fig.subplots(1, len(attrs), squeeze=False)[0]
@@ -485,7 +610,7 @@ def reliability_diagram(tables: Mapping[str, pd.DataFrame], ncols: int = 4) -> F
     nrows = math.ceil(n / ncols)
     fig = _figure(figsize=(2.9 * ncols + 0.4, 3.0 * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    color = sns.color_palette(PALETTE)[0]
+    color = "0.2"  # one panel per run, named in its title
     for ax, (name, cal) in zip(axes.flat, tables.items()):
         pooled = pooled_reliability(cal)
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)

@@ -19,6 +19,15 @@ Why each precaution:
   the cell's index in the template, its first line and the exception, and the partly executed notebook is
   kept beside the HTML for debugging.
 - *A cell timeout* bounds a runaway cell (default 600 s per cell).
+- *One analysis per render.* The reports share one :class:`~.analysis.Analysis` through a cache folder the
+  tool owns (``<out>/.cache``), keyed by :func:`~.analysis.inputs_key`: the leaderboard, the expert-label
+  table and the paired ablations are computed once, by the first report that needs them.
+- *Unchanged reports are not rendered again.* A report whose HTML exists and whose inputs key is the one
+  recorded when it was written (``<out>/.cache/rendered.json``) is kept as it is.
+- *No interrupt at shutdown.* jupyter_client interrupts a kernel (SIGINT) before asking it to shut down; a
+  kernel still busy with a message then logs ``KeyboardInterrupt caught in kernel`` at ERROR level, which
+  reached the terminal during long renders. Every cell has finished when papermill shuts the kernel down,
+  so the pinned kernel manager skips that interrupt (a cell timeout still interrupts).
 """
 
 from __future__ import annotations
@@ -45,7 +54,9 @@ log = logging.getLogger(__name__)
 KERNEL_NAME = "cxr-bench-python"
 GENERATOR_TAG = '<meta name="generator" content="cxr-bench report" />'
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-PATH_PARAMETERS = frozenset({"runs_dir", "out_dir"})
+PATH_PARAMETERS = frozenset({"runs_dir", "out_dir", "cache_dir"})
+CACHE_DIR = ".cache"  # under a report folder: the shared analysis and the record of rendered reports
+RENDERED = "rendered.json"
 
 
 def template_dir() -> Path:
@@ -131,6 +142,11 @@ def _pinned_kernel_manager(kernels_dir: Path) -> type:
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self) -> KernelSpecManager:
             return PinnedKernelSpecManager()
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:  # see the module docstring: no SIGINT into a finished notebook's kernel
+                return
+            await super()._async_interrupt_kernel()
 
     return PinnedKernelManager
 
@@ -247,15 +263,18 @@ def export_html(nb: nbformat.NotebookNode, path: str | Path, title: str = "") ->
 
 
 def render_report(name: str, runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
-                  timeout: int = DEFAULT_CELL_TIMEOUT) -> RenderedReport:
-    """Execute the template ``name`` against a run store and write ``<out>/<name>.ipynb`` and ``.html``."""
+                  timeout: int = DEFAULT_CELL_TIMEOUT, cache_dir: str | Path | None = None,
+                  key: str = "") -> RenderedReport:
+    """Execute the template ``name`` against a run store and write ``<out>/<name>.ipynb`` and ``.html``;
+    ``cache_dir`` and ``key`` (:func:`~.analysis.inputs_key`) let it share the render's analysis."""
     out_dir = Path(out_dir).resolve()
     nb_path = out_dir / f"{name}.ipynb"
     for path in (nb_path, out_dir / f"{name}.html"):
         if (path.exists() or path.is_symlink()) and not is_own_report_file(path):
             raise ReportError(f"{path} exists and was not written by cxr-bench report; it is not replaced. Move "
                               "it away or pass another --out")
-    params = {"runs_dir": Path(runs_dir), "suite": suite or "", "out_dir": out_dir}
+    params = {"runs_dir": Path(runs_dir), "suite": suite or "", "out_dir": out_dir,
+              "cache_dir": cache_dir or "", "inputs_key": key}
     nb = execute_notebook(template_path(name), nb_path, params, cwd=out_dir, timeout=timeout)
     title = f"cxr-bench {name} report" + (f": {suite}" if suite else "")
     html = export_html(nb, out_dir / f"{name}.html", title)
@@ -278,6 +297,14 @@ def is_own_report_file(path: str | Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return GENERATOR_TAG in text or "<title>cxr-bench " in text
+
+
+def _rendered_keys(path: Path) -> dict[str, str]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -322,13 +349,31 @@ def report_targets(runs: str | Path, suite: str | None = None, out: str | Path |
 
 def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
                    names: tuple[str, ...] | list[str] = TEMPLATES,
-                   timeout: int = DEFAULT_CELL_TIMEOUT) -> list[RenderedReport]:
-    """Render every report in ``names``; fails early when the store has no completed run."""
-    from ..results.runs import load_runs
+                   timeout: int = DEFAULT_CELL_TIMEOUT, force: bool = False) -> list[RenderedReport]:
+    """Render every report in ``names``, sharing one analysis; a report whose inputs are unchanged since it
+    was written is kept (``force`` renders it anyway). Fails early when the store has no completed run."""
+    from .analysis import Analysis, inputs_key
 
-    runs_dir = Path(runs_dir).resolve()
-    runs = load_runs(runs_dir, suite or None)
-    if not runs:
+    runs_dir, out_dir = Path(runs_dir).resolve(), Path(out_dir).resolve()
+    cache_dir = out_dir / CACHE_DIR
+    key = inputs_key(runs_dir, suite, templates=template_dir())
+    analysis = Analysis(runs_dir, suite or None, cache_dir=cache_dir, key=key)
+    if not analysis.runs():
         raise ReportError(f"no completed run under {runs_dir}" + (f" for suite {suite!r}" if suite else "")
                           + "; run `cxr-bench run` first or point --runs at its run store")
-    return [render_report(n, runs_dir, out_dir, suite=suite, timeout=timeout) for n in names]
+    record = cache_dir / RENDERED
+    done = _rendered_keys(record)
+    out = []
+    for name in names:
+        html, nb = out_dir / f"{name}.html", out_dir / f"{name}.ipynb"
+        if not force and done.get(name) == key and html.is_file() and nb.is_file():
+            log.info("%s: inputs unchanged since %s was written; kept", name, html)
+            out.append(RenderedReport(name, nb, html))
+            continue
+        done.pop(name, None)
+        atomic_write_text(record, json.dumps(done, indent=1) + "\n")
+        out.append(render_report(name, runs_dir, out_dir, suite=suite, timeout=timeout, cache_dir=cache_dir,
+                                 key=key))
+        done[name] = key
+        atomic_write_text(record, json.dumps(done, indent=1) + "\n")
+    return out

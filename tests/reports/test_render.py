@@ -66,6 +66,9 @@ def rendered(tmp_path_factory, store_factory):
         "model.pretrained": f"/w/{IMG}.pth"}, strength=0.8)
     ids["hostile_suite"], _ = store_factory.write_run(root, SUITE, {**base, "model.backbone": "alexnet"}, strength=0.6)
     ids["hostile_failed"] = failed
+    # The trainer's subgroup and calibration blocks in metrics.json (the factory's other runs have none).
+    ids["densenet"], _ = store_factory.write_run(root, "wang2017", {**base, "model.backbone": "densenet121",
+                                                                    "loss.name": "wcel"}, strength=1.0, extended=True)
     out = root.parent / "report"
     assert main(["report", "--runs", str(root), "--out-dir", str(out)]) == 0
     return root, ids, out, {name: (out / f"{name}.html").read_text() for name in TEMPLATES}
@@ -80,7 +83,7 @@ def test_cli_renders_the_three_reports(rendered):
         assert re.search(r'<img[^>]+src="data:image/png;base64,', text), name  # figures embedded
         assert "NOT COMPARABLE WITH THE PAPERS" in text  # the sample-profile banner, at the top
         assert text.index("NOT COMPARABLE") < text.index("<h2")
-        assert "ReportContext.load" not in text  # inputs hidden
+        assert "open_report" not in text  # inputs hidden
         assert "Traceback" not in text
         # The provenance footer, from the manifests the factory wrote.
         assert "Provenance" in text and "0123456789ab" in text and "sha256 9d4de640ee4f" in text
@@ -92,9 +95,9 @@ def test_cli_renders_the_three_reports(rendered):
     assert f"{auc:.3f}" in rep and "0.810" in rep and "Table 17" in rep
     # Localization beside Table 4 (Cardiomegaly at T(IoBB)=0.1: 0.9931 in the paper; ours 0.05*2*0.9).
     assert "Weakly-supervised localization" in rep and "0.993" in rep and "0.090" in rep
-    # Subgroups and calibration: computed from the saved predictions (the factory's runs predate them).
-    assert "Per-label AUC by subgroup" in rep or "sex: M" in rep
-    assert "mean Brier" in rep
+    # Subgroups and calibration read from metrics.json; runs without those blocks are named, not recomputed.
+    assert "sex: M" in rep and "mean Brier" in rep
+    assert re.search(r"Left out: [^<]*no (&#x27;|')subgroups(&#x27;|') block", rep)
     assert "gamma vs identity" in html["ablation"]
     assert ids["failed"] in html["leaderboard"] and "airspace opacity" in html["leaderboard"]
     nb = nbformat.read(out / "replication.ipynb", as_version=4)
@@ -198,10 +201,69 @@ def test_templates_have_a_parameters_cell_with_inputs_only():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1
         code = [ln for ln in tagged[0].source.splitlines() if ln.strip() and not ln.startswith("#")]
-        assert sorted(ln.split("=")[0].strip() for ln in code) == ["out_dir", "runs_dir", "suite"]
+        assert sorted(ln.split("=")[0].strip() for ln in code) == ["cache_dir", "inputs_key", "out_dir", "runs_dir",
+                                                                  "suite"]
         assert all(not c.outputs for c in nb.cells if c.cell_type == "code")
         # Every report ends with the provenance footer and shows the banner first.
         codes = [c.source for c in nb.cells if c.cell_type == "code"]
-        assert "banner_html()" in codes[1] and "footer_html()" in codes[-1]
+        assert "sections.open_report(" in codes[1] and codes[-1] == "sections.footer(ctx)"
+        # Thin cells: one call each into cxr_bench.reports.sections.
+        assert all(c.startswith("sections.") and c.count("\n") == 0 for c in codes[2:])
         # Nothing a template prints bypasses escaping: no Markdown built from data, no raw DataFrame display.
         assert not any("Markdown(" in c for c in codes)
+
+
+def test_kernel_shutdown_sends_no_interrupt(tmp_path):
+    """jupyter_client interrupts (SIGINT) a kernel before shutting it down; a kernel busy with a message then
+    logs 'KeyboardInterrupt caught in kernel' to the terminal. The pinned manager does not interrupt at
+    shutdown, and still interrupts otherwise (a cell timeout)."""
+    import asyncio
+
+    from cxr_bench.reports.render import KERNEL_NAME, _pinned_kernel_manager, install_kernel_spec
+
+    install_kernel_spec(tmp_path / "kernels")
+    manager = _pinned_kernel_manager(tmp_path / "kernels")
+    marker = tmp_path / "sigint"
+    # ipykernel swaps the SIGINT handler around each message it handles; switched off so ours stays.
+    code = ("import signal, pathlib\n"
+            "kernel = get_ipython().kernel\n"
+            "kernel.pre_handler_hook = kernel.post_handler_hook = lambda *a: None\n"
+            f"_ = signal.signal(signal.SIGINT, lambda *a: pathlib.Path({str(marker)!r}).write_text('x'))")
+
+    async def session(interrupt_first: bool) -> None:
+        km = manager(kernel_name=KERNEL_NAME)
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            await kc.execute_interactive(code, timeout=30)
+            if interrupt_first:
+                await km.interrupt_kernel()
+                await kc.execute_interactive("import time; time.sleep(0.2)", timeout=30)
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+
+    asyncio.run(session(False))
+    assert not marker.exists()
+    asyncio.run(session(True))  # the same handler sees an ordinary interrupt: the check above can fail
+    assert marker.exists()
+
+
+@pytest.mark.slow
+def test_unchanged_reports_are_kept_and_changed_ones_rendered_again(tmp_path, store_factory):
+    from cxr_bench.reports.render import render_reports
+
+    root = tmp_path / "runs"
+    _, run_dir = store_factory.write_run(root, "s", {"data.image_size": 64}, strength=1.0)
+    out = tmp_path / "reports"
+    (first,) = render_reports(root, out, names=["leaderboard"])
+    stamp = first.html.stat().st_mtime_ns
+    (run_dir / "log.txt").write_text("suite re-run: completed, skipped\n")  # what a re-run touches
+    (again,) = render_reports(root, out, names=["leaderboard"])
+    assert again.html.stat().st_mtime_ns == stamp
+    history = run_dir / "history.csv"
+    history.write_text(history.read_text() + "2,30,0.5,0.55,0.75,0.0001,1.0,126.0\n")
+    (changed,) = render_reports(root, out, names=["leaderboard"])
+    assert changed.html.stat().st_mtime_ns != stamp

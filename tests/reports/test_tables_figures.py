@@ -20,7 +20,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 from cxr_bench.config import RunConfig  # noqa: E402
 from cxr_bench.data.labels import CHESTXRAY8, CHESTXRAY14  # noqa: E402
 from cxr_bench.metrics.predictions import write_predictions  # noqa: E402
-from cxr_bench.reports import figures, tables  # noqa: E402
+from cxr_bench.reports import context, figures, formatting, runnames, styles, tables  # noqa: E402
 from cxr_bench.results.runs import RunRecord  # noqa: E402
 from cxr_bench.utils.io import atomic_write_json  # noqa: E402
 
@@ -30,7 +30,7 @@ PAYLOAD = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 @pytest.fixture(scope="module")
 def ctx(run_store):
     root, _ = run_store
-    return tables.ReportContext.load(root)
+    return context.ReportContext.load(root)
 
 
 @pytest.fixture(autouse=True)
@@ -85,17 +85,17 @@ def _write_run(root, name: str, y: np.ndarray, p: np.ndarray, labels, **override
 
 
 def test_fmt_p_never_prints_zero():
-    assert tables.fmt_p(0.0004) == "< 0.001" and tables.fmt_p(0.0) == "< 0.001"
-    assert tables.fmt_p(0.001) == "0.001" and tables.fmt_p(0.01234) == "0.012" and tables.fmt_p(float("nan")) == ""
+    assert formatting.fmt_p(0.0004) == "< 0.001" and formatting.fmt_p(0.0) == "< 0.001"
+    assert formatting.fmt_p(0.001) == "0.001" and formatting.fmt_p(0.01234) == "0.012" and formatting.fmt_p(float("nan")) == ""
 
 
 def test_styled_escapes_cells_index_columns_and_caption():
     df = pd.DataFrame({PAYLOAD: [PAYLOAD, 1.5]}, index=[PAYLOAD, "ok"])
-    html = tables.styled(df, PAYLOAD, gradients=[(None, np.array([[0.5], [0.9]]), tables.CMAP, 0.5, 1.0)]).to_html()
+    html = styles.styled(df, PAYLOAD, gradients=[(None, np.array([[0.5], [0.9]]), styles.CMAP, 0.5, 1.0)]).to_html()
     assert "<script>" not in html and "<img" not in html
     assert html.count("&lt;script&gt;") == 4  # cell, index, column, caption: each shown as text
     # The NaN of a colour map leaves a cell unstyled (pandas would paint it black).
-    css = tables.gradient_css(np.array([np.nan, 0.5, 1.0]), "RdYlGn", 0.5, 1.0)
+    css = styles.gradient_css(np.array([np.nan, 0.5, 1.0]), "RdYlGn", 0.5, 1.0)
     assert css[0] == "" and to_hex(matplotlib.colormaps["RdYlGn"](0.0)) in css[1]
 
 
@@ -150,7 +150,7 @@ def test_too_few_positives_say_so(tmp_path):
     y[:3, labels.index("Hernia")] = 1  # 3 positives: below MIN_CASES
     p = np.clip(y * 0.3 + rng.random(y.shape) * 0.7, 0, 1)
     rec = _write_run(tmp_path, "r1", y, p, labels)
-    assert tables.label_counts(rec)["Hernia"] == (3, 57)
+    assert context.label_counts(rec)["Hernia"] == (3, 57)
     fig = figures.roc_curves([rec])
     hernia = next(ax for ax in fig.axes if ax.get_title() == "Hernia")
     assert len(hernia.lines) == 1  # the chance diagonal only: no two-step staircase
@@ -180,7 +180,7 @@ def test_expert_rows_with_few_cases_are_withheld(ctx):
 
 
 def test_provenance_footer_lists_every_commit_and_the_data(ctx, run_store, tmp_path):
-    html = tables.provenance_html(ctx.runs)
+    html = context.provenance_html(ctx.runs)
     assert "0123456789ab" in html and "dirty" not in html.replace("dirty flag", "")
     assert "Data_Entry_2017_v2020.csv sha256 9d4de640ee4f" in html and "sample" in html
     # A second commit, dirty: both listed with their counts.
@@ -188,14 +188,14 @@ def test_provenance_footer_lists_every_commit_and_the_data(ctx, run_store, tmp_p
     other = RunRecord(rec.run_dir, rec.suite, rec.run_id, rec.config,
                       {**rec.manifest, "git": {"commit": "fedcba9876543210", "dirty": True},
                        "packages": {"torch": "9.9"}, "started_at": "2030-01-02T03:04:05+00:00"})
-    html = tables.provenance_html([*ctx.runs[1:], other])
+    html = context.provenance_html([*ctx.runs[1:], other])
     n = len(ctx.runs) - 1
     assert f"0123456789ab ({n} runs)" in html and "fedcba987654 (dirty: uncommitted changes) (1 runs)" in html
     assert "torch 9.9" in html and "2030-01-02T03:04" in html
 
 
 def test_sample_note_counts_from_metrics(ctx):
-    note = tables.sample_note_html(ctx.sample_runs)
+    note = context.sample_note_html(ctx.sample_runs)
     means = [r.metrics["test"]["mean_auc"] for r in ctx.sample_runs]
     below = sum(m < 0.5 for m in means)
     assert f"{below} of {len(means)} run(s) below 0.5" in note
@@ -204,14 +204,14 @@ def test_sample_note_counts_from_metrics(ctx):
 
 
 def test_short_names_show_what_differs(ctx):
-    names = tables.short_names([r for r in ctx.runs if r.suite == "ablations"])
+    names = runnames.short_names([r for r in ctx.runs if r.suite == "ablations"])
     by_head = {r.cfg("model.head"): names[r.run_id] for r in ctx.runs if r.suite == "ablations"}
     assert by_head["attention"] == "mobilenet_v1 · attention"
     assert len(set(names.values())) == len(names)
 
 
 def test_ablation_tables_format_p_and_withhold_few(ctx):
-    abl = tables.ablations(ctx, n_bootstrap=50)
+    abl = ctx.analysis.ablations(n_bootstrap=50)
     details = dict(tables.ablation_detail_view(abl))
     assert set(details) == {"data.grayscale: gamma vs identity", "model.head: attention vs gap"}
     pcols = [c for c in abl.columns if c.startswith("p_") or c == "p"]
@@ -250,19 +250,18 @@ def test_localization_note_on_coarse_heatmaps(ctx, tmp_path):
 # --------------------------------------------------------------------------------------------- figures
 
 
-def test_roc_figure_one_distinct_colour_per_run_and_legend_outside(ctx):
+def test_roc_figure_colours_by_backbone_and_gives_each_auc(ctx):
     runs = [r for r in ctx.runs if r.cfg("data.label_set") == "chestxray8"]
-    names = tables.short_names(runs)
+    names = runnames.short_names(runs)
     fig = figures.roc_curves(runs, names=names)
     panels = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == list(CHESTXRAY8)
-    for ax in panels:
-        assert len(ax.lines) == len(runs) + 1 and ax.get_legend() is None  # no legend over the curves
-    colours = {to_hex(ln.get_color()) for ln in panels[0].lines[1:]}
-    assert len(colours) == len(runs)
-    (legend,) = fig.legends
-    assert [t.get_text() for t in legend.get_texts()] == [names[r.run_id] for r in runs]
-    assert _outside_every_axes(legend, fig)
+    assert [ax.get_title() for ax in panels] == [formatting.label_name(lab) for lab in CHESTXRAY8]
+    for ax, lab in zip(panels, CHESTXRAY8):
+        assert len(ax.lines) == len(runs) + 1
+        assert [to_hex(ln.get_color()) for ln in ax.lines[1:]] == [
+            styles.backbone_colour(r.cfg("model.backbone")) for r in runs]
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert texts == [f"{names[r.run_id]}  {r.metrics['test']['per_label'][lab]['auc']:.3f}" for r in runs]
 
 
 def test_palette_stays_distinct_past_ten():
@@ -300,18 +299,33 @@ def test_ours_vs_paper_has_no_point_labels_and_a_panel_per_run():
 
 
 def test_mean_auc_plot_ranks_within_label_set():
-    lb = pd.DataFrame({"run_id": list("abcd"), "label_set": ["chestxray8", "chestxray14", "chestxray8", "chestxray14"],
-                       "mean_auc": [0.6, 0.7, 0.8, 0.5], "mean_auc_ci_lo": [0.5] * 4, "mean_auc_ci_hi": [0.9] * 4})
+    lb = pd.DataFrame({"run_id": list("abcde"), "backbone": ["resnet50", "alexnet", "resnet50", "vgg16", "x"],
+                       "label_set": ["chestxray8", "chestxray14", "chestxray8", "chestxray14", "chestxray8"],
+                       "mean_auc": [0.6, 0.7, 0.8, 0.65, 0.9], "mean_auc_ci_lo": [0.55, 0.6, 0.7, 0.6, 0.45],
+                       "mean_auc_ci_hi": [0.65, 0.8, 0.9, 0.7, 1.0]})
     fig = figures.mean_auc_plot(lb)
     ticks = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
-    assert ticks == [["1. b", "2. d"], ["1. c", "2. a"]]
+    # e has the best mean but its interval reaches 0.5: listed last, not ranked
+    assert ticks == [["1. b", "2. d"], ["1. c", "2. a", "at chance: e"]]
+    dots = [ln for ln in fig.axes[1].lines if ln.get_marker() == "o"]
+    assert [to_hex(d.get_color()) for d in dots] == [styles.backbone_colour(b) for b in ("resnet50", "resnet50", "x")]
 
 
-def test_history_legend_outside(ctx):
-    fig = figures.history_plot(ctx.runs)
-    for ax in fig.axes:
-        assert ax.get_legend() is not None and _outside_every_axes(ax.get_legend(), fig)
-        assert len({to_hex(ln.get_color()) for ln in ax.lines}) == len(ax.lines)
+def test_history_groups_seeds_of_a_configuration_into_one_line_and_band(tmp_path, store_factory):
+    root = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        store_factory.write_run(root, "s", {"data.image_size": 64, "seed": seed}, strength=1.0)
+    store_factory.write_run(root, "s", {"data.image_size": 64, "model.backbone": "alexnet"}, strength=1.0)
+    runs = context.ReportContext.load(root).runs
+    fig = figures.history_plot(runs)
+    (ax,) = [a for a in fig.axes if a.get_title(loc="left")]
+    assert ax.get_title(loc="left") == "block: main"  # one panel per suite block
+    assert len(ax.lines) == 2  # one line per configuration, not per run
+    assert len(ax.collections) == 1  # a band only where there are several seeds
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum("(3 seeds)" in t for t in labels) == 1
+    assert {to_hex(ln.get_color()) for ln in ax.lines} == {styles.backbone_colour("alexnet"),
+                                                           styles.backbone_colour(RunConfig().model.backbone)}
 
 
 def _subgroups() -> pd.DataFrame:
@@ -333,9 +347,11 @@ def test_subgroup_figure_and_tables():
     assert [ax.get_title() for ax in fig.axes] == ["sex", "view"]
     for ax in fig.axes:
         points = sum(len(c.get_offsets()) if hasattr(c, "get_offsets") else 0 for c in ax.collections)
-        drawn = sum(len(ln.get_xdata()) for ln in ax.lines if ln.get_marker() == "o")
+        drawn = sum(len(ln.get_xdata()) for ln in ax.lines if ln.get_marker() not in ("None", "", None))
         assert drawn == 5 and points >= 0  # 6 (group, label) rows minus the one with too few
         assert _outside_every_axes(ax.get_legend(), fig)
+        markers = [ln.get_marker() for ln in ax.lines if ln.get_marker() not in ("None", "", None)]
+        assert len(set(markers)) == 2  # groups told apart by marker (grey shades: no backbone's colour)
     summary = tables.subgroup_summary({"r": df}, {"r": "run r"}).data
     # Common labels with enough cases in both groups: Atelectasis and Effusion (Hernia is too few in F).
     assert summary.loc[0, "sex: F"] == f"{np.mean([0.6, 0.65]):.3f}" and summary.loc[0, "sex: M"] == "0.725"
@@ -378,20 +394,18 @@ def test_reliability_diagram_pools_bins_by_count():
     assert summary.loc[0, "worst ECE"] == "0.060 (B)" and summary.loc[0, "mean Brier"] == "0.200"
 
 
-def test_split_tables_read_metrics_json_blocks_or_compute_them(tmp_path, store_factory):
+def test_split_tables_read_metrics_json_blocks_and_name_runs_without(tmp_path, store_factory):
     root = tmp_path / "runs"
     with_blocks, _ = store_factory.write_run(root, "s", {"data.image_size": 64}, strength=1.0, extended=True)
     without, _ = store_factory.write_run(root, "s", {"data.image_size": 64, "model.head": "attention"}, strength=1.0)
-    c = tables.ReportContext.load(root)
+    c = context.ReportContext.load(root)
     sub, note = tables.split_tables(c.runs, "subgroups", "subgroup_table")
-    assert set(sub) == {with_blocks, without}
-    assert "1 of 2 run(s) were evaluated before" in note
+    assert set(sub) == {with_blocks}  # nothing is recomputed in the reports
+    assert without in note and "no &#x27;subgroups&#x27; block" in note  # escaped
     stored = json.loads((root / "s" / with_blocks / "metrics.json").read_text())["test"]["subgroups"]["auc"]
     first = stored[0]
     row = sub[with_blocks].iloc[0]
     assert (row["attribute"], row["group"], row["label"]) == (first["attribute"], first["group"], first["label"])
-    cal, note = tables.split_tables(c.runs, "calibration", "calibration_table", say_computed=False)
-    assert set(cal) == {with_blocks, without} and note == ""
 
 
 def test_empty_inputs_draw_a_sentence():
@@ -403,8 +417,49 @@ def test_empty_inputs_draw_a_sentence():
 
 def test_dollar_signs_in_run_names_print_as_text():
     # With mathtext on, "$x_{^}$" is an invalid formula and drawing the figure raises.
-    lb = pd.DataFrame({"run_id": ["a"], "label_set": ["chestxray8"], "mean_auc": [0.6], "mean_auc_ci_lo": [0.5],
+    lb = pd.DataFrame({"run_id": ["a"], "label_set": ["chestxray8"], "mean_auc": [0.6], "mean_auc_ci_lo": [0.55],
                        "mean_auc_ci_hi": [0.7]})
     fig = figures.mean_auc_plot(lb, {"a": "w $x_{^}$"})
     fig.canvas.draw()
     assert fig.axes[0].get_yticklabels()[0].get_text() == "1. w $x_{^}$"
+
+
+def test_expert_results_read_from_the_leaderboard_match_expert_table(ctx):
+    from cxr_bench.results.expert import expert_table
+
+    ours = tables.expert_results(ctx).set_index(["run_id", "target"]).sort_index()
+    theirs = expert_table(ctx.runs).set_index(["run_id", "target"]).sort_index()
+    assert list(ours.index) == list(theirs.index) and len(ours)
+    for col in ("n", "expert_pos", "nih_pos", "scored_from"):
+        assert list(ours[col]) == list(theirs[col]), col
+    for col in ("expert_auc", "nih_auc", "nih_minus_expert"):
+        np.testing.assert_allclose(ours[col].astype(float), theirs[col].astype(float), rtol=1e-9, equal_nan=True)
+
+
+def _ablation_rows() -> pd.DataFrame:
+    rows = []
+    for factor, va, vb, deltas, verdicts in (
+            ("data.grayscale", "identity", "gamma", (-0.035, 0.02, -0.01), ("worse", "no evidence", "no evidence")),
+            ("model.head", "gap", "attention", (-0.139, -0.05, -0.09), ("worse", "no evidence", "worse"))):
+        for lab, d, verdict in zip(("Atelectasis", "Hernia", "mean"), deltas, verdicts):
+            rows.append({"factor": factor, "value_a": va, "value_b": vb, "label": lab, "delta": d,
+                         "ci_lo": d - 0.01, "ci_hi": d + 0.01, "p_bootstrap": 0.01, "verdict": verdict,
+                         "run_a": "a", "run_b": "b", "suite": "s", "block": "b", "seeds_a": 1, "seeds_b": 1,
+                         "auc_a": 0.8, "auc_b": 0.8 + d, "interval": "patients only"})
+    return pd.DataFrame(rows)
+
+
+def test_ablation_heatmap_colours_only_rejected_differences_on_a_scale_centred_on_zero():
+    table = _ablation_rows()
+    fig = figures.ablation_heatmap(table, {("model.head", "gap", "attention", "Hernia")})
+    ax = fig.axes[0]
+    (im,) = ax.get_images()
+    data = im.get_array()
+    # rows: pairs; columns: Atelectasis, Hernia, mean
+    assert list(data.mask[0]) == [False, True, True] and list(data.mask[1]) == [False, True, False]
+    assert im.norm.vcenter == 0 and im.norm.vmin == pytest.approx(-0.139) and im.norm.vmax == pytest.approx(0.139)
+    small, large = im.cmap(im.norm(-0.035)), im.cmap(im.norm(-0.139))
+    assert np.abs(np.subtract(small, large)).max() > 0.2  # -0.035 and -0.139 no longer look alike
+    assert "few" in [t.get_text() for t in ax.texts]  # too few cases: said, not coloured
+    html = tables.ablation_summary_view(table).to_html()
+    assert html.count("background-color") == 1  # only the pair whose mean difference the test rejects
