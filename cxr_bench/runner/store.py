@@ -89,14 +89,27 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
 # The files a completed run's numbers stand on; their sha256 and row counts go into the manifest when the run
 # completes, so a later reader can tell an intact run from one whose files were cut or replaced.
 ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
+# Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
+EXTERNAL_DIR = "external"
+EXTERNAL_FILES = ("predictions.csv", "metrics.json")
+
+
+def external_artifacts(run_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The external-set files present in the run directory, as paths relative to it."""
+    base = Path(run_dir) / EXTERNAL_DIR
+    if not base.is_dir():
+        return ()
+    return tuple(f"{EXTERNAL_DIR}/{d.name}/{f}" for d in sorted(base.iterdir())
+                 if d.is_dir() and _SAFE.fullmatch(d.name) for f in EXTERNAL_FILES if (d / f).is_file())
 
 
 def artifact_record(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS` that exist."""
+    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS` (and external-set
+    files) that exist."""
     from ..utils.io import sha256_file
 
     out = {}
-    for rel in ARTIFACTS:
+    for rel in ARTIFACTS + external_artifacts(run_dir):
         path = Path(run_dir) / rel
         if path.is_file():
             rec: dict[str, Any] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
