@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..reports.tables import text_table
-    from ..results.leaderboard import build_leaderboard, output_paths, write_leaderboard
+    from ..results.leaderboard import build_leaderboard, generalization_path, output_paths, write_leaderboard
 
     boards = [(build_leaderboard(src, args.suite, expert=not args.no_expert), out) for src, out in _targets(args)]
     boards = [(lb, out) for lb, out in boards if len(lb.table) or len(lb.failed)]
@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
             paths = output_paths(path)
             print(f"wrote {path} ({len(lb.table)} runs), {paths['aggregate'].name} ({len(lb.aggregate)} "
                   f"configurations), {paths['subgroups'].name} ({len(lb.subgroups)} rows)")
+            if lb.generalization is not None and len(lb.generalization):
+                print(f"wrote {generalization_path(path).name} ({len(lb.generalization)} rows: NIH vs external "
+                      "AUC per run, set and label)")
     damaged = pd.concat([lb.damaged for lb in tables if len(lb.damaged)] or [tables[0].damaged])
     if len(damaged):
         print(f"{len(damaged)} damaged run(s), listed without metrics; `cxr-bench run` re-evaluates them:",

@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..reports.names import DEFAULT_CELL_TIMEOUT, TEMPLATES
+    from ..reports.names import DEFAULT_CELL_TIMEOUT, OPTIONAL_TEMPLATES, TEMPLATES
 
     p = subparsers.add_parser(
         "report", help="render the replication, ablation and leaderboard reports as HTML",
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default=None, metavar="NAME", help="only this suite (default: every suite)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="one output folder for every run found (default: <runs>/<suite>/reports/ per suite)")
-    p.add_argument("--only", action="append", choices=TEMPLATES, default=None, help="render only this report")
+    p.add_argument("--only", action="append", choices=TEMPLATES + OPTIONAL_TEMPLATES, default=None, help="render only this report")
     p.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT, metavar="S", help="per-cell timeout")
     p.set_defaults(func=run)
 

@@ -33,7 +33,7 @@ import nbformat
 
 from ..errors import ReportError
 from ..utils.io import atomic_write_text
-from .names import DEFAULT_CELL_TIMEOUT, TEMPLATES
+from .names import DEFAULT_CELL_TIMEOUT, OPTIONAL_TEMPLATES, TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def template_dir() -> Path:
 
 
 def template_path(name: str) -> Path:
-    if name not in TEMPLATES:
-        raise ReportError(f"unknown report {name!r}; known: {', '.join(TEMPLATES)}")
+    if name not in TEMPLATES + OPTIONAL_TEMPLATES:
+        raise ReportError(f"unknown report {name!r}; known: {', '.join(TEMPLATES + OPTIONAL_TEMPLATES)}")
     return template_dir() / f"{name}.ipynb"
 
 
@@ -299,4 +299,6 @@ def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | No
     if not runs:
         raise ReportError(f"no completed run under {runs_dir}" + (f" for suite {suite!r}" if suite else "")
                           + "; run `cxr-bench run` first or point --runs at its --out directory")
+    if tuple(names) == TEMPLATES and any(r.external_datasets() for r in runs):
+        names = [*names, "generalization"]
     return [render_report(n, runs_dir, out_dir, suite=suite, timeout=timeout) for n in names]

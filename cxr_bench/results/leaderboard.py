@@ -194,6 +194,8 @@ class Leaderboard:
     table: pd.DataFrame
     failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILED_COLUMNS)))
     subgroups: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUBGROUP_COLUMNS)))
+    # NIH vs external-set AUC per (run, set, label) (results/generalization.py); written only when non-empty.
+    generalization: pd.DataFrame | None = None
 
     @cached_property
     def aggregate(self) -> pd.DataFrame:
@@ -377,7 +379,7 @@ def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert:
     disappears); runs that did not finish, and run directories that cannot be read at all, are listed in
     ``failed``.
     """
-    rows, failed, subgroups = [], [], []
+    rows, failed, subgroups, intact = [], [], [], []
 
     def unreadable(run_dir: Path, e: RunStoreError) -> None:
         log.warning("%s: %s", run_dir, e)
@@ -396,6 +398,7 @@ def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert:
                 log.warning("run %s/%s is damaged: %s; `cxr-bench run` re-evaluates it", rec.suite, rec.run_id,
                             "; ".join(rec.problems))
             else:
+                intact.append(rec)
                 test = rec.metrics.get("test") or {}
                 subgroups.append(subgroup_rows(rec, _split_table("subgroup_table", test, "subgroups", rec),
                                                _split_table("underdiagnosis_table", test, "subgroups", rec)))
@@ -407,8 +410,10 @@ def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert:
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     frames = [f for f in subgroups if not f.empty]
     sub = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SUBGROUP_COLUMNS))
+    from .generalization import generalization_table
+
     return Leaderboard(sort_leaderboard(table), pd.DataFrame(failed, columns=list(FAILED_COLUMNS)),
-                       subgroups=sub)
+                       subgroups=sub, generalization=generalization_table(intact))
 
 
 def sort_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
@@ -545,6 +550,13 @@ def output_paths(path: str | Path) -> dict[str, Path]:
             "subgroups": path.with_name(f"{path.stem}_subgroups{path.suffix or '.csv'}")}
 
 
+def generalization_path(path: str | Path) -> Path:
+    """``leaderboard.csv`` -> ``leaderboard_generalization.csv`` beside it (written when a run has external
+    metrics)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_generalization{path.suffix or '.csv'}")
+
+
 def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path) -> Path:
     """Write the leaderboard CSV and its two companions (:func:`output_paths`), each atomically (a reader
     never sees a half-written file); returns ``path``.
@@ -566,6 +578,13 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path) -> Path:
             write_csv(format_leaderboard(df), paths[kind], float_format=None, header_lines=banner)
         except OSError as e:  # the temporary file's name would only confuse: name the target
             raise RunStoreError(f"cannot write {paths[kind]}: {e.strerror or e}; pass a writable --out") from None
+    gen = lb.generalization
+    if gen is not None and len(gen):
+        gen_path = generalization_path(path)
+        try:
+            write_csv(gen, gen_path, float_format=None)
+        except OSError as e:
+            raise RunStoreError(f"cannot write {gen_path}: {e.strerror or e}; pass a writable --out") from None
     log.info("wrote %s (%d runs, %d configurations)", paths["table"], len(lb.table), len(lb.aggregate))
     return paths["table"]
 

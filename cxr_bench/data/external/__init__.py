@@ -29,8 +29,9 @@ from .sets import (
     mapping_table,
     nih_overlap_note,
     open_external,
+    release_list,
     require_xrv,
 )
 
 __all__ = ["DATASETS", "MAPPINGS", "ExternalDataError", "ExternalSet", "ExternalSpec", "LabelMap", "get_spec",
-           "mapping_table", "nih_overlap_note", "open_external", "require_xrv"]
+           "mapping_table", "nih_overlap_note", "open_external", "release_list", "require_xrv"]

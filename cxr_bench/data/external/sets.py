@@ -27,7 +27,7 @@ from ..labels import CHESTXRAY14
 log = logging.getLogger(__name__)
 
 __all__ = ["DATASETS", "MAPPINGS", "ExternalDataError", "ExternalSet", "ExternalSpec", "LabelMap", "get_spec",
-           "mapping_table", "open_external", "require_xrv", "FRONTAL"]
+           "mapping_table", "open_external", "release_list", "require_xrv", "FRONTAL"]
 
 FRONTAL = ("PA", "AP")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -58,6 +58,7 @@ class ExternalSpec:
     patients: str  # what the bootstrap resamples
     labels: str  # where the labels come from (report NLP, radiologists, ...)
     mapping: tuple[LabelMap, ...]
+    unit: str = "patient"  # what one bootstrap cluster is: patient, report or image
     from_nih: bool = False  # its images are NIH ChestX-ray14 images
     downloadable: bool = False  # `cxr-bench data download --dataset NAME` fetches it
 
@@ -129,7 +130,7 @@ DATASETS: dict[str, ExternalSpec] = {
         views="frontal: DICOM View Position PA or AP; where it is missing, xrv's t-SNE-derived view when PA",
         patients="report (uId): OpenI has no patient ids, one report per examination",
         labels="MeSH terms of the radiology reports (automatic), as xrv reads them",
-        mapping=MAPPINGS["openi"], downloadable=True),
+        mapping=MAPPINGS["openi"], unit="report", downloadable=True),
     "padchest": ExternalSpec(
         "padchest", "PadChest (Hospital San Juan, Alicante)",
         access="request access at https://bimcv.cipf.es/bimcv-projects/padchest/ (BIMCV); download the image "
@@ -161,7 +162,7 @@ DATASETS: dict[str, ExternalSpec] = {
         views="frontal: DICOM ViewPosition PA or AP (all are frontal)",
         patients="none: one id per image, so the bootstrap resamples images",
         labels="radiologists (Shih et al. 2019)",
-        mapping=MAPPINGS["rsna"], from_nih=True),
+        mapping=MAPPINGS["rsna"], unit="image", from_nih=True),
     "siim": ExternalSpec(
         "siim", "SIIM-ACR Pneumothorax Segmentation",
         access="Kaggle: https://www.kaggle.com/c/siim-acr-pneumothorax-segmentation; convert the DICOMs to PNG",
@@ -169,7 +170,7 @@ DATASETS: dict[str, ExternalSpec] = {
         views="all images (no view is recorded; the set is frontal radiographs)",
         patients="none: one id per image, so the bootstrap resamples images",
         labels="radiologists' pneumothorax masks",
-        mapping=MAPPINGS["siim"], from_nih=True),
+        mapping=MAPPINGS["siim"], unit="image", from_nih=True),
 }
 
 
@@ -178,6 +179,16 @@ def get_spec(name: str) -> ExternalSpec:
         return DATASETS[str(name).lower()]
     except KeyError:
         raise ExternalDataError(f"unknown external dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def release_list(name: str) -> Path:
+    """The download list (the format of ``data/nih_release.json``) of an openly downloadable set."""
+    from importlib import resources
+
+    spec = get_spec(name)
+    if not spec.downloadable:
+        raise ExternalDataError(f"{spec.title} is not openly downloadable: {spec.access}")
+    return Path(str(resources.files(__package__).joinpath(f"{spec.name}_release.json")))
 
 
 def mapping_table(name: str | None = None) -> pd.DataFrame:
@@ -263,6 +274,7 @@ class ExternalSet:
                 "n_patients": int(m["patient_id"].nunique()), "views": self.spec.views,
                 "view_counts": {str(k): int(v) for k, v in m["view"].value_counts().items()},
                 "excluded": dict(self.excluded), "patient_unit": self.spec.patients,
+                "bootstrap_unit": self.spec.unit,
                 "label_source": self.spec.labels,
                 "label_mapping": [{"nih": x.nih, "theirs": x.theirs, "note": x.note} for x in self.spec.mapping],
                 "dropped_labels": self.spec.dropped, "nih_overlap": nih_overlap_note(self.spec),
