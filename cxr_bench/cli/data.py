@@ -124,7 +124,7 @@ def run_download(args: argparse.Namespace) -> int:
 
         spec = get_spec(args.dataset)
         if not spec.downloadable:
-            print(f"{spec.title} is not openly downloadable: {spec.access}.\nPut it under a data root holding "
+            print(f"{spec.title} is not openly downloadable: {spec.access}.\nLay it out as: "
                   f"{spec.layout}, then: cxr-bench evaluate --runs STORE --dataset {spec.name} --data-root DIR")
             return 1
         parts = load_part_list(release_list(spec.name))

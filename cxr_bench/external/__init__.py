@@ -182,7 +182,8 @@ def evaluate_external_cli(args: argparse.Namespace) -> int:
     dataset = str(args.dataset).lower()
     spec = get_spec(dataset)
     if not getattr(args, "data_root", None):
-        raise ConfigError(f"--dataset {dataset} needs --data-root DIR holding {spec.layout} (get it: {spec.access})")
+        raise ConfigError(f"--dataset {dataset} needs --data-root DIR (expected layout: {spec.layout}; get it: "
+                          f"{spec.access})")
     run = getattr(args, "run", None)
     runs = getattr(args, "runs", None)
     if run:

@@ -74,8 +74,9 @@ def make_external_fixture(name: str, root: str | os.PathLike, *, n_images: int =
                           images: Sequence[str] | None = None, labels: Sequence[str] = CHESTXRAY14) -> Path:
     """Write a miniature of external set ``name`` under ``root`` and return ``root`` (same arguments, same files).
 
-    ``images``: the set's image names to take (default: about ``n_images`` rows chosen with ``seed`` so that
-    every shared label has positives). ``labels``: the phantom label order (the trained model's).
+    ``images``: image names (as the set's metadata gives them) always taken, frontal or not; besides them about
+    ``n_images`` frontal rows chosen with ``seed`` so that every shared label has positives (0: none).
+    ``labels``: the phantom label order (the trained model's).
     """
     spec = get_spec(name)
     root = Path(root)
@@ -85,15 +86,13 @@ def make_external_fixture(name: str, root: str | os.PathLike, *, n_images: int =
         frame, by_label, _, _, notes = _ADAPTERS[spec.name](spec, Path(empty))
     y = np.column_stack([by_label[lab] for lab in spec.shared])
     frontal = (frame["view"].astype(str) != "").to_numpy() if spec.name != "siim" else np.ones(len(frame), bool)
-    if images is not None:
-        pos = pd.Index(frame["image"]).get_indexer(list(images))
-        if (pos < 0).any():
-            raise ValueError(f"{spec.name}: image {list(images)[int(np.flatnonzero(pos < 0)[0])]!r} is not in the "
-                             "shipped metadata")
-        rows = np.sort(pos)
-    else:
-        candidates = np.flatnonzero(frontal)
-        rows = candidates[_choose(y[candidates], n_images, rng)]
+    pos = pd.Index(frame["image"]).get_indexer(list(images or ()))
+    if (pos < 0).any():
+        raise ValueError(f"{spec.name}: image {list(images or ())[int(np.flatnonzero(pos < 0)[0])]!r} is not in the "
+                         "shipped metadata")
+    candidates = np.flatnonzero(frontal)
+    picked = candidates[_choose(y[candidates], n_images, rng)] if n_images > 0 else np.empty(0, np.int64)
+    rows = np.union1d(pos, picked).astype(np.int64)
     chosen = frame.iloc[rows]
 
     if spec.name == "openi":

@@ -146,8 +146,8 @@ DATASETS: dict[str, ExternalSpec] = {
         "chexpert", "CheXpert (Stanford)",
         access="register at https://stanfordmlgroup.github.io/competitions/chexpert/ and download "
                "CheXpert-v1.0-small (or CheXpert-v1.0)",
-        layout="the data root holds CheXpert-v1.0-small/ (train.csv, train/patientNNNNN/studyN/viewN_frontal.jpg) "
-               "or is that folder",
+        layout="DIR/CheXpert-v1.0-small/train.csv and DIR/CheXpert-v1.0-small/train/patientNNNNN/studyN/"
+               "viewN_frontal.jpg (DIR may also be the CheXpert-v1.0-small folder itself)",
         views="frontal: AP/PA column PA or AP on Frontal/Lateral = Frontal",
         patients="patientNNNNN of the image path",
         labels="CheXpert labeler on reports (train.csv); uncertain (-1) and unmentioned are scored as negative "
@@ -448,8 +448,8 @@ def open_external(name: str, root: str | os.PathLike) -> ExternalSet:
     spec = get_spec(name)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ExternalDataError(f"{spec.title}: data root {root} is not a folder; pass --data-root DIR holding "
-                                f"{spec.layout} (get it: {spec.access})")
+        raise ExternalDataError(f"{spec.title}: data root {root} is not a folder; pass --data-root DIR (expected "
+                                f"layout: {spec.layout}; get it: {spec.access})")
     frame, labels, meta, excluded, notes = _ADAPTERS[spec.name](spec, root)
     frontal = frame["view"].astype(str) != ""
     if spec.name == "siim":
@@ -469,12 +469,12 @@ def open_external(name: str, root: str | os.PathLike) -> ExternalSet:
     missing = [n for n, p in located.items() if p is None]
     if len(missing) == len(located):
         raise ExternalDataError(f"{spec.title}: none of the {len(located):,} frontal images of {meta.name} is under "
-                                f"{root} (first: {missing[0]}); the data root must hold {spec.layout}. "
+                                f"{root} (first: {missing[0]}); expected layout: {spec.layout}. "
                                 f"Get it: {spec.access}")
     if missing:
         raise ExternalDataError(f"{spec.title}: {len(missing):,} of the {len(located):,} frontal images of {meta.name} "
                                 f"are missing under {root} (first: {missing[0]}); finish the download, or put "
-                                f"the metadata file of the part you have in the data root ({spec.layout})")
+                                f"the metadata file of the part you have in the data root (expected layout: {spec.layout})")
     log.info("%s: %d frontal images of %d patients from %s", spec.title, len(frame), frame["patient_id"].nunique(),
              meta)
     overlap = nih_overlap_note(spec)
