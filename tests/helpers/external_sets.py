@@ -27,7 +27,7 @@ HAND_PICKED: dict[str, list[str]] = {
 _BUILT: dict[str, Path] = {}
 
 
-def external_fixtures(base: Path, n_images: int = 16, size: int = 32) -> dict[str, Path]:
+def external_fixtures(base: Path, n_images: int = 12, size: int = 32) -> dict[str, Path]:
     """name -> data root of each set's miniature (hand-picked rows plus ~n_images chosen ones). Built once per
     process, under the first ``base`` given; tests that change a set copy it first."""
     if not _BUILT:
