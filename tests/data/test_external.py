@@ -209,3 +209,35 @@ def test_openi_is_downloadable_the_others_are_not() -> None:
     with pytest.raises(ExternalDataError, match="PadChest .*not openly downloadable: request access"):
         release_list("padchest")
     assert len(CHESTXRAY14) == 14
+
+
+def test_openi_download_then_open(roots, tmp_path: Path, capsys) -> None:
+    import io
+    import tarfile
+
+    import range_server as rs
+
+    from cxr_bench.cli import main
+
+    src = roots["openi"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:  # NLM's archive: the PNGs at its top level
+        for png in sorted((src / "images").glob("*.png")):
+            tar.add(png, arcname=png.name)
+    site = rs.Site(files={"/NLMCXR_png.tgz": buf.getvalue(),
+                          "/NLMCXR_reports.tgz": (src / "NLMCXR_reports.tgz").read_bytes()})
+    dest = tmp_path / "openi"
+    with rs.serve(site) as base:
+        assert main(["data", "download", "--dataset", "openi", "--base-url", base, "--to", str(dest), "-q"]) == 0
+        assert main(["data", "download", "--dataset", "openi", "--base-url", base, "--to", str(dest), "-q"]) == 0
+    assert [p for m, p, _ in site.log if m == "GET"].count("/NLMCXR_png.tgz") == 1  # the second call fetched nothing
+    capsys.readouterr()
+    assert main(["data", "download", "--to", str(dest), "--verify"]) == 0
+    assert capsys.readouterr().out.startswith("OK")
+    got = open_external("openi", dest)
+    assert got.data_entry_path == dest / "NLMCXR_reports.tgz"
+    assert got.metadata["image"].tolist() == open_external("openi", src).metadata["image"].tolist()
+
+    assert main(["data", "download", "--dataset", "padchest", "--to", str(tmp_path / "pc")]) == 1
+    out = capsys.readouterr().out
+    assert "PadChest" in out and "bimcv" in out and "--dataset padchest" in out
