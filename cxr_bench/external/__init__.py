@@ -17,6 +17,9 @@ Written into the run directory (and registered in its manifest's ``artifacts`` w
 
 :meth:`cxr_bench.results.runs.RunRecord.external_metrics` is the one reader. This package sits at the
 results level: it reads runs through ``results.runs`` and calls the engine and metrics layers below it.
+
+A run made from outside predictions has no checkpoint: the predictions of the set's images placed in it as
+``external/<dataset>/predictions.csv`` are checked against the set's metadata and scored instead.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def checkpoint_of(rec: RunRecord) -> Path | None:
     return None
 
 
-def _check_run(rec: RunRecord, dataset: str) -> Path:
+def _check_run(rec: RunRecord, dataset: str) -> Path | None:
+    """The run's checkpoint; None for a run without one that holds outside predictions of ``dataset``."""
     if not rec.completed:
         raise RunStoreError(f"run {rec.run_id} ({rec.run_dir}) is {rec.status}, not completed; finish it with "
                             "`cxr-bench run` before scoring it on an external set")
@@ -53,49 +57,30 @@ def _check_run(rec: RunRecord, dataset: str) -> Path:
         raise RunStoreError(f"run {rec.run_id} is damaged ({'; '.join(rec.problems)}); `cxr-bench run` re-evaluates "
                             "it")
     ckpt = checkpoint_of(rec)
-    if ckpt is None:
+    outside = rec.external_dir(dataset) / "predictions.csv"
+    if ckpt is None and not outside.is_file():
         raise RunStoreError(f"run {rec.run_id} ({rec.run_dir}) has no checkpoints/best.pt: a run made from outside "
-                            f"predictions cannot predict {dataset}'s images; score the model yourself and import "
-                            "those predictions as a run of their own")
+                            f"predictions cannot predict {dataset}'s images; put the model's predictions of them in "
+                            f"{outside} (image, patient_id, true_<Label>..., prob_<Label>...) and run again")
     return ckpt
 
 
-def evaluate_run_external(rec: RunRecord | str | Path, ext: Any, *, progress: bool | None = None,
-                          n_bootstrap: int | None = None, workers: int | None = None,
-                          cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Score one completed run on the external set ``ext`` (:func:`cxr_bench.data.external.open_external`);
-    write ``external/<dataset>/`` into the run directory and return its metrics dict."""
+def _predict(rec: RunRecord, ext: Any, ckpt: Path, cfg: Any, label_set: Any, *, progress: bool | None,
+             workers: int | None, cache_dir: str | Path | None) -> tuple[Any, Any, dict[str, Any]]:
+    """(predictions of every run label, the scored images' metadata, facts) from the run's checkpoint, through
+    the run's own preprocessing and the engine's prediction path."""
     import torch
     from torch.utils.data import DataLoader
 
-    from ..config import RunConfig
     from ..data.cache import build_cache
     from ..data.datasets import CXRDataset
-    from ..data.labels import get_label_set
     from ..engine.checkpoint import load_checkpoint, load_model_state
     from ..engine.distributed import DistContext, resolve_device
-    from ..engine.evaluate import predict, split_predictions, write_split_predictions
+    from ..engine.evaluate import predict, split_predictions
     from ..engine.seeding import scoped_rng
     from ..engine.trainer import build_model, eval_batch_size
-    from ..metrics.extended import extra_metrics
-    from ..metrics.roc import summarize
-    from ..runner.store import RunDir, artifact_record
-    from ..utils.io import atomic_write_json
 
-    if not isinstance(rec, RunRecord):
-        rec = RunRecord.load(rec)
-    ckpt = _check_run(rec, ext.name)
-    run_labels = tuple(rec.labels)
-    labels = [lab for lab in run_labels if lab in ext.shared_labels]
-    if not labels:
-        raise ConfigError(f"run {rec.run_id} predicts {', '.join(run_labels)}; {ext.spec.title} labels only "
-                          f"{', '.join(ext.shared_labels)}: nothing to score")
-    cfg = RunConfig.from_dict(rec.config)
-    d, e = cfg.data, cfg.eval
-    label_set = get_label_set(d.label_set)
-    if tuple(label_set.labels) != run_labels:
-        raise RunStoreError(f"run {rec.run_id}: metrics.json labels differ from label set {d.label_set!r}")
-
+    d = cfg.data
     t0 = time.perf_counter()
     names = ext.metadata["image"].tolist()
     paths = ext.image_paths()
@@ -110,7 +95,7 @@ def evaluate_run_external(rec: RunRecord | str | Path, ext: Any, *, progress: bo
 
     ctx = DistContext(device=resolve_device(cfg.device))
     with scoped_rng(cfg.seed, "torch-global"):  # random init is overwritten, but must not touch the caller
-        model = build_model(cfg, run_labels)
+        model = build_model(cfg, tuple(label_set.labels))
     load_model_state(model, load_checkpoint(ckpt, map_location=ctx.device).get("model"), ckpt)
     model.to(ctx.device)
     loader = DataLoader(dataset, batch_size=eval_batch_size(cfg, ctx.device), shuffle=False, num_workers=0,
@@ -120,28 +105,95 @@ def evaluate_run_external(rec: RunRecord | str | Path, ext: Any, *, progress: bo
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     t_pred = time.perf_counter() - t1
+    pred = split_predictions(dataset, out, label_set.labels)
+    facts = {"source": "checkpoint", "checkpoint": {"path": str(ckpt.relative_to(rec.run_dir)), "device": str(ctx.device)},
+             "timing": {"cache_seconds": round(t_cache, 3), "predict_seconds": round(t_pred, 3),
+                        "images_per_s": round(len(pred) / t_pred, 2) if t_pred > 0 else None},
+             "rejected": int(len(dataset.dropped))}
+    return pred, dataset.csv, facts
 
-    pred = split_predictions(dataset, out, run_labels).select(labels)
+
+def _outside(rec: RunRecord, ext: Any, label_set: Any, labels: list[str]) -> tuple[Any, Any, dict[str, Any]]:
+    """Outside predictions of the set (``external/<dataset>/predictions.csv``), checked against its metadata:
+    every frontal image once, the truth the set's metadata gives; patients from the metadata."""
+    from ..metrics.predictions import Predictions, read_predictions
+    from ..results.runs import take_rows
+
+    path = rec.external_dir(ext.name) / "predictions.csv"
+    given = read_predictions(path)
+    missing = [lab for lab in labels if lab not in given.labels]
+    if missing:
+        raise RunStoreError(f"{path}: no prob_{missing[0]} column; {ext.name} scores {', '.join(labels)}")
+    meta = ext.metadata
+    truth = label_set.encode(meta["finding_labels"])[:, [label_set.labels.index(lab) for lab in labels]]
+    rows = take_rows(given.select(labels), meta["image"].tolist())
+    bad = (rows.y_true != truth.astype(rows.y_true.dtype)).any(axis=1)
+    if bad.any():
+        i = int(bad.argmax())
+        raise RunStoreError(f"{path}: the truth of image {rows.images[i]!r} differs from {ext.data_entry_path.name} "
+                            f"({meta['finding_labels'].iloc[i]}); write true_<Label> from the set's metadata "
+                            f"(docs/external.md, label mapping)")
+    pred = Predictions(rows.images, meta["patient_id"].astype(str).to_numpy(), rows.y_true, rows.y_prob,
+                       tuple(labels), str(path))
+    return pred, meta, {"source": "outside predictions", "checkpoint": None, "timing": None, "rejected": 0}
+
+
+def evaluate_run_external(rec: RunRecord | str | Path, ext: Any, *, progress: bool | None = None,
+                          n_bootstrap: int | None = None, workers: int | None = None,
+                          cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score one completed run on the external set ``ext`` (:func:`cxr_bench.data.external.open_external`);
+    write ``external/<dataset>/`` into the run directory and return its metrics dict.
+
+    A run with a checkpoint predicts the set; a run made from outside predictions (no checkpoint) is scored
+    from the ``external/<dataset>/predictions.csv`` placed in it, which is read, checked and left as it is.
+    """
+    from ..config import RunConfig
+    from ..data.labels import get_label_set
+    from ..engine.evaluate import write_split_predictions
+    from ..metrics.extended import extra_metrics
+    from ..metrics.roc import summarize
+    from ..runner.store import RunDir, artifact_record
+    from ..utils.io import atomic_write_json
+
+    if not isinstance(rec, RunRecord):
+        rec = RunRecord.load(rec)
+    ckpt = _check_run(rec, ext.name)
+    run_labels = tuple(rec.labels)
+    labels = [lab for lab in run_labels if lab in ext.shared_labels]
+    if not labels:
+        raise ConfigError(f"run {rec.run_id} predicts {', '.join(run_labels)}; {ext.spec.title} labels only "
+                          f"{', '.join(ext.shared_labels)}: nothing to score")
+    cfg = RunConfig.from_dict(rec.config)
+    e = cfg.eval
+    label_set = get_label_set(cfg.data.label_set)
+    if tuple(label_set.labels) != run_labels:
+        raise RunStoreError(f"run {rec.run_id}: metrics.json labels differ from label set {cfg.data.label_set!r}")
+
+    if ckpt is not None:
+        full, csv, facts = _predict(rec, ext, ckpt, cfg, label_set, progress=progress, workers=workers,
+                                    cache_dir=cache_dir)
+        pred = full.select(labels)
+    else:
+        pred, csv, facts = _outside(rec, ext, label_set, labels)
     # The thresholds the run chose on NIH validation, applied out of sample as on the NIH test list.
     val = rec.predictions("val").select(labels)
     boot = e.bootstrap if n_bootstrap is None else int(n_bootstrap)
     block = summarize(pred, val=val, threshold_method=e.threshold, n_bootstrap=boot, level=e.ci_level,
                       seed=cfg.seed, split=ext.name)
-    block.update(extra_metrics(pred, block, dataset.csv, n_bootstrap=boot, level=e.ci_level, seed=cfg.seed))
+    block.update(extra_metrics(pred, block, csv, n_bootstrap=boot, level=e.ci_level, seed=cfg.seed))
     summary = ext.summary()
-    if len(dataset.dropped):
-        summary["excluded"]["image rejected by the decoder"] = int(len(dataset.dropped))
+    if facts["rejected"]:
+        summary["excluded"]["image rejected by the decoder"] = facts["rejected"]
     summary["n_images"], summary["n_patients"] = int(len(pred)), int(len(set(pred.patient_ids)))
     metrics = {
-        "dataset": ext.name, "label_set": d.label_set, "labels": labels, "run_id": rec.run_id,
-        "test": block, "data": summary,
+        "dataset": ext.name, "label_set": cfg.data.label_set, "labels": labels, "run_id": rec.run_id,
+        "test": block, "data": summary, "predictions_from": facts["source"],
         "thresholds_from": "NIH validation split of the run (predictions/val.csv)",
-        "checkpoint": {"path": str(ckpt.relative_to(rec.run_dir)), "device": str(ctx.device)},
-        "timing": {"cache_seconds": round(t_cache, 3), "predict_seconds": round(t_pred, 3),
-                   "images_per_s": round(len(pred) / t_pred, 2) if t_pred > 0 else None},
+        "checkpoint": facts["checkpoint"], "timing": facts["timing"],
     }
     out_dir = rec.external_dir(ext.name)
-    write_split_predictions(out_dir / "predictions.csv", pred)
+    if ckpt is not None:
+        write_split_predictions(out_dir / "predictions.csv", pred)
     atomic_write_json(out_dir / "metrics.json", metrics)
     run = RunDir(rec.run_dir, rec.run_id)
     if isinstance(rec.manifest.get("artifacts"), dict):
@@ -151,8 +203,9 @@ def evaluate_run_external(rec: RunRecord | str | Path, ext: Any, *, progress: bo
             manifest.setdefault("artifacts", {}).update(
                 {k: v for k, v in artifact_record(rec.run_dir).items() if k.startswith(prefix)})
             run.write_manifest(manifest)
-    log.info("%s on %s: mean AUC %s over %d labels, %d images (%.1f images/s)", rec.run_id, ext.name,
-             block.get("mean_auc"), len(labels), len(pred), metrics["timing"]["images_per_s"] or 0.0)
+    rate = (facts["timing"] or {}).get("images_per_s")
+    log.info("%s on %s: mean AUC %s over %d labels, %d images%s", rec.run_id, ext.name, block.get("mean_auc"),
+             len(labels), len(pred), f" ({rate} images/s)" if rate else " (outside predictions)")
     return metrics
 
 

@@ -156,9 +156,40 @@ def test_user_errors_are_one_line(scored, tmp_path: Path) -> None:
     no_ckpt = tmp_path / "outside"
     shutil.copytree(run_dir, no_ckpt)
     shutil.rmtree(no_ckpt / "checkpoints")
-    with pytest.raises(RunStoreError, match="has no checkpoints/best.pt: a run made from outside predictions") as e:
+    shutil.rmtree(no_ckpt / "external")
+    (no_ckpt / "manifest.json").unlink()
+    with pytest.raises(RunStoreError, match="has no checkpoints/best.pt: a run made from outside predictions .* put "
+                                            "the model's predictions of them in .*external/openi/predictions.csv") as e:
         evaluate_external_cli(_args(run=str(no_ckpt), dataset="openi", data_root=str(roots["openi"])))
     assert "\n" not in str(e.value)
+
+
+def test_a_run_from_outside_predictions(scored, tmp_path: Path) -> None:
+    """No checkpoint: the set's predictions placed in the run are scored (and left as they are)."""
+    _, run_dir, roots = scored
+    outside = tmp_path / "outside"
+    shutil.copytree(run_dir, outside)
+    shutil.rmtree(outside / "checkpoints")
+    (outside / "manifest.json").unlink()
+    for d in (outside / "external").iterdir():
+        if d.name != "openi":
+            shutil.rmtree(d)
+    (outside / "external" / "openi" / "metrics.json").unlink()
+    given = (outside / "external" / "openi" / "predictions.csv").read_bytes()
+    assert evaluate_external_cli(_args(run=str(outside), dataset="openi", data_root=str(roots["openi"]))) == 0
+    assert (outside / "external" / "openi" / "predictions.csv").read_bytes() == given
+    got, want = RunRecord.load(outside).external_metrics("openi"), RunRecord.load(run_dir).external_metrics("openi")
+    assert got["predictions_from"] == "outside predictions" and got["checkpoint"] is None
+    assert got["test"]["per_label"] == want["test"]["per_label"]
+    assert got["test"]["mean_auc_ci"] == want["test"]["mean_auc_ci"]
+
+    # a file whose truth disagrees with the set's metadata is refused, naming the image
+    df = pd.read_csv(outside / "external" / "openi" / "predictions.csv", dtype=str, keep_default_na=False)
+    col = next(c for c in df.columns if c.startswith("true_"))
+    df.loc[0, col] = "0" if df.loc[0, col] == "1" else "1"
+    df.to_csv(outside / "external" / "openi" / "predictions.csv", index=False)
+    with pytest.raises(RunStoreError, match=f"the truth of image '{df.loc[0, 'image']}' differs from"):
+        evaluate_external_cli(_args(run=str(outside), dataset="openi", data_root=str(roots["openi"])))
 
 
 def test_a_whole_store(scored, capsys) -> None:
