@@ -57,3 +57,43 @@ def train_demo_run(base: Path) -> Path:
     atomic_write_json(run_dir / "config.json", rc.to_dict())
     train_run(rc, run_dir, progress=False)
     return run_dir
+
+
+# ---------------------------------------------------------------------------------- a factory store
+SHARED = ["Atelectasis", "Cardiomegaly", "Effusion"]
+
+
+def score_factory_run(run_dir: Path, dataset: str, strength: float, *,
+                      title: str = "<script>alert(1)</script>") -> None:
+    """External files for a runstore_factory run, written by the real writers from synthetic scores: the same
+    80 images and truth for every run, scores separating the classes with ``strength``."""
+    import numpy as np
+
+    from cxr_bench.metrics.predictions import read_predictions, write_predictions
+    from cxr_bench.metrics.roc import summarize
+    from cxr_bench.utils.io import atomic_write_json
+
+    rng = np.random.default_rng(7)
+    images = [f"ext_{i:03d}.png" for i in range(80)]
+    patients = [f"p{i // 2}" for i in range(80)]
+    y = (rng.random((80, len(SHARED))) < 0.3).astype(np.int8)
+    noise = np.random.default_rng(int(strength * 100)).normal(size=y.shape)
+    p = 1 / (1 + np.exp(-(strength * (2 * y - 1) + noise)))
+    out = run_dir / "external" / dataset
+    write_predictions(out / "predictions.csv", images, patients, y, p, SHARED)
+    pred = read_predictions(out / "predictions.csv")
+    val = read_predictions(run_dir / "predictions" / "val.csv").select(SHARED)
+    atomic_write_json(out / "metrics.json", {
+        "dataset": dataset, "labels": SHARED, "test": summarize(pred, val=val, n_bootstrap=50, split=dataset),
+        "data": {"title": title, "bootstrap_unit": "patient", "n_images": 80, "n_patients": 40}})
+
+
+def scored_factory_store(root: Path, store_factory: Any) -> tuple[Path, dict[str, Path]]:
+    """Suite ``gen``: runs ``weak`` and ``strong`` scored on ``openi``, ``unscored`` not."""
+    base = {"optim.epochs": 3, "data.image_size": 64, "model.backbone": "resnet50"}
+    dirs = {}
+    for name, strength in (("weak", 0.4), ("strong", 1.5), ("unscored", 1.0)):
+        _, dirs[name] = store_factory.write_run(root, "gen", {**base, "seed": int(strength * 10)}, strength=strength)
+    score_factory_run(dirs["weak"], "openi", 0.4)
+    score_factory_run(dirs["strong"], "openi", 1.5)
+    return root, dirs

@@ -6,47 +6,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+import external_sets  # tests/helpers is on pytest's pythonpath
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxr_bench.metrics.predictions import read_predictions, write_predictions
-from cxr_bench.metrics.roc import summarize
+from cxr_bench.metrics.predictions import read_predictions
 from cxr_bench.results.generalization import GENERALIZATION_COLUMNS, compare_external, generalization_table
 from cxr_bench.results.leaderboard import build_leaderboard, generalization_path, write_leaderboard
 from cxr_bench.results.runs import RunRecord
-from cxr_bench.utils.io import atomic_write_json
 
-SHARED = ["Atelectasis", "Cardiomegaly", "Effusion"]
-
-
-def _score(run_dir: Path, dataset: str, strength: float, *, title: str = "<script>alert(1)</script>") -> None:
-    rng = np.random.default_rng(7)  # one truth for every run: the same external images
-    images = [f"ext_{i:03d}.png" for i in range(80)]
-    patients = [f"p{i // 2}" for i in range(80)]
-    y = (rng.random((80, len(SHARED))) < 0.3).astype(np.int8)
-    noise = np.random.default_rng(int(strength * 100)).normal(size=y.shape)
-    p = 1 / (1 + np.exp(-(strength * (2 * y - 1) + noise)))
-    out = run_dir / "external" / dataset
-    write_predictions(out / "predictions.csv", images, patients, y, p, SHARED)
-    pred = read_predictions(out / "predictions.csv")
-    val = read_predictions(run_dir / "predictions" / "val.csv").select(SHARED)
-    atomic_write_json(out / "metrics.json", {
-        "dataset": dataset, "labels": SHARED, "test": summarize(pred, val=val, n_bootstrap=50, split=dataset),
-        "data": {"title": title, "bootstrap_unit": "patient", "n_images": 80, "n_patients": 40}})
+SHARED = external_sets.SHARED
 
 
 @pytest.fixture
 def store(tmp_path: Path, store_factory) -> tuple[Path, dict[str, Path]]:
-    root = tmp_path / "runs"
-    base = {"optim.epochs": 3, "data.image_size": 64, "model.backbone": "resnet50"}
-    dirs = {}
-    for name, strength in (("weak", 0.4), ("strong", 1.5), ("unscored", 1.0)):
-        _, dirs[name] = store_factory.write_run(root, "gen", {**base, "seed": int(strength * 10)}, strength=strength)
-    _score(dirs["weak"], "openi", 0.4)
-    _score(dirs["strong"], "openi", 1.5)
-    return root, dirs
+    return external_sets.scored_factory_store(tmp_path / "runs", store_factory)
 
 
 def test_table_rows_match_sklearn_and_metrics(store) -> None:
@@ -101,16 +76,3 @@ def test_paired_comparison_on_the_external_set(store) -> None:
         assert df.loc[lab, "delta"] == pytest.approx(want)
         assert df.loc[lab, "verdict"] in ("better", "no evidence")
     assert df.loc["mean", "delta"] > 0
-
-
-def test_report_section_escapes_text_from_files(store) -> None:
-    from cxr_bench.reports import generalization as rg
-
-    root, _ = store
-    ctx = rg.load(root)
-    assert ctx.datasets == ["openi"]
-    html = rg.intro_html(ctx)
-    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    view = rg.generalization_view(ctx, "openi").to_html()
-    assert "NIH test AUC [95% CI]" in view and "<script>" not in view
-    assert len(rg.paired_views(ctx, n_bootstrap=50)) == 1

@@ -24,8 +24,6 @@ from cxr_bench.data.grayscale import decode_gray
 from cxr_bench.data.labels import CHESTXRAY14
 from cxr_bench.errors import ImageError
 
-pytestmark = pytest.mark.slow  # parsing PadChest's 160K-row metadata takes seconds
-
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -60,6 +58,7 @@ def test_shared_label_counts_match_the_issue() -> None:
         "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia", "Pneumothorax"}
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_padchest_labels_views_and_patients(sets) -> None:
     pc = sets["padchest"]
     # ['aortic elongation', ..., 'alveolar pattern', ..., 'cardiomegaly', 'interstitial pattern', 'pleural effusion']
@@ -80,6 +79,7 @@ def test_padchest_labels_views_and_patients(sets) -> None:
     assert pc.summary()["excluded"] == {"not frontal (lateral or unknown view)": 1}
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_openi_labels_and_view_filter(sets) -> None:
     oi = sets["openi"]
     # report 1102: MeSH 'Cardiomegaly', 'Pleural Effusion', 'Edema'; images 12012 and 4004 are AP, 2001 and 3001
@@ -96,6 +96,7 @@ def test_openi_labels_and_view_filter(sets) -> None:
     assert oi.summary()["bootstrap_unit"] == "report"
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_chexpert_uncertain_is_negative_and_lesion_is_dropped(sets) -> None:
     cx = sets["chexpert"]
     # Pleural Effusion 1, Cardiomegaly / Consolidation / Atelectasis -1 (uncertain), Lung Lesion 1 (no NIH label)
@@ -108,6 +109,7 @@ def test_chexpert_uncertain_is_negative_and_lesion_is_dropped(sets) -> None:
     assert (cx.root / "CheXpert-v1.0-small" / image).is_file()
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_rsna_and_siim_are_flagged_as_nih_images(sets) -> None:
     rs, si = sets["rsna"], sets["siim"]
     assert _labels(rs, "0ab261f9-4eb5-42ab-a9a5-e918904d6356.jpg") == {"Pneumonia"}  # 4 boxes, Target 1
@@ -126,6 +128,7 @@ def test_rsna_and_siim_are_flagged_as_nih_images(sets) -> None:
     assert si.summary()["attributes"] == []
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_every_listed_image_has_a_file_and_decodes(sets) -> None:
     for ext in sets.values():
         paths = ext.image_paths()
@@ -134,6 +137,7 @@ def test_every_listed_image_has_a_file_and_decodes(sets) -> None:
         assert decode_gray(first).shape == (32, 32)
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_padchest_sixteen_bit_png_decodes_to_the_phantom(sets) -> None:
     pc = sets["padchest"]
     path = pc.image_paths()["20536686640136348236148679891455886468_k6ga29.png"]
@@ -151,6 +155,7 @@ def test_jpeg_only_under_a_jpeg_name(tmp_path: Path) -> None:
         decode_gray(tmp_path / "b.png")
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_missing_images_fail_before_work(roots, tmp_path: Path) -> None:
     root = shutil.copytree(roots["rsna"], tmp_path / "rsna")
     victim = next((root / "stage_2_train_images").iterdir())
@@ -160,6 +165,7 @@ def test_missing_images_fail_before_work(roots, tmp_path: Path) -> None:
     assert "\n" not in str(e.value) and victim.stem in str(e.value)
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_wrong_layout_names_the_set_and_what_to_do(roots, tmp_path: Path) -> None:
     # CheXpert's images flattened into one folder: the paths of train.csv no longer resolve.
     src = roots["chexpert"] / "CheXpert-v1.0-small"
@@ -177,6 +183,7 @@ def test_wrong_layout_names_the_set_and_what_to_do(roots, tmp_path: Path) -> Non
         open_external("vindr", tmp_path)
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_dicom_files_get_a_convert_message(roots, tmp_path: Path) -> None:
     root = shutil.copytree(roots["siim"], tmp_path / "siim")
     for f in (root / "train_png").glob("*.png"):
@@ -185,6 +192,7 @@ def test_dicom_files_get_a_convert_message(roots, tmp_path: Path) -> None:
         open_external("siim", root)
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_numpy_global_state_is_left_alone(roots) -> None:
     np.random.seed(1234)
     expected = np.random.get_state()[1].copy()
@@ -211,6 +219,7 @@ def test_openi_is_downloadable_the_others_are_not() -> None:
     assert len(CHESTXRAY14) == 14
 
 
+@pytest.mark.slow  # the fixtures parse PadChest's 160K-row metadata
 def test_openi_download_then_open(roots, tmp_path: Path, capsys) -> None:
     import io
     import tarfile
