@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     written = [(write_leaderboard(lb, out), lb) for lb, out in boards]
     tables = [lb for lb, _ in boards]
     if args.json:
-        doc = {"files": [str(p) for path, _ in written for p in output_paths(path).values()],
+        gen = [str(generalization_path(path)) for path, lb in written
+               if lb.generalization is not None and len(lb.generalization)]
+        doc = {"files": [str(p) for path, _ in written for p in output_paths(path).values()] + gen,
                "runs": [r for lb in tables for r in _records(lb.table)],
                "aggregate": [r for lb in tables for r in _records(lb.aggregate)],
                "subgroups": [r for lb in tables for r in _records(lb.subgroups)],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -209,9 +210,13 @@ def require_xrv() -> Any:
 
 @contextlib.contextmanager
 def _numpy_state_kept() -> Iterator[None]:
+    """Around an xrv constructor: numpy's global state put back, and the pandas deprecation warnings raised
+    inside xrv's own code (nothing the user can act on) kept out of the output."""
     state = np.random.get_state()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"torchxrayvision(\.|$)")
+            yield
     finally:
         np.random.set_state(state)
 
