@@ -76,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "every unpacked part's images, and with MANIFEST (a colleague's "
                          "cxr-bench-download.json) compare every recorded sha256 with it")
     dl.add_argument("--no-progress", action="store_true", help="no progress bars (log lines instead)")
+    dl.add_argument("--dataset", default="nih", metavar="NAME",
+                    help="nih (default) or an external test set: openi is fetched the same way (resumable, "
+                         "verified); padchest, chexpert, rsna and siim print where to request access")
     dl.set_defaults(func=run_download)
 
 
@@ -117,6 +120,15 @@ def run_download(args: argparse.Namespace) -> int:
             print(f"OK: {args.data_root} matches its download manifest{against}")
         return 1 if problems else 0
     parts = load_part_list()
+    if getattr(args, "dataset", "nih") != "nih":
+        from ..data.external import get_spec, release_list
+
+        spec = get_spec(args.dataset)
+        if not spec.downloadable:
+            print(f"{spec.title} is not openly downloadable: {spec.access}.\nLay it out as: "
+                  f"{spec.layout}, then: cxr-bench evaluate --runs STORE --dataset {spec.name} --data-root DIR")
+            return 1
+        parts = load_part_list(release_list(spec.name))
     if args.base_url:
         parts = with_base_url(parts, args.base_url)
     elif args.urls:

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..reports.tables import text_table
-    from ..results.leaderboard import build_leaderboard, output_paths, write_leaderboard
+    from ..results.leaderboard import build_leaderboard, generalization_path, output_paths, write_leaderboard
 
     boards = [(build_leaderboard(src, args.suite, expert=not args.no_expert), out) for src, out in _targets(args)]
     boards = [(lb, out) for lb, out in boards if len(lb.table) or len(lb.failed)]
@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     written = [(write_leaderboard(lb, out, named=args.out is not None), lb) for lb, out in boards]
     tables = [lb for lb, _ in boards]
     if args.json:
-        doc = {"files": [str(p) for path, _ in written for p in output_paths(path).values()],
+        gen = [str(generalization_path(path)) for path, lb in written
+               if lb.generalization is not None and len(lb.generalization)]
+        doc = {"files": [str(p) for path, _ in written for p in output_paths(path).values()] + gen,
                "runs": [r for lb in tables for r in _records(lb.table)],
                "aggregate": [r for lb in tables for r in _records(lb.aggregate)],
                "subgroups": [r for lb in tables for r in _records(lb.subgroups)],
@@ -114,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
             paths = output_paths(path)
             print(f"wrote {path} ({len(lb.table)} runs), {paths['aggregate'].name} ({len(lb.aggregate)} "
                   f"configurations), {paths['subgroups'].name} ({len(lb.subgroups)} rows)")
+            if lb.generalization is not None and len(lb.generalization):
+                print(f"wrote {generalization_path(path).name} ({len(lb.generalization)} rows: NIH vs external "
+                      "AUC per run, set and label)")
     damaged = pd.concat([lb.damaged for lb in tables if len(lb.damaged)] or [tables[0].damaged])
     if len(damaged):
         print(f"{len(damaged)} damaged run(s), listed without metrics; `cxr-bench run` re-evaluates them:",

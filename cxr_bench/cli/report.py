@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..reports.names import DEFAULT_CELL_TIMEOUT, TEMPLATES
+    from ..reports.names import DEFAULT_CELL_TIMEOUT, OPTIONAL_TEMPLATES, TEMPLATES
 
     p = subparsers.add_parser(
         "report", help="render the replication, ablation and leaderboard reports as HTML",
@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default=None, metavar="NAME", help="only this suite (default: every suite)")
     p.add_argument("--out-dir", default=None, metavar="DIR",
                    help="one output folder for every run found (default: <runs>/<suite>/reports/ per suite)")
-    p.add_argument("--template", action="append", choices=TEMPLATES, default=None,
-                   help="render only this report template (repeatable; default: all)")
+    p.add_argument("--template", action="append", choices=TEMPLATES + OPTIONAL_TEMPLATES, default=None,
+                   help="render only this report template (repeatable; default: all that apply)")
     p.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT, metavar="S", help="per-cell timeout")
     p.set_defaults(func=run)
 

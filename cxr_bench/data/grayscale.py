@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 GAMMA = 2.2
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 ColourFn = Callable[[np.ndarray], np.ndarray]  # (..., 3) float64 in [0, 1] -> (...) float64 in [0, 1]
 
@@ -171,25 +172,32 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 def open_png(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as a PNG and decode it fully, or raise :class:`ImageError` saying why not.
 
-    Rejects an empty file, a file that is not a PNG (by signature), and a truncated or corrupt one.
+    Rejects an empty file, a file that is not a PNG (by signature), and a truncated or corrupt one. A file
+    named ``.jpg`` / ``.jpeg`` may be a JPEG (external sets such as CheXpert ship JPEGs; NIH's ``.png``
+    names must hold PNGs).
     """
     path = Path(path)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
             if not head:
                 raise ImageError(f"{path}: empty file (0 bytes)")
-            if head != _PNG_MAGIC:
-                raise ImageError(f"{path}: not a PNG file (starts with {head[:4]!r})")
+            if jpeg and head[:3] == _JPEG_MAGIC:
+                fmt = "JPEG"
+            elif head != _PNG_MAGIC:
+                raise ImageError(f"{path}: not a {'JPEG or ' if jpeg else ''}PNG file (starts with {head[:4]!r})")
+            else:
+                fmt = "PNG"
             fh.seek(0)
-            im = Image.open(fh, formats=["PNG"])
+            im = Image.open(fh, formats=[fmt])
             im.load()
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except Exception as e:  # noqa: BLE001 - Pillow/zlib raise OSError, SyntaxError, ValueError, zlib.error
-        raise ImageError(f"{path}: cannot decode PNG ({type(e).__name__}: {e})") from e
+        raise ImageError(f"{path}: cannot decode {'JPEG/' if jpeg else ''}PNG ({type(e).__name__}: {e})") from e
     return im
 
 

@@ -125,6 +125,19 @@ def make_phantom_release(root: str | os.PathLike, *, n_patients: int = 40, image
     return root
 
 
+def render_phantom(findings: Sequence[str], *, size: int = 64, labels: Sequence[str] = DEFAULT_LABELS,
+                   rng: np.random.Generator) -> np.ndarray:
+    """One phantom radiograph (uint8, size x size) with ``findings`` planted, label ``labels[i]`` drawn as
+    ``PATTERNS[i]`` as in :func:`make_phantom_release` with the same ``labels``: a model trained on such a
+    release sees the same lesion for the same label in images made here (external-set fixtures)."""
+    labels = tuple(labels)
+    unknown = [f for f in findings if f not in labels]
+    if unknown:
+        raise ConfigError(f"phantom finding {unknown[0]!r} is not one of {', '.join(labels)}")
+    img, _ = _render(rng, _Anatomy.sample(rng, size), size, [(lab, PATTERNS[labels.index(lab)]) for lab in findings])
+    return img
+
+
 def read_phantom_manifest(root: str | os.PathLike) -> dict[str, Any]:
     """``phantom.json`` of a phantom release: labels, boxes (image px, x y w h) and faults per image."""
     return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))

@@ -47,7 +47,7 @@ import nbformat
 
 from ..errors import ReportError
 from ..utils.io import atomic_write_text
-from .names import DEFAULT_CELL_TIMEOUT, TEMPLATES
+from .names import DEFAULT_CELL_TIMEOUT, OPTIONAL_TEMPLATES, TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def template_dir() -> Path:
 
 
 def template_path(name: str) -> Path:
-    if name not in TEMPLATES:
-        raise ReportError(f"unknown report {name!r}; known: {', '.join(TEMPLATES)}")
+    if name not in TEMPLATES + OPTIONAL_TEMPLATES:
+        raise ReportError(f"unknown report {name!r}; known: {', '.join(TEMPLATES + OPTIONAL_TEMPLATES)}")
     return template_dir() / f"{name}.ipynb"
 
 
@@ -361,6 +361,8 @@ def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | No
     if not analysis.runs():
         raise ReportError(f"no completed run under {runs_dir}" + (f" for suite {suite!r}" if suite else "")
                           + "; run `cxr-bench run` first or point --runs at its run store")
+    if tuple(names) == TEMPLATES and any(r.external_datasets() for r in analysis.runs()):
+        names = [*names, "generalization"]
     record = cache_dir / RENDERED
     done = _rendered_keys(record)
     out = []

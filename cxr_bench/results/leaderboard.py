@@ -195,6 +195,8 @@ class Leaderboard:
     table: pd.DataFrame
     failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILED_COLUMNS)))
     subgroups: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUBGROUP_COLUMNS)))
+    # NIH vs external-set AUC per (run, set, label) (results/generalization.py); written only when non-empty.
+    generalization: pd.DataFrame | None = None
 
     @cached_property
     def aggregate(self) -> pd.DataFrame:
@@ -362,7 +364,7 @@ def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert:
     disappears); runs that did not finish, and run directories that cannot be read at all, are listed in
     ``failed``.
     """
-    rows, failed, subgroups = [], [], []
+    rows, failed, subgroups, intact = [], [], [], []
 
     def unreadable(run_dir: Path, e: RunStoreError) -> None:
         log.warning("%s: %s", run_dir, e)
@@ -381,6 +383,7 @@ def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert:
                 log.warning("run %s/%s is damaged: %s; `cxr-bench run` re-evaluates it", rec.suite, rec.run_id,
                             "; ".join(rec.problems))
             else:
+                intact.append(rec)
                 test = rec.metrics.get("test") or {}
                 subgroups.append(subgroup_rows(rec, _split_table("subgroup_table", test, "subgroups", rec),
                                                _split_table("underdiagnosis_table", test, "subgroups", rec)))
@@ -392,8 +395,10 @@ def build_leaderboard(runs_dir: str | Path, suite: str | None = None, *, expert:
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     frames = [f for f in subgroups if not f.empty]
     sub = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SUBGROUP_COLUMNS))
+    from .generalization import generalization_table
+
     return Leaderboard(sort_leaderboard(table), pd.DataFrame(failed, columns=list(FAILED_COLUMNS)),
-                       subgroups=sub)
+                       subgroups=sub, generalization=generalization_table(intact))
 
 
 def sort_leaderboard(df: pd.DataFrame) -> pd.DataFrame:
@@ -530,9 +535,16 @@ def output_paths(path: str | Path) -> dict[str, Path]:
             "subgroups": path.with_name(f"{path.stem}_subgroups{path.suffix or '.csv'}")}
 
 
+def generalization_path(path: str | Path) -> Path:
+    """``leaderboard.csv`` -> ``leaderboard_generalization.csv`` beside it (written when a run has external
+    metrics)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_generalization{path.suffix or '.csv'}")
+
+
 # The first columns of each file's header: how an existing file is recognised as one the tool wrote.
 _OWN_HEADER = {"table": ("suite", "run_id", "status"), "aggregate": AGG_COLUMNS[:2] + ("n_seeds",),
-               "subgroups": SUBGROUP_COLUMNS[:4]}
+               "subgroups": SUBGROUP_COLUMNS[:4], "generalization": ("run_id", "dataset", "label", "nih_auc")}
 
 
 def is_own_leaderboard_file(path: str | Path, kind: str) -> bool:
@@ -566,6 +578,9 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named
     if isinstance(lb, pd.DataFrame):
         lb = Leaderboard(lb)
     paths = output_paths(path)
+    gen = lb.generalization
+    if gen is not None and len(gen):
+        paths["generalization"] = generalization_path(path)
     for kind, p in paths.items():
         if p.is_dir():
             raise RunStoreError(f"leaderboard output {p} is a directory; pass a file name (e.g. "
@@ -583,6 +598,12 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named
             write_csv(format_leaderboard(df), paths[kind], float_format=None, header_lines=banner)
         except OSError as e:  # the temporary file's name would only confuse: name the target
             raise RunStoreError(f"cannot write {paths[kind]}: {e.strerror or e}; pass a writable --out") from None
+    if gen is not None and len(gen):
+        gen_path = paths["generalization"]
+        try:
+            write_csv(gen, gen_path, float_format=None)
+        except OSError as e:
+            raise RunStoreError(f"cannot write {gen_path}: {e.strerror or e}; pass a writable --out") from None
     log.info("wrote %s (%d runs, %d configurations)", paths["table"], len(lb.table), len(lb.aggregate))
     return paths["table"]
 

@@ -28,7 +28,15 @@ import pandas as pd
 from ..config import RunConfig, get_dotted
 from ..errors import ConfigError, RunStoreError
 from ..metrics.predictions import Predictions, read_predictions
-from ..runner.store import RunDir, Status, check_own_folder, read_json_object, verify_artifacts
+from ..runner.store import (
+    EXTERNAL_DIR,
+    RunDir,
+    Status,
+    check_own_folder,
+    read_json_object,
+    validate_name,
+    verify_artifacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +156,35 @@ class RunRecord:
         if split not in self._predictions:
             self._predictions[split] = read_predictions(self.predictions_path(split), self.labels)
         return self._predictions[split]
+
+    # ------------------------------------------------------------------ external test sets
+    def external_dir(self, dataset: str) -> Path:
+        """``<run>/external/<dataset>/``: where the run's scores on an external set live."""
+        return self.run_dir / EXTERNAL_DIR / validate_name(dataset, "dataset name")
+
+    def external_datasets(self) -> list[str]:
+        """The external sets this run was scored on (those with a metrics.json), sorted."""
+        base = self.run_dir / EXTERNAL_DIR
+        if not base.is_dir():
+            return []
+        return sorted(d.name for d in base.iterdir() if d.is_dir() and (d / "metrics.json").is_file())
+
+    def external_metrics(self, dataset: str) -> dict[str, Any]:
+        """``external/<dataset>/metrics.json``: its ``test`` block has the keys of metrics.json's test block."""
+        path = self.external_dir(dataset) / "metrics.json"
+        m = read_json_object(path)
+        if m is None:
+            raise RunStoreError(f"{path}: missing; score the run with `cxr-bench evaluate --run {self.run_dir} "
+                                f"--dataset {dataset} --data-root DIR`")
+        return m
+
+    def external_predictions(self, dataset: str) -> Predictions:
+        """The saved predictions of the run on an external set (its scored labels only)."""
+        key = f"external:{dataset}"
+        if key not in self._predictions:
+            labels = self.external_metrics(dataset).get("labels") or None
+            self._predictions[key] = read_predictions(self.external_dir(dataset) / "predictions.csv", labels)
+        return self._predictions[key]
 
     def history(self) -> pd.DataFrame:
         path = self.run_dir / "history.csv"

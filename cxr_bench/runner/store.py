@@ -119,8 +119,9 @@ def validate_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> dict
         if not isinstance(attempt, dict):
             raise bad(f"'attempts'[{i}]", f"is a {type(attempt).__name__}, expected an object")
     for rel, rec in (manifest.get("artifacts") or {}).items():
-        if rel not in ARTIFACTS:
-            raise bad(f"'artifacts'[{rel!r}]", f"is not one of the run's artifacts ({', '.join(ARTIFACTS)})")
+        if rel not in ARTIFACTS and not _is_external_artifact(rel):
+            raise bad(f"'artifacts'[{rel!r}]", f"is not one of the run's artifacts ({', '.join(ARTIFACTS)}, "
+                      f"{EXTERNAL_DIR}/<dataset>/{{{','.join(EXTERNAL_FILES)}}})")
         if not (isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and _SHA256_HEX.fullmatch(rec["sha256"])
                 and all(isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool)
                         for k in ("bytes", "rows") if k in rec)):
@@ -197,14 +198,34 @@ def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
 # The files a completed run's numbers stand on; their sha256 and row counts go into the manifest when the run
 # completes, so a later reader can tell an intact run from one whose files were cut or replaced.
 ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
+# Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
+EXTERNAL_DIR = "external"
+EXTERNAL_FILES = ("predictions.csv", "metrics.json")
+
+
+def _is_external_artifact(rel: str) -> bool:
+    """``external/<dataset>/<file>`` with a safe dataset name and one of :data:`EXTERNAL_FILES`."""
+    parts = rel.split("/")
+    return (len(parts) == 3 and parts[0] == EXTERNAL_DIR and bool(_SAFE.fullmatch(parts[1])) and ".." not in parts[1]
+            and parts[2] in EXTERNAL_FILES)
+
+
+def external_artifacts(run_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The external-set files present in the run directory, as paths relative to it."""
+    base = Path(run_dir) / EXTERNAL_DIR
+    if not base.is_dir():
+        return ()
+    return tuple(f"{EXTERNAL_DIR}/{d.name}/{f}" for d in sorted(base.iterdir())
+                 if d.is_dir() and _SAFE.fullmatch(d.name) for f in EXTERNAL_FILES if (d / f).is_file())
 
 
 def artifact_record(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS` that exist."""
+    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS` (and external-set
+    files) that exist."""
     from ..utils.io import sha256_file
 
     out = {}
-    for rel in ARTIFACTS:
+    for rel in ARTIFACTS + external_artifacts(run_dir):
         path = Path(run_dir) / rel
         if path.is_file():
             rec: dict[str, Any] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}

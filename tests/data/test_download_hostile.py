@@ -186,7 +186,7 @@ def test_hostile_part_names_in_a_url_list_are_one_error_line(tmp_path, capsys, n
     path = tmp_path / "urls.json"
     path.write_text(json.dumps({"name": "t", "parts": [
         {"file": name, "kind": "images", "part": 1, "url": "http://127.0.0.1:9/x.tar.gz"}]}))
-    assert main(["data", "download", "--urls", str(path), "--to", str(tmp_path / "d"), "-q"]) == 2
+    assert main(["data", "download", "--urls", str(path), "--data-root", str(tmp_path / "d"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cxr-bench: error: ") and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
@@ -210,7 +210,7 @@ def _manifest(dest: Path, files: dict) -> None:
 def test_a_hostile_manifest_is_one_error_line(tmp_path, capsys, files):
     _manifest(tmp_path / "d", files)
     for extra in ([], [str(tmp_path / "d" / "cxr-bench-download.json")]):
-        assert main(["data", "download", "--to", str(tmp_path / "d"), "--verify", *extra]) == 2
+        assert main(["data", "download", "--data-root", str(tmp_path / "d"), "--verify", *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("cxr-bench: error: ") and "\n" not in err
 
@@ -227,7 +227,7 @@ def test_verify_never_hashes_a_file_outside_the_data_root(tmp_path, capsys, monk
     real_sha = dl.sha256_file
     hashed: list[Path] = []  # a spy: every file the verification hashes, still hashed for real
     monkeypatch.setattr(dl, "sha256_file", lambda p: hashed.append(Path(p)) or real_sha(p))
-    assert main(["data", "download", "--to", str(dest), "--verify"]) == 1
+    assert main(["data", "download", "--data-root", str(dest), "--verify"]) == 1
     out = capsys.readouterr().out
     assert "meta.csv" in out and "leads outside" in out and hashed == []
 
@@ -246,22 +246,22 @@ def test_flat_layout_never_overwrites_a_users_image(tmp_path, capsys):
     site = _flat_site(members)
     with rs.serve(site) as base:
         urls = _list(tmp_path, base)
-        assert main(["data", "download", "--urls", str(urls), "--to", str(dest), "--layout", "flat", "-q"]) == 2
+        assert main(["data", "download", "--urls", str(urls), "--data-root", str(dest), "--layout", "flat", "-q"]) == 2
     err = capsys.readouterr().err
     assert "00000001_000.png" in err and "nothing was overwritten" in err
     assert (dest / "images" / "00000001_000.png").read_bytes() == theirs
     assert not (dest / "images" / "00000002_000.png").exists()  # nothing moved at all
     assert (dest / "archives" / "big.tar.gz").is_file()  # kept: the archive is fine
-    assert main(["data", "download", "--to", str(dest), "--verify"]) == 1  # the part is not extracted
+    assert main(["data", "download", "--data-root", str(dest), "--verify"]) == 1  # the part is not extracted
 
     # The same bytes already there are the archive's own: kept, and the part completes.
     (dest / "images" / "00000001_000.png").write_bytes(members["00000001_000.png"])
     with rs.serve(site) as base:
         urls = _list(tmp_path, base)
-        assert main(["data", "download", "--urls", str(urls), "--to", str(dest), "--layout", "flat", "-q"]) == 0
+        assert main(["data", "download", "--urls", str(urls), "--data-root", str(dest), "--layout", "flat", "-q"]) == 0
     assert {p.name: p.read_bytes() for p in (dest / "images").iterdir()} == members
     capsys.readouterr()
-    assert main(["data", "download", "--to", str(dest), "--verify"]) == 0
+    assert main(["data", "download", "--data-root", str(dest), "--verify"]) == 0
 
 
 def test_a_link_in_the_way_is_not_replaced(tmp_path):
