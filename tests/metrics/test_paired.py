@@ -19,7 +19,7 @@ from cxr_bench.metrics import (
     paired_comparison,
     resample_groups,
 )
-from cxr_bench.metrics.paired import PAIRED_COLUMNS, verdict
+from cxr_bench.metrics.paired import PAIRED_COLUMNS, benjamini_hochberg, verdict
 from cxr_bench.metrics.simulation import NullScenario, rejection_rates
 
 
@@ -56,6 +56,18 @@ def test_holm_equals_statsmodels():
         p[: m // 4] = p[0]  # ties
         _, expected, _, _ = multitest.multipletests(p, alpha=0.05, method="holm")
         np.testing.assert_allclose(holm(p), expected, rtol=0, atol=1e-15)
+
+
+def test_benjamini_hochberg_equals_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 14, 126):
+        p = rng.random(m) ** 3
+        p[: m // 4] = p[0]
+        _, expected, _, _ = multitest.multipletests(p, alpha=0.05, method="fdr_bh")
+        np.testing.assert_allclose(benjamini_hochberg(p), expected, rtol=0, atol=1e-15)
+    out = benjamini_hochberg([np.nan, 0.01, 0.04])
+    assert np.isnan(out[0]) and out[1:] == pytest.approx([0.02, 0.04])
 
 
 def test_verdict_rules():
