@@ -136,10 +136,12 @@ def repo_git() -> dict[str, Any]:
     return {"git_commit": info["commit"], "git_dirty": info["dirty"]}
 
 
-def simulate(quick: bool, seed: int) -> pd.DataFrame:
-    """Every official-split label under each of :data:`SCENARIOS` (``quick``: two labels, 20 sets)."""
-    frames = []
-    for i, (sc, n) in enumerate(zip(SCENARIOS, N_SETS)):
+def simulate(quick: bool, seed: int, n_sets: Sequence[int] = N_SETS,
+             done: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """Every official-split label under each of :data:`SCENARIOS` (``quick``: two labels, 20 sets);
+    ``done`` gets the table so far after each scenario (a long run keeps what it finished)."""
+    frames: list[pd.DataFrame] = []
+    for i, (sc, n) in enumerate(zip(SCENARIOS, n_sets)):
         t0 = time.perf_counter()
         df = rejection_table([sc], 20 if quick else n, n_bootstrap=200, seed=seed + i,
                              labels=QUICK_LABELS if quick else None)
@@ -147,6 +149,8 @@ def simulate(quick: bool, seed: int) -> pd.DataFrame:
                  {m: df.loc[df[f"{m}_ok"] == False, "label"].tolist()  # noqa: E712 (None = not applicable)
                   for m in ("bootstrap", "clustered")})
         frames.append(df)
+        if done is not None:
+            done(pd.concat(frames, ignore_index=True))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -163,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-simulation", action="store_true", help="speed only (the simulation takes minutes)")
     parser.add_argument("--no-speed", action="store_true", help="simulation only")
+    parser.add_argument("--sets", type=lambda v: tuple(int(x) for x in v.split(",")), default=N_SETS,
+                        help="simulated test sets per scenario, comma-separated (default %(default)s)")
     args = parser.parse_args(argv)
     out_dir = args.out if args.out is not None else (None if args.quick else RESULTS_DIR)
     meta = {**machine_info(), "scipy": scipy.__version__, "sklearn": sklearn.__version__,
@@ -178,15 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = 0 if df["meets_target"].dropna().all() else 1
     if not args.no_simulation:
         git = repo_git()  # before the minutes of simulation: the code that runs is the code at this commit
-        sim = simulate(args.quick, args.seed)
-        sim["quick"] = args.quick
+
+        def write(sim: pd.DataFrame) -> None:
+            sim = sim.assign(quick=args.quick)
+            if out_dir is not None:
+                # A plain CSV: the commit and machine in columns, the commit first (the code that made it).
+                prov = {**git, **{k: meta[k] for k in ("timestamp_utc", "cpu", "cpu_usable", "loadavg_1m", "numpy",
+                                                       "scipy") if k in meta}}
+                sim = pd.concat([pd.DataFrame([prov] * len(sim)), sim], axis=1)
+                log.info("written: %s", write_results_csv(Path(out_dir) / SIMULATION_CSV, sim, meta={}))
+
+        sim = simulate(args.quick, args.seed, args.sets, done=write)
         print(sim.filter(regex="^(scenario|label|n_pos_patients|reject_.*)$").to_string(index=False))
-        if out_dir is not None:
-            # A plain CSV: the commit and machine in columns, the commit first (it names the code that made it).
-            prov = {**git, **{k: meta[k] for k in ("timestamp_utc", "cpu", "cpu_usable", "loadavg_1m",
-                                                          "numpy", "scipy") if k in meta}}
-            sim = pd.concat([pd.DataFrame([prov] * len(sim)), sim], axis=1)
-            print(f"written: {write_results_csv(Path(out_dir) / SIMULATION_CSV, sim, meta={})}")
     return rc
 
 
