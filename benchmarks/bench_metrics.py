@@ -94,14 +94,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 def run(n_resamples: int = 1_000, seed: int = 0, n_images: int | None = None) -> list[dict[str, Any]]:
     """Time each measurement once; one row per measurement."""
     a, b, meta = official_test_predictions(seed, n_images)
-    thresholds = [0.3] * len(a.labels)
     measurements = {
         "bootstrap_auc": lambda: bootstrap_auc(a.y_true, a.y_prob, a.patient_ids, n=n_resamples, seed=seed,
                                                labels=a.labels),
         "delong": lambda: delong_per_label(a.y_true, a.y_prob, b.y_prob, a.labels),
         "paired_comparison": lambda: paired_comparison(a.y_true, [a.y_prob], [b.y_prob], a.patient_ids,
                                                        labels=a.labels, n_bootstrap=n_resamples, seed=seed),
-        "subgroups_calibration": lambda: extra_metrics(a, thresholds, meta, n_bootstrap=n_resamples, seed=seed),
+        "subgroups_calibration": lambda: extra_metrics(a, b, meta, val_metadata=meta, n_bootstrap=n_resamples,
+                                                       seed=seed),
     }
     common = {"n_images": len(a), "n_labels": len(a.labels), "n_patients": int(pd.unique(a.patient_ids).size),
               "n_resamples": n_resamples}

@@ -570,9 +570,9 @@ class Trainer:
         }
         from ..metrics.extended import extra_metrics
 
-        # Calibration, and AUC / underdiagnosis by sex, age band and view at the thresholds chosen on val.
-        metrics["test"].update(extra_metrics(test, metrics["test"], self.data.test.csv, n_bootstrap=e.bootstrap,
-                                             level=e.ci_level, seed=self.cfg.seed))
+        # Calibration, and AUC / underdiagnosis by sex, age band and view (its operating point chosen on val).
+        metrics["test"].update(extra_metrics(test, val, self.data.test.csv, val_metadata=self.data.val.csv,
+                                             n_bootstrap=e.bootstrap, level=e.ci_level, seed=self.cfg.seed))
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 

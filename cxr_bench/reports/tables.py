@@ -1018,7 +1018,7 @@ def _computed_block(rec: RunRecord, split: str) -> tuple[dict[str, Any] | None, 
                 raise RunStoreError("this version of cxr-bench cannot compute them")
             block = rec.metrics.get(split) or {}
             n_boot = int(rec.cfg("eval.bootstrap", 1000) or 1000)
-            computed = extra(rec.predictions(split), block, n_bootstrap=n_boot, seed=0)
+            computed = extra(rec.predictions(split), rec.predictions("val"), n_bootstrap=n_boot, seed=0)
             _COMPUTED[key] = ({**block, **computed}, "")
         except (CxrBenchError, ValueError, KeyError) as e:
             _COMPUTED[key] = (None, str(e).splitlines()[0][:200])
