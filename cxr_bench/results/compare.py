@@ -45,7 +45,15 @@ from scipy import stats
 from ..config import RunConfig, get_dotted
 from ..data.labels import CHESTXRAY14
 from ..errors import ConfigError, RunStoreError
-from ..metrics.paired import PAIRED_COLUMNS, benjamini_hochberg, holm, paired_comparison, seed_note, verdict
+from ..metrics.paired import (
+    PAIRED_COLUMNS,
+    benjamini_hochberg,
+    caution,
+    holm,
+    paired_comparison,
+    seed_note,
+    verdict,
+)
 from ..utils.io import write_csv
 from .leaderboard import FACTOR_COLUMNS, FACTORS, auc_column, factor_values, format_leaderboard
 from .references import REFERENCES, ReferenceMatch, ReplicationRun, match_reference
@@ -631,7 +639,8 @@ def _suite_adjust(table: pd.DataFrame, multiplicity: str, alpha: float) -> pd.Da
         name = "Holm" if multiplicity == "holm" else "Benjamini-Hochberg"
         out["family"] = np.where(is_mean, f"{name} over the mean rows of {n_means} pairs",
                                  f"{name} over {n_labels} label tests of {n_means} pairs")
-    out["verdict"] = [verdict(d, p, alpha) for d, p in zip(out["delta"], out["p_suite"])]
+    out["verdict"] = [verdict(d, p, alpha, caution(lab)) for d, p, lab in
+                      zip(out["delta"], out["p_suite"], out["label"])]
     return out
 
 
@@ -742,7 +751,7 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
                     "interval"]].rename(columns={"auc_a": "mean_a", "auc_b": "mean_b", "p_bootstrap": "p"})
         for v, col in (("better", "labels_better"), ("worse", "labels_worse"), ("no evidence", "labels_no_evidence"),
                        ("no test", "labels_no_test")):
-            out[col] = per.assign(s=per["verdict"] == v).groupby(keys)["s"].sum().reindex(out.index).fillna(0) \
+            out[col] = per.assign(s=per["verdict"].str.split(" (", regex=False).str[0] == v).groupby(keys)["s"].sum().reindex(out.index).fillna(0) \
                 .astype(int)
         out = out.reset_index()[list(SUMMARY_COLUMNS)]
     out.attrs["banner"] = banner(table)

@@ -256,3 +256,13 @@ def test_null_with_a_one_seed_side_holds_alpha_when_it_borrows():
     assert r["reject_bootstrap"] <= band and r["reject_clustered"] <= band, r.to_dict()
     # What dropping it costs: the same sets with the seeds ignored reject far more often.
     assert r["reject_bootstrap_patients_only"] > 0.12, r.to_dict()
+
+
+def test_a_label_with_a_liberal_test_says_so_in_its_verdict():
+    y, a, b, patient = _data(3, n_patients=150, n_labels=2, effect=2.0)
+    t = paired_comparison(y, [a], [b], patient, labels=["Atelectasis", "Emphysema"], n_bootstrap=100).set_index("label")
+    assert t.loc["Atelectasis", "verdict"] == "better"
+    flagged = t.loc["Emphysema"]
+    assert flagged["verdict"].startswith("better (liberal test: the null simulation") and "11.0%" in flagged["verdict"]
+    assert "liberal test" in flagged["reason"]
+    assert verdict(0.0, 0.5, flag="x") == "no evidence"  # a flag never turns "no evidence" into a claim

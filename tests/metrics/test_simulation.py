@@ -9,11 +9,15 @@ takes over a minute here); 300 sets put a 5% rate within about +-2.5% (two Monte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxr_bench.data.bundled import full_metadata_root
 from cxr_bench.data.metadata import read_data_entry, read_split_list
+from cxr_bench.metrics.paired import LIBERAL_LABELS
 from cxr_bench.metrics.simulation import NullScenario, official_test_set, rejection_rates, simulate_null_set
 
 
@@ -43,3 +47,20 @@ def test_clustered_tests_hold_their_level_and_image_level_delong_does_not():
     lo, hi = 0.05 - 2.5 * r["mc_se"], 0.05 + 2.5 * r["mc_se"]
     assert lo <= r["reject_bootstrap"] <= hi and lo <= r["reject_clustered"] <= hi, r.to_dict()
     assert r["reject_delong_image_level"] > 0.15, r.to_dict()
+
+
+def test_committed_null_rejection_csv_is_plain_covers_every_label_and_names_the_liberal_ones():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "null_rejection.csv"
+    text = path.read_text()
+    assert text.startswith("git_commit,") and "\n#" not in text and not text.startswith("#")
+    df = pd.read_csv(path)
+    assert len(df["git_commit"].unique()) == 1 and len(df["git_commit"].iloc[0]) == 40
+    assert not df["git_dirty"].any() and not df["quick"].any()
+    labels = set(official_test_set().labels)
+    designs = {(int(a), int(b)) for a, b in zip(df["seeds_a"], df["seeds_b"])}
+    assert (1, 1) in designs and (5, 5) in designs
+    for design, g in df.groupby(["seeds_a", "seeds_b"]):
+        assert set(g["label"]) == labels, design
+    # Every verdict-producing method is inside its band or its label is flagged (paired.LIBERAL_LABELS).
+    high = df[df["reject_bootstrap"] > df["alpha"] + 2 * df["mc_se"]]
+    assert LIBERAL_LABELS == pytest.approx(high.groupby("label")["reject_bootstrap"].max().round(3).to_dict())
