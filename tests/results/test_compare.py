@@ -404,5 +404,10 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["banner"][0].startswith("NOT COMPARABLE") and len(doc["table"]) == 30 and len(doc["summary"]) == 2
+    assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "20",
+                 "--multiplicity", "bh", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert all(r["family"].startswith("Benjamini-Hochberg over") for r in doc["table"])
+    assert any("Benjamini-Hochberg across every label test" in line for line in doc["banner"])
     assert main(["compare", str(pa)]) == 2  # two leaderboards needed
     assert main(["compare", "--ablations", "--runs", str(root), "--alpha", "2"]) == 2
