@@ -189,8 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim = sim.assign(quick=args.quick)
             if out_dir is not None:
                 # A plain CSV: the commit and machine in columns, the commit first (the code that made it).
-                prov = {**git, **{k: meta[k] for k in ("timestamp_utc", "cpu", "cpu_usable", "loadavg_1m", "numpy",
-                                                       "scipy") if k in meta}}
+                prov: dict[str, Any] = {**git, **{k: meta[k] for k in ("timestamp_utc", "cpu", "cpu_usable", "loadavg_1m",
+                                                                       "numpy", "scipy") if k in meta}}
                 sim = pd.concat([pd.DataFrame([prov] * len(sim)), sim], axis=1)
                 log.info("written: %s", write_results_csv(Path(out_dir) / SIMULATION_CSV, sim, meta={}))
 
