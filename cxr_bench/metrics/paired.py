@@ -340,8 +340,9 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
 
     ``scores_a`` / ``scores_b``: one ``(N, L)`` array per seed of each side; ``groups``: the patient of
     each image. The patient draws are exactly ``resample_groups(I, n, seed)`` (what
-    :func:`.roc.bootstrap_auc` draws with the same seed), shared by every model of both sides. See the
-    module docstring for what the interval and p-value account for. ``seed_variance=False`` leaves the
+    :func:`.roc.bootstrap_auc` draws with the same seed), shared by every model of both sides. The interval
+    and p-value account for the sampling of test patients and, with a side of 2 or more seeds, for training
+    randomness (module docstring). ``seed_variance=False`` leaves the
     seed component out (patients only): only for showing what that costs (:mod:`.simulation`).
     """
     t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
@@ -421,6 +422,9 @@ def paired_comparison(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[A
     """Per label and for the mean: B - A with every column of :data:`PAIRED_COLUMNS` (module docstring).
 
     ``auc_a`` / ``auc_b`` are seed means; ``n_patients_pos`` counts the patients with a positive image.
+    The intervals and p-values account for the sampling of test patients and, when a side has 2 or more
+    seeds, for training randomness (a 1-seed side borrowing the other side's; :func:`seed_note`); not for a
+    different test population or data release.
     """
     t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
     a = _stack_side(scores_a, t.shape, "A")
