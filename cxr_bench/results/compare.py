@@ -48,7 +48,6 @@ from ..errors import ConfigError, RunStoreError
 from ..metrics.paired import (
     PAIRED_COLUMNS,
     benjamini_hochberg,
-    caution,
     holm,
     paired_comparison,
     seed_note,
@@ -639,8 +638,7 @@ def _suite_adjust(table: pd.DataFrame, multiplicity: str, alpha: float) -> pd.Da
         name = "Holm" if multiplicity == "holm" else "Benjamini-Hochberg"
         out["family"] = np.where(is_mean, f"{name} over the mean rows of {n_means} pairs",
                                  f"{name} over {n_labels} label tests of {n_means} pairs")
-    out["verdict"] = [verdict(d, p, alpha, caution(lab)) for d, p, lab in
-                      zip(out["delta"], out["p_suite"], out["label"])]
+    out["verdict"] = [verdict(d, p, alpha, lab) for d, p, lab in zip(out["delta"], out["p_suite"], out["label"])]
     return out
 
 

@@ -265,4 +265,6 @@ def test_a_label_with_a_liberal_test_says_so_in_its_verdict():
     flagged = t.loc["Emphysema"]
     assert flagged["verdict"].startswith("better (liberal test: the null simulation") and "11.0%" in flagged["verdict"]
     assert "liberal test" in flagged["reason"]
-    assert verdict(0.0, 0.5, flag="x") == "no evidence"  # a flag never turns "no evidence" into a claim
+    assert verdict(0.0, 0.5, label="Emphysema") == "no evidence"  # a liberal label's "no evidence" stands
+    assert verdict(0.0, 0.5, label="Hernia").startswith("no evidence (conservative test")
+    assert verdict(0.1, 0.001, label="Hernia") == "better"  # a conservative test's rejection stands

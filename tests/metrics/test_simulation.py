@@ -17,7 +17,7 @@ import pytest
 
 from cxr_bench.data.bundled import full_metadata_root
 from cxr_bench.data.metadata import read_data_entry, read_split_list
-from cxr_bench.metrics.paired import LIBERAL_LABELS
+from cxr_bench.metrics.paired import CONSERVATIVE_LABELS, LIBERAL_LABELS
 from cxr_bench.metrics.simulation import NullScenario, official_test_set, rejection_rates, simulate_null_set
 
 
@@ -64,3 +64,5 @@ def test_committed_null_rejection_csv_is_plain_covers_every_label_and_names_the_
     # Every verdict-producing method is inside its band or its label is flagged (paired.LIBERAL_LABELS).
     high = df[df["reject_bootstrap"] > df["alpha"] + 2 * df["mc_se"]]
     assert LIBERAL_LABELS == pytest.approx(high.groupby("label")["reject_bootstrap"].max().round(3).to_dict())
+    low = df[df["reject_bootstrap"] < df["alpha"] - 2 * df["mc_se"]]
+    assert CONSERVATIVE_LABELS == pytest.approx(low.groupby("label")["reject_bootstrap"].min().round(3).to_dict())
