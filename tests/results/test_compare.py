@@ -309,7 +309,7 @@ def test_paired_ablation_numbers(run_store):
     # A run against itself: zero difference, no evidence.
     same = paired_ablation(AblationPair("ablations", "x", "a", "a", a, a), n_bootstrap=50)
     assert (same["delta"] == 0).all() and (same["p_bootstrap"] == 1).all()
-    assert (same["verdict"] == "no evidence").all()
+    assert (same["verdict"].str.split(" (", regex=False).str[0] == "no evidence").all()
     summary = pair_summary(ablation_table(load_runs(root, "ablations"), n_bootstrap=50))
     assert len(summary) == 2 and set(summary["factor"]) == {"data.grayscale", "model.head"}
     assert (summary[["labels_better", "labels_worse", "labels_no_evidence", "labels_no_test"]].sum(axis=1) == 14).all()
