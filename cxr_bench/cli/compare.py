@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (--ablations; default 0)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="family-wise error rate of the Holm-adjusted verdicts (--ablations; default 0.05)")
+    p.add_argument("--multiplicity", choices=("pair", "holm", "bh"), default="pair",
+                   help="--ablations: which tests one error rate covers: pair (Holm over each pair's labels; "
+                        "default), holm (Holm over every label of every pair: suite-wide family-wise error rate) "
+                        "or bh (Benjamini-Hochberg over the same: suite-wide false discovery rate)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the full result as CSV (banner included)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of tables")
     p.add_argument("--format", choices=("markdown", "latex"), default=None,
@@ -75,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         if n:
             raise ConfigError("compare --ablations reads the run store (--runs), not leaderboard CSVs")
         table = compare.ablation_table(load_runs(args.runs, args.suite), n_bootstrap=args.bootstrap, seed=args.seed,
-                                       alpha=args.alpha)
+                                       alpha=args.alpha, multiplicity=args.multiplicity)
         summary = compare.pair_summary(table)
         shown = [("pairs (mean AUC over labels)", summary), ("per label", table[list(ABLATION_SHOWN)])]
         extra = {"summary": summary}

@@ -567,8 +567,8 @@ class Trainer:
         complexity = model_complexity(m.backbone, self.cfg.data.image_size, head=m.head, num_labels=len(self.labels),
                                       channels=self.cfg.data.channels, head_kwargs=dict(m.head_kwargs),
                                       drop_rate=m.drop_rate)
-        metrics = split_metrics(test, val, self.data.test.csv, label_set=self.data.label_set,
-                                **eval_settings(self.cfg))
+        metrics = split_metrics(test, val, self.data.test.csv, val_metadata=self.data.val.csv,
+                                label_set=self.data.label_set, **eval_settings(self.cfg))
         metrics.update({
             "best_epoch": used,
             "epochs_run": s.epoch,
@@ -670,8 +670,8 @@ def evaluate_weights(cfg: RunConfig, weights: str | Path, run_dir: str | Path, *
     preds, inputs = _predict_splits(cfg, ctx, data, model, ("val", "test"), progress)
     write_split_predictions(run_dir / "predictions" / "val.csv", preds["val"])
     write_split_predictions(run_dir / "predictions" / "test.csv", preds["test"])
-    metrics = split_metrics(preds["test"], preds["val"], data.test.csv, label_set=data.label_set,
-                            **eval_settings(cfg))
+    metrics = split_metrics(preds["test"], preds["val"], data.test.csv, val_metadata=data.val.csv,
+                            label_set=data.label_set, **eval_settings(cfg))
     m = cfg.model
     complexity = model_complexity(m.backbone, cfg.data.image_size, head=m.head, num_labels=len(data.labels),
                                   channels=cfg.data.channels, head_kwargs=dict(m.head_kwargs), drop_rate=m.drop_rate)

@@ -179,7 +179,9 @@ def evaluate_run_external(rec: RunRecord | str | Path, ext: Any, *, progress: bo
     boot = e.bootstrap if n_bootstrap is None else int(n_bootstrap)
     block = summarize(pred, val=val, threshold_method=e.threshold, n_bootstrap=boot, level=e.ci_level,
                       seed=cfg.seed, split=ext.name)
-    block.update(extra_metrics(pred, block, csv, n_bootstrap=boot, level=e.ci_level, seed=cfg.seed))
+    # No NIH-validation operating point is carried to another hospital's set: underdiagnosis rates are left
+    # empty there (with the reason in the block), calibration and subgroup AUCs are computed.
+    block.update(extra_metrics(pred, None, csv, n_bootstrap=boot, level=e.ci_level, seed=cfg.seed))
     summary = ext.summary()
     if facts["rejected"]:
         summary["excluded"]["image rejected by the decoder"] = facts["rejected"]

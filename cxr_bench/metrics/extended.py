@@ -2,15 +2,15 @@
 block with its ``calibration`` and ``subgroups``), the one function every run's numbers come from, whether
 the model was trained here or its predictions were made elsewhere (``cxr-bench evaluate``).
 
-``metrics["test"].update(extra_metrics(test_predictions, thresholds, test_metadata, ...))`` adds calibration
-and subgroups next to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
+``metrics["test"].update(extra_metrics(test_predictions, val_predictions, test_metadata, ...))`` adds them next
+to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
 :func:`.subgroups.subgroup_table` and :func:`.subgroups.underdiagnosis_table` read them back as tables.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -19,11 +19,18 @@ from ..config import RunConfig
 from .calibration import calibration_block, calibration_table
 from .predictions import Predictions
 from .roc import SeedLike, summarize
-from .subgroups import bundled_metadata, subgroup_block, subgroup_table, underdiagnosis_table
+from .subgroups import (
+    bundled_metadata,
+    has_finding,
+    no_finding_threshold,
+    subgroup_block,
+    subgroup_table,
+    underdiagnosis_table,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["eval_settings", "extra_metrics", "split_metrics", "thresholds_of"]
+__all__ = ["BLOCK_TABLES", "eval_settings", "extra_metrics", "split_metrics"]
 
 
 # The readers of a split block's ``calibration`` and ``subgroups`` entries, by name: the leaderboard and the
@@ -35,34 +42,30 @@ BLOCK_TABLES: dict[str, Callable[[Mapping[str, Any]], pd.DataFrame]] = {
 }
 
 
-def thresholds_of(split_block: Mapping[str, Any], labels: Sequence[str]) -> list[float | None]:
-    """The validation-chosen thresholds of a :func:`.roc.summarize` block, in ``labels`` order."""
-    per_label = split_block.get("per_label") or {}
-    return [(per_label.get(lab) or {}).get("threshold") for lab in labels]
-
-
-def extra_metrics(pred: Predictions, thresholds: Sequence[float | None] | Mapping[str, Any] | None,
-                  metadata: pd.DataFrame | None = None, *, n_bootstrap: int = 1000, level: float = 0.95,
-                  seed: SeedLike = 0, threshold_method: str | None = None) -> dict[str, Any]:
+def extra_metrics(pred: Predictions, val: Predictions | None = None, metadata: pd.DataFrame | None = None, *,
+                  val_metadata: pd.DataFrame | None = None, n_bootstrap: int = 1000, level: float = 0.95,
+                  seed: SeedLike = 0) -> dict[str, Any]:
     """``{"calibration": ..., "subgroups": ...}`` for one split's predictions (JSON types only).
 
-    ``thresholds``: per label of ``pred`` (None where none), or the :func:`.roc.summarize` block they were
-    reported in. ``metadata``: a table with ``image, sex, age, view`` covering ``pred.images`` (the
-    dataset's ``.csv``); None reads the bundled full NIH metadata, which covers every NIH image name.
+    ``val``: the validation predictions of the same run, on which the one "No Finding" operating point of
+    the underdiagnosis rate is chosen (:func:`.subgroups.no_finding_threshold`); None leaves the
+    underdiagnosis records NaN with a reason. ``metadata`` / ``val_metadata``: tables with ``image,
+    finding_labels, sex, age, view`` covering ``pred.images`` / ``val.images`` (the datasets' ``.csv``);
+    None reads the bundled full NIH metadata, which covers every NIH image name.
     """
-    if isinstance(thresholds, Mapping):
-        threshold_method = threshold_method or thresholds.get("threshold_method")
-        thresholds = thresholds_of(thresholds, pred.labels)
     meta = bundled_metadata() if metadata is None else metadata
+    threshold = None
+    if val is not None:
+        vmeta = bundled_metadata() if val_metadata is None else val_metadata
+        threshold = no_finding_threshold(has_finding(vmeta, val.images), val.y_prob)
     return {
         "calibration": calibration_block(pred.y_true, pred.y_prob, pred.labels),
-        "subgroups": subgroup_block(pred, meta, thresholds, n_bootstrap=n_bootstrap, level=level, seed=seed,
-                                    threshold_method=threshold_method),
+        "subgroups": subgroup_block(pred, meta, threshold, n_bootstrap=n_bootstrap, level=level, seed=seed),
     }
 
 
 def split_metrics(test: Predictions, val: Predictions | None, test_metadata: pd.DataFrame | None, *,
-                  label_set: str, threshold_method: str = "youden", n_bootstrap: int = 1000, level: float = 0.95,
+                  val_metadata: pd.DataFrame | None = None, label_set: str, threshold_method: str = "youden", n_bootstrap: int = 1000, level: float = 0.95,
                   seed: int = 0) -> dict[str, Any]:
     """``{"label_set", "labels", "val", "test"}`` of a run's ``metrics.json`` (JSON types only).
 
@@ -77,8 +80,8 @@ def split_metrics(test: Predictions, val: Predictions | None, test_metadata: pd.
     if val is not None:
         out["val"] = summarize(val, val=val, split="val", **common)
     out["test"] = summarize(test, val=val, split="test", **common)
-    out["test"].update(extra_metrics(test, out["test"], test_metadata, n_bootstrap=n_bootstrap, level=level,
-                                     seed=seed))
+    out["test"].update(extra_metrics(test, val, test_metadata, val_metadata=val_metadata, n_bootstrap=n_bootstrap,
+                                     level=level, seed=seed))
     return out
 
 

@@ -1,21 +1,25 @@
 """Null simulation: do the paired tests of :mod:`.paired` reject 5% of the time when nothing differs?
 
-Each simulated test set copies the clustering of the official ChestX-ray14 test split: patients are drawn
-with replacement from its 2,797 patients' image counts (1 to 184 images, mean 9.2; read from the bundled
-metadata), so a small set has the same mix of one-image patients and patients with a hundred follow-ups.
-For patient ``i`` and image ``j``:
+Each simulated test set is a patient bootstrap of the official ChestX-ray14 test split itself (bundled
+metadata: 25,596 images of 2,797 patients, 1 to 184 images each): its patients are drawn with replacement
+and keep their images and their real 14 labels. So every label is tested at its real prevalence and with
+its real clustering of positives by patient (Hernia: 86 positive images of 32 patients; Infiltration:
+6,112 of 1,465), which is what makes the rare labels hard. For image ``j`` of patient ``i``, label ``l`` and
+model ``m``, the score is
 
-- truth: ``y_ij = 1[alpha + z_i + e_ij > 0]`` with ``z_i, e_ij ~ N(0, 1)``: a patient's images share a
-  disease propensity (prevalence ``Phi(alpha / sqrt 2)``, 15% by default);
-- model ``m``: ``s_ij = mu_m y_ij + u_i + v_im + c_ij + d_ijm`` with ``u_i ~ N(0, su^2)`` (patient
-  appearance, seen by every model), ``v_im ~ N(0, sv^2)`` (how model ``m`` happens to treat patient
-  ``i``), ``c_ij ~ N(0, sc^2)`` (the image, seen by every model) and ``d_ijm ~ N(0, sd^2)``.
+    ``s_ijlm = (mu + tau_lm) y_ijl + u_il + v_ilm + c_ijl + d_ijlm``
 
-Both configurations draw their models from the same distribution, so their true AUCs are equal and every
-rejection is a false positive. ``v_im`` makes one model's errors cluster by patient, which is what an
-image-level test ignores. ``mu_m = mu + tau_m`` with ``tau_m ~ N(0, seed_sd^2)`` adds training variance:
-with ``seed_sd > 0`` two trained models of the *same* configuration differ in true AUC, and a test that
-ignores seeds compares two particular models rather than two configurations.
+with ``u_il ~ N(0, su^2)`` (patient appearance, seen by every model), ``v_ilm ~ N(0, sv^2)`` (how model
+``m`` happens to treat patient ``i``: the errors clustered by patient that an image-level test ignores),
+``c_ijl ~ N(0, sc^2)`` (the image, seen by every model), ``d_ijlm ~ N(0, sd^2)`` and ``tau_lm ~ N(0,
+seed_sd^2)`` (training variance: two trained models of the *same* configuration differ in true AUC; with
+the defaults, ``seed_sd = 0.1`` is a seed-to-seed AUC sd of about 0.02). Both configurations draw their
+models from the same distribution, so their true AUCs are equal and every rejection is a false positive.
+
+A design with one seed per side and ``seed_sd > 0`` asks the configuration question of two single models:
+no test can answer it (the training variance is not estimable), which is why the verdict of such a pair is
+about two models (:func:`.paired.seed_note`); its row is run at ``seed_sd = 0``, where the two-model
+question is the null. A 1-vs-5 design with ``seed_sd > 0`` is the one where the 1-seed side borrows.
 """
 
 from __future__ import annotations
@@ -28,35 +32,59 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .paired import _contrast_tests, paired_bootstrap
+from .paired import _contrast_tests, _difference, paired_bootstrap
 
-__all__ = ["NullScenario", "official_test_cluster_sizes", "rejection_rates", "simulate_null_set"]
+__all__ = ["NullScenario", "OfficialTestSet", "official_test_cluster_sizes", "official_test_set", "rejection_rates",
+           "rejection_table", "simulate_null_set"]
+
+METHODS = ("bootstrap", "clustered", "delong_image_level", "bootstrap_patients_only")
+
+
+@dataclass(frozen=True)
+class OfficialTestSet:
+    """The official test split as the simulation draws from it: images sorted by patient."""
+
+    labels: tuple[str, ...]
+    y: np.ndarray  # (N, L) int8
+    sizes: np.ndarray  # (P,) images per patient, in patient order
+    starts: np.ndarray  # (P,) first row of each patient
 
 
 @lru_cache(maxsize=1)
-def official_test_cluster_sizes() -> np.ndarray:
-    """Images per patient of the official test split (2,797 patients, 25,596 images), bundled metadata."""
+def official_test_set() -> OfficialTestSet:
+    """The 25,596 images / 2,797 patients of ``test_list.txt`` with their 14 labels (bundled metadata)."""
     from ..data.bundled import full_metadata_root
+    from ..data.labels import get_label_set
     from ..data.metadata import read_data_entry, read_split_list
 
     root = full_metadata_root()
     meta = read_data_entry(root / "Data_Entry_2017_v2020.csv.gz")
     test = meta[meta["image"].isin(set(read_split_list(root / "test_list.txt")))]
-    sizes = test.groupby("patient_id").size().to_numpy()
-    sizes.setflags(write=False)
-    return sizes
+    test = test.sort_values(["patient_id", "image"], kind="mergesort")
+    ls = get_label_set("chestxray14")
+    y = ls.encode(test["finding_labels"]).astype(np.int8)
+    sizes = test.groupby("patient_id", sort=True).size().to_numpy()
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    for a in (y, sizes, starts):
+        a.setflags(write=False)
+    return OfficialTestSet(tuple(ls.labels), y, sizes, starts)
+
+
+def official_test_cluster_sizes() -> np.ndarray:
+    """Images per patient of the official test split (2,797 patients, 25,596 images), bundled metadata."""
+    return official_test_set().sizes
 
 
 @dataclass(frozen=True)
 class NullScenario:
-    """One simulated design: ``n_patients`` per test set, ``seeds`` models per configuration."""
+    """One simulated design: ``seeds_a`` / ``seeds_b`` models per configuration on test sets of
+    ``n_patients`` patients drawn from the official test split (its 2,797 by default)."""
 
     name: str
-    n_patients: int = 300
-    seeds: int = 1
-    prevalence: float = 0.15
+    n_patients: int = 2797
+    seeds_a: int = 1
+    seeds_b: int = 1
     mu: float = 1.2
     su: float = 0.5
     sv: float = 0.7
@@ -65,72 +93,106 @@ class NullScenario:
     seed_sd: float = 0.0
 
 
-def simulate_null_set(rng: np.random.Generator, scenario: NullScenario, sizes: np.ndarray | None = None
+def simulate_null_set(rng: np.random.Generator, scenario: NullScenario, data: OfficialTestSet | None = None
                       ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """``(y (N,), scores_a [seeds x (N,)], scores_b [...], patient (N,))`` of one null test set."""
-    sizes = official_test_cluster_sizes() if sizes is None else sizes
+    """``(y (N, L), scores_a [seeds_a x (N, L)], scores_b [...], patient (N,))`` of one null test set."""
+    data = official_test_set() if data is None else data
     sc = scenario
-    per_patient = rng.choice(sizes, size=sc.n_patients, replace=True)
-    patient = np.repeat(np.arange(sc.n_patients), per_patient)
-    n = patient.size
-    alpha = math.sqrt(2.0) * stats.norm.ppf(sc.prevalence)
-    y = (alpha + rng.normal(size=sc.n_patients)[patient] + rng.normal(size=n) > 0).astype(np.int8)
-    shared = sc.su * rng.normal(size=sc.n_patients)[patient] + sc.sc * rng.normal(size=n)
+    pick = rng.integers(0, data.sizes.size, size=sc.n_patients)
+    sizes = data.sizes[pick]
+    patient = np.repeat(np.arange(sc.n_patients), sizes)
+    # Row of each drawn image in the official set: its patient's first row plus its rank within the patient.
+    within = np.arange(patient.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    y = data.y[np.repeat(data.starts[pick], sizes) + within]
+    n, n_labels = y.shape
+    shared = sc.su * rng.normal(size=(sc.n_patients, n_labels))[patient] + sc.sc * rng.normal(size=(n, n_labels))
 
     def model() -> np.ndarray:
-        mu = sc.mu + sc.seed_sd * rng.normal()
-        return mu * y + shared + sc.sv * rng.normal(size=sc.n_patients)[patient] + sc.sd * rng.normal(size=n)
+        mu = sc.mu + sc.seed_sd * rng.normal(size=n_labels)
+        return (mu * y + shared + sc.sv * rng.normal(size=(sc.n_patients, n_labels))[patient]
+                + sc.sd * rng.normal(size=(n, n_labels)))
 
-    return y, [model() for _ in range(sc.seeds)], [model() for _ in range(sc.seeds)], patient
+    return y, [model() for _ in range(sc.seeds_a)], [model() for _ in range(sc.seeds_b)], patient
 
 
 def _null_pvalues(y: np.ndarray, a: list[np.ndarray], b: list[np.ndarray], patient: np.ndarray, n_bootstrap: int,
-                  seed: int, seeds: bool) -> dict[str, float]:
-    """The p-values :func:`.paired.paired_comparison` reports for one label, without building its table."""
+                  seed: int) -> dict[str, np.ndarray]:
+    """Per label, the p-values :func:`.paired.paired_comparison` reports (and, with seeds, the bootstrap
+    that ignores them), without building its table."""
     t = y.astype(bool)
     boot = paired_bootstrap(t, a, b, patient, n=n_bootstrap, seed=seed, show_progress=False)
-    p_cl, p_dl = _contrast_tests(t, a, b, patient, int(patient.max()) + 1, 0.95)
-    out = {"p_bootstrap": boot.labels[0].p, "p_clustered": p_cl, "p_delong_image_level": p_dl}
-    if seeds:
-        out["p_bootstrap_patients_only"] = paired_bootstrap(t, a, b, patient, n=n_bootstrap, seed=seed,
-                                                            seed_variance=False, show_progress=False).labels[0].p
+    n_groups = int(patient.max()) + 1
+    n_labels = t.shape[1]
+    out = {m: np.full(n_labels, np.nan) for m in METHODS}
+    for j in range(n_labels):
+        tj = t[:, j]
+        if min(int(tj.sum()), int((~tj).sum())) < 2:
+            continue
+        out["bootstrap"][j] = boot.labels[j].p
+        out["clustered"][j], out["delong_image_level"][j] = _contrast_tests(
+            tj, [s[:, j] for s in a], [s[:, j] for s in b], patient, n_groups, 0.95)
+        # Every seed's deviation counted as test noise (the seed means bootstrapped over patients only).
+        ra, rb = boot.replicates_a[:, :, j], boot.replicates_b[:, :, j]
+        out["bootstrap_patients_only"][j] = _difference(
+            ra.mean(axis=0, keepdims=True), rb.mean(axis=0, keepdims=True),
+            np.array([boot.auc_a[j]]), np.array([boot.auc_b[j]]), 0.95).p
     return out
 
 
 def rejection_rates(scenario: NullScenario, n_sets: int = 1000, *, n_bootstrap: int = 200, alpha: float = 0.05,
-                    seed: int = 0) -> dict[str, Any]:
-    """Fraction of ``n_sets`` null test sets on which each test rejects at ``alpha`` (one label per set).
+                    seed: int = 0, labels: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per label: the fraction of ``n_sets`` null test sets on which each test rejects at ``alpha``.
 
-    Also returns the Monte Carlo standard error of a 5% rate, the design's size and the wall time. With
-    several seeds the ``p_bootstrap_patients_only`` column resamples patients but not seeds (what a
-    one-level bootstrap of the seed means would do), to show what ignoring training variance costs.
+    One row per label of the official test set (``labels``: a subset), with its positive images and
+    positive patients in the official split, the Monte Carlo standard error of a rate of ``alpha``
+    (``sqrt(alpha (1 - alpha) / n_sets)``), ``<method>_ok`` (the rate within 2 Monte Carlo SEs of alpha)
+    and the mean between-seed AUC sd of the simulated models. ``bootstrap_patients_only`` resamples
+    patients but not seeds (a one-level bootstrap of the seed means): it shows what ignoring training
+    variance costs. All labels of a set share its patients and bootstrap draws; their scores are
+    independent.
     """
+    data = official_test_set()
     rng = np.random.default_rng(seed)
-    sizes = official_test_cluster_sizes()
-    keys = ["p_bootstrap", "p_clustered", "p_delong_image_level"]
-    if scenario.seeds > 1:
-        keys.append("p_bootstrap_patients_only")
-    rejected = {k: 0 for k in keys}
-    n_images = []
+    cols = [data.labels.index(lab) for lab in (labels or data.labels)]
+    rejected = {m: np.zeros(len(cols)) for m in METHODS}
+    seed_sd_auc: list[np.ndarray] = []
     t0 = time.perf_counter()
     for _ in range(n_sets):
-        y, a, b, patient = simulate_null_set(rng, scenario, sizes)
-        n_images.append(y.size)
-        boot_seed = int(rng.integers(2**31))
-        p = _null_pvalues(y, a, b, patient, n_bootstrap, boot_seed, scenario.seeds > 1)
-        for k in keys:
-            rejected[k] += bool(p[k] < alpha)
-    out: dict[str, Any] = {
-        "scenario": scenario.name, "n_sets": n_sets, "n_patients": scenario.n_patients,
-        "mean_images": float(np.mean(n_images)), "seeds_per_side": scenario.seeds, "seed_sd": scenario.seed_sd,
-        "n_bootstrap": n_bootstrap, "alpha": alpha,
-    }
-    for k in keys:
-        out[f"reject_{k.removeprefix('p_')}"] = rejected[k] / n_sets
-    out["mc_se_at_5pct"] = math.sqrt(alpha * (1 - alpha) / n_sets)
-    out["seconds"] = round(time.perf_counter() - t0, 2)
-    return out
+        y, a, b, patient = simulate_null_set(rng, scenario, data)
+        y, a, b = y[:, cols], [s[:, cols] for s in a], [s[:, cols] for s in b]
+        p = _null_pvalues(y, a, b, patient, n_bootstrap, int(rng.integers(2**31)))
+        for m in METHODS:
+            rejected[m] += p[m] < alpha
+        if max(scenario.seeds_a, scenario.seeds_b) > 1:
+            from .roc import per_label_auc
+
+            side = a if len(a) > 1 else b
+            seed_sd_auc.append(np.std([per_label_auc(y, s) for s in side], axis=0, ddof=1))
+    seconds = time.perf_counter() - t0
+    mc_se = math.sqrt(alpha * (1 - alpha) / n_sets)
+    rows = []
+    patients = np.repeat(np.arange(data.sizes.size), data.sizes)
+    for i, j in enumerate(cols):
+        yj = data.y[:, j].astype(bool)
+        row: dict[str, Any] = {
+            "scenario": scenario.name, "label": data.labels[j], "n_pos_images": int(yj.sum()),
+            "n_pos_patients": int(np.unique(patients[yj]).size), "prevalence": float(yj.mean()),
+            "n_patients": scenario.n_patients, "seeds_a": scenario.seeds_a, "seeds_b": scenario.seeds_b,
+            "seed_sd": scenario.seed_sd,
+            "seed_sd_auc": float(np.mean([s[i] for s in seed_sd_auc])) if seed_sd_auc else 0.0,
+            "sv": scenario.sv, "n_sets": n_sets, "n_bootstrap": n_bootstrap, "alpha": alpha, "mc_se": mc_se,
+        }
+        for m in METHODS:
+            rate = rejected[m][i] / n_sets
+            if m == "bootstrap_patients_only" and max(scenario.seeds_a, scenario.seeds_b) < 2:
+                rate = math.nan  # the same as "bootstrap" with one seed per side
+            row[f"reject_{m}"] = rate
+            row[f"{m}_ok"] = bool(abs(rate - alpha) <= 2 * mc_se) if math.isfinite(rate) else None
+        row["seconds"] = round(seconds / len(cols), 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def rejection_table(scenarios: list[NullScenario], n_sets: int = 1000, **kwargs: Any) -> pd.DataFrame:
-    return pd.DataFrame([rejection_rates(s, n_sets, **kwargs) for s in scenarios])
+    """:func:`rejection_rates` of each scenario, one table."""
+    return pd.concat([rejection_rates(s, n_sets, **kwargs) for s in scenarios], ignore_index=True)

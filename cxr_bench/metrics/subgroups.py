@@ -14,18 +14,21 @@ and, per group and label:
   ``M``, ``AP`` and ``40-59``); the reference's own row has no gap.
 - Fewer than 2 positive or 2 negative images in a group: ``auc`` NaN and a ``reason``, never 0.5.
 
-**Underdiagnosis** (after Seyyed-Kalantari et al. 2021, "Underdiagnosis bias of artificial intelligence
-algorithms applied to chest radiographs in under-served patient populations", Nature Medicine 27:2176).
-There, a model's "No Finding" output wrongly given to a patient with a finding is an underdiagnosis. Our
-models have no "No Finding" output; "No Finding" is the absence of every label, so here, for the run's
-label set and its validation-chosen thresholds ``t_j`` (``metrics.json`` ``per_label.threshold``):
+**Underdiagnosis**, as Seyyed-Kalantari et al. 2021 define it ("Underdiagnosis bias of artificial
+intelligence algorithms applied to chest radiographs in under-served patient populations", Nature Medicine
+27:2176): the false-positive rate of the "No Finding" call, at one operating point.
 
-- an image **has a finding** when at least one of its labels is positive;
-- the model **calls it normal** when ``p_j < t_j`` for every label ``j`` with a threshold (a label whose
-  threshold could not be chosen on validation is ignored and listed in ``ignored_labels``);
+- an image **has a finding** when the NIH metadata gives it any of the 14 labels (its ``finding_labels``
+  is not "No Finding"), whatever the run's label set: an image with only Hernia has a finding for a
+  ChestX-ray8 model too, which cannot see it;
+- the model's **"No Finding" score** is ``1 - max_j p_j`` over its labels (our models have no "No
+  Finding" output; it is certain of "no finding" only when it is certain of no label), and it **calls an
+  image normal** when that score is at least one threshold, chosen on the validation split to maximise the
+  F1 score of the "No Finding" call (:func:`no_finding_threshold`, the paper's rule);
 - the **underdiagnosis rate** of a group is (images with a finding that the model calls normal) / (images
   with a finding), with the same patient-bootstrap interval and gap to the reference group as the AUC.
-  A group with fewer than 2 images with a finding gets NaN and a reason.
+  A group with fewer than 2 images with a finding, or a run without a validation-chosen threshold, gets
+  NaN and a reason.
 
 Everything here describes one trained model on one test set: the intervals cover test-set sampling of
 patients, not training randomness.
@@ -51,7 +54,8 @@ from .roc import SeedLike, _counts, _json_float, _json_pair, _weighted_auc, perc
 log = logging.getLogger(__name__)
 
 __all__ = ["AGE_BANDS", "ATTRIBUTES", "SUBGROUP_COLUMNS", "UNDERDIAGNOSIS_COLUMNS", "bundled_metadata",
-           "subgroup_block", "subgroup_groups", "subgroup_table", "underdiagnosis_table"]
+           "has_finding", "no_finding_score", "no_finding_threshold", "subgroup_block", "subgroup_groups",
+           "subgroup_table", "underdiagnosis_table"]
 
 ATTRIBUTES = ("sex", "age", "view")
 # (lower bound inclusive, upper bound exclusive or None, name), in years.
@@ -88,19 +92,59 @@ def subgroup_groups(metadata: pd.DataFrame, images: Sequence[str] | np.ndarray) 
     ``metadata`` has an ``image`` column and ``sex``, ``age``, ``view`` (what
     :func:`cxr_bench.data.metadata.read_data_entry` returns, or a dataset's ``.csv``).
     """
-    missing = [c for c in ("image", *ATTRIBUTES) if c not in metadata.columns]
+    rows = _metadata_rows(metadata, images, ATTRIBUTES)
+    return pd.DataFrame({"sex": rows["sex"].astype(str).to_numpy(), "age": _age_band(rows["age"]),
+                         "view": rows["view"].astype(str).to_numpy()})
+
+
+def _metadata_rows(metadata: pd.DataFrame, images: Sequence[str] | np.ndarray, columns: Sequence[str]
+                   ) -> pd.DataFrame:
+    """The rows of ``metadata`` (by ``image``) for ``images``, in that order; a missing column or image is a
+    MetadataError naming it."""
+    missing = [c for c in ("image", *columns) if c not in metadata.columns]
     if missing:
         raise MetadataError(f"subgroup metadata has no column(s) {', '.join(missing)}; expected the columns of "
-                            "read_data_entry (image, sex, age, view)")
+                            f"read_data_entry (image, {', '.join(columns)})")
     meta = metadata.drop_duplicates("image").set_index("image")
     pos = meta.index.get_indexer(pd.Index(list(images)))
     if (pos < 0).any():
         i = int(np.flatnonzero(pos < 0)[0])
         raise MetadataError(f"image {list(images)[i]!r} ({int((pos < 0).sum())} images in all) has no row in the "
                             "subgroup metadata; pass the Data_Entry file of the release the run used")
-    rows = meta.iloc[pos]
-    return pd.DataFrame({"sex": rows["sex"].astype(str).to_numpy(), "age": _age_band(rows["age"]),
-                         "view": rows["view"].astype(str).to_numpy()})
+    return meta.iloc[pos]
+
+
+def has_finding(metadata: pd.DataFrame, images: Sequence[str] | np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: the image has any of the NIH labels (``finding_labels`` other than "No Finding")."""
+    labels = _metadata_rows(metadata, images, ("finding_labels",))["finding_labels"]
+
+    def one(v: Any) -> bool:
+        parts = [p.strip() for p in (v if isinstance(v, (list, tuple)) else str(v).split("|"))]
+        return any(p and p != "No Finding" for p in parts)
+
+    return np.array([one(v) for v in labels], dtype=bool)
+
+
+def no_finding_score(y_prob: np.ndarray) -> np.ndarray:
+    """The model's "No Finding" score of each image, ``1 - max_j p_j`` over its labels."""
+    return 1.0 - np.asarray(y_prob, dtype=np.float64).max(axis=1)
+
+
+def no_finding_threshold(finding: np.ndarray, y_prob: np.ndarray) -> float | None:
+    """The threshold on :func:`no_finding_score` (call normal when ``score >= threshold``) that maximises
+    the F1 score of the "No Finding" call on these (validation) images, as Seyyed-Kalantari et al. 2021
+    choose it; the highest such threshold on ties; None without a normal or an abnormal image."""
+    normal = ~np.asarray(finding, dtype=bool)
+    if normal.all() or not normal.any():
+        return None
+    score = no_finding_score(y_prob)
+    order = np.argsort(-score, kind="mergesort")
+    s, n = score[order], normal[order]
+    last = np.r_[s[1:] != s[:-1], True]  # cut after every distinct score: all ties fall on one side
+    tp = np.cumsum(n)[last]
+    fp = np.cumsum(~n)[last]
+    f1 = 2 * tp / (2 * tp + fp + (normal.sum() - tp))
+    return float(s[last][int(np.argmax(f1))])
 
 
 def _group_order(attribute: str, values: np.ndarray) -> list[str]:
@@ -125,16 +169,16 @@ def _gap(value: float, ref_value: float, reps: np.ndarray | None, ref_reps: np.n
     return {"gap": _json_float(value - ref_value), "gap_ci": _json_pair(percentile_ci(reps - ref_reps, level))}
 
 
-def subgroup_block(pred: Predictions, metadata: pd.DataFrame, thresholds: Sequence[float | None] | None = None, *,
-                   n_bootstrap: int = 1000, level: float = 0.95, seed: SeedLike = 0,
-                   threshold_method: str | None = None) -> dict[str, Any]:
+def subgroup_block(pred: Predictions, metadata: pd.DataFrame, normal_threshold: float | None = None, *,
+                   n_bootstrap: int = 1000, level: float = 0.95, seed: SeedLike = 0) -> dict[str, Any]:
     """The ``subgroups`` block of a ``metrics.json`` split (JSON types only; see the module docstring)::
 
         {"attributes": {attr: [groups]}, "reference": {attr: group}, "age_bands": [...],
-         "bootstrap": {...}, "auc": [records], "underdiagnosis": [records], "ignored_labels": [...]}
+         "bootstrap": {...}, "auc": [records], "underdiagnosis": [records], "no_finding_threshold": t}
 
-    ``thresholds``: the validation-chosen threshold per label of ``pred`` (None/NaN where none); without
-    them the underdiagnosis records are NaN with a reason.
+    ``normal_threshold``: the validation-chosen threshold on the "No Finding" score
+    (:func:`no_finding_threshold`); without it the underdiagnosis records are NaN with a reason.
+    ``metadata`` must give every image's ``finding_labels`` (all 14 NIH labels) besides sex, age and view.
     """
     t = pred.y_true.astype(bool)
     s = pred.y_prob
@@ -143,19 +187,16 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, thresholds: Sequen
     group, n_groups = cluster_index(pred.patient_ids, t.shape[0])
     counts_t = _counts(resample_groups(n_groups, n_bootstrap, seed), n_groups)
 
-    thr = (np.array([math.nan if v is None else float(v) for v in thresholds], dtype=np.float64)
-           if thresholds is not None else np.full(len(labels), np.nan))
-    if thr.shape != (len(labels),):
-        raise ValueError(f"{thr.size} thresholds for {len(labels)} labels")
-    has_thr = np.isfinite(thr)
-    finding = t.any(axis=1)
-    called_normal = (s[:, has_thr] < thr[has_thr]).all(axis=1) if has_thr.any() else np.zeros(len(t), bool)
+    thr = math.nan if normal_threshold is None else float(normal_threshold)
+    has_thr = math.isfinite(thr)
+    finding = has_finding(metadata, pred.images)
+    called_normal = no_finding_score(s) >= thr if has_thr else np.zeros(len(t), bool)
     under = finding & called_normal
 
     block: dict[str, Any] = {"attributes": {}, "reference": {}, "age_bands": [name for _, _, name in AGE_BANDS],
                              "auc": [], "underdiagnosis": [],
-                             "ignored_labels": [lab for lab, ok in zip(labels, has_thr) if not ok],
-                             "threshold_method": threshold_method,
+                             "no_finding_threshold": thr if has_thr else None,
+                             "finding": "any of the 14 NIH labels (metadata finding_labels)",
                              "bootstrap": {"n_resamples": int(n_bootstrap), "level": float(level), "unit": "patient",
                                            "stratified": False,
                                            "seed": int(seed) if isinstance(seed, (int, np.integer)) else None}}
@@ -165,8 +206,8 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, thresholds: Sequen
         n_under = int((rows & under).sum())
         rec: dict[str, Any] = {"rate": None, "ci": None, "n_finding": n_find, "n_underdiagnosed": n_under,
                                "reason": ""}
-        if not has_thr.any():
-            rec["reason"] = "no label has a validation-chosen threshold"
+        if not has_thr:
+            rec["reason"] = "no validation-chosen No Finding threshold"
             return rec, None, math.nan
         if n_find < 2:
             rec["reason"] = f"{n_find} image(s) with a finding (needs at least 2)"

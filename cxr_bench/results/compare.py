@@ -8,9 +8,11 @@ Three questions, three functions:
   runs found in only one of them.
 - :func:`compare_reference` -- *how far are we from the paper?* Leaderboard rows that differ only in
   ``seed`` are one configuration. Per configuration with a published counterpart (:mod:`.references`) and
-  per label: ours (the seed mean), ours minus paper with an interval that includes seed variance, a
-  verdict, and whether the protocol matches the paper's in every field (``comparable``; otherwise
-  ``why_not`` lists each mismatch). It needs only the leaderboard.
+  per label: ours (the seed mean), ours minus paper with an interval that includes our seeds, the paper's
+  own single run's training variance and, across test sets, the paper's test sampling; a verdict; and
+  whether the run's whole identity config equals that of the run the suite's ``paper`` profile uses to
+  replicate the paper (``comparable``; otherwise ``why_not`` lists every differing field). It needs only
+  the leaderboard.
 - :func:`ablation_table` -- *does one factor matter?* Configurations of one suite that differ in exactly
   one factor are paired (runs that differ only in ``seed`` are seeds of one configuration). All runs'
   saved test predictions are aligned by image and compared with
@@ -26,6 +28,7 @@ not comparable with any paper and why they sit near chance.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -42,10 +45,17 @@ from scipy import stats
 from ..config import RunConfig, get_dotted
 from ..data.labels import CHESTXRAY14
 from ..errors import ConfigError, RunStoreError
-from ..metrics.paired import PAIRED_COLUMNS, paired_comparison
+from ..metrics.paired import (
+    PAIRED_COLUMNS,
+    benjamini_hochberg,
+    holm,
+    paired_comparison,
+    seed_note,
+    verdict,
+)
 from ..utils.io import write_csv
-from .leaderboard import FACTOR_COLUMNS, auc_column
-from .references import REFERENCES, ReferenceMatch, match_reference
+from .leaderboard import FACTOR_COLUMNS, FACTORS, auc_column, factor_values, format_leaderboard
+from .references import REFERENCES, ReferenceMatch, ReplicationRun, match_reference
 from .runs import RunRecord, take_rows
 
 log = logging.getLogger(__name__)
@@ -173,59 +183,72 @@ def compare_leaderboards(a: pd.DataFrame, b: pd.DataFrame, *, key: str = "config
 
 # ------------------------------------------------------------------------------------- against a paper
 
-# The protocol fields a published number depends on, as leaderboard columns; a comparison is fair only
-# when every one matches (the issue's list: profile, head, loss, split, label set, image size, weights).
-PROTOCOL_FIELDS = ("profile", "head", "loss", "split", "label_set", "image_size", "pretrained")
-IMAGENET = ("cache", "imagenet")  # our leaderboard's names for torchvision/timm ImageNet weights
+# Identity fields that may differ from the reference run and still compare, each with why. Every other
+# identity field of the config (every factor column of the leaderboard) must be equal. Fields that are not
+# identity fields (``data.root``, ``data.cache_dir``, ``data.workers``, ``data.source``, ``data.loader``,
+# ``optim.amp``, ``optim.channels_last``, ``optim.compile``, ``eval.batch_size``, ``device``, ``name``,
+# ``imports``) are never checked: by the config's contract (``config.NOT_IDENTITY``) they say where or how
+# fast a run went, not what it computed, and they are not leaderboard columns.
+ALLOWED_DIFFERENCES: dict[str, str] = {
+    "seed": "which training draw; a configuration's seeds are what the interval averages over",
+    "eval.bootstrap": "resamples of each run's own patient-bootstrap CI: its precision, not the AUC",
+    "eval.threshold": "how the operating threshold is chosen: sensitivity and specificity, not the AUC",
+}
+# Leaderboard values that name the same thing: ``cache`` is the ImageNet weights taken from a populated
+# torchvision / timm cache, ``imagenet`` the same weights fetched on first use.
+_SAME_VALUE: dict[str, dict[str, str]] = {"pretrained": {"cache": "imagenet"}}
 
 
-def reference_protocol(match: ReferenceMatch, row: dict[str, Any]) -> dict[str, tuple[tuple[str, ...], str]]:
-    """``field -> (accepted leaderboard values, what the paper did)`` for the table ``match`` picked.
+@functools.cache
+def reference_factors(run: ReplicationRun) -> dict[str, tuple[str, str]]:
+    """``leaderboard column -> (dotted config key, value as the leaderboard writes it)`` of the run that
+    replicates a paper: ``run.block`` of the shipped suite ``run.suite`` expanded under ``run.profile``
+    (seed 0), the one whose config matches ``run.select``; the suite machinery decides every value."""
+    from ..runner.suite import load_suite
 
-    Read from the protocol notes in ``replication/`` (``wang2017_protocol.md``, ``chexnet2017_protocol.md``):
-    Wang et al. fed 1024-px images to ImageNet backbones with the transition + LSE head and W-CEL (plain
-    CEL for the unweighted row of Table 3), Table 3 on a random image-level split of 8 labels, Table 17 on
-    the official split of 14; CheXNet used 224 px, a GAP head, BCE and its own random split, which no split
-    of ours reproduces; the original MobileNet project (``paloukari2018``) used its ``simple`` head on 13
-    labels and a random image split of its own resample, which none of ours reproduces either. Our ``paper``
-    profile is the one that follows these. Only the fields a table states are checked.
-    """
-    common = {"profile": (("paper",), "paper (full NIH release)"), "pretrained": (IMAGENET, "ImageNet weights")}
-    if match.reference == "paloukari2018":
-        return {"profile": common["profile"], "head": (("simple",), "simple"),
-                "split": ((), "a random 75/25 image split of its own 40,000-image resample (not reproducible)"),
-                "label_set": (("chestxray13",), "chestxray13")}
-    if match.reference == "chexnet":
-        return {**common, "head": (("gap",), "gap"), "loss": (("bce",), "bce"),
-                "split": ((), "CheXNet's own random split (not reproducible)"),
-                "label_set": (("chestxray14",), "chestxray14"), "image_size": (("224",), "224")}
-    table3 = row.get("label_set") == "chestxray8"
-    loss = "bce" if "unweighted" in match.setting else "wcel"
-    return {**common, "head": (("wang2017",), "wang2017 (transition + LSE pooling)"), "loss": ((loss,), loss),
-            "split": (("random-image",), "random-image (70/10/20 by image)") if table3 else
-            (("official",), "official (patient-wise lists)"),
-            "label_set": (("chestxray8",), "chestxray8") if table3 else (("chestxray14",), "chestxray14"),
-            "image_size": (("1024",), "1024")}
+    runs = load_suite(run.suite).expand(run.profile, dict(run.overrides))
+    found = [r for r in runs if run.block in r.blocks and r.config.seed == 0
+             and all(get_dotted(r.config, k) == v for k, v in run.select)]
+    if len(found) != 1:
+        raise ConfigError(f"suite {run.suite!r}, profile {run.profile!r}: {len(found)} runs of block "
+                          f"{run.block!r} match {dict(run.select)}; expected exactly one reference run")
+    cfg = found[0].config
+    rec = RunRecord(Path(run.suite), run.suite, cfg.run_id(), cfg)
+    row = pd.DataFrame([factor_values(rec)])
+    shown = format_leaderboard(row).iloc[0].to_dict()
+    return {col: (FACTORS[col][0], str(shown[col])) for col in FACTOR_COLUMNS}
 
 
-def _field_value(v: Any) -> str:
-    f = _num(v)
-    if math.isfinite(f) and float(f).is_integer():
-        return str(int(f))
-    return "unknown" if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)
+def _shown(col: str, value: Any) -> str:
+    text = str(format_leaderboard(pd.DataFrame({col: [value]})).iloc[0, 0])
+    return _SAME_VALUE.get(col, {}).get(text, text)
 
 
 def protocol_mismatches(match: ReferenceMatch, row: dict[str, Any]) -> list[str]:
-    """Each protocol field where ``row`` (a leaderboard row) differs from the paper, as ``field: ours X,
-    paper Y``; empty when the comparison is fair."""
-    protocol = reference_protocol(match, row)
+    """Every reason ``row`` (a leaderboard row) is not the paper's protocol, empty when it is.
+
+    Each identity field of the row's config (every factor column) is compared with the run that
+    replicates the paper (:func:`reference_factors` of ``match.replicated_by``), except the fields of
+    :data:`ALLOWED_DIFFERENCES`; a difference reads ``optim.epochs: 1 != 10`` (ours != the reference run),
+    a column the leaderboard lacks ``optim.momentum: unknown != 0.9``. The row must come from the
+    ``paper`` profile (``profile: sample != paper``), and a reference that no run of ours reproduces
+    (``match.comparable`` False: another release or split) adds its reason.
+    """
     out = []
-    for fld, (accepted, paper) in protocol.items():
-        ours = _field_value(row.get(fld))
-        if ours not in accepted:
-            out.append(f"{fld}: ours {ours}, paper {paper}")
-    if not out and not match.comparable:  # a reference whose own resolver knows of a further difference
+    if not match.comparable:
         out.append(f"protocol: {match.note}")
+    if match.replicated_by is None:
+        return out or ["protocol: no run of a shipped suite replicates this reference"]
+    profile = match.replicated_by.profile
+    ours_profile = _cell(row.get("profile")) or "unknown"
+    if ours_profile != profile:
+        out.append(f"profile: {ours_profile} != {profile}")
+    for col, (key, ref) in reference_factors(match.replicated_by).items():
+        if key in ALLOWED_DIFFERENCES:
+            continue
+        ours = _shown(col, row[col]) if col in row else "unknown"
+        if ours != _SAME_VALUE.get(col, {}).get(ref, ref) or ours == "unknown":
+            out.append(f"{key}: {ours or 'none'} != {ref or 'none'}")
     return out
 
 
@@ -244,49 +267,91 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def _seed_interval(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float
-                   ) -> tuple[float, float, float, float, str]:
-    """``(mean, sd, ci_lo, ci_hi, how)`` of a configuration's AUC over its seeds.
+@dataclass(frozen=True)
+class SeedInterval:
+    """A configuration's AUC over its seeds and ours-minus-paper, each with its ``level`` interval."""
 
-    With k >= 2 seeds: variance ``se_test^2 + s^2 / k``, where ``s`` is the seeds' standard deviation and
-    ``se_test`` the mean of the seeds' test-sampling SEs recovered from their 95% patient-bootstrap CIs
+    mean: float
+    sd: float
+    ci: tuple[float, float]
+    delta_ci: tuple[float, float]
+    how: str
+
+
+def _t_interval(centre: float, var: float, seed_ms: float, seed_df: int, level: float) -> tuple[float, float]:
+    """``centre +- t se`` with Satterthwaite's df from the seed mean square ``seed_ms`` (``seed_df`` df),
+    the test-sampling part known (infinite df)."""
+    df = var**2 / (seed_ms**2 / seed_df) if seed_ms > 0 else math.inf
+    q = float(stats.norm.ppf(0.5 + level / 2)) if math.isinf(df) else float(stats.t.ppf(0.5 + level / 2, df))
+    half = q * math.sqrt(var)
+    return centre - half, centre + half
+
+
+def _seed_interval(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, paper: float, level: float, *,
+                   same_test_set: bool) -> SeedInterval:
+    """Our configuration's AUC over its seeds, and ``ours - paper``, with intervals.
+
+    Ours, with k >= 2 seeds: variance ``se_test^2 + s^2 / k``, where ``s`` is the seeds' standard deviation
+    and ``se_test`` the mean of the seeds' test-sampling SEs recovered from their 95% patient-bootstrap CIs
     (``(hi - lo) / (2 x 1.96)``). Counting each seed's full test-sampling SE, as if the seeds' test errors
     were perfectly correlated, and adding the seed spread (which contains a little test noise too) errs on
-    the wide side. Student t with Satterthwaite's df, the seed term having k - 1 df. A seed without a CI in
-    the leaderboard leaves the interval NaN (the test-sampling part would be missing).
+    the wide side. Student t with Satterthwaite's df, the seed term having k - 1 df.
+
+    Ours minus paper accounts for (1) our test sampling, ``se_test^2``; (2) our training variance,
+    ``s^2 / k``; (3) the paper's training variance: its number is one training run, one draw of its
+    configuration, whose between-seed variance it does not report, so ours is borrowed, ``s^2`` (the two
+    seed terms are one estimate: ``s^2 (1 + 1/k)`` with k - 1 df); (4) where the paper's test set is not
+    ours (another split or release), the paper's own test sampling, taken as equal to ours (a test set of
+    similar size), another ``se_test^2``. On the same test set the paper's test-sampling error is shared
+    with ours and is not added. It does not account for a different population or label mining: that is
+    what ``comparable`` says. A seed without a CI, or a single seed, leaves the intervals NaN (a part
+    would be missing).
     """
+    nan2 = (math.nan, math.nan)
     ok = np.isfinite(values)
     v = values[ok]
     k = v.size
     if k == 0:
-        return math.nan, math.nan, math.nan, math.nan, "no AUC"
+        return SeedInterval(math.nan, math.nan, nan2, nan2, "no AUC")
     if k == 1:
-        return float(v[0]), math.nan, float(lo[ok][0]), float(hi[ok][0]), \
-            "test sampling only (1 seed: training variance unknown)"
+        return SeedInterval(float(v[0]), math.nan, (float(lo[ok][0]), float(hi[ok][0])), nan2,
+                            "test sampling only (1 seed: training variance unknown)")
     z95 = stats.norm.ppf(0.975)
     se = (hi[ok] - lo[ok]) / (2.0 * z95)
-    if not np.isfinite(se).all():
-        return float(v.mean()), float(v.std(ddof=1)), math.nan, math.nan, "no interval (a seed has no CI)"
-    se_test = float(se.mean())
-    s2 = float(v.var(ddof=1))
-    seed_part = s2 / k
-    var = se_test**2 + seed_part
-    df = var**2 / (seed_part**2 / (k - 1)) if seed_part > 0 else math.inf
-    q = float(stats.norm.ppf(0.5 + level / 2)) if math.isinf(df) else float(stats.t.ppf(0.5 + level / 2, df))
     m = float(v.mean())
-    half = q * math.sqrt(var)
-    return m, math.sqrt(s2), m - half, m + half, f"test sampling + seeds (k={k}, t df={df:.1f})"
+    s2 = float(v.var(ddof=1))
+    if not np.isfinite(se).all():
+        return SeedInterval(m, math.sqrt(s2), nan2, nan2, "no interval (a seed has no CI)")
+    test = float(se.mean()) ** 2
+    ci = _t_interval(m, test + s2 / k, s2 / k, k - 1, level)
+    seeds = s2 * (1.0 + 1.0 / k)
+    paper_test = 0.0 if same_test_set else test
+    delta_ci = _t_interval(m - paper, test + paper_test + seeds, seeds, k - 1, level)
+    how = (f"ours: test sampling + seeds (k={k}); ours - paper: + the paper's single run's seed variance "
+           "(borrowed from ours)" + ("" if same_test_set else " + the paper's test sampling (another test set)"))
+    return SeedInterval(m, math.sqrt(s2), ci, delta_ci, how)
 
 
-def _reference_verdict(k: int, lo: float, hi: float, paper: float, comparable: bool) -> tuple[str, bool | None]:
+def seed_interval(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float
+                  ) -> tuple[float, float, float, float, str]:
+    """``(mean, sd, ci_lo, ci_hi, what the interval accounts for)`` of one configuration's AUC over its seeds:
+    the "ours" part of :func:`_seed_interval` (test sampling + seeds; one seed: its patient-bootstrap CI)."""
+    si = _seed_interval(values, lo, hi, math.nan, level, same_test_set=True)
+    k = int(np.isfinite(values).sum())
+    how = f"test sampling + seeds (k={k}, t with Satterthwaite df)" if k >= 2 and np.isfinite(si.ci[0]) else si.how
+    return si.mean, si.sd, si.ci[0], si.ci[1], how
+
+
+def _reference_verdict(k: int, lo: float, hi: float, comparable: bool) -> tuple[str, bool | None]:
+    """From the interval of ours minus paper: does it hold 0?"""
     if k == 0:
         return "no value", None
     if k == 1:
         return NO_VERDICT_ONE_SEED, None
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "no verdict (no interval)", None
-    inside = bool(lo <= paper <= hi)
-    v = "consistent with paper" if inside else ("above paper" if lo > paper else "below paper")
+    inside = bool(lo <= 0.0 <= hi)
+    v = "consistent with paper" if inside else ("above paper" if lo > 0 else "below paper")
     return (v if comparable else f"{v} (not comparable)"), inside
 
 
@@ -326,12 +391,15 @@ def compare_reference(lb: pd.DataFrame, reference: str = "wang2017", *, level: f
 
     Columns :data:`REFERENCE_COLUMNS`. ``run_id`` lists the configuration's runs (``;``-separated) and
     ``n_seeds`` counts them. ``ours`` is the seed mean, ``ours_sd`` the seeds' standard deviation,
-    ``ours_ci_lo/hi`` its ``level`` interval including seed variance (:func:`_seed_interval`; with one seed
-    the run's own patient-bootstrap CI, which ignores training variance). ``delta = ours - paper`` with
-    ``delta_ci`` (NaN with one seed). ``verdict``: ``consistent with paper`` / ``above paper`` / ``below
-    paper`` from that interval, ``no verdict (1 seed)`` with one seed, suffixed ``(not comparable)`` when a
-    protocol field differs. ``comparable`` is True only when every field of :data:`PROTOCOL_FIELDS` matches
-    the paper's (:func:`reference_protocol`); ``why_not`` lists each mismatch.
+    ``ours_ci_lo/hi`` its ``level`` interval including seed variance (with one seed the run's own
+    patient-bootstrap CI, which ignores training variance). ``delta = ours - paper`` with ``delta_ci``: our
+    test sampling and seeds, the paper's single run's training variance (borrowed from our seeds) and, where
+    the paper's test set is not ours, its test sampling (:func:`_seed_interval`; NaN with one seed).
+    ``verdict``: ``consistent with paper`` / ``above paper`` / ``below paper`` from ``delta_ci``
+    (``paper_in_ci``: it holds 0), ``no verdict (1 seed)`` with one seed, suffixed ``(not comparable)``
+    when the protocol differs. ``comparable`` is True only when every identity field of the row equals the
+    paper profile's replication run, bar :data:`ALLOWED_DIFFERENCES`, and the reference is one a run of ours
+    reproduces (:func:`protocol_mismatches`); ``why_not`` lists every difference.
     """
     if reference not in REFERENCES:
         raise ConfigError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES.names())}")
@@ -356,15 +424,13 @@ def compare_reference(lb: pd.DataFrame, reference: str = "wang2017", *, level: f
             col = "mean_auc" if label == "mean" else auc_column(label)
             vals, lo, hi = (np.array([_num(x) for x in g.get(c, pd.Series([math.nan] * len(g)))])
                             for c in (col, f"{col}_ci_lo", f"{col}_ci_hi"))
-            ours, sd, ci_lo, ci_hi, how = _seed_interval(vals, lo, hi, level)
+            si = _seed_interval(vals, lo, hi, paper, level, same_test_set=match.same_test_set)
             k = int(np.isfinite(vals).sum())
-            verdict, inside = _reference_verdict(k, ci_lo, ci_hi, paper, not why)
-            two = k >= 2
-            rows.append({**base, "label": label, "ours": ours, "ours_sd": sd, "ours_ci_lo": ci_lo,
-                         "ours_ci_hi": ci_hi, "paper": paper, "delta": ours - paper,
-                         "delta_ci_lo": ci_lo - paper if two else math.nan,
-                         "delta_ci_hi": ci_hi - paper if two else math.nan, "paper_in_ci": inside,
-                         "verdict": verdict, "interval": how})
+            verdict, inside = _reference_verdict(k, *si.delta_ci, not why)
+            rows.append({**base, "label": label, "ours": si.mean, "ours_sd": si.sd, "ours_ci_lo": si.ci[0],
+                         "ours_ci_hi": si.ci[1], "paper": paper, "delta": si.mean - paper,
+                         "delta_ci_lo": si.delta_ci[0], "delta_ci_hi": si.delta_ci[1], "paper_in_ci": inside,
+                         "verdict": verdict, "interval": si.how})
     if skipped:
         log.info("%d configurations have no %s counterpart (other backbone or label set)", skipped, reference)
     out = pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS))
@@ -531,21 +597,54 @@ def find_ablation_pairs(runs: Iterable[RunRecord]) -> list[AblationPair]:
 
 ABLATION_COLUMNS = (
     "suite", "block", "factor", "value_a", "value_b", "run_a", "run_b", "seeds_a", "seeds_b", *PAIRED_COLUMNS,
-    "interval", "n_images", "n_patients",
+    "interval", "p_suite", "family", "n_images", "n_patients",
 )
 ABLATION_NOTE = (
     "delta = B (value_b) - A (value_a) of seed-mean test AUCs; ci/se/p_bootstrap: paired patient bootstrap "
-    "(+ seed variance when a side has several seeds); p_clustered: Obuchowski 1997 with patients as clusters; "
-    "*_holm: Holm-adjusted across the labels of the pair; verdict from p_bootstrap_holm < {alpha}; "
-    "p_delong_image_level treats images as independent and is shown only for contrast"
+    "(+ seed variance when a side has several seeds, nested per configuration; a 1-seed side borrows the other "
+    "side's); p_clustered: Obuchowski 1997 with patients as clusters; *_holm: Holm-adjusted across the labels "
+    "of one pair (the Holm family: the family-wise error rate holds within each pair, not across pairs); "
+    "p_suite: {family}; verdict from p_suite < {alpha}; p_delong_image_level treats images as independent "
+    "and is shown only for contrast"
 )
+# How p_suite is adjusted (--multiplicity): within each pair only, or across every pair of the table.
+MULTIPLICITY = {
+    "pair": "Holm within each pair's labels (no control across pairs)",
+    "holm": "Holm across every label test of every pair in this table (family-wise error rate, suite-wide); "
+            "the pairs' mean rows are a second family",
+    "bh": "Benjamini-Hochberg across every label test of every pair in this table (false discovery rate, "
+          "suite-wide); the pairs' mean rows are a second family",
+}
 
 
 def interval_note(k_a: int, k_b: int) -> str:
-    """What a pair's interval accounts for, given its seeds per side."""
-    if k_a > 1 or k_b > 1:
-        return f"patients + seeds ({k_a} vs {k_b})"
-    return "patients only (1 seed per side: training variance not included)"
+    """What a pair's interval accounts for, given its seeds per side (:func:`.paired.seed_note`)."""
+    return seed_note(k_a, k_b)
+
+
+def _suite_adjust(table: pd.DataFrame, multiplicity: str, alpha: float) -> pd.DataFrame:
+    """``p_suite``, ``family`` and the verdict under ``multiplicity`` (:data:`MULTIPLICITY`)."""
+    if multiplicity not in MULTIPLICITY:
+        raise ConfigError(f"unknown multiplicity {multiplicity!r}; use one of {', '.join(MULTIPLICITY)}")
+    out = table.copy()
+    if multiplicity == "pair":
+        out["p_suite"] = out["p_bootstrap_holm"]
+        out["family"] = [f"Holm over the labels of this pair ({n})" for n in
+                         out.groupby(["suite", "block", "factor", "run_a", "run_b"])["label"]
+                         .transform(lambda s: int((s != "mean").sum()))]
+    else:
+        adjust = holm if multiplicity == "holm" else benjamini_hochberg
+        is_mean = out["label"] == "mean"
+        p_suite = np.full(len(out), np.nan)
+        for mask in (~is_mean.to_numpy(), is_mean.to_numpy()):
+            p_suite[mask] = adjust(out.loc[mask, "p_bootstrap"].to_numpy(dtype=float))
+        out["p_suite"] = p_suite
+        n_labels, n_means = int(np.isfinite(out.loc[~is_mean, "p_bootstrap"]).sum()), int(is_mean.sum())
+        name = "Holm" if multiplicity == "holm" else "Benjamini-Hochberg"
+        out["family"] = np.where(is_mean, f"{name} over the mean rows of {n_means} pairs",
+                                 f"{name} over {n_labels} label tests of {n_means} pairs")
+    out["verdict"] = [verdict(d, p, alpha, lab) for d, p, lab in zip(out["delta"], out["p_suite"], out["label"])]
+    return out
 
 
 def _aligned(pair: AblationPair, split: str) -> tuple[list[Any], list[str]]:
@@ -592,7 +691,7 @@ def paired_ablation(pair: AblationPair, *, split: str = "test", n_bootstrap: int
             "value_b": pair.value_b, "run_a": pair.run_a, "run_b": pair.run_b, "seeds_a": ka,
             "seeds_b": len(pair.b), "interval": interval_note(ka, len(pair.b)),
             "n_images": len(aligned[0]), "n_patients": int(pd.unique(aligned[0].patient_ids).size)}
-    out = table.assign(**info)[list(ABLATION_COLUMNS)]
+    out = _suite_adjust(table.assign(**info), "pair", alpha)[list(ABLATION_COLUMNS)]
     out.attrs["banner"] = _ablation_banner([*pair.a, *pair.b], alpha)
     return out
 
@@ -627,18 +726,25 @@ def paired_runs(runs: Iterable[RunRecord], ref_a: str, ref_b: str, *, split: str
     return paired_ablation(pair, split=split, n_bootstrap=n_bootstrap, level=level, seed=seed, alpha=alpha)
 
 
-def _ablation_banner(runs: Sequence[RunRecord], alpha: float) -> list[str]:
+def _ablation_banner(runs: Sequence[RunRecord], alpha: float, multiplicity: str = "pair") -> list[str]:
     lines = []
     sample = [r for r in runs if _run_is_sample(r)]
     if sample:
         lines += sample_banner((r.metrics.get("test") or {}).get("mean_auc") for r in sample)
-    return lines + [ABLATION_NOTE.format(alpha=alpha)]
+    return lines + [ABLATION_NOTE.format(alpha=alpha, family=MULTIPLICITY[multiplicity])]
 
 
 def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstrap: int = 1000,
-                   level: float = 0.95, seed: int = 0, alpha: float = 0.05, factors: Iterable[str] | None = None
-                   ) -> pd.DataFrame:
-    """:func:`paired_ablation` for every pair of :func:`find_ablation_pairs` (optionally only ``factors``)."""
+                   level: float = 0.95, seed: int = 0, alpha: float = 0.05, factors: Iterable[str] | None = None,
+                   multiplicity: str = "pair") -> pd.DataFrame:
+    """:func:`paired_ablation` for every pair of :func:`find_ablation_pairs` (optionally only ``factors``).
+
+    ``multiplicity`` (:data:`MULTIPLICITY`) decides ``p_suite`` and the verdicts: ``pair`` (default) keeps
+    each pair's Holm family of its labels; ``holm`` / ``bh`` adjust every label test of every pair in the
+    table together (family-wise error rate / false discovery rate across the suite's pairs).
+    """
+    if multiplicity not in MULTIPLICITY:
+        raise ConfigError(f"unknown multiplicity {multiplicity!r}; use one of {', '.join(MULTIPLICITY)}")
     keep = set(factors) if factors is not None else None
     found = [p for p in find_ablation_pairs(runs) if keep is None or p.factor in keep]
     # A pair whose factor chooses the test images (paloukari2018's split block) has no common test set to
@@ -648,7 +754,9 @@ def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstra
     frames = [paired_ablation(p, split=split, n_bootstrap=n_bootstrap, level=level, seed=seed, alpha=alpha)
               for p in pairs]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    out.attrs["banner"] = _ablation_banner([r for p in pairs for r in (*p.a, *p.b)], alpha) + (
+    if frames:
+        out = _suite_adjust(out, multiplicity, alpha)[list(ABLATION_COLUMNS)]
+    out.attrs["banner"] = _ablation_banner([r for p in pairs for r in (*p.a, *p.b)], alpha, multiplicity) + (
         [f"not paired ({', '.join(unpaired)}): the factor changes the test images, so the runs share no test "
          "set; compare their mean AUCs and patient-bootstrap CIs in the leaderboard"] if unpaired else [])
     return out
@@ -676,7 +784,7 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
                     "interval"]].rename(columns={"auc_a": "mean_a", "auc_b": "mean_b", "p_bootstrap": "p"})
         for v, col in (("better", "labels_better"), ("worse", "labels_worse"), ("no evidence", "labels_no_evidence"),
                        ("no test", "labels_no_test")):
-            out[col] = per.assign(s=per["verdict"] == v).groupby(keys)["s"].sum().reindex(out.index).fillna(0) \
+            out[col] = per.assign(s=per["verdict"].str.split(" (", regex=False).str[0] == v).groupby(keys)["s"].sum().reindex(out.index).fillna(0) \
                 .astype(int)
         out = out.reset_index()[list(SUMMARY_COLUMNS)]
     out.attrs["banner"] = banner(table)
@@ -684,8 +792,9 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "ABLATION_COLUMNS", "PROTOCOL_FIELDS", "REFERENCE_COLUMNS", "SUMMARY_COLUMNS", "AblationPair", "ablation_table",
+    "ABLATION_COLUMNS", "ALLOWED_DIFFERENCES", "MULTIPLICITY", "REFERENCE_COLUMNS", "SUMMARY_COLUMNS", "AblationPair", "ablation_table",
     "banner", "compare_leaderboards", "compare_reference", "comparison_json", "find_ablation_pairs",
-    "pair_summary", "paired_ablation", "paired_runs", "pick_runs", "protocol_mismatches", "reference_protocol", "sample_banner",
+    "pair_summary", "paired_ablation", "paired_runs", "pick_runs", "protocol_mismatches", "reference_factors",
+    "sample_banner",
     "write_comparison_csv",
 ]

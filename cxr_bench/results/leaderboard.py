@@ -420,11 +420,23 @@ def trimmed_mean(values: Sequence[float] | np.ndarray) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
+def trimmed_seeds(mean_auc: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Which seeds MLPerf's olympic scoring keeps: with 5 or more seeds, all but the one with the best and
+    the one with the worst mean AUC (a seed without a mean AUC counts as the worst); with fewer, all."""
+    v = np.asarray(mean_auc, dtype=np.float64)
+    keep = np.ones(v.size, dtype=bool)
+    if v.size >= 5:
+        order = np.argsort(np.where(np.isnan(v), -np.inf, v), kind="mergesort")
+        keep[[order[0], order[-1]]] = False
+    return keep
+
+
 def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (suite and every factor column except ``seed``) over its completed,
     undamaged runs: ``n_seeds``, the ``seeds`` and ``run_ids`` (``;``-separated), and for the mean AUC and
     each label's AUC the mean over seeds (same column name), the sample standard deviation (``_sd``,
-    ddof = 1; empty with one seed) and :func:`trimmed_mean` (``_trimmed``).
+    ddof = 1; empty with one seed) and the trimmed mean (``_trimmed``): the mean over the seeds that
+    :func:`trimmed_seeds` keeps, chosen once by mean AUC, so every column drops the same two seeds.
 
     The sd is the spread of training outcomes (initialisation, data order) measured on one test set; it
     does not include the test-sampling uncertainty that each run's own CI describes.
@@ -443,12 +455,16 @@ def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
         seeds = sorted(int(s) for s in pd.to_numeric(g.get("seed"), errors="coerce").dropna()) \
             if "seed" in g else []
         row.update(n_seeds=len(g), seeds=";".join(str(s) for s in seeds), run_ids=";".join(g["run_id"].astype(str)))
+        keep = trimmed_seeds(pd.to_numeric(g["mean_auc"], errors="coerce").to_numpy(dtype=np.float64)
+                             if "mean_auc" in g else np.full(len(g), np.nan))
         for col in AGG_VALUE_COLUMNS:
-            v = pd.to_numeric(g[col], errors="coerce").dropna().to_numpy(dtype=np.float64) if col in g \
-                else np.array([])
+            all_v = pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=np.float64) if col in g \
+                else np.full(len(g), np.nan)
+            v = all_v[np.isfinite(all_v)]
+            kept = all_v[keep & np.isfinite(all_v)]
             row[col] = float(v.mean()) if v.size else math.nan
             row[f"{col}_sd"] = float(v.std(ddof=1)) if v.size >= 2 else math.nan
-            row[f"{col}_trimmed"] = trimmed_mean(v)
+            row[f"{col}_trimmed"] = float(kept.mean()) if kept.size else math.nan
         rows.append(row)
     return sort_leaderboard(pd.DataFrame(rows, columns=list(AGG_COLUMNS)))
 

@@ -112,7 +112,7 @@ def leaderboard_tables(table: pd.DataFrame, *, level: float = 0.95) -> list[Pape
     """One table per suite of a leaderboard (one row per run): a row per configuration with its mean test
     AUC over seeds and the interval :func:`cxr_bench.results.compare.compare_reference` uses (test sampling
     plus seed variance; a single seed's own patient-bootstrap CI)."""
-    from .compare import _config_groups, _seed_interval
+    from .compare import _config_groups, seed_interval
 
     tables = []
     done = table[table["status"] == "completed"] if "status" in table.columns else table
@@ -121,7 +121,7 @@ def leaderboard_tables(table: pd.DataFrame, *, level: float = 0.95) -> list[Pape
         for g in _config_groups(runs):
             vals, lo, hi = (pd.to_numeric(g[c], errors="coerce").to_numpy(dtype=np.float64)
                             for c in ("mean_auc", "mean_auc_ci_lo", "mean_auc_ci_hi"))
-            mean, _sd, ci_lo, ci_hi, _how = _seed_interval(vals, lo, hi, level)
+            mean, _sd, ci_lo, ci_hi, _how = seed_interval(vals, lo, hi, level)
             k = int(np.isfinite(vals).sum())
             single |= k == 1
             sample |= bool(g.get("bundled_sample", pd.Series([False])).astype(str).str.lower().eq("true").any())

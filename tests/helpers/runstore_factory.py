@@ -103,7 +103,7 @@ def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: fl
         from cxr_bench.metrics.extended import extra_metrics
 
         test = read_predictions(run_dir / "predictions" / "test.csv")
-        blocks["test"].update(extra_metrics(test, blocks["test"], n_bootstrap=n_bootstrap, seed=0))
+        blocks["test"].update(extra_metrics(test, val, n_bootstrap=n_bootstrap, seed=0))
     blocks["test"].update(test_extra or {})
     metrics = {"label_set": cfg.data.label_set, "labels": list(labels), **blocks, "best_epoch": 2,
                "epochs_run": 3, "train_images_per_s": 123.4, "params": 3_200_000 + len(labels), "gmacs": 0.58}

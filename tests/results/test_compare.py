@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,8 +12,10 @@ import pytest
 from scipy import stats
 
 from cxr_bench.cli import main
-from cxr_bench.errors import RunStoreError
+from cxr_bench.config import RunConfig
+from cxr_bench.errors import ConfigError, RunStoreError
 from cxr_bench.metrics import clustered_auc_test, delong_test, holm
+from cxr_bench.metrics.paired import verdict
 from cxr_bench.metrics.predictions import write_predictions
 from cxr_bench.results.compare import (
     ABLATION_COLUMNS,
@@ -25,9 +29,10 @@ from cxr_bench.results.compare import (
     paired_ablation,
     protocol_mismatches,
 )
-from cxr_bench.results.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
+from cxr_bench.results.leaderboard import FACTORS, build_leaderboard, factor_values, read_leaderboard, write_leaderboard
 from cxr_bench.results.references import match_reference, wang2017_table17
 from cxr_bench.results.runs import RunRecord, load_runs
+from cxr_bench.runner.suite import load_suite
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +79,56 @@ def test_duplicate_keys_are_refused(boards):
 # ------------------------------------------------------------------------------------------ reference
 
 
+@functools.cache
+def _paper_run(backbone: str = "resnet50", label_set: str = "chestxray14") -> RunConfig:
+    """The replication run of wang2017's paper profile, seed 0, straight from the suite file."""
+    runs = load_suite("wang2017").expand("paper")
+    (run,) = [r for r in runs if "replication" in r.blocks and r.config.seed == 0
+              and r.config.model.backbone == backbone and r.config.data.label_set == label_set]
+    return run.config
+
+
 def _paper_protocol(row: pd.DataFrame) -> pd.DataFrame:
-    """A leaderboard row moved onto Table 17's protocol (what a `paper`-profile run on NIH would show)."""
-    return row.assign(profile="paper", head="wang2017", image_size=1024, pretrained="cache", bundled_sample=False,
-                      metadata_sha256="f" * 64)
+    """A leaderboard row moved onto Table 17's protocol: every factor column as the paper profile's
+    ResNet-50 / ChestX-ray14 replication run has it (what a `paper`-profile run on NIH would show)."""
+    cfg = _paper_run()
+    factors = factor_values(RunRecord(Path("x"), "wang2017", cfg.run_id(), cfg.to_dict()))
+    return row.assign(**factors, profile="paper", bundled_sample=False, metadata_sha256="f" * 64)
+
+
+def _expected_differences(row: dict, cfg: RunConfig) -> set[str]:
+    """Dotted keys of the identity fields where the leaderboard row differs from ``cfg`` (seed and the
+    documented allowances aside), written out from the config's own dict."""
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("head_kwargs", "kwargs"):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[prefix + k] = v
+
+    walk(cfg.identity_dict(full=True))
+    out = set()
+    for col, (key, _) in FACTORS.items():
+        if key in ("seed", "eval.bootstrap", "eval.threshold"):
+            continue
+        ref, ours = flat[key], row.get(col)
+        if col == "pretrained":
+            ref, ours = "imagenet", {"cache": "imagenet"}.get(ours, ours)
+        same = (str(ours).lower() == str(ref).lower() if isinstance(ref, bool) else
+                (pd.isna(ours) if ref is None else
+                 (json.loads(ours) if isinstance(ours, str) else ours) == ref if isinstance(ref, (dict, list))
+                 else str(ours) == str(ref) or (isinstance(ref, (int, float)) and float(ours) == float(ref))))
+        if not same:
+            out.add(key)
+    return out
 
 
 def test_reference_one_seed_sample_run_is_no_verdict_and_not_comparable(boards):
     pa, _, ids = boards
-    cmp = compare_reference(read_leaderboard(pa), "wang2017")
+    lb = read_leaderboard(pa)
+    cmp = compare_reference(lb, "wang2017")
     assert set(cmp["run_id"]) == {ids["resnet50_14"], ids["alexnet_8"], ids["resnet50_8"]}
     r14 = cmp[cmp["run_id"] == ids["resnet50_14"]].set_index("label")
     assert len(r14) == 15 and "Table 17" in r14["source"].iloc[0] and (r14["n_seeds"] == 1).all()
@@ -91,15 +137,50 @@ def test_reference_one_seed_sample_run_is_no_verdict_and_not_comparable(boards):
         assert row["paper"] == paper and row["delta"] == pytest.approx(row["ours"] - paper)
         assert row["verdict"] == "no verdict (1 seed)" and math.isnan(row["delta_ci_lo"])
     assert r14.loc["mean", "paper"] == 0.7451
-    # The factory's runs are sample-profile runs at 64 px with a GAP head and no pretrained weights.
+    # The factory's runs are sample-profile runs (64 px, GAP head, no pretrained weights, AdamW ...): every
+    # identity field that differs from the paper profile's replication run is listed, and the profile.
     assert not r14["comparable"].any()
-    fields = sorted(part.split(":")[0] for part in r14["why_not"].iloc[0].split("; "))
-    assert fields == ["head", "image_size", "pretrained", "profile"]
+    listed = r14["why_not"].iloc[0].split("; ")
+    run = lb[lb["run_id"] == ids["resnet50_14"]].iloc[0].to_dict()
+    assert {m.split(":")[0] for m in listed} == _expected_differences(run, _paper_run()) | {"profile"}
+    assert "profile: sample != paper" in listed and "data.image_size: 64 != 1024" in listed
+    assert "model.head: gap != wang2017" in listed and "model.pretrained: none != imagenet" in listed
     alex = cmp[cmp["run_id"] == ids["alexnet_8"]]
-    assert len(alex) == 9 and set(alex["setting"]) == {"AlexNet"} and "split: ours official" in alex["why_not"].iloc[0]
+    assert len(alex) == 9 and set(alex["setting"]) == {"AlexNet"}
+    assert alex["why_not"].iloc[0].startswith("protocol: paper: the ChestX-ray8 release (108,948 images")
     assert compare_reference(read_leaderboard(pa), "chexnet").empty
     lines = banner(cmp)
     assert lines[0].startswith("NOT COMPARABLE") and "random initialisation" in lines[1] and "64-px" in lines[1]
+
+
+def test_the_issues_made_up_leaderboard_is_not_comparable(boards):
+    # Three ResNet-50 seeds, profile paper, official split, 1024 px, ImageNet weights, Table 17's head and
+    # loss: the 7 fields the old check looked at all match. But 500 training images, 1 epoch, lr 1.0, a
+    # frozen backbone, a 1-channel stem, a gamma tone curve and heavy augmentation.
+    pa, _, ids = boards
+    lb = read_leaderboard(pa)
+    base = _paper_protocol(lb[lb["run_id"] == ids["resnet50_14"]])
+    odd = dict(max_train_images=500, epochs=1, lr=1.0, freeze_backbone=True, channels="stem", grayscale="gamma",
+               augment="light")
+    rows = [base.assign(seed=s, run_id=f"odd{s}", **odd) for s in range(3)]
+    cmp = compare_reference(pd.concat(rows, ignore_index=True), "wang2017").set_index("label")
+    assert not cmp["comparable"].any()
+    assert cmp.loc["mean", "why_not"].split("; ") == [
+        "data.grayscale: gamma != identity", "data.channels: stem != replicate",
+        "model.freeze_backbone: true != false", "optim.lr: 1.0 != 0.01", "optim.epochs: 1 != 10",
+        "data.augment: light != none", "data.max_train_images: 500 != none"]
+    assert cmp["verdict"].str.endswith("(not comparable)").all()
+    # The same with the paper's values is comparable, and a leaderboard without a factor column is not.
+    fair = compare_reference(pd.concat([base.assign(seed=s, run_id=f"s{s}") for s in range(3)], ignore_index=True), "wang2017")
+    assert fair["comparable"].all() and (fair["why_not"] == "").all()
+    short = compare_reference(pd.concat([base.assign(seed=s, run_id=f"s{s}") for s in range(3)], ignore_index=True)
+                              .drop(columns=["momentum"]), "wang2017")
+    assert (short["why_not"] == "optim.momentum: unknown != 0.9").all()
+    # Seeds, bootstrap resamples, the threshold rule and where the weights came from may differ.
+    ok = compare_reference(pd.concat([base.assign(seed=s, run_id=f"s{s}", eval_bootstrap=200,
+                                                  eval_threshold="f1", pretrained="cache") for s in range(3)], ignore_index=True),
+                           "wang2017")
+    assert ok["comparable"].all()
 
 
 def test_reference_with_seeds_has_an_interval_and_a_verdict(boards):
@@ -121,14 +202,26 @@ def test_reference_with_seeds_has_an_interval_and_a_verdict(boards):
     at = cmp.loc["Atelectasis"]
     vals = 0.7003 + np.array([-0.01, 0.0, 0.02])
     se_test = 0.04 / (2 * stats.norm.ppf(0.975))
-    seed_var = vals.var(ddof=1) / 3
-    var = se_test**2 + seed_var
-    df = var**2 / (seed_var**2 / 2)
-    half = stats.t.ppf(0.975, df) * math.sqrt(var)
+    s2 = vals.var(ddof=1)
+    var = se_test**2 + s2 / 3
+    half = stats.t.ppf(0.975, var**2 / ((s2 / 3) ** 2 / 2)) * math.sqrt(var)
     assert at["ours"] == pytest.approx(vals.mean()) and at["ours_sd"] == pytest.approx(vals.std(ddof=1))
-    assert (at["delta_ci_lo"], at["delta_ci_hi"]) == pytest.approx((vals.mean() - 0.7003 - half,
-                                                                     vals.mean() - 0.7003 + half))
+    assert (at["ours_ci_lo"], at["ours_ci_hi"]) == pytest.approx((vals.mean() - half, vals.mean() + half))
+    # Ours minus paper: the paper's number is one run, so one more seed variance (borrowed from ours); the
+    # same official test images, so no second test-sampling term.
+    dvar = se_test**2 + s2 / 3 + s2
+    dhalf = stats.t.ppf(0.975, dvar**2 / ((s2 * 4 / 3) ** 2 / 2)) * math.sqrt(dvar)
+    assert (at["delta_ci_lo"], at["delta_ci_hi"]) == pytest.approx((vals.mean() - 0.7003 - dhalf,
+                                                                     vals.mean() - 0.7003 + dhalf))
+    assert "borrowed" in at["interval"] and "another test set" not in at["interval"]
     assert at["verdict"] == "consistent with paper" and at["paper_in_ci"]
+    # On another split the paper's test sampling enters too.
+    other = compare_reference(pd.concat([r.assign(split="random-patient") for r in rows], ignore_index=True),
+                              "wang2017").set_index("label").loc["Atelectasis"]
+    ovar = 2 * se_test**2 + s2 / 3 + s2
+    ohalf = stats.t.ppf(0.975, ovar**2 / ((s2 * 4 / 3) ** 2 / 2)) * math.sqrt(ovar)
+    assert other["delta_ci_hi"] - other["delta"] == pytest.approx(ohalf)
+    assert "another test set" in other["interval"] and not other["comparable"]
     # Far from the paper with little spread: a verdict, not "consistent".
     far = [r.assign(auc_cardiomegaly=0.60 + 0.001 * i, auc_cardiomegaly_ci_lo=0.59, auc_cardiomegaly_ci_hi=0.61)
            for i, r in enumerate(rows)]
@@ -138,7 +231,7 @@ def test_reference_with_seeds_has_an_interval_and_a_verdict(boards):
     odd = [r.assign(image_size=512) for r in far]
     cmp3 = compare_reference(pd.concat(odd, ignore_index=True), "wang2017").set_index("label")
     assert cmp3.loc["Cardiomegaly", "verdict"] == "below paper (not comparable)"
-    assert cmp3.loc["Cardiomegaly", "why_not"] == "image_size: ours 512, paper 1024"
+    assert cmp3.loc["Cardiomegaly", "why_not"] == "data.image_size: 512 != 1024"
     # A seed without a CI: no interval, no verdict (never one that ignores test sampling).
     gap = [rows[0].assign(auc_atelectasis_ci_lo=np.nan), *rows[1:]]
     cmp4 = compare_reference(pd.concat(gap, ignore_index=True), "wang2017").set_index("label")
@@ -148,18 +241,24 @@ def test_reference_with_seeds_has_an_interval_and_a_verdict(boards):
         compare_reference(pd.concat([rows[0], rows[0].assign(run_id="other")], ignore_index=True), "wang2017")
 
 
-def test_protocol_fields_per_reference(boards):
+def test_protocol_mismatches_per_reference(boards):
     pa, _, ids = boards
     row = _paper_protocol(read_leaderboard(pa).query(f"run_id == '{ids['resnet50_14']}'")).iloc[0].to_dict()
     assert protocol_mismatches(match_reference("wang2017", row), row) == []
-    for field, value in (("loss", "bce"), ("split", "random-image"), ("pretrained", "none"), ("profile", "sample")):
+    for field, value, key in (("loss", "bce", "loss.name"), ("split", "random-image", "data.split"),
+                              ("pretrained", "none", "model.pretrained"), ("epochs", 20, "optim.epochs")):
         bad = {**row, field: value}
-        assert [m.split(":")[0] for m in protocol_mismatches(match_reference("wang2017", bad), bad)] == [field]
-    # Table 3 wants the random image-level split; CheXNet is never comparable (its own split).
+        assert [m.split(":")[0] for m in protocol_mismatches(match_reference("wang2017", bad), bad)] == [key]
+    # Table 3 is never comparable: another release. Even the random image-level split the paper used.
     t3 = {**row, "label_set": "chestxray8", "split": "random-image"}
-    assert protocol_mismatches(match_reference("wang2017", t3), t3) == []
-    chex = {**row, "backbone": "densenet121", "head": "gap", "loss": "bce", "image_size": 224}
-    assert [m.split(":")[0] for m in protocol_mismatches(match_reference("chexnet", chex), chex)] == ["split"]
+    why = protocol_mismatches(match_reference("wang2017", t3), t3)
+    assert why[0].startswith("protocol: paper: the ChestX-ray8 release (108,948 images of 32,717 patients")
+    assert "data.split: random-image != official" in why
+    # CheXNet: never comparable (its own split); its reference run is the suite's chexnet block.
+    chex_cfg = [r.config for r in load_suite("wang2017").expand("paper") if "chexnet" in r.blocks][0]
+    chex = {**row, **factor_values(RunRecord(Path("x"), "wang2017", chex_cfg.run_id(), chex_cfg.to_dict()))}
+    assert protocol_mismatches(match_reference("chexnet", chex), chex) == [
+        "protocol: paper: its own random patient-wise 70/10/20 split, not the official lists"]
 
 
 # ------------------------------------------------------------------------------------------ ablations
@@ -202,19 +301,44 @@ def test_paired_ablation_numbers(run_store):
         assert row["ci_lo"] <= row["delta"] <= row["ci_hi"] or row["reason"]
     np.testing.assert_allclose(per["p_bootstrap_holm"], holm(per["p_bootstrap"]))
     ok = per["p_bootstrap_holm"] < 0.05
-    assert (per.loc[ok & (per["delta"] > 0), "verdict"] == "better").all()
-    assert (per.loc[~ok, "verdict"] == "no evidence").all()
+    assert (per.loc[ok & (per["delta"] > 0), "verdict"].str.split(" (", regex=False).str[0] == "better").all()
+    assert (per.loc[~ok, "verdict"].str.split(" (", regex=False).str[0] == "no evidence").all()
     assert table["interval"].iloc[0].startswith("patients only")
     mean = table.iloc[-1]
     assert mean["delta"] == pytest.approx(b.metrics["test"]["mean_auc"] - a.metrics["test"]["mean_auc"])
     # A run against itself: zero difference, no evidence.
     same = paired_ablation(AblationPair("ablations", "x", "a", "a", a, a), n_bootstrap=50)
     assert (same["delta"] == 0).all() and (same["p_bootstrap"] == 1).all()
-    assert (same["verdict"] == "no evidence").all()
+    assert (same["verdict"].str.split(" (", regex=False).str[0] == "no evidence").all()
     summary = pair_summary(ablation_table(load_runs(root, "ablations"), n_bootstrap=50))
     assert len(summary) == 2 and set(summary["factor"]) == {"data.grayscale", "model.head"}
     assert (summary[["labels_better", "labels_worse", "labels_no_evidence", "labels_no_test"]].sum(axis=1) == 14).all()
     assert "labels_p_lt_0.05" not in summary.columns and banner(summary)[0].startswith("NOT COMPARABLE")
+
+
+def test_suite_wide_multiplicity_across_pairs(run_store):
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    root, _ = run_store
+    runs = load_runs(root, "ablations")
+    per_pair = ablation_table(runs, n_bootstrap=50)
+    labels = per_pair["label"] != "mean"
+    assert (per_pair["p_suite"] == per_pair["p_bootstrap_holm"]).all()
+    assert per_pair.loc[labels, "family"].str.startswith("Holm over the labels of this pair").all()
+    assert any("Holm-adjusted across the labels of one pair (the Holm family" in line for line in banner(per_pair))
+    for how, method in (("holm", "holm"), ("bh", "fdr_bh")):
+        t = ablation_table(runs, n_bootstrap=50, multiplicity=how)
+        np.testing.assert_allclose(t["p_bootstrap"], per_pair["p_bootstrap"])  # the same tests, adjusted anew
+        for mask in (labels, ~labels):
+            p = t.loc[mask, "p_bootstrap"].to_numpy(dtype=float)
+            ok = np.isfinite(p)
+            expected = multitest.multipletests(p[ok], method=method)[1]
+            np.testing.assert_allclose(t.loc[mask, "p_suite"].to_numpy(dtype=float)[ok], expected, atol=1e-12)
+        n_tests = int(np.isfinite(t.loc[labels, "p_bootstrap"].astype(float)).sum())
+        assert t.loc[labels, "family"].str.contains(f"over {n_tests} label tests of 2 pairs").all()
+        assert t["verdict"].tolist() == [verdict(d, p, label=lab) for d, p, lab in zip(t["delta"], t["p_suite"],
+                                                                                        t["label"])]
+    with pytest.raises(ConfigError, match="multiplicity"):
+        ablation_table(runs, n_bootstrap=50, multiplicity="bonferroni")
 
 
 def test_seeds_make_one_configuration(run_store, store_factory, tmp_path):
@@ -233,7 +357,7 @@ def test_seeds_make_one_configuration(run_store, store_factory, tmp_path):
     assert [r.cfg("seed") for r in g.a] == [0, 1]
     assert {r.run_id for r in pairs["model.head"].a} == {ids["baseline"], base1}  # 2 seeds vs 1
     t = paired_ablation(g, n_bootstrap=100).set_index("label")
-    assert (t["seeds_a"] == 2).all() and t["interval"].iloc[0] == "patients + seeds (2 vs 2)"
+    assert (t["seeds_a"] == 2).all() and t["interval"].iloc[0] == "patients + seeds (2 vs 2; nested: each configuration's own seeds)"
     aucs = lambda runs, lab: np.mean([r.metrics["test"]["per_label"][lab]["auc"] for r in runs])  # noqa: E731
     assert t.loc["Mass", "delta"] == pytest.approx(aucs(g.b, "Mass") - aucs(g.a, "Mass"), abs=1e-12)
 
@@ -280,5 +404,10 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["banner"][0].startswith("NOT COMPARABLE") and len(doc["table"]) == 30 and len(doc["summary"]) == 2
+    assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "20",
+                 "--multiplicity", "bh", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert all(r["family"].startswith("Benjamini-Hochberg over") for r in doc["table"])
+    assert any("Benjamini-Hochberg across every label test" in line for line in doc["banner"])
     assert main(["compare", str(pa)]) == 2  # two leaderboards needed
     assert main(["compare", "--ablations", "--runs", str(root), "--alpha", "2"]) == 2

@@ -60,7 +60,8 @@ def test_unknown_reference_table():
 
 @pytest.mark.parametrize(("backbone", "label_set", "loss", "split", "setting", "table", "comparable"), [
     ("alexnet", "chestxray8", "wcel", "official", "AlexNet", "Table 3", False),
-    ("googlenet", "chestxray8", "wcel", "random-image", "GoogLeNet", "Table 3", True),
+    # Table 3 is never comparable, even on the paper's own random image split: another data release.
+    ("googlenet", "chestxray8", "wcel", "random-image", "GoogLeNet", "Table 3", False),
     ("vgg16", "chestxray8", "wcel", "official", "VGGNet-16", "Table 3", False),
     ("resnet50", "chestxray8", "wcel", "official", "ResNet-50", "Table 3", False),
     ("resnet50", "chestxray8", "bce", "official", "ResNet-50 (unweighted CEL)", "Table 3", False),
@@ -72,6 +73,15 @@ def test_wang2017_mapping(backbone, label_set, loss, split, setting, table, comp
     assert len(m.auc) == (14 if label_set == "chestxray14" else 8)
     if setting == "ResNet-50" and label_set == "chestxray8":
         assert m.mean_auc == 0.6962
+    if table == "Table 3":
+        assert "ChestX-ray8 release (108,948 images of 32,717 patients" in m.note and not m.same_test_set
+    assert m.same_test_set is (table == "Table 17" and split == "official")
+    # The reference run: the suite's replication block for the same backbone and label set (loss for the
+    # unweighted row).
+    run = m.replicated_by
+    assert run is not None and (run.suite, run.profile, run.block) == ("wang2017", "paper", "replication")
+    assert dict(run.select) == {"model.backbone": backbone, "data.label_set": label_set}
+    assert dict(run.overrides) == ({"loss.name": "bce"} if loss == "bce" and label_set == "chestxray8" else {})
 
 
 def test_no_counterpart_and_chexnet():
