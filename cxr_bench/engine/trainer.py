@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig
 from ..errors import ConfigError, TrainingError
 from ..metrics.predictions import Predictions
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, sha256_file
 from ..utils.progress import progress as progress_bar
 from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
 from .distributed import DistContext, EpochTagged, ShardedSampler, init_distributed, resolve_device
@@ -572,7 +572,8 @@ class Trainer:
 
         # Calibration, and AUC / underdiagnosis by sex, age band and view at the thresholds chosen on val.
         metrics["test"].update(extra_metrics(test, metrics["test"], self.data.test.csv, n_bootstrap=e.bootstrap,
-                                             level=e.ci_level, seed=self.cfg.seed))
+                                             level=e.ci_level, seed=self.cfg.seed,
+                                             predictions_sha256=sha256_file(pred_dir / "test.csv")))
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 

@@ -1,4 +1,5 @@
-"""The ``calibration`` and ``subgroups`` blocks of a ``metrics.json`` split, in one call for the trainer.
+"""The ``calibration``, ``subgroups`` and ``expert`` blocks of a ``metrics.json`` split, in one call for the
+trainer.
 
 ``metrics["test"].update(extra_metrics(test_predictions, thresholds, test_metadata, ...))`` adds them next
 to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .calibration import calibration_block
+from .expert import expert_block
 from .predictions import Predictions
 from .roc import SeedLike
 from .subgroups import bundled_metadata, subgroup_block
@@ -31,8 +33,13 @@ def thresholds_of(split_block: Mapping[str, Any], labels: Sequence[str]) -> list
 
 def extra_metrics(pred: Predictions, thresholds: Sequence[float | None] | Mapping[str, Any] | None,
                   metadata: pd.DataFrame | None = None, *, n_bootstrap: int = 1000, level: float = 0.95,
-                  seed: SeedLike = 0, threshold_method: str | None = None) -> dict[str, Any]:
-    """``{"calibration": ..., "subgroups": ...}`` for one split's predictions (JSON types only).
+                  seed: SeedLike = 0, threshold_method: str | None = None,
+                  predictions_sha256: str | None = None) -> dict[str, Any]:
+    """``{"calibration": ..., "subgroups": ..., "expert": ...}`` for one split's predictions (JSON types only).
+
+    ``expert`` (:func:`.expert.expert_block`) scores the images the Google 2019 expert labels cover, with
+    its own fixed bootstrap, tagged with ``predictions_sha256`` (the sha256 of the predictions file written
+    for ``pred``): the leaderboard and the reports read it back instead of re-reading the file.
 
     ``thresholds``: per label of ``pred`` (None where none), or the :func:`.roc.summarize` block they were
     reported in. ``metadata``: a table with ``image, sex, age, view`` covering ``pred.images`` (the
@@ -46,4 +53,5 @@ def extra_metrics(pred: Predictions, thresholds: Sequence[float | None] | Mappin
         "calibration": calibration_block(pred.y_true, pred.y_prob, pred.labels),
         "subgroups": subgroup_block(pred, meta, thresholds, n_bootstrap=n_bootstrap, level=level, seed=seed,
                                     threshold_method=threshold_method),
+        "expert": expert_block(pred, predictions_sha256=predictions_sha256),
     }

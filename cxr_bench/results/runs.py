@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..errors import RunStoreError
-from ..metrics.predictions import Predictions, read_predictions
+from ..metrics.predictions import Predictions, read_predictions, take_rows  # noqa: F401 - re-exported
 from ..runner import store as run_store
 from ..runner.store import RunDir, Status, read_json_object
 
@@ -202,16 +201,6 @@ class RunRecord:
 
     def __repr__(self) -> str:
         return f"RunRecord({self.suite}/{self.run_id}, status={self.status!r})"
-
-
-def take_rows(pred: Predictions, images: Sequence[str]) -> Predictions:
-    """The rows of ``images`` (each must be present), in that order; for aligning two runs or a subset."""
-    pos = pd.Index(pred.images).get_indexer(list(images))
-    if (pos < 0).any():
-        missing = list(images)[int(np.flatnonzero(pos < 0)[0])]
-        raise RunStoreError(f"{pred.source}: image {missing!r} has no prediction")
-    return Predictions(pred.images[pos], pred.patient_ids[pos], pred.y_true[pos], pred.y_prob[pos],
-                       pred.labels, pred.source)
 
 
 def _suite_name(manifest: dict[str, Any]) -> str | None:

@@ -131,7 +131,8 @@ def test_extra_metrics_is_json_and_reads_thresholds_from_a_summary_block():
                "per_label": {"Atelectasis": {"threshold": 0.4}, "Effusion": {"threshold": None}}}
     ex = extra_metrics(pred, summary, meta, n_bootstrap=20)
     json.dumps(ex, allow_nan=False)  # NaN never reaches metrics.json
-    assert set(ex) == {"calibration", "subgroups"}
+    assert set(ex) == {"calibration", "subgroups", "expert"}
+    assert ex["expert"]["predictions_sha256"] is None  # no file given: never read back as current
     assert ex["subgroups"]["ignored_labels"] == ["Effusion"] and ex["subgroups"]["threshold_method"] == "youden"
     assert subgroup_table({"per_label": {}, **ex}).equals(subgroup_table(ex["subgroups"]))
     assert subgroup_table({"per_label": {}}).empty
