@@ -113,7 +113,11 @@ def count_blocks(counts_t: np.ndarray | CountBlocks) -> CountBlocks:
     if not isinstance(counts_t, np.ndarray):
         return counts_t
     n_res = counts_t.shape[1]
-    return [np.ascontiguousarray(counts_t[:, b0 : b0 + _BLOCK]) for b0 in range(0, n_res, _BLOCK)]
+    # Integer counts are multiplied as int32 (half the memory traffic of float64, and exact), which the
+    # doubled integer weights of _weighted_auc keep below 2**31 for any realistic test set.
+    integral = counts_t.size and np.array_equal(counts_t, np.round(counts_t)) and float(np.abs(counts_t).max()) < 2**20
+    dtype = np.int32 if integral else np.float64
+    return [np.ascontiguousarray(counts_t[:, b0 : b0 + _BLOCK], dtype=dtype) for b0 in range(0, n_res, _BLOCK)]
 
 
 def _weighted_auc(t: np.ndarray, s: np.ndarray, group: np.ndarray, counts_t: np.ndarray | CountBlocks) -> np.ndarray:
@@ -136,6 +140,8 @@ def _weighted_auc(t: np.ndarray, s: np.ndarray, group: np.ndarray, counts_t: np.
     change no bit of the result.
     """
     blocks = count_blocks(counts_t)
+    if blocks[0].dtype == np.int32 and 2 * s.size * max(int(np.abs(b).max()) for b in blocks) >= 2**31:
+        blocks = [b.astype(np.float64) for b in blocks]  # sums that int32 could not hold
     n_groups = blocks[0].shape[0]
     n_res = sum(b.shape[1] for b in blocks)
     pos_scores = s[t]
@@ -161,20 +167,25 @@ def _weighted_auc(t: np.ndarray, s: np.ndarray, group: np.ndarray, counts_t: np.
     neg_row = np.where(nb_rows < m, seg[np.minimum(nb_rows, m - 1)], n_seg)
     rows = np.concatenate([seg[pos_bin], n_seg + neg_row])
     cols = np.concatenate([group[t], neg_group, neg_group[tied]])
-    vals = np.concatenate([np.ones(t.sum()), np.where(tied, 0.5, 1.0), np.full(tied.sum(), 0.5)])
+    # Negatives weigh 2 (a tied one 1 + 1), positives 1: integers throughout; the factor 2 cancels in the
+    # ratio below (num and W_neg both doubled, exactly).
+    dtype = blocks[0].dtype
+    vals = np.concatenate([np.ones(int(t.sum()), dtype), np.where(tied, 1, 2).astype(dtype),
+                           np.ones(int(tied.sum()), dtype)])
     # Duplicate (row, col) entries are summed on conversion to CSR: the per-(segment, patient) image counts.
     a = sparse.csr_array((vals, (rows, cols)), shape=(2 * n_seg + 1, n_groups))
     out = np.empty(n_res)
     b0 = 0
     for block in blocks:
         r = a @ block
-        w_pos, w_neg = r[:n_seg], r[n_seg:]
-        num = np.einsum("kb,kb->b", w_pos, np.cumsum(w_neg[:n_seg], axis=0))
-        w_p = w_pos.sum(axis=0)
-        w_n = w_neg.sum(axis=0)
+        w_pos, w_neg2 = r[:n_seg], r[n_seg:]
+        cum2 = np.cumsum(w_neg2[:n_seg], axis=0, dtype=r.dtype)
+        num2 = np.einsum("kb,kb->b", w_pos, cum2, dtype=np.float64)  # exact: integers below 2**53
+        w_p = w_pos.sum(axis=0, dtype=np.float64)
+        w_n2 = w_neg2.sum(axis=0, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            auc = num / (w_p * w_n)
-        auc[(w_p == 0) | (w_n == 0)] = np.nan
+            auc = num2 / (w_p * w_n2)
+        auc[(w_p == 0) | (w_n2 == 0)] = np.nan
         out[b0 : b0 + block.shape[1]] = auc
         b0 += block.shape[1]
     return out

@@ -38,7 +38,6 @@ from ..metrics.expert import (
     expert_labels,
     expert_results_from_block,
 )
-from ..utils.io import sha256_file
 from .runs import RunRecord
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,6 @@ EXPERT_COLUMNS: tuple[str, ...] = ("expert_n",) + tuple(
 EXPERT_CI_COLUMNS: tuple[str, ...] = tuple(f"expert_auc_{t}_ci_{end}" for t in EXPERT_TARGETS for end in ("lo", "hi"))
 
 
-def _predictions_sha256(rec: RunRecord, split: str) -> str:
-    """sha256 of the run's predictions file: the one recorded at completion when the run is intact (the
-    record was just verified against the file), else hashed now."""
-    rel = f"predictions/{split}.csv"
-    recorded = (rec.manifest.get("artifacts") or {}).get(rel) if isinstance(rec.manifest, dict) else None
-    if isinstance(recorded, dict) and recorded.get("sha256") and not rec.problems:
-        return str(recorded["sha256"])
-    return sha256_file(rec.predictions_path(split))
-
-
 def expert_results(rec: RunRecord, split: str = "test") -> list[ExpertResult]:
     """:func:`evaluate_expert` of the run's predictions: read from ``metrics.json`` (``<split>.expert``,
     written when the run completed) while it matches the predictions file's sha256, computed from the file
@@ -74,7 +63,7 @@ def expert_results(rec: RunRecord, split: str = "test") -> list[ExpertResult]:
     except Exception:  # noqa: BLE001 - an unreadable metrics.json: recompute from the predictions
         block = None
     if block is not None:
-        stored = expert_results_from_block(block, _predictions_sha256(rec, split))
+        stored = expert_results_from_block(block, rec.predictions_sha256(split))
         if stored is not None:
             return stored
     return evaluate_expert(rec.predictions(split))

@@ -193,6 +193,22 @@ class RunRecord:
             self._predictions[split] = read_predictions(self.predictions_path(split), self.labels)
         return self._predictions[split]
 
+    def release_predictions(self) -> None:
+        """Drop the predictions read so far (a comparison of many pairs keeps one pair's in memory)."""
+        self._predictions.clear()
+
+    def predictions_sha256(self, split: str = "test") -> str:
+        """sha256 of the saved predictions of ``split``: the one recorded at completion while the run is
+        intact (:attr:`problems` has just compared it with the file), else hashed now."""
+        from ..utils.io import sha256_file
+
+        rel = f"predictions/{split}.csv"
+        artifacts = self.manifest.get("artifacts")
+        recorded = artifacts.get(rel) if isinstance(artifacts, dict) else None
+        if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str) and not self.problems:
+            return str(recorded["sha256"])
+        return sha256_file(self.predictions_path(split))
+
     def history(self) -> pd.DataFrame:
         path = self.run_dir / "history.csv"
         if not path.is_file():
