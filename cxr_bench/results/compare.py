@@ -19,9 +19,11 @@ Three questions, three functions:
   seeds), Obuchowski's clustered test, Holm's adjustment across the labels, a verdict from the adjusted
   bootstrap p-value, and image-level DeLong only as a column named as such.
 
-Tables computed from runs of the bundled sample carry a banner (``df.attrs["banner"]``, lines written as
-``# ...`` comments at the top of the CSV by :func:`write_comparison_csv`) saying that their numbers are
-not comparable with any paper and why they sit near chance.
+Tables computed from runs of the bundled sample carry a banner (``df.attrs["banner"]``, printed above the
+table and written as ``notes`` into the ``<name>.csv.json`` sidecar of the plain CSV by
+:func:`write_comparison_csv`) saying that their numbers are not comparable with any paper and why they sit
+near chance. Runs tested on synthetic data (the phantom sanity run; leaderboard column ``synthetic``) are
+left out of paper comparisons and ablations.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def banner(df: pd.DataFrame) -> list[str]:
 
 
 def write_comparison_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a comparison table as CSV with its banner as leading ``# ...`` lines (``pd.read_csv(path,
-    comment="#")`` reads it back), atomically and safe to open in a spreadsheet."""
+    """Write a comparison table as a plain CSV (``pd.read_csv(path)`` reads it), atomically and safe to open
+    in a spreadsheet; its banner goes into the ``<name>.csv.json`` sidecar as notes."""
     return write_csv(df, path, header_lines=banner(df))
 
 
@@ -304,6 +306,12 @@ def _config_groups(lb: pd.DataFrame) -> list[pd.DataFrame]:
             log.warning("%d damaged leaderboard row(s) left out of the comparison: %s", int(bad.sum()),
                         ", ".join(lb.loc[bad, "run_id"].astype(str)))
         lb = lb[~bad]
+    if "synthetic" in lb.columns:
+        fake = lb["synthetic"].astype(str).str.lower().isin(("true", "1"))
+        if fake.any():
+            log.info("%d run(s) tested on synthetic data left out of the comparison: %s", int(fake.sum()),
+                     ", ".join(lb.loc[fake, "run_id"].astype(str)))
+        lb = lb[~fake]
     cols = ["suite"] + [c for c in FACTOR_COLUMNS if c != "seed" and c in lb.columns]
     keys: dict[tuple[str, ...], list[Any]] = {}
     for i, rec in zip(lb.index, lb[cols].to_dict("records")):
@@ -497,7 +505,7 @@ def find_ablation_pairs(runs: Iterable[RunRecord]) -> list[AblationPair]:
     """Pairs of configurations in one suite differing in exactly one factor, each with all its completed
     seeds. Pairs the runner recorded in the manifests are used when present (two runs of a recorded pair
     stand for their configurations); otherwise pairs are found by diffing the runs' identity configs."""
-    runs = [r for r in runs if r.completed]
+    runs = [r for r in runs if r.completed and not r.synthetic]  # a phantom sanity run pairs with nothing
     by_id = {r.run_id: r for r in runs}
     factors = {r.run_id: _factors(r) for r in runs}
     configs: dict[ConfigKey, list[RunRecord]] = {}

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.release import PHANTOM_PREFIX
 from ..errors import RunStoreError
 from ..metrics.predictions import Predictions, read_predictions, take_rows  # noqa: F401 - re-exported
 from ..runner import store as run_store
@@ -165,6 +166,34 @@ class RunRecord:
         if isinstance(data, dict) and "is_bundled_sample" in data:
             return bool(data["is_bundled_sample"])
         return self.cfg("data.root") is None
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the run was tested on synthetic data (a phantom release, ``data.root = "phantom:..."``:
+        the sanity check of the pipeline). Such runs are listed, never ranked, compared with a paper or
+        paired in an ablation."""
+        data = self.manifest.get("data")
+        if isinstance(data, dict) and data.get("is_phantom"):
+            return True
+        root = self.cfg("data.root")
+        return isinstance(root, str) and root.startswith(PHANTOM_PREFIX)
+
+    @property
+    def data_name(self) -> str:
+        """Which data the run was tested on: ``phantom``, ``bundled sample``, or for an NIH release its
+        metadata file's version and the first 8 hex digits of its sha256 (``NIH v2020 9d4de640``)."""
+        if self.synthetic:
+            return "phantom"
+        if self.is_bundled_sample:
+            return "bundled sample"
+        data = self.manifest.get("data")
+        hashes = data.get("file_hashes") if isinstance(data, dict) else None
+        for name, sha in sorted(hashes.items()) if isinstance(hashes, dict) else ():
+            if str(name).lower().startswith("data_entry") and isinstance(sha, str):
+                stem = str(name).split(".")[0]
+                version = stem.rsplit("_", 1)[-1] if stem.count("_") >= 3 else "2017"
+                return f"NIH {version} {sha[:8]}"
+        return "NIH (release not recorded)"
 
     # ------------------------------------------------------------------ artifacts
     @cached_property

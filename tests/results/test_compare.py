@@ -262,20 +262,21 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
     assert main(["compare", str(pa), str(pb), "--out", str(tmp_path / "d.csv")]) == 0
     printed = capsys.readouterr().out
     assert "only_a" in printed and "only_b" in printed and ids["gamma"] in printed
-    assert len(pd.read_csv(tmp_path / "d.csv", comment="#")) == 7
+    assert len(pd.read_csv(tmp_path / "d.csv")) == 7  # plain CSV
     assert main(["compare", str(pa), "--reference", "wang2017", "--out", str(tmp_path / "r.csv")]) == 0
     out = capsys.readouterr().out
     assert "0.7451" in out and "no verdict (1 seed)" in out and out.startswith("# NOT COMPARABLE")
     text = (tmp_path / "r.csv").read_text()
-    assert text.startswith("# NOT COMPARABLE") and "why_not" in text
+    assert text.startswith("suite,run_id") and "why_not" in text  # the reason is a column; the banner a note
+    assert json.loads((tmp_path / "r.csv.json").read_text())["notes"][0].startswith("NOT COMPARABLE")
     assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "50",
                  "--out", str(tmp_path / "a.csv")]) == 0
     out = capsys.readouterr().out
     assert "data.grayscale" in out and "p_bootstrap_holm" in out and "p_delong_image_level" in out
     assert out.startswith("# NOT COMPARABLE")
-    csv = pd.read_csv(tmp_path / "a.csv", comment="#")
+    csv = pd.read_csv(tmp_path / "a.csv")
     assert {"p_clustered_holm", "verdict"} <= set(csv.columns) and len(csv) == 30
-    assert (tmp_path / "a.csv").read_text().startswith("# NOT COMPARABLE")
+    assert json.loads((tmp_path / "a.csv.json").read_text())["notes"][0].startswith("NOT COMPARABLE")
     assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "20",
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

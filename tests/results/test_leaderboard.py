@@ -126,20 +126,26 @@ def test_sorted_and_byte_stable(run_store, tmp_path):
     path = write_leaderboard(a, tmp_path / "lb.csv")
     text = path.read_text()
     lines = text.splitlines()
-    # The factory's runs are on the bundled sample (no data.root): the CSV itself says so, with why.
-    assert lines[0].startswith("# NOT COMPARABLE WITH ANY PAPER: 6 of 6 run(s)") and "chance" in lines[0]
-    assert lines[1].startswith("# Why: random initialisation, 64 px images, at most 3 epoch(s)")
-    header, first = list(csv.reader(lines[2:4]))
+    # Plain CSV: the header first. The factory's runs are on the bundled sample (no data.root): every row
+    # says so in its own columns, and the sidecar says why.
+    header, first = list(csv.reader(lines[:2]))
     assert header[:3] == ["suite", "run_id", "status"]
     cells = dict(zip(header, first))
     assert len(cells["mean_auc"].split(".")[1]) == 4  # fixed 4 decimals
     assert cells["git_dirty"] == "false" and cells["image_size"] == "64" and cells["lr"] == "0.001"
+    assert cells["data"] == "bundled sample" and cells["synthetic"] == "false" and cells["comparable"] == "false"
+    assert "bundled" in cells["why_not"] and "sample" in cells["why_not"]
+    side = json.loads((tmp_path / "lb.csv.json").read_text())
+    assert side["notes"][0].startswith("NOT COMPARABLE WITH ANY PAPER: 6 of 6 run(s)") and "chance" in side["notes"][0]
+    assert side["notes"][1].startswith("Why: random initialisation, 64 px images, at most 3 epoch(s)")
+    assert side["provenance"]["runs"] == 6 and side["provenance"]["data"] == ["bundled sample"]
     back = read_leaderboard(path)
     assert back["run_id"].tolist() == a["run_id"].tolist()
     assert leaderboard_csv(back) == text  # read + write round-trips to the same bytes
-    assert pd.read_csv(path, comment="#").shape == a.shape
+    assert pd.read_csv(path).shape == a.shape
     assert not list(tmp_path.glob(".lb*.tmp"))  # no temporary file left behind
-    assert {p.name for p in tmp_path.iterdir()} == {"lb.csv", "lb_agg.csv", "lb_subgroups.csv"}
+    assert {p.name for p in tmp_path.iterdir()} == {"lb.csv", "lb_agg.csv", "lb_subgroups.csv", "lb.csv.json",
+                                                     "lb_agg.csv.json", "lb_subgroups.csv.json"}
 
 
 def test_no_banner_off_the_sample_and_formula_cells_neutralised(tmp_path, store_factory):
