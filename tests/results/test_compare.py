@@ -21,6 +21,7 @@ from cxr_bench.results.compare import (
     compare_leaderboards,
     compare_reference,
     find_ablation_pairs,
+    pair_cache_key,
     pair_summary,
     paired_ablation,
     protocol_mismatches,
@@ -283,3 +284,48 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
     assert doc["banner"][0].startswith("NOT COMPARABLE") and len(doc["table"]) == 30 and len(doc["summary"]) == 2
     assert main(["compare", str(pa)]) == 2  # two leaderboards needed
     assert main(["compare", "--ablations", "--runs", str(root), "--alpha", "2"]) == 2
+
+
+def test_ablation_table_cache_gives_the_computed_table_and_follows_the_predictions(run_store, tmp_path):
+    root, _ = run_store
+    store = tmp_path / "runs"
+    shutil.copytree(root, store)
+    runs = load_runs(store, "ablations")
+    fresh = ablation_table(runs, n_bootstrap=40, use_cache=False)
+    assert not (store / "ablations" / ".cache").exists()
+    first = ablation_table(load_runs(store, "ablations"), n_bootstrap=40)
+    entries = sorted((store / "ablations" / ".cache" / "ablations").glob("*.json"))
+    assert len(entries) == len(find_ablation_pairs(runs)) == 2
+    second = ablation_table(load_runs(store, "ablations"), n_bootstrap=40)  # read back from the cache
+    for df in (first, second):
+        pd.testing.assert_frame_equal(df, fresh)  # bit for bit, dtypes and NaN included
+        assert banner(df) == banner(fresh)
+    # Another setting is another key; the entries of the first stay.
+    ablation_table(load_runs(store, "ablations"), n_bootstrap=30)
+    assert len(list((store / "ablations" / ".cache" / "ablations").glob("*.json"))) == 4
+    # A corrupt entry is ignored and computed again.
+    entries[0].write_text("{not json")
+    pd.testing.assert_frame_equal(ablation_table(load_runs(store, "ablations"), n_bootstrap=40), fresh)
+    # The key follows each run's predictions: another file (another sha256) is another key.
+    pair = find_ablation_pairs(load_runs(store, "ablations"))[0]
+    key = pair_cache_key(pair, n_bootstrap=40)
+    pred = pair.b[0].predictions_path("test")
+    pred.write_text(pred.read_text().replace("\n", "\r\n"))
+    rec = RunRecord.load(pair.b[0].run_dir)
+    moved = find_ablation_pairs([*pair.a, rec])[0]
+    assert pair_cache_key(moved, n_bootstrap=40) != key
+
+
+def test_synthetic_runs_are_never_paired_or_compared_with_a_paper(tmp_path, store_factory):
+    root = tmp_path / "runs"
+    base = {"optim.epochs": 3, "data.image_size": 64, "model.backbone": "resnet50", "loss.name": "wcel",
+            "data.root": "/data/nih"}
+    real, _ = store_factory.write_run(root, "wang2017", base, strength=1.0, n_bootstrap=5, profile="paper")
+    fake, _ = store_factory.write_run(root, "wang2017", {**base, "data.root": "phantom:0", "data.grayscale": "gamma"},
+                                      strength=3.0, n_bootstrap=5, profile="paper")
+    runs = load_runs(root)
+    assert {r.run_id for r in runs if r.synthetic} == {fake}
+    assert find_ablation_pairs(runs) == []  # the two differ in one factor, but one is a phantom
+    lb = build_leaderboard(root, expert=False).table
+    cmp = compare_reference(lb, "wang2017")
+    assert fake not in ";".join(cmp["run_id"]) and real in ";".join(cmp["run_id"])
