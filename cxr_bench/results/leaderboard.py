@@ -685,7 +685,8 @@ def _provenance(table: pd.DataFrame, kind: str) -> dict[str, Any]:
             "runs": int(len(table)), "suites": distinct("suite"), "git_commits": distinct("git_commit"),
             "data": distinct("data"), "synthetic_runs": synthetic,
             "not_comparable_runs": int((~_truthy(table["comparable"])).sum())
-            if "comparable" in table.columns and len(table) else 0}
+            if "comparable" in table.columns and len(table) else 0,
+            "column_dictionary": "docs/columns.md (cxr_bench.results.leaderboard.COLUMN_DOCS)"}
 
 
 def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path) -> Path:

@@ -178,8 +178,7 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | 
 
     side = {"csv": Path(path).name, "rows": int(len(df)), "columns": [str(c) for c in df.columns],
             "notes": [line for note in (header_lines or []) for line in note.splitlines()],
-            "provenance": provenance or {}, "written_by": f"cxr-bench {__version__}",
-            "column_dictionary": "docs/columns.md"}
+            "provenance": provenance or {}, "written_by": f"cxr-bench {__version__}"}
     atomic_write_json(sidecar_path(path), side)
     return Path(path)
 
