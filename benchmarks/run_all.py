@@ -31,6 +31,7 @@ BENCHMARKS = {
     "metrics": ("bench_metrics", "bootstrap, clustered tests, subgroups and calibration on 25,596 x 14"),
     "models": ("bench_models", "throughput, step time, params, GMACs, peak memory per backbone x head"),
     "cost": ("bench_cost", "cost of the wang2017 paper profile; runtime vs image and dataset size"),
+    "analysis": ("bench_analysis", "leaderboard, paired ablations, paper comparison and reports at 30 and 120 runs"),
 }
 log = logging.getLogger("benchmarks")
 

@@ -180,3 +180,23 @@ def test_measure_model_in_process_row():
     assert row["frozen_backbone"] is True and row["mem_method"] == "maxrss_delta"
     assert row["train_batch_size"] == 2 and row["train_iters"] == 1
     assert row["train_samples_per_sec"] > 0 and row["infer_step_time"] > 0 and row["gmacs"] > 0
+
+
+def test_analysis_benchmark_at_a_tiny_size(tmp_path):
+    import bench_analysis
+
+    from cxr_bench.results.runs import load_runs
+
+    store = tmp_path / "store"
+    facts = bench_analysis.build_store(store, 3, n_test=120, metrics_bootstrap=5)
+    runs = load_runs(store)
+    assert facts["runs"] == len(runs) == 3 and facts["test_images"] == 120
+    assert all(not r.problems and r.metrics["test"]["expert"]["predictions_sha256"] == r.predictions_sha256()
+               for r in runs)  # built like a real run: artifacts recorded, expert block current
+    assert any(r.manifest["suite"]["pairs"] for r in runs)  # a pair even at this size
+    rows = bench_analysis.measure_store(store, tmp_path, ["leaderboard", "ablations"], bootstrap=20)
+    assert [r["step"] for r in rows] == ["leaderboard", "ablations"]
+    for r in rows:
+        assert r["returncode"] == 0 and r["cpu_s"] > 0 and r["wall_s"] > 0 and 20 < r["peak_rss_mb"] < 4000
+    assert pd.read_csv(store / "wang2017" / "leaderboard.csv")["run_id"].nunique() == 3
+    assert len(pd.read_csv(tmp_path / "ablations.csv")) > 0

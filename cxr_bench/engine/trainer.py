@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig
 from ..errors import ConfigError, TrainingError
 from ..metrics.predictions import Predictions
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, sha256_file
 from ..utils.progress import progress as progress_bar
 from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
 from .distributed import DistContext, EpochTagged, ShardedSampler, init_distributed, resolve_device
@@ -568,7 +568,8 @@ class Trainer:
                                       channels=self.cfg.data.channels, head_kwargs=dict(m.head_kwargs),
                                       drop_rate=m.drop_rate)
         metrics = split_metrics(test, val, self.data.test.csv, val_metadata=self.data.val.csv,
-                                label_set=self.data.label_set, **eval_settings(self.cfg))
+                                label_set=self.data.label_set, predictions_sha256=sha256_file(pred_dir / "test.csv"),
+                                **eval_settings(self.cfg))
         metrics.update({
             "best_epoch": used,
             "epochs_run": s.epoch,
@@ -671,7 +672,8 @@ def evaluate_weights(cfg: RunConfig, weights: str | Path, run_dir: str | Path, *
     write_split_predictions(run_dir / "predictions" / "val.csv", preds["val"])
     write_split_predictions(run_dir / "predictions" / "test.csv", preds["test"])
     metrics = split_metrics(preds["test"], preds["val"], data.test.csv, val_metadata=data.val.csv,
-                            label_set=data.label_set, **eval_settings(cfg))
+                            label_set=data.label_set,
+                            predictions_sha256=sha256_file(run_dir / "predictions" / "test.csv"), **eval_settings(cfg))
     m = cfg.model
     complexity = model_complexity(m.backbone, cfg.data.image_size, head=m.head, num_labels=len(data.labels),
                                   channels=cfg.data.channels, head_kwargs=dict(m.head_kwargs), drop_rate=m.drop_rate)

@@ -1,6 +1,6 @@
 """The scored part of a ``metrics.json``: :func:`split_metrics` (label set, val and test blocks, the test
-block with its ``calibration`` and ``subgroups``), the one function every run's numbers come from, whether
-the model was trained here or its predictions were made elsewhere (``cxr-bench evaluate``).
+block with its ``calibration``, ``subgroups`` and ``expert`` blocks), the one function every run's numbers come
+from, whether the model was trained here or its predictions were made elsewhere (``cxr-bench evaluate``).
 
 ``metrics["test"].update(extra_metrics(test_predictions, val_predictions, test_metadata, ...))`` adds them next
 to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..config import RunConfig
 from .calibration import calibration_block, calibration_table
+from .expert import expert_block
 from .predictions import Predictions
 from .roc import SeedLike, summarize
 from .subgroups import (
@@ -44,8 +45,12 @@ BLOCK_TABLES: dict[str, Callable[[Mapping[str, Any]], pd.DataFrame]] = {
 
 def extra_metrics(pred: Predictions, val: Predictions | None = None, metadata: pd.DataFrame | None = None, *,
                   val_metadata: pd.DataFrame | None = None, n_bootstrap: int = 1000, level: float = 0.95,
-                  seed: SeedLike = 0) -> dict[str, Any]:
-    """``{"calibration": ..., "subgroups": ...}`` for one split's predictions (JSON types only).
+                  seed: SeedLike = 0, predictions_sha256: str | None = None) -> dict[str, Any]:
+    """``{"calibration": ..., "subgroups": ..., "expert": ...}`` for one split's predictions (JSON types only).
+
+    ``expert`` (:func:`.expert.expert_block`) scores the images the Google 2019 expert labels cover, with
+    its own fixed bootstrap, tagged with ``predictions_sha256`` (the sha256 of the predictions file written
+    for ``pred``): the leaderboard and the reports read it back instead of re-reading the file.
 
     ``val``: the validation predictions of the same run, on which the one "No Finding" operating point of
     the underdiagnosis rate is chosen (:func:`.subgroups.no_finding_threshold`); None leaves the
@@ -61,11 +66,12 @@ def extra_metrics(pred: Predictions, val: Predictions | None = None, metadata: p
     return {
         "calibration": calibration_block(pred.y_true, pred.y_prob, pred.labels),
         "subgroups": subgroup_block(pred, meta, threshold, n_bootstrap=n_bootstrap, level=level, seed=seed),
+        "expert": expert_block(pred, predictions_sha256=predictions_sha256),
     }
 
 
 def split_metrics(test: Predictions, val: Predictions | None, test_metadata: pd.DataFrame | None, *,
-                  val_metadata: pd.DataFrame | None = None, label_set: str, threshold_method: str = "youden", n_bootstrap: int = 1000, level: float = 0.95,
+                  val_metadata: pd.DataFrame | None = None, label_set: str, predictions_sha256: str | None = None, threshold_method: str = "youden", n_bootstrap: int = 1000, level: float = 0.95,
                   seed: int = 0) -> dict[str, Any]:
     """``{"label_set", "labels", "val", "test"}`` of a run's ``metrics.json`` (JSON types only).
 
@@ -81,7 +87,7 @@ def split_metrics(test: Predictions, val: Predictions | None, test_metadata: pd.
         out["val"] = summarize(val, val=val, split="val", **common)
     out["test"] = summarize(test, val=val, split="test", **common)
     out["test"].update(extra_metrics(test, val, test_metadata, val_metadata=val_metadata, n_bootstrap=n_bootstrap,
-                                     level=level, seed=seed))
+                                     level=level, seed=seed, predictions_sha256=predictions_sha256))
     return out
 
 

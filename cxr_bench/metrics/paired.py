@@ -66,8 +66,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -78,11 +79,13 @@ from ..utils.progress import progress
 from .clustered import _Components, _obuchowski_cov, _reason, cluster_index
 from .delong import _covariance, _structural_components, z_test
 from .roc import (
+    CountBlocks,
     SeedLike,
     _as_2d,
     _counts,
     _label_names,
     _weighted_auc,
+    count_blocks,
     percentile_ci,
     resample_groups,
 )
@@ -342,9 +345,22 @@ def _stack_side(scores: Sequence[Any], shape: tuple[int, int], side: str) -> lis
     return out
 
 
+@lru_cache(maxsize=2)
+def _resample_blocks(n_groups: int, n: int, seed: int) -> CountBlocks:
+    # The same draws for every pair of a store (same test patients, n and seed): drawn once per process.
+    return count_blocks(_counts(resample_groups(n_groups, n, seed), n_groups))
+
+
+# Replicate AUCs of one model and label, keyed by the caller's model key (e.g. a run's predictions hash),
+# the label and the bootstrap (n, seed, patients): what a run contributes to every pair it is part of.
+ReplicateCache = MutableMapping[Hashable, np.ndarray]
+
+
 def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], groups: Any, n: int = 1000,
                      level: float = 0.95, seed: SeedLike = 0, *, labels: Sequence[str] | None = None,
-                     seed_variance: bool = True, show_progress: bool | None = None) -> PairedBootstrap:
+                     seed_variance: bool = True, show_progress: bool | None = None,
+                     model_keys: tuple[Sequence[Hashable], Sequence[Hashable]] | None = None,
+                     cache: ReplicateCache | None = None) -> PairedBootstrap:
     """Paired patient bootstrap of ``mean_B AUC - mean_A AUC`` (seed means), with the seed component.
 
     ``scores_a`` / ``scores_b``: one ``(N, L)`` array per seed of each side; ``groups``: the patient of
@@ -353,6 +369,11 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
     and p-value account for the sampling of test patients and, with a side of 2 or more seeds, for training
     randomness (module docstring). ``seed_variance=False`` leaves the
     seed component out (patients only): only for showing what that costs (:mod:`.simulation`).
+
+    ``model_keys`` (one hashable per model of each side) and ``cache``: a model's replicates depend only on
+    its scores, the truth, the patients and the draws, so a caller comparing many pairs of the same runs
+    on the same images passes a key per run (e.g. its predictions' sha256) and one dict for all pairs;
+    each run's replicates are then computed once.
     """
     t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
     a = _stack_side(scores_a, t.shape, "A")
@@ -361,19 +382,33 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
         raise ValueError(f"level must be in (0, 1), got {level}")
     group, n_groups = cluster_index(groups, t.shape[0])
     names = _label_names(labels, t.shape[1])
-    counts_t = _counts(resample_groups(n_groups, n, seed), n_groups)
+    if isinstance(seed, (int, np.integer)):
+        blocks = _resample_blocks(n_groups, n, int(seed))
+    else:
+        blocks = count_blocks(_counts(resample_groups(n_groups, n, seed), n_groups))
     n_labels = t.shape[1]
     # A label needs 2 positive and 2 negative images to be compared (the same rule as the analytic tests).
     n_pos = t.sum(axis=0)
     usable = (n_pos >= 2) & (t.shape[0] - n_pos >= 2)
-    # Column 0 weighs every patient once: the AUC on the full test set, from the same pass as the replicates.
-    counts_t = np.hstack([np.ones((n_groups, 1)), counts_t])
+    # Column 0 weighs every patient once: the AUC on the full test set, from the same pass as the replicates
+    # (a new list: the cached draws are shared by every pair).
+    blocks = [np.ones((n_groups, 1), dtype=blocks[0].dtype), *blocks]
     auc = [np.full((len(side), n_labels), np.nan) for side in (a, b)]
     reps = [np.full((len(side), n, n_labels), np.nan) for side in (a, b)]
+    keys = model_keys if cache is not None and model_keys is not None else None
+    if keys is not None and (len(keys[0]) != len(a) or len(keys[1]) != len(b)):
+        raise ValueError(f"model_keys: {len(keys[0])} and {len(keys[1])} keys for {len(a)} and {len(b)} models")
     for j in progress(np.flatnonzero(usable), desc="paired bootstrap", unit="label", enabled=show_progress):
-        for side, au, rep in zip((a, b), auc, reps):
+        for i_side, (side, au, rep) in enumerate(zip((a, b), auc, reps)):
             for k, s in enumerate(side):
-                out = _weighted_auc(t[:, j], s[:, j], group, counts_t)
+                key = None if keys is None else (keys[i_side][k], names[j], n, seed, n_groups, t.shape[0],
+                                                 int(n_pos[j]))
+                if key is not None and cache is not None and key in cache:
+                    out = cache[key]
+                else:
+                    out = _weighted_auc(t[:, j], s[:, j], group, blocks)
+                    if key is not None and cache is not None:
+                        cache[key] = out.copy()
                 au[k, j], rep[k, :, j] = out[0], out[1:]
 
     def infer(ra: np.ndarray, rb: np.ndarray, aa: np.ndarray, ab: np.ndarray) -> Difference:
@@ -427,13 +462,17 @@ def _contrast_tests(t: np.ndarray, a: list[np.ndarray], b: list[np.ndarray], gro
 def paired_comparison(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], groups: Any, *,
                       labels: Sequence[str] | None = None, n_bootstrap: int = 1000, level: float = 0.95,
                       seed: SeedLike = 0, alpha: float = 0.05, seed_variance: bool = True,
-                      show_progress: bool | None = None) -> pd.DataFrame:
+                      show_progress: bool | None = None,
+                      model_keys: tuple[Sequence[Hashable], Sequence[Hashable]] | None = None,
+                      cache: ReplicateCache | None = None) -> pd.DataFrame:
     """Per label and for the mean: B - A with every column of :data:`PAIRED_COLUMNS` (module docstring).
 
     ``auc_a`` / ``auc_b`` are seed means; ``n_patients_pos`` counts the patients with a positive image.
     The intervals and p-values account for the sampling of test patients and, when a side has 2 or more
     seeds, for training randomness (a 1-seed side borrowing the other side's; :func:`seed_note`); not for a
     different test population or data release.
+
+    ``model_keys`` and ``cache``: see :func:`paired_bootstrap`.
     """
     t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
     a = _stack_side(scores_a, t.shape, "A")
@@ -441,7 +480,8 @@ def paired_comparison(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[A
     names = _label_names(labels, t.shape[1])
     group, n_groups = cluster_index(groups, t.shape[0])
     boot = paired_bootstrap(t, a, b, group, n=n_bootstrap, level=level, seed=seed, labels=names,
-                            seed_variance=seed_variance, show_progress=show_progress)
+                            seed_variance=seed_variance, show_progress=show_progress, model_keys=model_keys,
+                            cache=cache)
     rows = []
     for j, name in enumerate(names):
         tj = t[:, j]

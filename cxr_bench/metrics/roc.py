@@ -53,9 +53,9 @@ __all__ = [
 
 SeedLike = int | np.random.Generator
 
-# Memory cap for the (rows, resamples) float64 block of one label; resamples are processed in chunks so
-# a common label of a full test set (~6,000 distinct positive scores) stays near this size.
-_CHUNK_BYTES = 64 << 20
+# Resamples per block of the weighted AUC: a (segments, block) float64 array of a common label of the full
+# test set (~5,000 segments) stays near 5 MB, in cache for the cumulative sum that follows the product.
+_BLOCK = 128
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,23 +100,50 @@ def _undefined(t: np.ndarray) -> np.ndarray:
 # weighted AUC: one sort per label, all resamples at once
 
 
-def _weighted_auc(t: np.ndarray, s: np.ndarray, group: np.ndarray, counts_t: np.ndarray) -> np.ndarray:
+CountBlocks = Sequence[np.ndarray]
+
+
+def count_blocks(counts_t: np.ndarray | CountBlocks) -> CountBlocks:
+    """``(G, B)`` resample counts as C-contiguous column blocks of :data:`_BLOCK` resamples.
+
+    The sparse product of :func:`_weighted_auc` needs contiguous operands; cutting them once per bootstrap
+    (instead of once per label and model) and keeping each block small enough for the cache is most of
+    what the product costs.
+    """
+    if not isinstance(counts_t, np.ndarray):
+        return counts_t
+    n_res = counts_t.shape[1]
+    # Integer counts are multiplied as int32 (half the memory traffic of float64, and exact), which the
+    # doubled integer weights of _weighted_auc keep below 2**31 for any realistic test set.
+    integral = counts_t.size and np.array_equal(counts_t, np.round(counts_t)) and float(np.abs(counts_t).max()) < 2**20
+    dtype = np.int32 if integral else np.float64
+    return [np.ascontiguousarray(counts_t[:, b0 : b0 + _BLOCK], dtype=dtype) for b0 in range(0, n_res, _BLOCK)]
+
+
+def _weighted_auc(t: np.ndarray, s: np.ndarray, group: np.ndarray, counts_t: np.ndarray | CountBlocks) -> np.ndarray:
     """AUC of one label under many weightings of the cases, ties counted one half.
 
-    ``counts_t`` is ``(G, B)``: column ``b`` gives each group (patient) a weight, and image ``i`` weighs
-    ``counts_t[group[i], b]``. The AUC of weighting ``b`` is the weighted Mann-Whitney statistic
-    ``sum_{pos i, neg j} w_i w_j ([s_i > s_j] + [s_i == s_j] / 2) / (W_pos W_neg)``, NaN where
-    ``W_pos`` or ``W_neg`` is 0.
+    ``counts_t`` is ``(G, B)`` (or its :func:`count_blocks`): column ``b`` gives each group (patient) a
+    weight, and image ``i`` weighs ``counts_t[group[i], b]``. The AUC of weighting ``b`` is the weighted
+    Mann-Whitney statistic ``sum_{pos i, neg j} w_i w_j ([s_i > s_j] + [s_i == s_j] / 2) / (W_pos W_neg)``,
+    NaN where ``W_pos`` or ``W_neg`` is 0.
 
     How: let ``u_1 < ... < u_m`` be the distinct positive scores. Every positive falls in one ``u_k``;
     a negative strictly between ``u_{k-1}`` and ``u_k`` goes to bin ``k`` (``m`` = above all), and a
     negative tied with ``u_k`` goes half to bin ``k`` and half to bin ``k + 1``, so that the cumulative
     sum over bins up to ``k`` is the weight of the negatives below ``u_k`` plus half of those tied with it.
-    The per-(bin, patient) counts form a sparse ``(2m + 1, G)`` matrix ``A`` built once; ``A @ counts_t``
-    gives those bin weights for every resample at once. Cost O(N log N + nnz(A) * B); every sum is a
-    multiple of 1/2 of an integer (exact in float64) when the weights are counts.
+    Consecutive positive scores with no negative between them share that cumulative sum, so they are
+    merged into one segment first (the sorted order fixes the segments; only the weights vary with the
+    resample). The per-(segment, patient) counts form a sparse matrix ``A`` built once; ``A @ counts``
+    gives the segments' weights for every resample at once. Cost O(N log N + nnz(A) * B); every sum is a
+    multiple of 1/2 of an integer (exact in float64) when the weights are counts, so merging and blocking
+    change no bit of the result.
     """
-    n_groups, n_res = counts_t.shape
+    blocks = count_blocks(counts_t)
+    if blocks[0].dtype == np.int32 and 2 * s.size * max(int(np.abs(b).max()) for b in blocks) >= 2**31:
+        blocks = [b.astype(np.float64) for b in blocks]  # sums that int32 could not hold
+    n_groups = blocks[0].shape[0]
+    n_res = sum(b.shape[1] for b in blocks)
     pos_scores = s[t]
     neg_scores = s[~t]
     if pos_scores.size == 0 or neg_scores.size == 0:
@@ -128,23 +155,39 @@ def _weighted_auc(t: np.ndarray, s: np.ndarray, group: np.ndarray, counts_t: np.
     inside = neg_bin < m
     tied[inside] = u[neg_bin[inside]] == neg_scores[inside]
     neg_group = group[~t]
-    rows = np.concatenate([pos_bin, m + neg_bin, m + 1 + neg_bin[tied]])
+    nb_rows = np.concatenate([neg_bin, neg_bin[tied] + 1])  # bins 0..m
+    # Positive score k starts a new segment when bin k holds a negative (bin 0 always starts one).
+    occupied = np.zeros(m + 1, dtype=bool)
+    occupied[nb_rows] = True
+    starts = occupied[:m].copy()
+    starts[0] = True
+    seg = np.cumsum(starts) - 1
+    n_seg = int(seg[-1]) + 1
+    # Negatives of bin k < m count below segment seg[k] and every later one; bin m only in W_neg.
+    neg_row = np.where(nb_rows < m, seg[np.minimum(nb_rows, m - 1)], n_seg)
+    rows = np.concatenate([seg[pos_bin], n_seg + neg_row])
     cols = np.concatenate([group[t], neg_group, neg_group[tied]])
-    vals = np.concatenate([np.ones(t.sum()), np.where(tied, 0.5, 1.0), np.full(tied.sum(), 0.5)])
-    # Duplicate (row, col) entries are summed on conversion to CSR: the per-(bin, patient) image counts.
-    a = sparse.csr_array((vals, (rows, cols)), shape=(2 * m + 1, n_groups))
+    # Negatives weigh 2 (a tied one 1 + 1), positives 1: integers throughout; the factor 2 cancels in the
+    # ratio below (num and W_neg both doubled, exactly).
+    dtype = blocks[0].dtype
+    vals = np.concatenate([np.ones(int(t.sum()), dtype), np.where(tied, 1, 2).astype(dtype),
+                           np.ones(int(tied.sum()), dtype)])
+    # Duplicate (row, col) entries are summed on conversion to CSR: the per-(segment, patient) image counts.
+    a = sparse.csr_array((vals, (rows, cols)), shape=(2 * n_seg + 1, n_groups))
     out = np.empty(n_res)
-    chunk = max(1, min(n_res, _CHUNK_BYTES // (8 * (2 * m + 1))))
-    for b0 in range(0, n_res, chunk):
-        r = a @ counts_t[:, b0 : b0 + chunk]
-        w_pos, w_neg = r[:m], r[m:]
-        num = np.einsum("kb,kb->b", w_pos, np.cumsum(w_neg[:m], axis=0))
-        w_p = w_pos.sum(axis=0)
-        w_n = w_neg.sum(axis=0)
+    b0 = 0
+    for block in blocks:
+        r = a @ block
+        w_pos, w_neg2 = r[:n_seg], r[n_seg:]
+        cum2 = np.cumsum(w_neg2[:n_seg], axis=0, dtype=r.dtype)
+        num2 = np.einsum("kb,kb->b", w_pos, cum2, dtype=np.float64)  # exact: integers below 2**53
+        w_p = w_pos.sum(axis=0, dtype=np.float64)
+        w_n2 = w_neg2.sum(axis=0, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            auc = num / (w_p * w_n)
-        auc[(w_p == 0) | (w_n == 0)] = np.nan
-        out[b0 : b0 + chunk] = auc
+            auc = num2 / (w_p * w_n2)
+        auc[(w_p == 0) | (w_n2 == 0)] = np.nan
+        out[b0 : b0 + block.shape[1]] = auc
+        b0 += block.shape[1]
     return out
 
 
@@ -270,7 +313,7 @@ def bootstrap_auc(
     group = group.ravel()
     n_groups = int(group.max()) + 1 if group.size else 0
     names = _label_names(labels, t.shape[1])
-    counts_t = _counts(resample_groups(n_groups, n, seed), n_groups)
+    counts_t = count_blocks(_counts(resample_groups(n_groups, n, seed), n_groups))
 
     auc = per_label_auc(t, s)
     samples = np.full((n, t.shape[1]), np.nan)

@@ -49,7 +49,16 @@ from ..errors import MetadataError
 from .calibration import _block, _nan
 from .clustered import cluster_index
 from .predictions import Predictions
-from .roc import SeedLike, _counts, _json_float, _json_pair, _weighted_auc, percentile_ci, resample_groups
+from .roc import (
+    SeedLike,
+    _counts,
+    _json_float,
+    _json_pair,
+    _weighted_auc,
+    count_blocks,
+    percentile_ci,
+    resample_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +195,7 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, normal_threshold: 
     attrs = subgroup_groups(metadata, pred.images)
     group, n_groups = cluster_index(pred.patient_ids, t.shape[0])
     counts_t = _counts(resample_groups(n_groups, n_bootstrap, seed), n_groups)
+    blocks = count_blocks(counts_t)
 
     thr = math.nan if normal_threshold is None else float(normal_threshold)
     has_thr = math.isfinite(thr)
@@ -257,7 +267,7 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, normal_threshold: 
                     res[g] = (rec, None, math.nan)
                     continue
                 auc = _midrank_auc(tj, sj)
-                reps = _weighted_auc(tj, sj, group[rows], counts_t)
+                reps = _weighted_auc(tj, sj, group[rows], blocks)
                 rec.update(auc=auc, ci=_json_pair(percentile_ci(reps, level)))
                 dropped = int(np.isnan(reps).sum())
                 if dropped:

@@ -21,9 +21,11 @@ Three questions, three functions:
   seeds), Obuchowski's clustered test, Holm's adjustment across the labels, a verdict from the adjusted
   bootstrap p-value, and image-level DeLong only as a column named as such.
 
-Tables computed from runs of the bundled sample carry a banner (``df.attrs["banner"]``, lines written as
-``# ...`` comments at the top of the CSV by :func:`write_comparison_csv`) saying that their numbers are
-not comparable with any paper and why they sit near chance.
+Tables computed from runs of the bundled sample carry a banner (``df.attrs["banner"]``, printed above the
+table and written as ``notes`` into the ``<name>.csv.json`` sidecar of the plain CSV by
+:func:`write_comparison_csv`) saying that their numbers are not comparable with any paper and why they sit
+near chance. Runs tested on synthetic data (the phantom sanity run; leaderboard column ``synthetic``) are
+left out of paper comparisons and ablations.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ from ..data.labels import CHESTXRAY14
 from ..errors import ConfigError, RunStoreError
 from ..metrics.paired import (
     PAIRED_COLUMNS,
+    ReplicateCache,
     benjamini_hochberg,
     holm,
     paired_comparison,
     seed_note,
     verdict,
 )
-from ..utils.io import write_csv
+from ..utils.io import atomic_write_text, sha256_bytes, write_csv
 from .leaderboard import FACTOR_COLUMNS, FACTORS, auc_column, factor_values, format_leaderboard
 from .references import REFERENCES, ReferenceMatch, ReplicationRun, match_reference
 from .runs import RunRecord, take_rows
@@ -107,8 +110,8 @@ def banner(df: pd.DataFrame) -> list[str]:
 
 
 def write_comparison_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a comparison table as CSV with its banner as leading ``# ...`` lines (``pd.read_csv(path,
-    comment="#")`` reads it back), atomically and safe to open in a spreadsheet."""
+    """Write a comparison table as a plain CSV (``pd.read_csv(path)`` reads it), atomically and safe to open
+    in a spreadsheet; its banner goes into the ``<name>.csv.json`` sidecar as notes."""
     return write_csv(df, path, header_lines=banner(df))
 
 
@@ -369,6 +372,12 @@ def _config_groups(lb: pd.DataFrame) -> list[pd.DataFrame]:
             log.warning("%d damaged leaderboard row(s) left out of the comparison: %s", int(bad.sum()),
                         ", ".join(lb.loc[bad, "run_id"].astype(str)))
         lb = lb[~bad]
+    if "synthetic" in lb.columns:
+        fake = lb["synthetic"].astype(str).str.lower().isin(("true", "1"))
+        if fake.any():
+            log.info("%d run(s) tested on synthetic data left out of the comparison: %s", int(fake.sum()),
+                     ", ".join(lb.loc[fake, "run_id"].astype(str)))
+        lb = lb[~fake]
     cols = ["suite"] + [c for c in FACTOR_COLUMNS if c != "seed" and c in lb.columns]
     keys: dict[tuple[str, ...], list[Any]] = {}
     for i, rec in zip(lb.index, lb[cols].to_dict("records")):
@@ -558,7 +567,7 @@ def find_ablation_pairs(runs: Iterable[RunRecord]) -> list[AblationPair]:
     """Pairs of configurations in one suite differing in exactly one factor, each with all its completed
     seeds. Pairs the runner recorded in the manifests are used when present (two runs of a recorded pair
     stand for their configurations); otherwise pairs are found by diffing the runs' identity configs."""
-    runs = [r for r in runs if r.completed]
+    runs = [r for r in runs if r.completed and not r.synthetic]  # a phantom sanity run pairs with nothing
     by_id = {r.run_id: r for r in runs}
     factors = {r.run_id: _factors(r) for r in runs}
     configs: dict[ConfigKey, list[RunRecord]] = {}
@@ -679,14 +688,23 @@ def _aligned(pair: AblationPair, split: str) -> tuple[list[Any], list[str]]:
 
 
 def paired_ablation(pair: AblationPair, *, split: str = "test", n_bootstrap: int = 1000, level: float = 0.95,
-                    seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+                    seed: int = 0, alpha: float = 0.05, replicates: ReplicateCache | None = None) -> pd.DataFrame:
     """Per label and for the mean: variant ``b`` minus baseline ``a`` on the images both scored, with the
-    columns of :data:`ABLATION_COLUMNS` (see :func:`cxr_bench.metrics.paired.paired_comparison`)."""
-    aligned, labels = _aligned(pair, split)
+    columns of :data:`ABLATION_COLUMNS` (see :func:`cxr_bench.metrics.paired.paired_comparison`).
+
+    ``replicates``: one dict shared by the pairs of a store, so that a run's bootstrap replicates are
+    computed once however many pairs it is part of. The runs' predictions are released afterwards.
+    """
+    try:
+        aligned, labels = _aligned(pair, split)
+        keys = tuple(tuple(r.predictions_sha256(split) for r in side) for side in (pair.a, pair.b))
+    finally:
+        for r in (*pair.a, *pair.b):
+            r.release_predictions()
     ka = len(pair.a)
     table = paired_comparison(aligned[0].y_true, [p.y_prob for p in aligned[:ka]], [p.y_prob for p in aligned[ka:]],
                               aligned[0].patient_ids, labels=labels, n_bootstrap=n_bootstrap, level=level, seed=seed,
-                              alpha=alpha)
+                              alpha=alpha, model_keys=(keys[0], keys[1]), cache=replicates)
     info = {"suite": pair.suite, "block": pair.block, "factor": pair.factor, "value_a": pair.value_a,
             "value_b": pair.value_b, "run_a": pair.run_a, "run_b": pair.run_b, "seeds_a": ka,
             "seeds_b": len(pair.b), "interval": interval_note(ka, len(pair.b)),
@@ -736,12 +754,17 @@ def _ablation_banner(runs: Sequence[RunRecord], alpha: float, multiplicity: str 
 
 def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstrap: int = 1000,
                    level: float = 0.95, seed: int = 0, alpha: float = 0.05, factors: Iterable[str] | None = None,
-                   multiplicity: str = "pair") -> pd.DataFrame:
+                   multiplicity: str = "pair", use_cache: bool = True) -> pd.DataFrame:
     """:func:`paired_ablation` for every pair of :func:`find_ablation_pairs` (optionally only ``factors``).
 
     ``multiplicity`` (:data:`MULTIPLICITY`) decides ``p_suite`` and the verdicts: ``pair`` (default) keeps
     each pair's Holm family of its labels; ``holm`` / ``bh`` adjust every label test of every pair in the
     table together (family-wise error rate / false discovery rate across the suite's pairs).
+
+    Each pair's table is cached (``use_cache``) in ``<store>/<suite>/.cache/ablations/`` under the sha256 of
+    everything it depends on (:func:`pair_cache_key`: the pair, its runs' predictions hashes and the
+    bootstrap settings), so ``compare --ablations`` and the reports compute a pair once; a changed
+    prediction file or setting gives another key. At most one pair's predictions are in memory at a time.
     """
     if multiplicity not in MULTIPLICITY:
         raise ConfigError(f"unknown multiplicity {multiplicity!r}; use one of {', '.join(MULTIPLICITY)}")
@@ -751,8 +774,18 @@ def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstra
     # pair on: it is left out here, said so in the banner, and read from the leaderboard's own intervals.
     pairs = [p for p in found if p.factor not in UNPAIRED_FACTORS]
     unpaired = sorted({f"{p.block}: {p.factor}" for p in found if p.factor in UNPAIRED_FACTORS})
-    frames = [paired_ablation(p, split=split, n_bootstrap=n_bootstrap, level=level, seed=seed, alpha=alpha)
-              for p in pairs]
+    replicates: dict[Any, np.ndarray] = {}
+    frames = []
+    for p in pairs:
+        settings: dict[str, Any] = {"split": split, "n_bootstrap": n_bootstrap, "level": level, "seed": seed,
+                                    "alpha": alpha}
+        path = _pair_cache_path(p, pair_cache_key(p, **settings)) if use_cache else None
+        cached = _read_cached_table(path) if path is not None else None
+        if cached is None:
+            cached = paired_ablation(p, replicates=replicates, **settings)
+            if path is not None:
+                _write_cached_table(path, cached)
+        frames.append(cached)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ABLATION_COLUMNS))
     if frames:
         out = _suite_adjust(out, multiplicity, alpha)[list(ABLATION_COLUMNS)]
@@ -760,6 +793,53 @@ def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstra
         [f"not paired ({', '.join(unpaired)}): the factor changes the test images, so the runs share no test "
          "set; compare their mean AUCs and patient-bootstrap CIs in the leaderboard"] if unpaired else [])
     return out
+
+
+# Bump when what a pair's table holds or how it is computed changes: older cache entries are then ignored.
+ABLATION_CACHE_VERSION = 2
+CACHE_DIR = ".cache"  # under a suite's directory; the tool owns it and may delete it at any time
+
+
+def pair_cache_key(pair: AblationPair, *, split: str = "test", n_bootstrap: int = 1000, level: float = 0.95,
+                   seed: int = 0, alpha: float = 0.05) -> str:
+    """sha256 of everything :func:`paired_ablation` of ``pair`` depends on: the code's version, the pair
+    (factor, values, block, runs) and each run's predictions hash, and the bootstrap settings."""
+    doc = {"version": ABLATION_CACHE_VERSION, "suite": pair.suite, "block": pair.block, "factor": pair.factor,
+           "value_a": pair.value_a, "value_b": pair.value_b,
+           "a": [[r.run_id, r.predictions_sha256(split)] for r in pair.a],
+           "b": [[r.run_id, r.predictions_sha256(split)] for r in pair.b],
+           "split": split, "n_bootstrap": n_bootstrap, "level": level, "seed": seed, "alpha": alpha}
+    return sha256_bytes(json.dumps(doc, sort_keys=True).encode())
+
+
+def _pair_cache_path(pair: AblationPair, key: str) -> Path:
+    return pair.a[0].run_dir.parent / CACHE_DIR / "ablations" / f"{key}.json"
+
+
+def _read_cached_table(path: Path) -> pd.DataFrame | None:
+    """A table written by :func:`_write_cached_table`, or None (absent, unreadable or of another layout)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        df = pd.DataFrame({c: pd.Series(doc["data"][c], dtype=doc["dtypes"][c]) for c in doc["columns"]},
+                          columns=doc["columns"])
+        df.attrs["banner"] = list(doc.get("banner") or [])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.info("ignoring the unreadable cache entry %s (%s); computing the pair again", path, e)
+        return None
+    return df if list(df.columns) == list(ABLATION_COLUMNS) else None
+
+
+def _write_cached_table(path: Path, df: pd.DataFrame) -> None:
+    # JSON with Python's float repr (and NaN): every number reads back bit for bit; no pickle, since a
+    # run store may come from someone else.
+    doc = {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(df[c].dtype) for c in df.columns},
+           "data": {str(c): df[c].tolist() for c in df.columns}, "banner": banner(df)}
+    try:
+        atomic_write_text(path, json.dumps(doc))
+    except OSError as e:  # a read-only store: the result is still returned, only not kept
+        log.info("could not cache %s (%s)", path, e.strerror or e)
 
 
 # Factors that choose which images are tested: two runs differing in one cannot be paired image by image.
@@ -792,9 +872,9 @@ def pair_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "ABLATION_COLUMNS", "ALLOWED_DIFFERENCES", "MULTIPLICITY", "REFERENCE_COLUMNS", "SUMMARY_COLUMNS", "AblationPair", "ablation_table",
-    "banner", "compare_leaderboards", "compare_reference", "comparison_json", "find_ablation_pairs",
-    "pair_summary", "paired_ablation", "paired_runs", "pick_runs", "protocol_mismatches", "reference_factors",
-    "sample_banner",
+    "ABLATION_CACHE_VERSION", "ABLATION_COLUMNS", "ALLOWED_DIFFERENCES", "MULTIPLICITY", "REFERENCE_COLUMNS",
+    "SUMMARY_COLUMNS", "AblationPair", "ablation_table", "banner", "compare_leaderboards", "compare_reference",
+    "comparison_json", "find_ablation_pairs", "pair_cache_key", "pair_summary", "paired_ablation", "paired_runs",
+    "pick_runs", "protocol_mismatches", "reference_factors", "sample_banner", "seed_interval",
     "write_comparison_csv",
 ]

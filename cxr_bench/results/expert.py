@@ -26,26 +26,24 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..metrics.predictions import Predictions
-from ..metrics.roc import bootstrap_auc, per_label_auc, percentile_ci
-from .runs import RunRecord, take_rows
+from ..metrics.expert import (
+    EXPERT_MAPPING,
+    EXPERT_TARGETS,
+    ExpertResult,
+    evaluate_expert,
+    expert_labels,
+    expert_results_from_block,
+)
+from .runs import RunRecord
 
 log = logging.getLogger(__name__)
 
-# Expert finding -> the NIH labels whose max score (and any-positive truth) stands for it.
-EXPERT_MAPPING: dict[str, tuple[str, ...]] = {
-    "pneumothorax": ("Pneumothorax",),
-    "nodule_or_mass": ("Nodule", "Mass"),
-    "airspace_opacity": ("Consolidation", "Pneumonia", "Infiltration", "Edema"),
-}
-EXPERT_TARGETS: tuple[str, ...] = tuple(EXPERT_MAPPING)
+__all__ = ["EXPERT_CI_COLUMNS", "EXPERT_COLUMNS", "EXPERT_MAPPING", "EXPERT_TABLE_COLUMNS", "EXPERT_TARGETS",
+           "evaluate_expert", "expert_columns", "expert_labels", "expert_results", "expert_table"]
 
 # Leaderboard columns, in order.
 EXPERT_COLUMNS: tuple[str, ...] = ("expert_n",) + tuple(
@@ -56,85 +54,19 @@ EXPERT_COLUMNS: tuple[str, ...] = ("expert_n",) + tuple(
 EXPERT_CI_COLUMNS: tuple[str, ...] = tuple(f"expert_auc_{t}_ci_{end}" for t in EXPERT_TARGETS for end in ("lo", "hi"))
 
 
-@lru_cache(maxsize=1)
-def expert_labels() -> pd.DataFrame:
-    """The bundled Google 2019 labels: ``image``, ``set_id`` and one 0/1 column per expert target."""
-    from ..data.bundled import full_metadata_root
-    from ..data.metadata import read_google2019
-
-    raw = read_google2019(full_metadata_root() / "google2019_nih-chest-xray-labels.csv.gz")
-    return raw[["image", "set_id", *EXPERT_TARGETS]].drop_duplicates("image").reset_index(drop=True)
-
-
-_NAN2 = (math.nan, math.nan)
-
-
-@dataclass(frozen=True)
-class ExpertResult:
-    target: str
-    members: tuple[str, ...]
-    n: int
-    expert_pos: int
-    expert_auc: float
-    nih_pos: int
-    nih_auc: float
-    expert_ci: tuple[float, float] = _NAN2
-    nih_ci: tuple[float, float] = _NAN2
-    difference_ci: tuple[float, float] = _NAN2  # of nih_auc - expert_auc
-    n_patients: int = 0
-
-
-def _paired_auc(truths: np.ndarray, score: np.ndarray, patients: np.ndarray, n_bootstrap: int, level: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """AUCs and CIs of one score against two truth columns (expert, NIH) on the same resampled patients.
-
-    The AUC is NaN only without a positive or a negative (as everywhere); the interval needs 2 of each.
-    """
-    scores = np.repeat(score[:, None], 2, axis=1)
-    auc = per_label_auc(truths, scores)
-    n_pos = truths.sum(axis=0)
-    ok = (n_pos >= 2) & (len(truths) - n_pos >= 2)
-    ci = np.full((2, 2), np.nan)
-    if not ok.any():
-        return auc, ci, _NAN2
-    boot = bootstrap_auc(truths[:, ok], scores[:, ok], patients, n=n_bootstrap, level=level, seed=seed)
-    ci[ok] = boot.ci
-    diff = percentile_ci(boot.samples[:, 1] - boot.samples[:, 0], level) if ok.all() else _NAN2
-    return auc, ci, diff
-
-
-def evaluate_expert(pred: Predictions, experts: pd.DataFrame | None = None, *, n_bootstrap: int = 1000,
-                    level: float = 0.95, seed: int = 0) -> list[ExpertResult]:
-    """AUC of ``pred`` against expert labels and against its own NIH labels, on the covered images, each
-    with a patient-bootstrap interval (module docstring).
-
-    A target whose member labels are all outside the run's label set is left out; AUC is NaN where a label
-    source has fewer than 2 positive or 2 negative covered images (the bundled sample covers a couple of
-    dozen).
-    """
-    experts = expert_labels() if experts is None else experts
-    common = experts.set_index("image").index.intersection(pd.Index(pred.images))
-    results: list[ExpertResult] = []
-    if len(common) == 0:
-        return results
-    sub = take_rows(pred, list(common))
-    ex = experts.set_index("image").loc[common]
-    for target, members in EXPERT_MAPPING.items():
-        present = tuple(m for m in members if m in sub.labels)
-        if not present:
-            continue
-        idx = [sub.labels.index(m) for m in present]
-        score = sub.y_prob[:, idx].max(axis=1)
-        nih = sub.y_true[:, idx].max(axis=1)
-        truth = ex[target].to_numpy(dtype=float)
-        keep = ~np.isnan(truth)
-        truths = np.column_stack([truth[keep], nih[keep]]).astype(np.int8)
-        auc, ci, diff = _paired_auc(truths, score[keep], sub.patient_ids[keep], n_bootstrap, level, seed)
-        results.append(ExpertResult(
-            target, present, int(keep.sum()), int(truths[:, 0].sum()), float(auc[0]), int(truths[:, 1].sum()),
-            float(auc[1]), tuple(ci[0]), tuple(ci[1]), diff, int(pd.unique(sub.patient_ids[keep]).size),
-        ))
-    return results
+def expert_results(rec: RunRecord, split: str = "test") -> list[ExpertResult]:
+    """:func:`evaluate_expert` of the run's predictions: read from ``metrics.json`` (``<split>.expert``,
+    written when the run completed) while it matches the predictions file's sha256, computed from the file
+    otherwise. What the leaderboard and the reports call; the file is read only when needed."""
+    try:
+        block = (rec.metrics.get(split) or {}).get("expert")
+    except Exception:  # noqa: BLE001 - an unreadable metrics.json: recompute from the predictions
+        block = None
+    if block is not None:
+        stored = expert_results_from_block(block, rec.predictions_sha256(split))
+        if stored is not None:
+            return stored
+    return evaluate_expert(rec.predictions(split))
 
 
 def expert_columns(rec: RunRecord, split: str = "test") -> dict[str, Any]:
@@ -144,7 +76,7 @@ def expert_columns(rec: RunRecord, split: str = "test") -> dict[str, Any]:
     if not rec.predictions_path(split).is_file():
         log.warning("%s: no %s predictions; expert-label columns left empty", rec.run_dir, split)
         return row
-    results = evaluate_expert(rec.predictions(split))
+    results = expert_results(rec, split)
     for r in results:
         row["expert_n"] = max(int(row["expert_n"]), r.n)
         row[f"expert_pos_{r.target}"] = r.expert_pos
@@ -163,7 +95,7 @@ def expert_table(runs: list[RunRecord], split: str = "test") -> pd.DataFrame:
     for rec in runs:
         if not rec.predictions_path(split).is_file():
             continue
-        for r in evaluate_expert(rec.predictions(split)):
+        for r in expert_results(rec, split):
             rows.append({
                 "suite": rec.suite, "run_id": rec.run_id, "backbone": rec.cfg("model.backbone"),
                 "target": r.target, "scored_from": "max(" + ", ".join(r.members) + ")", "n": r.n,

@@ -15,7 +15,10 @@ names lower-cased: ``auc_pleural_thickening``). ``leaderboard.csv``, left to rig
   ``auc_<label>`` for the 14 ChestX-ray14 labels in the paper's order (empty for labels outside the run's
   label set, or with no positive test image);
 - what it cost: ``param_count, gmacs, train_images_per_s, epochs_run, best_epoch``;
-- where it came from: ``git_commit, git_dirty, metadata_sha256, profile, bundled_sample``;
+- where it came from: ``git_commit, git_dirty, metadata_sha256, profile, bundled_sample``, ``data`` (which data
+  the run was tested on: ``NIH <version> <sha256[:8]>``, ``bundled sample`` or ``phantom``), ``synthetic``
+  (a phantom run: the sanity check, listed but never ranked, compared or paired: :func:`ranked_rows`),
+  ``comparable`` and ``why_not`` (why the numbers cannot stand beside a paper's);
 - the expert-label columns of :mod:`cxr_bench.results.expert`, localization (``loc_*``), calibration
   (``brier_<label>``, ``ece_<label>``, their means over labels);
 - per-label 95% CIs ``auc_<label>_ci_lo, auc_<label>_ci_hi`` last, so the readable part stays on the left
@@ -27,8 +30,10 @@ names lower-cased: ``auc_pleural_thickening``). ``leaderboard.csv``, left to rig
 and subgroup (sex, age band, view) each label's AUC and the underdiagnosis rate, with intervals and gaps,
 from each run's metrics.json.
 
-Runs on the bundled sample get ``# ...`` banner lines at the top of every file saying that their numbers
-are a smoke test at chance level and why (read back with :func:`read_leaderboard`).
+Every file is a plain CSV (header first; ``pd.read_csv`` reads it); beside each, ``<name>.csv.json``
+(:func:`cxr_bench.utils.io.write_csv`) holds its provenance and, for runs on the bundled sample, the notes
+saying that their numbers are a smoke test at chance level and why. Every column is explained in
+``docs/columns.md``, generated from :data:`COLUMN_DOCS` (:func:`column_docs_markdown`).
 """
 
 from __future__ import annotations
@@ -126,7 +131,8 @@ SORT_COLUMNS: tuple[str, ...] = (
 AUC_COLUMNS: tuple[str, ...] = tuple(auc_column(lab) for lab in CHESTXRAY14)
 CI_COLUMNS: tuple[str, ...] = tuple(f"{auc_column(lab)}_ci_{end}" for lab in CHESTXRAY14 for end in ("lo", "hi"))
 COST_COLUMNS: tuple[str, ...] = ("param_count", "gmacs", "train_images_per_s", "epochs_run", "best_epoch")
-PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "metadata_sha256", "profile", "bundled_sample")
+PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "metadata_sha256", "profile", "bundled_sample",
+                                       "data", "synthetic", "comparable", "why_not")
 # Weakly-supervised localization (``cxr-bench localize``): accuracy at T(IoBB) and average false
 # positives per image, averaged over the BBox_List labels that have ground-truth boxes; the per-label
 # table beside Wang et al.'s Table 4 is in the run's localization.csv and the replication report.
@@ -166,16 +172,115 @@ SUBGROUP_COLUMNS: tuple[str, ...] = (
 )
 _SUBGROUP_RENAMES = {"ci_low": "ci_lo", "ci_high": "ci_hi", "gap_ci_low": "gap_ci_lo", "gap_ci_high": "gap_ci_hi"}
 
+
+# ------------------------------------------------------------------------------------------ column dictionary
+# What every column of the three leaderboard files means: made here, beside the columns, and written out as
+# docs/columns.md by column_docs_markdown() (a test checks that file against this and every column).
+def _column_docs() -> dict[str, dict[str, str]]:
+    from .expert import EXPERT_MAPPING
+
+    run = {
+        "suite": "suite the run belongs to (its folder in the run store)",
+        "run_id": "the run's id: a hash of the identity fields of its config that differ from the defaults",
+        "status": "`completed`, or `damaged` when its saved predictions no longer match its metrics.json "
+                  "(metric columns then empty)",
+        "problem": "why a damaged run is damaged (empty otherwise)",
+        "run_name": "the suite's display name of the run",
+        "blocks": "the suite blocks the run belongs to, `+`-separated",
+    }
+    for col, (key, kind) in FACTORS.items():
+        run[col] = f"config field `{key}` ({kind}){'; `none`, a file name, `cache` or `imagenet`' if col == 'pretrained' else ''}"
+    metric = {
+        "mean_auc": "mean test ROC AUC over the labels with a positive and a negative test image",
+        "mean_auc_ci_lo": "lower end of the 95% patient-bootstrap interval of `mean_auc` (1,000 resamples of "
+                          "test patients)",
+        "mean_auc_ci_hi": "upper end of that interval",
+    }
+    for lab in CHESTXRAY14:
+        metric[auc_column(lab)] = f"test ROC AUC of {lab} (empty outside the run's label set or without positives)"
+    cost = {"param_count": "parameters of the model", "gmacs": "multiply-accumulates of one forward pass, in "
+            "billions, at the run's image size", "train_images_per_s": "training throughput (median over epochs)",
+            "epochs_run": "epochs trained", "best_epoch": "epoch whose weights were scored (best validation "
+            "mean AUC)"}
+    prov = {"git_commit": "commit of cxr-bench that ran it", "git_dirty": "whether the working tree had "
+            "uncommitted changes", "metadata_sha256": "sha256 of the Data_Entry metadata file it used",
+            "profile": "the suite profile it ran under (`sample`, `paper`, ...)",
+            "bundled_sample": "trained and tested on the bundled 1,673-image NIH sample",
+            "data": "which data it was tested on: `NIH <version> <first 8 hex digits of the metadata sha256>`, "
+                    "`bundled sample` or `phantom`",
+            "synthetic": "tested on a synthetic phantom release (the sanity check): listed, never ranked, "
+                         "compared with a paper or paired in an ablation",
+            "comparable": "whether its numbers can stand beside a paper's as far as the data goes (false for "
+                          "the bundled sample and phantoms; `compare --reference` checks the protocol)",
+            "why_not": "why `comparable` is false (empty otherwise)"}
+    expert = {"expert_n": "test images covered by the Google 2019 radiologist labels (Majkowska et al.)"}
+    for t, members in EXPERT_MAPPING.items():
+        score = "max of p(" + ", ".join(members) + ")"
+        expert[f"expert_pos_{t}"] = f"covered images positive for {t} by the expert labels"
+        expert[f"expert_auc_{t}"] = f"AUC of {score} against the expert {t} labels"
+        expert[f"nih_pos_{t}_same_images"] = f"the same images positive for {t} by the NIH (NLP) labels"
+        expert[f"nih_auc_{t}_same_images"] = f"AUC of {score} against the NIH labels on the same images"
+    loc = {f"loc_acc_iobb_{_t(t)}": f"localization accuracy at T(IoBB) = {t:g}, mean over the boxed labels"
+           for t in LOCALIZATION_THRESHOLDS}
+    loc[f"loc_afp_iobb_{_t(0.1)}"] = "average false positives per image at T(IoBB) = 0.1"
+    loc["loc_n_boxes"] = "ground-truth boxes scored"
+    cal = {"mean_brier": "Brier score of the test probabilities, mean over labels",
+           "mean_ece": "expected calibration error (15 equal-width bins), mean over labels"}
+    for lab in CHESTXRAY14:
+        cal[f"brier_{snake(lab)}"] = f"Brier score of {lab}"
+        cal[f"ece_{snake(lab)}"] = f"expected calibration error of {lab}"
+    ci = {f"{auc_column(lab)}_ci_{end}": f"{'lower' if end == 'lo' else 'upper'} end of the 95% "
+          f"patient-bootstrap interval of {auc_column(lab)}" for lab in CHESTXRAY14 for end in ("lo", "hi")}
+    table = {**run, **metric, **cost, **prov, **expert, **loc, **cal, **ci}
+    agg = {c: table[c] for c in AGG_COLUMNS if c in table}
+    agg.update({"n_seeds": "completed, undamaged runs (seeds) of the configuration",
+                "seeds": "their seeds, `;`-separated", "run_ids": "their run ids, `;`-separated"})
+    for c in AGG_VALUE_COLUMNS:
+        agg[c] = f"{c} averaged over the seeds"
+        agg[f"{c}_sd"] = f"sample standard deviation of {c} over the seeds (empty with one seed)"
+        agg[f"{c}_trimmed"] = f"{c} over the seeds without the best and the worst when there are 5 or more"
+    sub = {"suite": run["suite"], "run_id": run["run_id"], "run_name": run["run_name"],
+           "metric": "`auc` (one row per label) or `underdiagnosis_rate` (images with a finding called normal)",
+           "attribute": "`sex`, `age_band` or `view`", "group": "the subgroup", "label": "label of an `auc` row",
+           "value": "the AUC or the underdiagnosis rate in the subgroup",
+           "ci_lo": "lower end of its 95% patient-bootstrap interval", "ci_hi": "upper end",
+           "reference": "the attribute's reference group", "gap": "value minus the reference group's",
+           "gap_ci_lo": "lower end of the gap's interval", "gap_ci_hi": "upper end",
+           "n_pos": "positive images in the subgroup", "n_neg": "negative images",
+           "n_finding": "images with a finding", "n_underdiagnosed": "of those, called normal",
+           "n_images": "images in the subgroup", "n_patients": "patients in the subgroup",
+           "reason": "why a value is empty"}
+    return {"leaderboard.csv": {c: table[c] for c in COLUMNS}, "leaderboard_agg.csv": {c: agg[c] for c in AGG_COLUMNS},
+            "leaderboard_subgroups.csv": {c: sub[c] for c in SUBGROUP_COLUMNS}}
+
+
+COLUMN_DOCS: dict[str, dict[str, str]] = _column_docs()
+
+
+def column_docs_markdown() -> str:
+    """The text of ``docs/columns.md``: one table per leaderboard file, every column with its meaning."""
+    lines = ["# Leaderboard columns", "",
+             "Generated from `cxr_bench.results.leaderboard.COLUMN_DOCS` (regenerate with",
+             "`python -c \"from cxr_bench.results.leaderboard import column_docs_markdown as m; "
+             "print(m(), end='')\" > docs/columns.md`);",
+             "a test checks this file against the code. Every file is a plain CSV (header first); its provenance",
+             "and notes (e.g. why a bundled-sample run is not comparable) are in `<name>.csv.json` beside it.", ""]
+    for name, cols in COLUMN_DOCS.items():
+        lines += [f"## {name}", "", "| column | meaning |", "|---|---|"]
+        lines += [f"| `{c}` | {d} |" for c, d in cols.items()]
+        lines.append("")
+    return "\n".join(lines)
+
 # How each column is written: text as is, integers without ``.0``, booleans lower-case, hyper-parameters
 # in Python's shortest round-trip form (1e-05 stays 1e-05), everything else with fixed decimals.
-_STR_COLUMNS = frozenset({"suite", "run_id", "status", "problem", "run_name", "blocks", "git_commit",
+_STR_COLUMNS = frozenset({"suite", "run_id", "status", "problem", "run_name", "blocks", "git_commit", "data", "why_not",
                           "metadata_sha256", "profile", "seeds", "run_ids", "metric", "attribute", "group", "label",
                           "reference", "reason"}
                          | {c for c, (_, k) in FACTORS.items() if k in ("str", "json")})
 _INT_COLUMNS = frozenset({"param_count", "epochs_run", "best_epoch", "expert_n", "loc_n_boxes", "n_seeds", "n_pos",
                           "n_neg", "n_finding", "n_underdiagnosed", "n_images", "n_patients"} | {c for c in EXPERT_COLUMNS if "_pos_" in c}
                          | {c for c, (_, k) in FACTORS.items() if k == "int"})
-_BOOL_COLUMNS = frozenset({"git_dirty", "bundled_sample"} | {c for c, (_, k) in FACTORS.items() if k == "bool"})
+_BOOL_COLUMNS = frozenset({"git_dirty", "bundled_sample", "synthetic", "comparable"} | {c for c, (_, k) in FACTORS.items() if k == "bool"})
 _REPR_COLUMNS = frozenset(c for c, (_, k) in FACTORS.items() if k == "float")
 
 
@@ -301,6 +406,31 @@ def subgroup_rows(rec: RunRecord, auc: pd.DataFrame | None, underdiagnosis: pd.D
     return df.reindex(columns=list(SUBGROUP_COLUMNS))
 
 
+WHY_NOT_SYNTHETIC = ("tested on a synthetic phantom release (the pipeline's sanity check): its AUCs measure the "
+                     "pipeline, not a model; never ranked, compared with a paper or paired in an ablation")
+WHY_NOT_SAMPLE = (f"tested on the bundled {SAMPLE_N_IMAGES:,}-image NIH sample (a smoke test at chance level): not "
+                  "comparable with any paper; run with --data-root on the full NIH release")
+
+
+def data_columns(rec: RunRecord) -> dict[str, Any]:
+    """``data``, ``synthetic``, ``comparable`` and ``why_not`` of one run: which data it was tested on and
+    whether its numbers can stand beside a paper's (the protocol itself is checked by ``compare
+    --reference``)."""
+    synthetic = rec.synthetic
+    why = WHY_NOT_SYNTHETIC if synthetic else WHY_NOT_SAMPLE if rec.is_bundled_sample else ""
+    return {"data": rec.data_name, "synthetic": synthetic, "comparable": not why, "why_not": why}
+
+
+def ranked_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that may be ranked or compared: completed, not damaged, not tested on synthetic data."""
+    keep = np.ones(len(table), dtype=bool)
+    if "status" in table.columns:
+        keep &= (table["status"].astype(str) == "completed").to_numpy()
+    if "synthetic" in table.columns:
+        keep &= ~_truthy(table["synthetic"])
+    return table[keep]
+
+
 def run_row(rec: RunRecord, *, expert: bool = True) -> dict[str, Any]:
     """The leaderboard row of one completed run (metric columns empty when it is damaged)."""
     man = rec.manifest
@@ -312,7 +442,7 @@ def run_row(rec: RunRecord, *, expert: bool = True) -> dict[str, Any]:
         **factor_values(rec),
         "git_commit": _dig(man, "git.commit"), "git_dirty": _dig(man, "git.dirty"),
         "metadata_sha256": _metadata_sha(man), "profile": _dig(man, "suite.profile") or "",
-        "bundled_sample": rec.is_bundled_sample,
+        "bundled_sample": rec.is_bundled_sample, **data_columns(rec),
     })
     try:
         m = rec.metrics
@@ -536,11 +666,10 @@ def sample_banner(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def leaderboard_csv(df: pd.DataFrame, banner: list[str] | None = None) -> str:
-    """The exact text of a leaderboard CSV (``banner`` default: :func:`sample_banner` of ``df``), made safe
-    against spreadsheet formula injection (:func:`cxr_bench.utils.io.csv_safe_cell`)."""
-    return csv_text(format_leaderboard(df), float_format=None,
-                    header_lines=sample_banner(df) if banner is None else banner)
+def leaderboard_csv(df: pd.DataFrame) -> str:
+    """The exact text of a leaderboard CSV (plain: header first), made safe against spreadsheet formula
+    injection (:func:`cxr_bench.utils.io.csv_safe_cell`)."""
+    return csv_text(format_leaderboard(df), float_format=None)
 
 
 def output_paths(path: str | Path) -> dict[str, Path]:
@@ -549,6 +678,21 @@ def output_paths(path: str | Path) -> dict[str, Path]:
     path = Path(path)
     return {"table": path, "aggregate": path.with_name(f"{path.stem}_agg{path.suffix or '.csv'}"),
             "subgroups": path.with_name(f"{path.stem}_subgroups{path.suffix or '.csv'}")}
+
+
+def _provenance(table: pd.DataFrame, kind: str) -> dict[str, Any]:
+    """The sidecar's provenance of a leaderboard file: what it is, the commits, data and suites of its runs."""
+    def distinct(col: str) -> list[str]:
+        return sorted({str(v) for v in table[col].dropna()} - {""}) if col in table.columns else []
+
+    synthetic = int(_truthy(table["synthetic"]).sum()) if "synthetic" in table.columns and len(table) else 0
+    return {"kind": {"table": "leaderboard", "aggregate": "leaderboard over seeds",
+                     "subgroups": "leaderboard by subgroup"}[kind],
+            "runs": int(len(table)), "suites": distinct("suite"), "git_commits": distinct("git_commit"),
+            "data": distinct("data"), "synthetic_runs": synthetic,
+            "not_comparable_runs": int((~_truthy(table["comparable"])).sum())
+            if "comparable" in table.columns and len(table) else 0,
+            "column_dictionary": "docs/columns.md (cxr_bench.results.leaderboard.COLUMN_DOCS)"}
 
 
 def generalization_path(path: str | Path) -> Path:
@@ -610,8 +754,10 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named
     banner = sample_banner(lb.table)
     frames = {"table": lb.table, "aggregate": lb.aggregate, "subgroups": lb.subgroups}
     for kind, df in frames.items():
+        provenance = _provenance(lb.table, kind)
         try:
-            write_csv(format_leaderboard(df), paths[kind], float_format=None, header_lines=banner)
+            write_csv(format_leaderboard(df), paths[kind], float_format=None, header_lines=banner,
+                      provenance=provenance)
         except OSError as e:  # the temporary file's name would only confuse: name the target
             raise RunStoreError(f"cannot write {paths[kind]}: {e.strerror or e}; pass a writable --out") from None
     if gen is not None and len(gen):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CxrBenchError
 from ..metrics.localization import BBOX_LABELS
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,29 @@ def table4_comparison(table: pd.DataFrame) -> pd.DataFrame:
     return out[["t_iobb", "label", "accuracy", "paper", "diff", "n_gt"]].reset_index(drop=True)
 
 
-def localization_report_table(run_dir: str | os.PathLike, *, wide: bool = True) -> pd.DataFrame | None:
+def _is_synthetic(run_dir: Path) -> bool:
+    from .runs import RunRecord
+
+    try:
+        return RunRecord.load(run_dir).synthetic
+    except CxrBenchError:
+        return False
+
+
+def localization_report_table(run_dir: str | os.PathLike, *, wide: bool = True,
+                              include_synthetic: bool = False) -> pd.DataFrame | None:
     """The localization table of a run beside Table 4, for leaderboards and reports; None if the run
-    has no ``localization.csv`` (run ``cxr-bench localize --run-dir RUN_DIR`` first).
+    has no ``localization.csv`` (run ``cxr-bench localize --run-dir RUN_DIR`` first), or was tested on synthetic
+    data (a phantom's planted lesions are no match for the paper's boxes) unless ``include_synthetic``.
 
     ``wide=True``: rows T(IoBB), columns ``<Label>`` (ours) and ``<Label> (paper)``, the layout of the
     paper's table. ``wide=False``: the long form of :func:`table4_comparison`.
     """
     path = Path(run_dir) / "localization.csv"
     if not path.is_file():
+        return None
+    if not include_synthetic and _is_synthetic(Path(run_dir)):
+        log.info("%s was tested on synthetic data; not set beside Wang et al. Table 4", run_dir)
         return None
     long = table4_comparison(pd.read_csv(path))
     if not wide:

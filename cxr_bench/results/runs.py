@@ -16,18 +16,18 @@ report never mixes numbers from files that disagree, and the leaderboard lists t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, get_dotted
+from ..data.release import PHANTOM_PREFIX
 from ..errors import ConfigError, RunStoreError
-from ..metrics.predictions import Predictions, read_predictions
+from ..metrics.predictions import Predictions, read_predictions, take_rows  # noqa: F401 - re-exported
 from ..runner.store import (
     EXTERNAL_DIR,
     RunDir,
@@ -130,6 +130,34 @@ class RunRecord:
             return bool(data["is_bundled_sample"])
         return self.config.data.root is None
 
+    @property
+    def synthetic(self) -> bool:
+        """True when the run was tested on synthetic data (a phantom release, ``data.root = "phantom:..."``:
+        the sanity check of the pipeline). Such runs are listed, never ranked, compared with a paper or
+        paired in an ablation."""
+        data = self.manifest.get("data")
+        if isinstance(data, dict) and data.get("is_phantom"):
+            return True
+        root = self.cfg("data.root")
+        return isinstance(root, str) and root.startswith(PHANTOM_PREFIX)
+
+    @property
+    def data_name(self) -> str:
+        """Which data the run was tested on: ``phantom``, ``bundled sample``, or for an NIH release its
+        metadata file's version and the first 8 hex digits of its sha256 (``NIH v2020 9d4de640``)."""
+        if self.synthetic:
+            return "phantom"
+        if self.is_bundled_sample:
+            return "bundled sample"
+        data = self.manifest.get("data")
+        hashes = data.get("file_hashes") if isinstance(data, dict) else None
+        for name, sha in sorted(hashes.items()) if isinstance(hashes, dict) else ():
+            if str(name).lower().startswith("data_entry") and isinstance(sha, str):
+                stem = str(name).split(".")[0]
+                version = stem.rsplit("_", 1)[-1] if stem.count("_") >= 3 else "2017"
+                return f"NIH {version} {sha[:8]}"
+        return "NIH (release not recorded)"
+
     # ------------------------------------------------------------------ artifacts
     @cached_property
     def metrics(self) -> dict[str, Any]:
@@ -156,6 +184,22 @@ class RunRecord:
         if split not in self._predictions:
             self._predictions[split] = read_predictions(self.predictions_path(split), self.labels)
         return self._predictions[split]
+
+    def release_predictions(self) -> None:
+        """Drop the predictions read so far (a comparison of many pairs keeps one pair's in memory)."""
+        self._predictions.clear()
+
+    def predictions_sha256(self, split: str = "test") -> str:
+        """sha256 of the saved predictions of ``split``: the one recorded at completion while the run is
+        intact (:attr:`problems` has just compared it with the file), else hashed now."""
+        from ..utils.io import sha256_file
+
+        rel = f"predictions/{split}.csv"
+        artifacts = self.manifest.get("artifacts")
+        recorded = artifacts.get(rel) if isinstance(artifacts, dict) else None
+        if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str) and not self.problems:
+            return str(recorded["sha256"])
+        return sha256_file(self.predictions_path(split))
 
     # ------------------------------------------------------------------ external test sets
     def external_dir(self, dataset: str) -> Path:
@@ -194,16 +238,6 @@ class RunRecord:
 
     def __repr__(self) -> str:
         return f"RunRecord({self.suite}/{self.run_id}, status={self.status!r})"
-
-
-def take_rows(pred: Predictions, images: Sequence[str]) -> Predictions:
-    """The rows of ``images`` (each must be present), in that order; for aligning two runs or a subset."""
-    pos = pd.Index(pred.images).get_indexer(list(images))
-    if (pos < 0).any():
-        missing = list(images)[int(np.flatnonzero(pos < 0)[0])]
-        raise RunStoreError(f"{pred.source}: image {missing!r} has no prediction")
-    return Predictions(pred.images[pos], pred.patient_ids[pos], pred.y_true[pos], pred.y_prob[pos],
-                       pred.labels, pred.source)
 
 
 def _suite_name(manifest: dict[str, Any]) -> str | None:

@@ -230,10 +230,19 @@ def artifact_record(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
         if path.is_file():
             rec: dict[str, Any] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
             if rel.endswith(".csv"):
-                with open(path, "rb") as fh:
-                    rec["rows"] = max(sum(1 for _ in fh) - 1, 0)  # minus the header
+                rec["rows"] = max(_count_lines(path) - 1, 0)  # minus the header
             out[rel] = rec
     return out
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of a file as iterating over it counts them (a last line without a newline counts too)."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
 
 
 def verify_artifacts(run_dir: str | os.PathLike) -> list[str]:

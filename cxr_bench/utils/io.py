@@ -159,18 +159,33 @@ def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_csv(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = "%.6g",
-              header_lines: list[str] | None = None) -> Path:
-    """Atomically write ``df`` as a results CSV that is safe to open in a spreadsheet.
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``leaderboard.csv`` -> ``leaderboard.csv.json``: the provenance written beside a CSV by :func:`write_csv`."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
 
-    ``header_lines`` become leading ``# ...`` comment lines (read back with ``pd.read_csv(comment="#")``).
-    Every CSV the suite writes for a person goes through here.
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = "%.6g",
+              header_lines: list[str] | None = None, provenance: dict[str, Any] | None = None) -> Path:
+    """Atomically write ``df`` as a plain results CSV (header first: ``pd.read_csv(path)`` reads it with no
+    options) that is safe to open in a spreadsheet, and beside it :func:`sidecar_path` (``<name>.csv.json``).
+
+    The sidecar holds what a reader of the CSV must know but that is not a cell: ``notes`` (``header_lines``,
+    e.g. why a table's runs are not comparable with any paper; the rows say so too, in their own columns)
+    and ``provenance`` (whatever the writer passes: commit, store, settings). Every CSV the suite writes for
+    a person goes through here.
     """
-    text = csv_text(df, float_format=float_format, header_lines=header_lines)
+    text = csv_text(df, float_format=float_format)
     atomic_write_text(path, text)
+    from .. import __version__
+
+    side = {"csv": Path(path).name, "rows": int(len(df)), "columns": [str(c) for c in df.columns],
+            "notes": [line for note in (header_lines or []) for line in note.splitlines()],
+            "provenance": provenance or {}, "written_by": f"cxr-bench {__version__}"}
+    atomic_write_json(sidecar_path(path), side)
     return Path(path)
 
 
-def csv_text(df: pd.DataFrame, *, float_format: str | None = "%.6g", header_lines: list[str] | None = None) -> str:
-    head = "".join(f"# {line}\n" for line in (header_lines or []) for line in line.splitlines())
-    return head + csv_safe_frame(df).to_csv(index=False, lineterminator="\n", float_format=float_format)
+def csv_text(df: pd.DataFrame, *, float_format: str | None = "%.6g") -> str:
+    """The text :func:`write_csv` writes: header first, text cells made safe (:func:`csv_safe_frame`)."""
+    return csv_safe_frame(df).to_csv(index=False, lineterminator="\n", float_format=float_format)

@@ -92,3 +92,19 @@ def test_write_validates_before_touching_the_file(tmp_path):
     assert target.read_bytes() == before
     with pytest.raises(ValueError, match="must both be"):
         write_predictions(target, images, patients, y, p[:, :2], LABELS)
+
+
+def test_typed_read_gives_the_doubles_of_the_text_path(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 500
+    y = (rng.random((n, 3)) < 0.3).astype(np.int8)
+    p = rng.random((n, 3))  # float64 with 17 significant digits: the hardest case for a CSV float parser
+    p[:5] = [[0.0, 1.0, 5e-324], [1e-300, 0.1, 0.3], [0.5, 2**-30, 1 - 2**-53], [0.25, 0.75, 1e-17], [1, 0, 1]]
+    images = [f"{i:08d}_000.png" for i in range(n)]
+    path = write_predictions(tmp_path / "t.csv", images, [str(i // 4) for i in range(n)], y, p, LABELS)
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    expected = np.column_stack([[float(v) for v in text[f"prob_{lab}"]] for lab in LABELS])  # Python's parser
+    pred = read_predictions(path)
+    assert pred.y_prob.dtype == np.float64 and np.array_equal(pred.y_prob, expected)
+    assert np.array_equal(pred.y_prob, p) and pred.y_true.dtype == np.int8 and np.array_equal(pred.y_true, y)
+    assert pred.patient_ids.tolist() == [str(i // 4) for i in range(n)]

@@ -259,3 +259,35 @@ def test_summarize_from_dataframe_selects_labels_and_no_val():
     assert block["per_label"]["B"]["threshold"] is None and block["threshold_method"] is None
     table = roc.summary_table(block)
     assert isinstance(table, pd.DataFrame) and table.loc[0, "label"] == "B"
+
+
+def _reference_weighted_auc(t, s, group, counts_t):
+    """The weighted Mann-Whitney statistic by brute force over every positive-negative pair: the slow
+    definition that :func:`roc._weighted_auc` computes in blocks."""
+    out = np.full(counts_t.shape[1], np.nan)
+    pos, neg = np.flatnonzero(t), np.flatnonzero(~t)
+    gt = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+    for b in range(counts_t.shape[1]):
+        w = counts_t[group, b]
+        wp, wn = w[pos].sum(), w[neg].sum()
+        if wp > 0 and wn > 0:
+            out[b] = (w[pos] @ gt @ w[neg]) / (wp * wn)
+    return out
+
+
+@pytest.mark.parametrize("decimals", [1, 2, 6])
+def test_weighted_auc_blocks_equal_the_brute_force_definition(decimals):
+    rng = np.random.default_rng(decimals)
+    n, n_groups, n_res = 150, 37, 300  # 300 resamples: three blocks, the last one partial
+    group = rng.integers(0, n_groups, n)
+    t = rng.random(n) < 0.3
+    s = np.round(rng.random(n) * 0.5 + 0.3 * t, decimals)  # coarse rounding: many ties across classes
+    counts_t = roc._counts(roc.resample_groups(n_groups, n_res, seed=decimals), n_groups)
+    ref = _reference_weighted_auc(t, s, group, counts_t)
+    fast = roc._weighted_auc(t, s, group, counts_t)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12, equal_nan=True)
+    assert np.array_equal(roc._weighted_auc(t, s, group, roc.count_blocks(counts_t)), fast, equal_nan=True)
+    # Non-integer weights take the float64 path: still the same statistic.
+    frac = counts_t * 0.5
+    np.testing.assert_allclose(roc._weighted_auc(t, s, group, frac), _reference_weighted_auc(t, s, group, frac),
+                               rtol=0, atol=1e-12, equal_nan=True)

@@ -153,7 +153,8 @@ def test_extra_metrics_is_json_and_takes_its_operating_point_from_val():
     val, vmeta = _case(4)
     ex = extra_metrics(pred, val, meta, val_metadata=vmeta, n_bootstrap=20)
     json.dumps(ex, allow_nan=False)  # NaN never reaches metrics.json
-    assert set(ex) == {"calibration", "subgroups"}
+    assert set(ex) == {"calibration", "subgroups", "expert"}
+    assert ex["expert"]["predictions_sha256"] is None  # no file given: never read back as current
     thr = no_finding_threshold(val.y_true.any(axis=1), val.y_prob)
     assert ex["subgroups"]["no_finding_threshold"] == pytest.approx(thr)
     expected = ((1 - pred.y_prob.max(axis=1) >= thr) & pred.y_true.any(axis=1)).sum() / pred.y_true.any(axis=1).sum()

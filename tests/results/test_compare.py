@@ -25,6 +25,7 @@ from cxr_bench.results.compare import (
     compare_leaderboards,
     compare_reference,
     find_ablation_pairs,
+    pair_cache_key,
     pair_summary,
     paired_ablation,
     protocol_mismatches,
@@ -386,20 +387,21 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
     assert main(["compare", str(pa), str(pb), "--out", str(tmp_path / "d.csv")]) == 0
     printed = capsys.readouterr().out
     assert "only_a" in printed and "only_b" in printed and ids["gamma"] in printed
-    assert len(pd.read_csv(tmp_path / "d.csv", comment="#")) == 7
+    assert len(pd.read_csv(tmp_path / "d.csv")) == 7  # plain CSV
     assert main(["compare", str(pa), "--reference", "wang2017", "--out", str(tmp_path / "r.csv")]) == 0
     out = capsys.readouterr().out
     assert "0.7451" in out and "no verdict (1 seed)" in out and out.startswith("# NOT COMPARABLE")
     text = (tmp_path / "r.csv").read_text()
-    assert text.startswith("# NOT COMPARABLE") and "why_not" in text
+    assert text.startswith("suite,run_id") and "why_not" in text  # the reason is a column; the banner a note
+    assert json.loads((tmp_path / "r.csv.json").read_text())["notes"][0].startswith("NOT COMPARABLE")
     assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "50",
                  "--out", str(tmp_path / "a.csv")]) == 0
     out = capsys.readouterr().out
     assert "data.grayscale" in out and "p_bootstrap_holm" in out and "p_delong_image_level" in out
     assert out.startswith("# NOT COMPARABLE")
-    csv = pd.read_csv(tmp_path / "a.csv", comment="#")
+    csv = pd.read_csv(tmp_path / "a.csv")
     assert {"p_clustered_holm", "verdict"} <= set(csv.columns) and len(csv) == 30
-    assert (tmp_path / "a.csv").read_text().startswith("# NOT COMPARABLE")
+    assert json.loads((tmp_path / "a.csv.json").read_text())["notes"][0].startswith("NOT COMPARABLE")
     assert main(["compare", "--ablations", "--runs", str(root), "--suite", "ablations", "--bootstrap", "20",
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -411,3 +413,49 @@ def test_cli_compare(boards, run_store, tmp_path, capsys):
     assert any("Benjamini-Hochberg across every label test" in line for line in doc["banner"])
     assert main(["compare", str(pa)]) == 2  # two leaderboards needed
     assert main(["compare", "--ablations", "--runs", str(root), "--alpha", "2"]) == 2
+
+
+def test_ablation_table_cache_gives_the_computed_table_and_follows_the_predictions(run_store, tmp_path):
+    root, _ = run_store
+    store = tmp_path / "runs"
+    shutil.copytree(root, store)
+    shutil.rmtree(store / "ablations" / ".cache", ignore_errors=True)  # left by another test's compare
+    runs = load_runs(store, "ablations")
+    fresh = ablation_table(runs, n_bootstrap=40, use_cache=False)
+    assert not (store / "ablations" / ".cache").exists()
+    first = ablation_table(load_runs(store, "ablations"), n_bootstrap=40)
+    entries = sorted((store / "ablations" / ".cache" / "ablations").glob("*.json"))
+    assert len(entries) == len(find_ablation_pairs(runs)) == 2
+    second = ablation_table(load_runs(store, "ablations"), n_bootstrap=40)  # read back from the cache
+    for df in (first, second):
+        pd.testing.assert_frame_equal(df, fresh)  # bit for bit, dtypes and NaN included
+        assert banner(df) == banner(fresh)
+    # Another setting is another key; the entries of the first stay.
+    ablation_table(load_runs(store, "ablations"), n_bootstrap=30)
+    assert len(list((store / "ablations" / ".cache" / "ablations").glob("*.json"))) == 4
+    # A corrupt entry is ignored and computed again.
+    entries[0].write_text("{not json")
+    pd.testing.assert_frame_equal(ablation_table(load_runs(store, "ablations"), n_bootstrap=40), fresh)
+    # The key follows each run's predictions: another file (another sha256) is another key.
+    pair = find_ablation_pairs(load_runs(store, "ablations"))[0]
+    key = pair_cache_key(pair, n_bootstrap=40)
+    pred = pair.b[0].predictions_path("test")
+    pred.write_text(pred.read_text().replace("\n", "\r\n"))
+    rec = RunRecord.load(pair.b[0].run_dir)
+    moved = find_ablation_pairs([*pair.a, rec])[0]
+    assert pair_cache_key(moved, n_bootstrap=40) != key
+
+
+def test_synthetic_runs_are_never_paired_or_compared_with_a_paper(tmp_path, store_factory):
+    root = tmp_path / "runs"
+    base = {"optim.epochs": 3, "data.image_size": 64, "model.backbone": "resnet50", "loss.name": "wcel",
+            "data.root": "/data/nih"}
+    real, _ = store_factory.write_run(root, "wang2017", base, strength=1.0, n_bootstrap=5, profile="paper")
+    fake, _ = store_factory.write_run(root, "wang2017", {**base, "data.root": "phantom:0", "data.grayscale": "gamma"},
+                                      strength=3.0, n_bootstrap=5, profile="paper")
+    runs = load_runs(root)
+    assert {r.run_id for r in runs if r.synthetic} == {fake}
+    assert find_ablation_pairs(runs) == []  # the two differ in one factor, but one is a phantom
+    lb = build_leaderboard(root, expert=False).table
+    cmp = compare_reference(lb, "wang2017")
+    assert fake not in ";".join(cmp["run_id"]) and real in ";".join(cmp["run_id"])

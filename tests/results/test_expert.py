@@ -115,3 +115,43 @@ def test_too_few_positives_give_no_interval():
     (r,) = evaluate_expert(pred, n_bootstrap=20)
     assert r.expert_pos == 1 and r.expert_auc == 1.0 and all(math.isnan(v) for v in r.expert_ci)
     assert r.nih_pos == 2 and all(math.isfinite(v) for v in r.nih_ci)
+
+
+def _plain(results):
+    """Results as nested tuples of plain values, NaN as None (NaN != NaN would fail any equality)."""
+    def v(x):
+        if isinstance(x, tuple):
+            return tuple(v(y) for y in x)
+        if isinstance(x, (float, np.floating)):
+            return None if math.isnan(x) else float(x)
+        return x
+    return [tuple(v(getattr(r, f)) for f in r.__dataclass_fields__) for r in results]
+
+
+def test_expert_block_stored_at_completion_is_read_back_while_the_predictions_match(tmp_path, store_factory):
+    import json
+
+    from cxr_bench.metrics.expert import expert_block
+    from cxr_bench.results.expert import expert_results
+    from cxr_bench.results.runs import RunRecord
+    from cxr_bench.utils.io import sha256_file
+
+    _, run_dir = store_factory.write_run(tmp_path / "runs", "s", {"data.image_size": 64}, strength=1.0, n_bootstrap=5)
+    rec = RunRecord.load(run_dir)
+    computed = evaluate_expert(rec.predictions())
+    assert computed and _plain(expert_results(RunRecord.load(run_dir))) == _plain(computed)  # no block: computed
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sha = sha256_file(run_dir / "predictions" / "test.csv")
+    block = expert_block(rec.predictions(), predictions_sha256=sha)
+    json.dumps(block, allow_nan=False)
+    block["results"][0]["expert_auc"] = 0.123  # a value only the block has: shows where it was read from
+    metrics["test"]["expert"] = block
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    stored = expert_results(RunRecord.load(run_dir))
+    assert stored[0].expert_auc == 0.123 and _plain(stored[1:]) == _plain(computed[1:])  # exact JSON round trip
+    row = expert_columns(RunRecord.load(run_dir))
+    assert row[f"expert_auc_{computed[0].target}"] == 0.123
+    # Predictions changed since (another sha256): the block is stale and the file is scored again.
+    block["predictions_sha256"] = "0" * 64
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    assert _plain(expert_results(RunRecord.load(run_dir))) == _plain(computed)

@@ -13,11 +13,16 @@ from cxr_bench.config import RunConfig
 from cxr_bench.data.labels import CHESTXRAY8, CHESTXRAY14
 from cxr_bench.errors import RunStoreError
 from cxr_bench.results.leaderboard import (
+    AGG_COLUMNS,
+    COLUMN_DOCS,
     COLUMNS,
     FACTOR_COLUMNS,
+    SUBGROUP_COLUMNS,
     auc_column,
     build_leaderboard,
+    column_docs_markdown,
     leaderboard_csv,
+    ranked_rows,
     read_leaderboard,
     write_leaderboard,
 )
@@ -126,20 +131,26 @@ def test_sorted_and_byte_stable(run_store, tmp_path):
     path = write_leaderboard(a, tmp_path / "lb.csv")
     text = path.read_text()
     lines = text.splitlines()
-    # The factory's runs are on the bundled sample (no data.root): the CSV itself says so, with why.
-    assert lines[0].startswith("# NOT COMPARABLE WITH ANY PAPER: 6 of 6 run(s)") and "chance" in lines[0]
-    assert lines[1].startswith("# Why: random initialisation, 64 px images, at most 3 epoch(s)")
-    header, first = list(csv.reader(lines[2:4]))
+    # Plain CSV: the header first. The factory's runs are on the bundled sample (no data.root): every row
+    # says so in its own columns, and the sidecar says why.
+    header, first = list(csv.reader(lines[:2]))
     assert header[:3] == ["suite", "run_id", "status"]
     cells = dict(zip(header, first))
     assert len(cells["mean_auc"].split(".")[1]) == 4  # fixed 4 decimals
     assert cells["git_dirty"] == "false" and cells["image_size"] == "64" and cells["lr"] == "0.001"
+    assert cells["data"] == "bundled sample" and cells["synthetic"] == "false" and cells["comparable"] == "false"
+    assert "bundled" in cells["why_not"] and "sample" in cells["why_not"]
+    side = json.loads((tmp_path / "lb.csv.json").read_text())
+    assert side["notes"][0].startswith("NOT COMPARABLE WITH ANY PAPER: 6 of 6 run(s)") and "chance" in side["notes"][0]
+    assert side["notes"][1].startswith("Why: random initialisation, 64 px images, at most 3 epoch(s)")
+    assert side["provenance"]["runs"] == 6 and side["provenance"]["data"] == ["bundled sample"]
     back = read_leaderboard(path)
     assert back["run_id"].tolist() == a["run_id"].tolist()
     assert leaderboard_csv(back) == text  # read + write round-trips to the same bytes
-    assert pd.read_csv(path, comment="#").shape == a.shape
+    assert pd.read_csv(path).shape == a.shape
     assert not list(tmp_path.glob(".lb*.tmp"))  # no temporary file left behind
-    assert {p.name for p in tmp_path.iterdir()} == {"lb.csv", "lb_agg.csv", "lb_subgroups.csv"}
+    assert {p.name for p in tmp_path.iterdir()} == {"lb.csv", "lb_agg.csv", "lb_subgroups.csv", "lb.csv.json",
+                                                     "lb_agg.csv.json", "lb_subgroups.csv.json"}
 
 
 def test_no_banner_off_the_sample_and_formula_cells_neutralised(tmp_path, store_factory):
@@ -209,3 +220,57 @@ def test_cli_defaults_json_empty_store_and_bad_out(tmp_path, store_factory, caps
     assert main(["leaderboard", "--runs", str(runs), "--out", str(blocker / "lb.csv"), "--no-expert"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"cxr-bench: error: cannot write {blocker / 'lb.csv'}")
+
+
+def test_every_row_says_which_data_and_phantom_runs_are_synthetic(tmp_path, store_factory):
+    root = tmp_path / "runs"
+    base = {"optim.epochs": 3, "data.image_size": 64}
+    nih, _ = store_factory.write_run(root, "s", {**base, "data.root": "/data/nih"}, strength=1.0, n_bootstrap=5)
+    sample, _ = store_factory.write_run(root, "s", {**base, "model.backbone": "alexnet"}, strength=1.0, n_bootstrap=5)
+    fake, _ = store_factory.write_run(root, "s", {**base, "model.backbone": "densenet121", "data.root": "phantom:0"},
+                                      strength=3.0, n_bootstrap=5)
+    t = build_leaderboard(root, expert=False).table.set_index("run_id")
+    sha = store_factory.DATA_ENTRY_SHA[:8]
+    assert t.loc[nih, "data"] == f"NIH v2020 {sha}" and not t.loc[nih, "synthetic"] and t.loc[nih, "comparable"]
+    assert t.loc[nih, "why_not"] == ""
+    assert t.loc[sample, "data"] == "bundled sample" and not t.loc[sample, "synthetic"]
+    assert not t.loc[sample, "comparable"] and "sample" in t.loc[sample, "why_not"]
+    assert t.loc[fake, "data"] == "phantom" and t.loc[fake, "synthetic"] and not t.loc[fake, "comparable"]
+    assert "synthetic" in t.loc[fake, "why_not"]
+    ranked = ranked_rows(t.reset_index())
+    assert set(ranked["run_id"]) == {nih, sample}  # the sanity run is listed, never ranked
+    back = read_leaderboard(write_leaderboard(build_leaderboard(root, expert=False), tmp_path / "lb.csv"))
+    assert back.set_index("run_id").loc[fake, "synthetic"] == True  # noqa: E712 - read back as a boolean
+
+
+def test_column_dictionary_matches_the_code_and_covers_every_column():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "columns.md"
+    assert doc.read_text(encoding="utf-8") == column_docs_markdown(), (
+        "docs/columns.md is stale: regenerate it with the command at its top")
+    assert list(COLUMN_DOCS["leaderboard.csv"]) == list(COLUMNS)
+    assert list(COLUMN_DOCS["leaderboard_agg.csv"]) == list(AGG_COLUMNS)
+    assert list(COLUMN_DOCS["leaderboard_subgroups.csv"]) == list(SUBGROUP_COLUMNS)
+    for name, cols in COLUMN_DOCS.items():
+        for col, meaning in cols.items():
+            assert meaning.strip() and f"| `{col}` | {meaning} |" in doc.read_text(encoding="utf-8"), (name, col)
+
+
+def test_pandas_reads_every_csv_the_tool_writes(run_store, tmp_path):
+    root, _ = run_store
+    from cxr_bench.cli import main
+
+    out = tmp_path / "out"
+    assert main(["leaderboard", "--runs", str(root), "--out", str(out / "lb.csv")]) == 0
+    assert main(["leaderboard", "--runs", str(root)]) == 0  # into each suite's folder
+    assert main(["compare", str(out / "lb.csv"), str(out / "lb.csv"), "--out", str(out / "d.csv")]) == 0
+    assert main(["compare", str(out / "lb.csv"), "--reference", "wang2017", "--out", str(out / "r.csv")]) == 0
+    assert main(["compare", "--ablations", "--runs", str(root), "--bootstrap", "20", "--out", str(out / "a.csv")]) == 0
+    written = sorted(out.rglob("*.csv")) + sorted(p for p in root.rglob("*.csv") if "predictions" not in p.parts)
+    assert len(written) >= 10
+    for path in written:
+        df = pd.read_csv(path)  # no options: header first, no banner
+        assert len(df.columns) > 1 and not str(df.columns[0]).startswith("#"), path
+        if path.parent == out or path.name.startswith("leaderboard"):
+            assert (path.parent / (path.name + ".json")).is_file(), path

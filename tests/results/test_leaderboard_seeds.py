@@ -86,10 +86,12 @@ def test_aggregate_matches_a_hand_computation(seeded_store, tmp_path):
     path = write_leaderboard(lb, tmp_path / "leaderboard.csv")
     written = output_paths(path)["aggregate"]
     assert written.name == "leaderboard_agg.csv"
-    back = pd.read_csv(written, comment="#")
+    back = pd.read_csv(written)
     assert back["n_seeds"].tolist() == agg["n_seeds"].tolist()
     assert np.allclose(back["mean_auc_sd"], agg["mean_auc_sd"], atol=5e-5)
-    assert written.read_text().startswith("# NOT COMPARABLE WITH ANY PAPER")
+    assert written.read_text().startswith("suite,")  # plain; the banner is in the sidecar's notes
+    assert json.loads(written.with_name(written.name + ".json").read_text())["notes"][0].startswith(
+        "NOT COMPARABLE WITH ANY PAPER")
 
 
 def _fake_blocks(rng_seed: int) -> tuple[dict, dict]:
@@ -141,7 +143,7 @@ def test_calibration_and_subgroup_columns(tmp_path, store_factory, monkeypatch):
     assert s["reason"].iloc[2] == "fewer than 2 positives" and s["label"].iloc[3] == ""
     assert (s["value"].iloc[3], s["n_finding"].iloc[3], s["n_underdiagnosed"].iloc[3]) == (0.25, 8, 2)
     path = write_leaderboard(lb, tmp_path / "leaderboard.csv")
-    back = pd.read_csv(output_paths(path)["subgroups"], comment="#", keep_default_na=False)
+    back = pd.read_csv(output_paths(path)["subgroups"], keep_default_na=False)
     assert back["group"].tolist() == ["F", "M", "AP", "F"] and back["value"].iloc[2] == ""
 
 

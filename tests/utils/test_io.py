@@ -93,9 +93,13 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_are_neutralised(tmp_path):
         assert csv_safe_cell(cell) == cell
     assert csv_safe_cell(-1.5) == -1.5 and csv_safe_cell(None) is None
     df = pd.DataFrame({"name": ["=cmd|' /C calc'!A0", "ok"], "auc": [-0.25, 0.75], "=col": [1, 2]})
-    path = write_csv(df, tmp_path / "x.csv", header_lines=["not comparable\nwith the paper"])
+    path = write_csv(df, tmp_path / "x.csv", header_lines=["not comparable\nwith the paper"],
+                     provenance={"store": "runs/"})
     text = path.read_text()
-    assert text.startswith("# not comparable\n# with the paper\n")
-    back = pd.read_csv(path, comment="#")
+    assert text.startswith("name,auc,'=col\n")  # plain: header first, no banner
+    side = json.loads((tmp_path / "x.csv.json").read_text())
+    assert side["notes"] == ["not comparable", "with the paper"] and side["provenance"] == {"store": "runs/"}
+    assert side["rows"] == 2 and side["columns"] == ["name", "auc", "=col"]
+    back = pd.read_csv(path)
     assert back["name"].tolist() == ["'=cmd|' /C calc'!A0", "ok"]
     assert back["auc"].tolist() == [-0.25, 0.75] and list(back.columns) == ["name", "auc", "'=col"]
