@@ -25,17 +25,14 @@ from .escape import esc
 from .formatting import fmt, fmt_ci, num
 from .runnames import by_label_set, short_names
 
-PHANTOM_PREFIX = "phantom:"  # data.root of a synthetic release (cxr_bench.data.release)
 
-
-def synthetic_ids(table: pd.DataFrame, runs: Iterable[RunRecord] = ()) -> set[str]:
+def synthetic_ids(table: pd.DataFrame) -> set[str]:
     """Run ids of the leaderboard rows tested on synthetic data (the phantom sanity run): the leaderboard's
     ``synthetic`` column."""
-    if "synthetic" in table.columns:
-        flags = table["synthetic"].map(lambda v: v is True or str(v).strip().lower() in ("true", "1"))
-        return set(table.loc[flags, "run_id"].astype(str))
-    # until leaderboard has 'synthetic'
-    return {r.run_id for r in runs if str(r.cfg("data.root") or "").startswith(PHANTOM_PREFIX)}
+    if "synthetic" not in table.columns:
+        return set()
+    flags = table["synthetic"].map(lambda v: v is True or str(v).strip().lower() in ("true", "1"))
+    return set(table.loc[flags, "run_id"].astype(str))
 
 
 class ReportContext:
@@ -49,7 +46,7 @@ class ReportContext:
         self.suite = analysis.suite
         every = analysis.runs()
         lb = analysis.leaderboard()
-        synthetic = synthetic_ids(lb.table, every)
+        synthetic = synthetic_ids(lb.table)
         self.runs = [r for r in every if r.run_id not in synthetic]
         self.sanity_runs = [r for r in every if r.run_id in synthetic]
         self.leaderboard = Leaderboard(lb.table[~lb.table["run_id"].astype(str).isin(synthetic)]
