@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.offline:  # inherited by torchrun ranks and submitit jobs started from here
         os.environ["CXR_BENCH_OFFLINE"] = "1"
-    from ..runner.sweep import finish_outputs, plan_sweep, run_suite
+    from ..runner.planning import plan_sweep
+    from ..runner.sweep import finish_outputs, run_suite
 
     only = [p for item in args.only for p in item.split(",") if p]
     overrides = parse_overrides(args.overrides)

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..runner.suite import load_suite, shipped_suites
-    from ..runner.sweep import format_table
+    from ..utils.text import format_table
 
     suites = [load_suite(name) for name in ([args.suite] if args.suite else shipped_suites())]
     if args.json:

@@ -24,9 +24,11 @@ from pathlib import Path
 import submitit
 
 from ..utils.progress import progress as progress_bar
+from .caches import CacheReport, prepare_caches
+from .planning import RunSpec
 from .slurm import SlurmOptions
 from .store import RunLocked, RunStore
-from .sweep import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
+from .sweep import RunOutcome, execute_run
 
 log = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from .store import RunStore, Status, verify_artifacts
 if TYPE_CHECKING:
     from ..data.release import NIHRelease
     from ..models.weights import MissingWeights
+    from .planning import RunSpec
     from .suite import SuiteRun
-    from .sweep import RunSpec
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from cxr_bench.cli import main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.errors import CacheError, ImageError, RunStoreError, WeightsError
+from cxr_bench.runner.planning import plan_specs, plan_sweep
 from cxr_bench.runner.precheck import check_sweep, folder_problem
 from cxr_bench.runner.store import RunStore, artifact_record
-from cxr_bench.runner.sweep import plan_specs, plan_sweep
 
 
 def _specs(suite: Path, root: Path, out: Path, **kw):
@@ -214,7 +214,7 @@ def test_estimates_show_measured_figures_with_their_machine_and_say_unmeasured(w
 
 # ---------------------------------------------------------------------------------------------- console
 def test_console_digest_keeps_metric_warnings_for_the_run_log(tmp_path):
-    from cxr_bench.runner.sweep import console_digest
+    from cxr_bench.runner.console import console_digest
 
     console = logging.StreamHandler(io.StringIO())
     keep = logging.FileHandler(tmp_path / "log.txt")

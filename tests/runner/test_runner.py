@@ -20,8 +20,9 @@ from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.runner.launchers import LocalLauncher
+from cxr_bench.runner.planning import plan_sweep
 from cxr_bench.runner.store import RunStore
-from cxr_bench.runner.sweep import plan_sweep, run_suite
+from cxr_bench.runner.sweep import run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -221,8 +222,8 @@ def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two
     from PIL import Image
 
     from cxr_bench.engine.trainer import load_run_data
+    from cxr_bench.runner.planning import plan_specs
     from cxr_bench.runner.precheck import check_sweep
-    from cxr_bench.runner.sweep import plan_specs
 
     root = make_phantom()
     suite = write_suite(two_heads)
