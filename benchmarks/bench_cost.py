@@ -31,19 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cxr_bench.bench import (
-    fit_power_law,
-    machine_info,
-    measure_model,
-    read_results_csv,
-    resolve_device,
-    write_results_csv,
-)
+from cxr_bench.bench.measure import fit_power_law, machine_info, measure_model, resolve_device
+from cxr_bench.bench.results import read_results_csv, write_results_csv
 from cxr_bench.errors import CxrBenchError
 
 log = logging.getLogger("benchmarks.bench_cost")
 
-COLUMNS = ("section", "backbone", "head", "image_size", "n_images", "batch_size", "epochs", "step_time_s",
+COLUMNS = ("section", "backbone", "head", "image_size", "n_images", "batch_size", "epochs", "frozen_backbone",
+           "step_time_s",
            "images_per_s", "epoch_seconds", "seconds", "hours", "days", "exponent", "r2", "source", "note")
 SIZES = (128, 224, 320, 512)
 QUICK_SIZES = (32, 48, 64, 96)
@@ -187,10 +182,9 @@ def paper_profile(args: argparse.Namespace, device: str) -> list[dict]:
         total += run_s
         rows.append(_row("paper_profile", backbone=cfg.model.backbone, head=cfg.model.head,
                          image_size=cfg.data.image_size, n_images=n_train, batch_size=o.batch_size,
-                         epochs=o.epochs, step_time_s=o.batch_size * t_train, images_per_s=1 / t_train,
+                         epochs=o.epochs, frozen_backbone=cfg.model.freeze_backbone, step_time_s=o.batch_size * t_train, images_per_s=1 / t_train,
                          epoch_seconds=epoch_s, seconds=run_s, source=source,
-                         note=f"{cfg.name}; frozen backbone: {cfg.model.freeze_backbone}; "
-                              f"{n_val} val, {n_test} test images; all epochs"))
+                         note=f"{cfg.name}; {n_val} val, {n_test} test images; all epochs"))
     rows.append(_row("paper_profile_total", n_images=len(runs), seconds=total,
                      note=f"{len(runs)} runs of {args.suite}/{args.profile}, one after another on this machine"))
     log.info("paper profile: %d runs, %.1f days on %s", len(runs), total / 86400, device)
