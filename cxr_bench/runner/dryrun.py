@@ -124,7 +124,7 @@ class DryRun:
             if "seed" in factors:
                 shown.append(f"seed {r.config.seed}")
             block = r.blocks[0] + (f" +{len(r.blocks) - 1}" if len(r.blocks) > 1 else "")
-            rows.append([r.run_id, block, one_line(" ".join(shown), 60), self.status[r.run_id],
+            rows.append([r.run_id, block, one_line(" ".join(shown), 50), self.status[r.run_id],
                          self.estimates.cell(r.run_id)])
         return format_table(["run id", "block", "differs", "status", "est. time"], rows)
 
