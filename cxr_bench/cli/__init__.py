@@ -14,11 +14,13 @@ is a file) end as one line ``cxr-bench: error: ...`` with exit status 2; a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 from ..errors import CxrBenchError
 
@@ -80,6 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """The sweep's own console lines (logger ``cxr_bench.console``) bare; every other record with its time,
+    level and logger."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage() if record.name == "cxr_bench.console" else super().format(record)
+
+
+class _SweepConsole(logging.Filter):
+    """The default console of a sweep: the sweep's own lines and warnings; other INFO records need -v."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == "cxr_bench.console"
+
+
+@contextlib.contextmanager
+def sweep_console(verbosity: int) -> Iterator[None]:
+    """During a sweep at the default verbosity: one suite bar, one line per finished run, warnings; the
+    engine's bars and INFO lines (epochs, caches, reports) appear with -v and are always in each run's
+    log.txt."""
+    if verbosity != 0:
+        yield
+        return
+    from ..utils.progress import progress_scope
+
+    quiet = _SweepConsole()
+    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        with progress_scope(nested=False):
+            yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
 def setup_logging(verbosity: int) -> None:
     """INFO by default; -v DEBUG for cxr_bench; -vv DEBUG for everything; -q WARNING; -qq ERROR."""
     level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(max(verbosity, -2), logging.DEBUG)
@@ -89,6 +131,7 @@ def setup_logging(verbosity: int) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(level)
+            handler.setFormatter(_ConsoleFormatter())
     if verbosity < 2:
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(max(level, logging.WARNING))

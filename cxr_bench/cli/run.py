@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import sweep_console
+
+    with sweep_console(args.verbose - args.quiet):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.offline:  # inherited by torchrun ranks and submitit jobs started from here
         os.environ["CXR_BENCH_OFFLINE"] = "1"
     from ..runner.planning import plan_sweep
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_sweep(args.suite, data_root=args.data_root, profile=args.profile,
                       overrides=overrides, only=only, seeds=args.seeds, dry_run=args.dry_run)
     if plan.banner:
-        print(_boxed(plan.banner), file=sys.stderr)
+        print(plan.banner, file=sys.stderr)
     selected = f"{len(plan.runs)} of {plan.total}" if len(plan.runs) != plan.total else str(plan.total)
     print(f"suite {plan.suite.name} ({plan.suite.path}), profile {plan.profile}: {selected} runs -> "
           f"{Path(args.out) / plan.suite.name}", file=sys.stderr)
@@ -88,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(args, plan)
     launcher, nproc = _launcher(args, plan.suite.slurm, Path(args.out) / plan.suite.name)
     result = run_suite(plan.suite, plan.runs, profile=plan.profile, out=args.out, launcher=launcher, nproc=nproc)
-    print(result.summary())
+    print(result.summary() if args.verbose - args.quiet > 0 else result.totals())
     for failed in result.failed:
         print(f"FAILED {failed.run_id} {failed.name}: {failed.detail}", file=sys.stderr)
     if not args.no_report:
@@ -166,8 +173,3 @@ def _check_submitit_cluster(cluster: str | None) -> None:
         hint = "no `srun` on PATH: run it on a SLURM login node" if cluster == "slurm" else "not available here"
         raise ConfigError(f"--submitit-cluster {cluster}: submitit cannot use {cluster} on this machine ({hint}); "
                           "use --submitit-cluster local, or --launcher local")
-
-
-def _boxed(text: str) -> str:
-    bar = "=" * 78
-    return f"{bar}\n{text}\n{bar}"

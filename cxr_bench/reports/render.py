@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,14 @@ def _pinned_kernel_manager(kernels_dir: Path) -> type:
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self) -> KernelSpecManager:
             return PinnedKernelSpecManager()
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            # The kernel process's own stdout/stderr carry only its log (e.g. "[IPKernelApp] ERROR |
+            # KeyboardInterrupt caught in kernel" when it is shut down); cell output travels over ZMQ into
+            # the notebook, and a failing cell is reported from there.
+            kw.setdefault("stdout", subprocess.DEVNULL)
+            kw.setdefault("stderr", subprocess.DEVNULL)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return PinnedKernelManager
 

@@ -81,3 +81,38 @@ def console_digest(keep: logging.Handler, what: str) -> Iterator[ConsoleDigest]:
         where = getattr(keep, "baseFilename", None)
         log.info("%s: %s%s", what, line, f"; details in {where}" if where else "")
 
+
+
+# The logger of the sweep's default console: one line per finished run, each distinct warning once. The CLI
+# keeps it at INFO while the rest of the package speaks at INFO only with -v (see cxr_bench.cli.run).
+CONSOLE_LOG = logging.getLogger("cxr_bench.console")
+
+
+class RunLines:
+    """One console line per finished run (name, test AUC, wall time) and each distinct warning once.
+
+    The digest of a run's metric warnings (:class:`ConsoleDigest`) is usually the same for every run of a
+    suite (the same labels lack positives in the same split), so it is said once, with where the details are.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._said: set[str] = set()
+
+    def finished(self, run_id: str, name: str, status: str, *, test_mean_auc: float | None = None,
+                 wall_seconds: float | None = None, detail: str = "", warnings: str = "") -> None:
+        self.done += 1
+        auc = f"test AUC {test_mean_auc:.3f}" if test_mean_auc is not None else ""
+        wall = f"{wall_seconds:.0f}s" if wall_seconds is not None else ""
+        what = status if status != "completed" else ""
+        if status == "failed":
+            what = f"FAILED (run {run_id}, see its log.txt): {' '.join(detail.split())[:200]}"
+        elif status == "skipped":
+            what = f"skipped ({detail})" if detail else "skipped"
+        parts = ", ".join(p for p in (auc, wall, what) if p)
+        CONSOLE_LOG.info("[%d/%d] %s: %s", self.done, self.total, name, parts)
+        if warnings and warnings not in self._said:
+            self._said.add(warnings)
+            CONSOLE_LOG.info("  note%s: %s; details in log.txt", " (said once)" if self.total > 1 else "",
+                             warnings)

@@ -15,14 +15,20 @@ from .precheck import check_registry_names
 from .store import RunStore, utc_now
 from .suite import Suite, SuiteRun
 
-SAMPLE_BANNER = (
-    "Running the '{profile}' profile on the bundled real sample (1,673 NIH images stored at 256 px, trained "
-    "at 64 px; no --data-root given).\nThese numbers are NOT comparable with the paper and sit at chance by "
-    "construction: random initialisation, 64 px, a few dozen steps, and a tiny, biased sample (1,000 of its "
-    "images are 500 'Pneumonia' + 500 'No Finding' from a single source). The 'sanity' run (a small network "
-    "on a seeded phantom release with planted lesions) shows the same pipeline learning. For the real "
-    "benchmark pass --data-root /path/to/NIH (see docs/running.md)."
-)
+
+def sample_banner(profile: str | None, runs: Sequence[SuiteRun]) -> str:
+    """Three lines for a sweep on the bundled real sample: what it trains on, that its numbers are not the
+    paper's, and where the real benchmark is. Said from the runs themselves (sizes, a phantom sanity run)."""
+    real = [r for r in runs if r.config.data.root is None]
+    sizes = sorted({r.config.data.image_size for r in real})
+    px = "/".join(map(str, sizes)) or "?"
+    sanity = any(r.config.data.root and r.config.data.root.startswith(PHANTOM_PREFIX) for r in runs)
+    return "\n".join([
+        f"Profile '{profile or 'default'}': the bundled sample of 1,673 NIH images, trained at {px} px.",
+        "NOT comparable with the paper: chance by construction (replication/README.md).",
+        ("Phantom 'sanity' run: the pipeline learns. " if sanity else "")
+        + "Real benchmark: --data-root DIR.",
+    ])
 
 
 
@@ -115,5 +121,5 @@ def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | 
     # The bundled sample, possibly beside the sanity block's synthetic phantom release, but no real data.
     roots = {r.config.data.root for r in runs}
     is_sample = None in roots and all(r is None or r.startswith(PHANTOM_PREFIX) for r in roots) and not without_data
-    banner = SAMPLE_BANNER.format(profile=profile or "default") if is_sample else None
+    banner = sample_banner(profile, runs) if is_sample else None
     return SweepPlan(suite, profile, runs, total, banner, without_data)

@@ -59,6 +59,7 @@ class RunOutcome:
     detail: str = ""
     wall_seconds: float | None = None
     test_mean_auc: float | None = None
+    warnings: str = ""  # the run's digest of metric warnings (kept in full in its log.txt)
 
 
 @dataclass
@@ -87,10 +88,13 @@ class SweepResult:
                  "" if o.wall_seconds is None else f"{o.wall_seconds:.0f}s",
                  one_line(o.detail, 100)] for o in self.outcomes]
         table = format_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
-        totals = (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
-                  f"{self.count('skipped')} skipped, {self.count('failed')} failed "
-                  f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
-        return f"{table}\n{totals}"
+        return f"{table}\n{self.totals()}"
+
+    def totals(self) -> str:
+        """One line: how many runs completed, were skipped and failed, in how long, into which store."""
+        return (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
+                f"{self.count('skipped')} skipped, {self.count('failed')} failed "
+                f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -176,7 +180,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
                  "resuming from checkpoints/last.pt" if resumed else "starting",
                  f" with torchrun, {spec.nproc} processes" if spec.nproc > 1 else "")
         try:
-            with console_digest(file_handler, f"run {spec.run_id}"):
+            with console_digest(file_handler, f"run {spec.run_id}") as digest:
                 result = _train(cfg, rd, spec.nproc, progress)
         except Exception as e:  # recorded and reported; the sweep goes on unless the disk is full
             log.exception("run %s (%s) failed: %s", spec.run_id, spec.name, e)
@@ -197,7 +201,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
             log.warning("run %s: could not compact checkpoints/last.pt (%s); the run is complete", spec.run_id, e)
         log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])
     return RunOutcome(spec.run_id, spec.name, "completed", "resumed" if resumed else "",
-                      m["wall_seconds"], _test_auc(rd))
+                      m["wall_seconds"], _test_auc(rd), digest.summary())
 
 
 # ---------------------------------------------------------------------------------------------- disk
