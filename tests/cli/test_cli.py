@@ -134,3 +134,33 @@ def test_report_cli_choices_and_defaults_are_the_renderer_s():
         assert build_parser().parse_args(["report", "--runs", "r", "--only", name]).only == [name]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["report", "--runs", "r", "--only", "no-such-report"])
+
+
+def _all_parsers():
+    from cxr_bench.cli import _all_subparsers, build_parser
+
+    parser = build_parser()
+    return [parser, *_all_subparsers(parser)]
+
+
+def test_help_is_plain_text_with_every_default():
+    """No reST markup or doubled percent signs reach --help, and every option with a default says it."""
+    for parser in _all_parsers():
+        text = parser.format_help()
+        assert "`" not in text and "%%" not in text, parser.prog
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS==") \
+                    and action.help != "==SUPPRESS==":
+                assert "default" in parser._get_formatter()._expand_help(action).lower(), \
+                    (parser.prog, action.option_strings)
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "--suite", "smoke", "--profiel", "paper"], "cxr-bench run: error: unknown option --profiel (did you mean --profile?)"),
+    (["run", "--suite", "smoke", "--dry-run", "--set", "optim.epoch=1"],
+     "cxr-bench: error: --set optim.epoch=1: unknown config key 'optim.epoch' (did you mean 'optim.epochs'?)"),
+])
+def test_a_misspelled_flag_or_key_is_one_line_with_a_suggestion(argv, expected, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == expected and not any(line.startswith("usage:") for line in err)
