@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="one output folder for every run found (default: <runs>/<suite>/reports/ per suite)")
     p.add_argument("--only", action="append", choices=TEMPLATES, default=None, help="render only this report")
     p.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT, metavar="S", help="per-cell timeout")
+    p.add_argument("--force", action="store_true",
+                   help="render even the reports whose inputs (template, run store files) are unchanged")
     p.set_defaults(func=run)
 
 
@@ -42,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for t in targets:
         for r in render_reports(t.runs_dir, t.out_dir, suite=t.suite, names=tuple(args.only or TEMPLATES),
-                                timeout=args.timeout):
+                                timeout=args.timeout, force=args.force):
             print(f"{r.name}: {r.html}")
     return 0

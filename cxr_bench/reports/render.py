@@ -245,16 +245,64 @@ def export_html(nb: nbformat.NotebookNode, path: str | Path, title: str = "") ->
 
 
 def render_report(name: str, runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
-                  timeout: int = DEFAULT_CELL_TIMEOUT) -> RenderedReport:
-    """Execute the template ``name`` against a run store and write ``<out>/<name>.ipynb`` and ``.html``."""
+                  timeout: int = DEFAULT_CELL_TIMEOUT, force: bool = False) -> RenderedReport:
+    """Execute the template ``name`` against a run store and write ``<out>/<name>.ipynb`` and ``.html``.
+
+    Skipped (the files kept) when both exist and were rendered from the same inputs (:func:`inputs_digest`,
+    recorded in ``<out>/.<name>.inputs``), unless ``force``.
+    """
     out_dir = Path(out_dir).resolve()
-    nb_path = out_dir / f"{name}.ipynb"
+    nb_path, html_path = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
+    stamp = out_dir / f".{name}.inputs"
+    digest = inputs_digest(template_path(name), runs_dir, suite, skip=out_dir)
+    if not force and nb_path.is_file() and html_path.is_file() and stamp.is_file() \
+            and stamp.read_text(encoding="utf-8").strip() == digest:
+        log.info("%s: its inputs are unchanged since it was rendered; kept", html_path)
+        return RenderedReport(name, nb_path, html_path)
     params = {"runs_dir": Path(runs_dir), "suite": suite or "", "out_dir": out_dir}
     nb = execute_notebook(template_path(name), nb_path, params, cwd=out_dir, timeout=timeout)
     title = f"cxr-bench {name} report" + (f": {suite}" if suite else "")
-    html = export_html(nb, out_dir / f"{name}.html", title)
+    html = export_html(nb, html_path, title)
+    atomic_write_text(stamp, digest + "\n")
     log.info("wrote %s and %s", nb_path, html)
     return RenderedReport(name, nb_path, html)
+
+
+# Files of a run store a report cannot depend on: logs, locks, checkpoints, TensorBoard events, job logs.
+_NOT_INPUTS = ("log.txt", ".lock", "checkpoints", "events.out.tfevents", "submitit")
+_HASHED_BYTES = 1 << 20  # larger files (predictions) count by size and mtime; their sha256 is in the manifest
+
+
+def inputs_digest(template: Path, runs_dir: str | Path, suite: str | None, *, skip: Path) -> str:
+    """sha256 of what a report is rendered from: the template, the package version, the suite, and every
+    file of the run store (each by content; a large one by size and mtime) except those a report cannot read
+    (:data:`_NOT_INPUTS`) and the report folder ``skip``. A sweep's plan file is hashed without the time it
+    was written, so re-running a finished suite leaves the digest unchanged."""
+    import hashlib
+
+    from .. import __version__
+
+    h = hashlib.sha256()
+    h.update(f"{__version__}\0{suite or ''}\0".encode())
+    h.update(Path(template).read_bytes())
+    root = Path(runs_dir).resolve()
+    skip = skip.resolve()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if path.is_relative_to(skip) or any(part.startswith(_NOT_INPUTS) for part in rel.parts):
+            continue
+        st = path.stat()
+        if path.name.startswith("plan-") and path.suffix == ".json":
+            plan = json.loads(path.read_text(encoding="utf-8"))
+            plan.pop("written_at", None)
+            data = json.dumps(plan, sort_keys=True).encode()
+        elif st.st_size > _HASHED_BYTES:
+            data = f"{st.st_size} {st.st_mtime_ns}".encode()
+        else:
+            data = path.read_bytes()
+        h.update(f"\0{rel.as_posix()}\0".encode())
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -299,7 +347,7 @@ def report_targets(runs: str | Path, suite: str | None = None, out: str | Path |
 
 def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,
                    names: tuple[str, ...] | list[str] = TEMPLATES,
-                   timeout: int = DEFAULT_CELL_TIMEOUT) -> list[RenderedReport]:
+                   timeout: int = DEFAULT_CELL_TIMEOUT, force: bool = False) -> list[RenderedReport]:
     """Render every report in ``names``; fails early when the store has no completed run."""
     from ..results.runs import load_runs
 
@@ -308,4 +356,4 @@ def render_reports(runs_dir: str | Path, out_dir: str | Path, *, suite: str | No
     if not runs:
         raise ReportError(f"no completed run under {runs_dir}" + (f" for suite {suite!r}" if suite else "")
                           + "; run `cxr-bench run` first or point --runs at its --out directory")
-    return [render_report(n, runs_dir, out_dir, suite=suite, timeout=timeout) for n in names]
+    return [render_report(n, runs_dir, out_dir, suite=suite, timeout=timeout, force=force) for n in names]

@@ -205,3 +205,46 @@ def test_templates_have_a_parameters_cell_with_inputs_only():
         assert "banner_html()" in codes[1] and "footer_html()" in codes[-1]
         # Nothing a template prints bypasses escaping: no Markdown built from data, no raw DataFrame display.
         assert not any("Markdown(" in c for c in codes)
+
+
+def test_a_report_whose_inputs_are_unchanged_is_not_rendered_again(tmp_path):
+    """The digest follows what a report reads (run files, the template, the suite) and not what a re-run of a
+    finished suite rewrites (the plan file's time, logs); with the same digest the files are kept."""
+    from pathlib import Path
+
+    from cxr_bench.reports.render import inputs_digest, render_report, template_path
+
+    store = tmp_path / "smoke"
+    run = store / "abc123"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.json").write_text('{"test": {"mean_auc": 0.5}}')
+    (run / "log.txt").write_text("epoch 1\n")
+    (store / "plan-tiny.json").write_text(json.dumps({"suite": "smoke", "written_at": "2026-12-05T10:00:00"}))
+    out = store / "reports"
+    out.mkdir()
+    template = template_path("leaderboard")
+
+    def digest(suite: str = "smoke", tpl: Path = template) -> str:
+        return inputs_digest(tpl, store, suite, skip=out)
+
+    first = digest()
+    (run / "log.txt").write_text("epoch 1\nepoch 2\n")
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    (store / "plan-tiny.json").write_text(json.dumps({"suite": "smoke", "written_at": "2026-12-06T11:00:00"}))
+    (out / "leaderboard.html").write_text("<html></html>")
+    assert digest() == first
+    assert digest(suite="other") != first
+    other_template = tmp_path / "t.ipynb"
+    other_template.write_bytes(template.read_bytes() + b" ")
+    assert digest(tpl=other_template) != first
+    (run / "metrics.json").write_text('{"test": {"mean_auc": 0.6}}')
+    changed = digest()
+    assert changed != first
+
+    # Rendered before from these inputs: kept as they are, nothing executed.
+    (out / "leaderboard.ipynb").write_text("{}")
+    (out / ".leaderboard.inputs").write_text(changed + "\n")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    rendered = render_report("leaderboard", store, out, suite="smoke")
+    assert rendered.html == out / "leaderboard.html"
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
