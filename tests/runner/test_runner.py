@@ -236,14 +236,15 @@ def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two
     store = RunStore(out, "tiny")
     rds = [store.run(r) for r in store.run_ids()]
     assert len(rds) == 2
-    assert console.count("opened NIH release") == 1
+    assert console.count("opened NIH release") <= 1
     assert "bootstrap: label" not in console and "WARNING cxr_bench.metrics" not in console
+    # The digest of each run's metric warnings, each distinct one said once (the detail in the run's log.txt).
+    notes = [line for line in console.splitlines() if line.startswith("  note") and "bootstrap" in line]
+    assert notes and len(notes) == len(set(notes)) <= 2 and all("details in log.txt" in n for n in notes)
     for rd in rds:
         kept = rd.log_path.read_text().count("WARNING cxr_bench.metrics.roc: bootstrap: label")
         assert kept > 0  # 50 resamples of ~10 test images: some lack a positive case
-        (summary,) = [line for line in console.splitlines() if f"run {rd.run_id}: " in line and "bootstrap" in line]
-        assert f"resamples without a positive or negative case for {kept} label(s)" in summary
-        assert str(rd.log_path) in summary
+        assert any(f"resamples without a positive or negative case for {kept} label(s)" in n for n in notes)
 
     # What the sweep computes cheaply (one stat per image) is what the engine's cache build recorded.
     plan = plan_sweep(suite, data_root=root)
