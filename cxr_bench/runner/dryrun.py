@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig, get_dotted
+from ..errors import CxrBenchError
 from ..utils.text import format_table, one_line
 from .estimate import MEASURE_COMMAND, MEASURE_SECONDS_PER_SETTING, Estimates, cost_key, estimate_runs, format_hours
 from .precheck import CacheNeed, SweepCheck, cache_root, image_group, run_image_names
@@ -91,7 +92,7 @@ class DryRun:
     are its three views."""
 
     plan: SweepPlan
-    status: dict[str, str]  # run id -> done | to do | failed (to redo) | interrupted (resumes)
+    status: dict[str, str]  # run id -> done | to do | failed (done again) | resumes (interrupted)
     estimates: Estimates
     blocks: list[BlockCost]
     total: BlockCost
@@ -271,13 +272,18 @@ def _status(run_id: str, store: RunStore, check: SweepCheck) -> str:
     if not rd.manifest_path.is_file():
         return "to do"
     state = str(rd.status)
-    return {"failed": "failed (to redo)", "running": "interrupted (resumes)"}.get(state, "to do")
+    return {"failed": "failed", "running": "resumes"}.get(state, "to do")
 
 
 def _disk(plan: SweepPlan, check: SweepCheck, status: dict[str, str]) -> DiskPlan:
     todo = [r for r in plan.runs if status[r.run_id] != "done"]
-    checked = not plan.without_data
-    caches = list(check.caches) if checked else _caches_from_metadata(plan.runs)
+    caches = [] if plan.without_data else list(check.caches)
+    # Runs whose data root was not read (none given, or one the checks refused): counted from the bundled
+    # NIH metadata, and whether their caches exist is not known.
+    seen = {run_id for c in caches for run_id in c.runs}
+    unread = [r for r in plan.runs if r.config.data.source == "cache" and r.run_id not in seen]
+    checked = not unread
+    caches += _caches_from_metadata(unread) if unread else []
     releases: dict[str | None, NIHRelease] = {}
     eval_rows: dict[tuple, int] = {}
     checkpoints = predictions = 0
@@ -319,7 +325,10 @@ def _eval_rows(cfg: RunConfig, releases: dict[str | None, NIHRelease], without_d
 
     root = None if without_data else cfg.data.root
     if root not in releases:
-        releases[root] = NIHRelease.bundled_full() if without_data else NIHRelease.open(root)
+        try:
+            releases[root] = NIHRelease.bundled_full() if without_data else NIHRelease.open(root)
+        except CxrBenchError:  # already one of the checks' problems; count the NIH lists instead
+            releases[root] = NIHRelease.bundled_full()
     d = cfg.data
     splits = make_splits(releases[root], protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
                          random_fractions=tuple(d.random_fractions))  # type: ignore[arg-type]  # length checked at load
