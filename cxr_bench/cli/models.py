@@ -35,13 +35,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("backbone", "head", "features", "params (M)", "GMACs")
+    from ..utils.text import format_table
+
     lines = [(r["backbone"], r["head"], "x".join(map(str, r["feature_shape"])), f"{r['params'] / 1e6:.2f}",
               f"{r['gmacs']:.3f}") for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print(f"input: 1 x {args.img_size} x {args.img_size}, {args.num_labels} labels, channels=replicate")
-    for line in (header, *lines):
-        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+    print(format_table(("backbone", "head", "features", "params (M)", "GMACs"), lines, align="lllrr"))
     return 0
 
 
