@@ -1,6 +1,7 @@
 """Cost curve: what the wang2017 ``paper`` profile costs on this machine, and how runtime grows.
 
-Three measured sections, one CSV (``results/cost_curve.csv``, column ``section``):
+Three measured sections, one CSV (``results/cost_curve.csv``, ``cost_curve_cuda.csv`` on a GPU; column
+``section``):
 
 - ``paper_profile``: per run of the suite's paper profile (backbone, head, image size, batch, epochs from
   ``cxr_bench/suites/wang2017.toml`` via :mod:`cxr_bench.runner.suite`; split sizes from the bundled full NIH
@@ -280,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(benchmark="bench_cost", quick=args.quick, suite=args.suite, profile=args.profile,
                 seconds=round(time.perf_counter() - t0, 1),
                 extrapolation="per-image times measured at a small batch, scaled linearly to the profile batch")
-    write_results_csv(args.out / "cost_curve.csv", rows, meta, columns=COLUMNS)
+    # A GPU's figures go beside the CPU's (the dry run shows both), not over them.
+    name = "cost_curve.csv" if device == "cpu" else f"cost_curve_{device.split(':')[0]}.csv"
+    write_results_csv(args.out / name, rows, meta, columns=COLUMNS)
     for r in rows:
         if r["section"] == "paper_profile_total" and r["seconds"] is not None and math.isfinite(r["seconds"]):
             log.info("wang2017 %s profile on %s: %.1f days", args.profile, device, r["days"])
