@@ -374,8 +374,10 @@ def _hardware(device: str | None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- text
-def _mode(values: list[str]) -> str:
-    return max(dict.fromkeys(values), key=values.count)
+def _mode(values: list[str]) -> str | None:
+    """The value most runs share, if more than half do (a factor without one is shown for every run)."""
+    best = max(dict.fromkeys(values), key=values.count)
+    return best if 2 * values.count(best) > len(values) else None
 
 
 def _hours_total(hours: float, measured: int, todo: int) -> str:
