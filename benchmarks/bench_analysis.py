@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_bench.bench import machine_info
+from cxr_bench.bench.measure import machine_info
 from cxr_bench.data.labels import get_label_set
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.data.splits import make_splits

@@ -1,6 +1,7 @@
 """Cost curve: what the wang2017 ``paper`` profile costs on this machine, and how runtime grows.
 
-Three measured sections, one CSV (``results/cost_curve.csv``, column ``section``):
+Three measured sections, one CSV (``results/cost_curve.csv``, ``cost_curve_cuda.csv`` on a GPU; column
+``section``):
 
 - ``paper_profile``: per run of the suite's paper profile (backbone, head, image size, batch, epochs from
   ``cxr_bench/suites/wang2017.toml`` via :mod:`cxr_bench.runner.suite`; split sizes from the bundled full NIH
@@ -31,19 +32,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cxr_bench.bench import (
-    fit_power_law,
-    machine_info,
-    measure_model,
-    resolve_device,
-    write_results_csv,
-)
+from cxr_bench.bench.measure import fit_power_law, machine_info, measure_model, resolve_device
+from cxr_bench.bench.results import read_results_csv, write_results_csv
 from cxr_bench.errors import CxrBenchError
-from cxr_bench.utils.results_csv import read_results_csv
 
 log = logging.getLogger("benchmarks.bench_cost")
 
-COLUMNS = ("section", "backbone", "head", "image_size", "n_images", "batch_size", "epochs", "step_time_s",
+COLUMNS = ("section", "backbone", "head", "image_size", "n_images", "batch_size", "epochs", "frozen_backbone",
+           "step_time_s",
            "images_per_s", "epoch_seconds", "seconds", "hours", "days", "exponent", "r2", "source", "note")
 SIZES = (128, 224, 320, 512)
 QUICK_SIZES = (32, 48, 64, 96)
@@ -187,10 +183,9 @@ def paper_profile(args: argparse.Namespace, device: str) -> list[dict]:
         total += run_s
         rows.append(_row("paper_profile", backbone=cfg.model.backbone, head=cfg.model.head,
                          image_size=cfg.data.image_size, n_images=n_train, batch_size=o.batch_size,
-                         epochs=o.epochs, step_time_s=o.batch_size * t_train, images_per_s=1 / t_train,
+                         epochs=o.epochs, frozen_backbone=cfg.model.freeze_backbone, step_time_s=o.batch_size * t_train, images_per_s=1 / t_train,
                          epoch_seconds=epoch_s, seconds=run_s, source=source,
-                         note=f"{cfg.name}; frozen backbone: {cfg.model.freeze_backbone}; "
-                              f"{n_val} val, {n_test} test images; all epochs"))
+                         note=f"{cfg.name}; {n_val} val, {n_test} test images; all epochs"))
     rows.append(_row("paper_profile_total", n_images=len(runs), seconds=total,
                      note=f"{len(runs)} runs of {args.suite}/{args.profile}, one after another on this machine"))
     log.info("paper profile: %d runs, %.1f days on %s", len(runs), total / 86400, device)
@@ -286,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(benchmark="bench_cost", quick=args.quick, suite=args.suite, profile=args.profile,
                 seconds=round(time.perf_counter() - t0, 1),
                 extrapolation="per-image times measured at a small batch, scaled linearly to the profile batch")
-    write_results_csv(args.out / "cost_curve.csv", rows, meta, columns=COLUMNS)
+    # A GPU's figures go beside the CPU's (the dry run shows both), not over them.
+    name = "cost_curve.csv" if device == "cpu" else f"cost_curve_{device.split(':')[0]}.csv"
+    write_results_csv(args.out / name, rows, meta, columns=COLUMNS)
     for r in rows:
         if r["section"] == "paper_profile_total" and r["seconds"] is not None and math.isfinite(r["seconds"]):
             log.info("wang2017 %s profile on %s: %.1f days", args.profile, device, r["days"])

@@ -47,7 +47,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cxr_bench.bench import machine_info, write_results_csv
+from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.results import write_results_csv
 from cxr_bench.data.cache import build_cache, prepare_cache
 from cxr_bench.data.datasets import CXRDataset
 from cxr_bench.data.release import NIHRelease

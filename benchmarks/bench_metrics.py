@@ -43,7 +43,8 @@ import pandas as pd
 import scipy
 import sklearn
 
-from cxr_bench.bench import machine_info, write_results_csv
+from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.results import write_results_csv
 from cxr_bench.data.bundled import full_metadata_root
 from cxr_bench.data.labels import get_label_set
 from cxr_bench.data.metadata import read_split_list

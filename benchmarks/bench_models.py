@@ -27,14 +27,14 @@ import logging
 import sys
 from pathlib import Path
 
-from cxr_bench.bench import (
+from cxr_bench.bench.measure import (
     MODEL_COLUMNS,
     machine_info,
     measure_model,
     measure_model_isolated,
     resolve_device,
-    write_results_csv,
 )
+from cxr_bench.bench.results import write_results_csv
 from cxr_bench.utils.progress import progress
 
 log = logging.getLogger("benchmarks.bench_models")

@@ -56,7 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr_bench.bench import machine_info, write_results_csv
+from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.results import write_results_csv
 from cxr_bench.config import RunConfig
 from cxr_bench.engine.distributed import init_distributed
 from cxr_bench.engine.evaluate import autocast, predict, to_model_input

@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from cxr_bench.bench import machine_info, update_readme
+from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.readme import update_readme
+from cxr_bench.bench.results import write_bundled_figures
 from cxr_bench.utils.clock import utc_now
 from cxr_bench.utils.io import atomic_write_json, read_json
 
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(previous, machine)
     if not args.no_readme:
         update_readme(HERE / "README.md", args.out)
+    if args.out.resolve() == (HERE / "results").resolve():  # the committed results: what the package ships
+        write_bundled_figures(args.out)
     return 1 if any(o["status"] != "ok" for o in outcomes.values()) else 0
 
 

@@ -316,6 +316,17 @@ def _defaults(cls: type) -> Any:
     return cls()
 
 
+def unknown_key(prefix: str, key: str, known: typing.Iterable[str]) -> str:
+    """``unknown config key 'optim.epoch' (did you mean 'optim.epochs'?)``, else the list of known keys."""
+    import difflib
+
+    known = sorted(known)
+    near = difflib.get_close_matches(key.partition(".")[0], known, n=2, cutoff=0.6)
+    if near:
+        return f"unknown config key {prefix + key!r} (did you mean {' or '.join(repr(prefix + n) for n in near)}?)"
+    return f"unknown config key {prefix + key!r}; known keys here: {', '.join(known)}"
+
+
 def _from_dict(cls: type, d: Any, where: str) -> Any:
     if not isinstance(d, dict):
         raise ConfigError(f"config section {where or '<root>'!r} must be a table, got {d!r}")
@@ -323,10 +334,7 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown config key {(where + '.' if where else '') + unknown[0]!r}; "
-            f"known keys here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(unknown_key(where + "." if where else "", unknown[0], names))
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in d:

@@ -17,17 +17,10 @@ import pytest
 import run_all
 
 import cxr_bench
-from cxr_bench.bench import (
-    MODEL_COLUMNS,
-    README_END,
-    README_START,
-    fit_power_law,
-    render_markdown_table,
-    update_readme,
-    write_results_csv,
-)
+from cxr_bench.bench.measure import MODEL_COLUMNS, fit_power_law
+from cxr_bench.bench.readme import README_END, README_START, render_markdown_table, update_readme
+from cxr_bench.bench.results import BUNDLED_FIGURES, bundled_figures, read_results_csv, write_results_csv
 from cxr_bench.runner.suite import load_suite
-from cxr_bench.utils.results_csv import read_results_csv
 
 
 def test_power_law_fit_recovers_the_exponent():
@@ -172,7 +165,7 @@ def test_bench_cost_quick_measures_every_section(tmp_path):
 
 
 def test_measure_model_in_process_row():
-    from cxr_bench.bench import measure_model
+    from cxr_bench.bench.measure import measure_model
 
     row = measure_model("mobilenet_v1", "gap", 32, batch_size=2, iters=1, warmup=0, device="cpu", threads=1,
                         freeze_backbone=True)
@@ -200,3 +193,17 @@ def test_analysis_benchmark_at_a_tiny_size(tmp_path):
         assert r["returncode"] == 0 and r["cpu_s"] > 0 and r["wall_s"] > 0 and 20 < r["peak_rss_mb"] < 4000
     assert pd.read_csv(store / "wang2017" / "leaderboard.csv")["run_id"].nunique() == 3
     assert len(pd.read_csv(tmp_path / "ablations.csv")) > 0
+
+
+def test_the_shipped_figures_are_the_committed_results():
+    """cxr_bench/bundled/benchmarks.json (what a dry run reads, present in a wheel) is what the committed
+    benchmarks/results/*.csv give, row for row: each paper-profile row of each cost CSV, counted here."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    shipped = json.loads(BUNDLED_FIGURES.read_text())
+    assert shipped == json.loads(json.dumps(bundled_figures(results)))
+    for source in shipped["sources"]:
+        table, meta = read_results_csv(results.parent.parent / source["file"])
+        rows = table[table["section"] == "paper_profile"]
+        assert len(source["runs"]) == len(rows) > 0 and source["machine"]["hostname"] == meta["hostname"]
+        assert [r["hours"] for r in source["runs"]] == pytest.approx(rows["hours"].tolist())
+        assert [r["frozen_backbone"] for r in source["runs"]] == rows["frozen_backbone"].tolist()

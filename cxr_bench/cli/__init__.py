@@ -14,11 +14,16 @@ is a file) end as one line ``cxr-bench: error: ...`` with exit status 2; a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
 import logging
 import os
+import re
 import sys
 import warnings
+from collections.abc import Iterator
+from typing import NoReturn
 
 from ..errors import CxrBenchError
 
@@ -46,6 +51,54 @@ _NOISY_LOGGERS = ("papermill", "traitlets", "nbconvert", "jupyter_client", "asyn
                   "urllib3", "filelock", "fsspec", "huggingface_hub", "torch.distributed.elastic")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (unless the help already states one), and the docstrings' reST
+    markup (``code``, `code`, 95%% written for %-formatting) shown as plain text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default not in (None, False, [], argparse.SUPPRESS)
+                and "default" not in text.lower() and "%(default)" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(_plain(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return _plain(super()._expand_help(action))
+
+
+def _plain(text: str) -> str:
+    """``x`` and `x` as 'x'; a doubled percent sign (argparse's escape, left as is in a description) as one."""
+    text = re.sub(r"``([^`]+)``", r"'\1'", text)
+    return re.sub(r"`([^`]+)`", r"'\1'", text).replace("%%", "%")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors as one line naming the command, with the closest option for a misspelled one."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]  # argparse's is typed NoReturn too
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _unknown_option_error(parser: argparse.ArgumentParser, argv: list[str], extra: list[str]) -> str:
+    """``cxr-bench run: error: unknown option --profiel (did you mean --profile?)`` for the first of ``extra``."""
+    sub = parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = next((a for a in argv if a in action.choices), None)
+            if name is not None:
+                sub = action.choices[name]
+    flag = extra[0].split("=", 1)[0]
+    known = [s for a in sub._actions for s in a.option_strings if s.startswith("--")]
+    near = difflib.get_close_matches(flag, known, n=2, cutoff=0.6)
+    what = "unknown option" if flag.startswith("-") else "unexpected argument"
+    hint = f" (did you mean {' or '.join(near)}?)" if near else f" (see {sub.prog} --help)"
+    return f"{sub.prog}: error: {what} {extra[0]}{hint}"
+
+
 def _verbosity_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # On the top-level parser the counts start at 0; on each sub-command they default to SUPPRESS, so
     # `cxr-bench -v run` and `cxr-bench run -v` both work and neither resets the other.
@@ -66,9 +119,10 @@ def _all_subparsers(parser: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="cxr-bench",
         description="Reproducible chest X-ray classification benchmark on NIH ChestX-ray14.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cxr-bench {__version__}")
     _verbosity_flags(parser, top=True)
@@ -78,7 +132,48 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f".{name}", __name__).register(sub)
     for p in _all_subparsers(parser):
         _verbosity_flags(p, top=False)
+        p.formatter_class = HelpFormatter
     return parser
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """The sweep's own console lines (logger ``cxr_bench.console``) bare; every other record with its time,
+    level and logger."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage() if record.name == "cxr_bench.console" else super().format(record)
+
+
+class _SweepConsole(logging.Filter):
+    """The default console of a sweep: the sweep's own lines and warnings; other INFO records need -v."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == "cxr_bench.console"
+
+
+@contextlib.contextmanager
+def sweep_console(verbosity: int) -> Iterator[None]:
+    """During a sweep at the default verbosity: one suite bar, one line per finished run, warnings; the
+    engine's bars and INFO lines (epochs, caches, reports) appear with -v and are always in each run's
+    log.txt."""
+    if verbosity != 0:
+        yield
+        return
+    from ..utils.progress import progress_scope
+
+    quiet = _SweepConsole()
+    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        with progress_scope(nested=False):
+            yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
 
 
 def setup_logging(verbosity: int) -> None:
@@ -90,6 +185,7 @@ def setup_logging(verbosity: int) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(level)
+            handler.setFormatter(_ConsoleFormatter())
     if verbosity < 2:
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
@@ -103,7 +199,11 @@ def setup_logging(verbosity: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        print(_unknown_option_error(parser, argv, extra), file=sys.stderr)
+        return 2
     setup_logging(args.verbose - args.quiet)
     try:
         rc = args.func(args)

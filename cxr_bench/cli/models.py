@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,17 +26,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import complexity_table, list_models
-    from ..utils.text import text_table
+    rows = _shipped(args)
+    if rows is None:
+        from ..models import complexity_table, list_models
 
-    backbones = (args.backbone or list_models()) + [f"timm:{n}" for n in args.timm]
-    rows = complexity_table(args.image_size, backbones=backbones, num_labels=args.num_labels)
+        backbones = (args.backbone or list_models()) + [f"timm:{n}" for n in args.timm]
+        rows = complexity_table(args.image_size, backbones=backbones, num_labels=args.num_labels)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("backbone", "head", "features", "params (M)", "GMACs")
+    from ..utils.text import format_table
+
     lines = [(r["backbone"], r["head"], "x".join(map(str, r["feature_shape"])), f"{r['params'] / 1e6:.2f}",
               f"{r['gmacs']:.3f}") for r in rows]
     print(f"input: 1 x {args.image_size} x {args.image_size}, {args.num_labels} labels, channels=replicate")
-    print(text_table(header, lines, align="lllrr"))
+    print(format_table(("backbone", "head", "features", "params (M)", "GMACs"), lines, align="lllrr"))
     return 0
+
+
+def _shipped(args: argparse.Namespace) -> list[dict] | None:
+    """The shipped table (every registered backbone x head at 224 px, 14 labels), when it answers the question:
+    the listing then needs neither torch nor a FLOP count per model."""
+    if args.image_size != 224 or args.num_labels != 14 or args.timm:
+        return None
+    path = Path(__file__).resolve().parents[1] / "bundled" / "complexity_224px_14labels.json"
+    try:
+        rows: list[dict] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if args.backbone:
+        known = {r["backbone"] for r in rows}
+        if not set(args.backbone) <= known:
+            return None  # an unknown name: the registry says what it knows
+        rows = [r for b in dict.fromkeys(args.backbone) for r in rows if r["backbone"] == b]
+    return rows

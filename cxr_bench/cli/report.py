@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--template", action="append", choices=TEMPLATES + OPTIONAL_TEMPLATES, default=None,
                    help="render only this report template (repeatable; default: all that apply)")
     p.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT, metavar="S", help="per-cell timeout")
+    p.add_argument("--force", action="store_true",
+                   help="render even the reports whose inputs (template, run store files) are unchanged")
     p.set_defaults(func=run)
 
 
@@ -43,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for t in targets:
         for r in render_reports(t.runs_dir, t.out_dir, suite=t.suite, names=tuple(args.template or TEMPLATES),
-                                timeout=args.timeout):
+                                timeout=args.timeout, force=args.force):
             print(f"{r.name}: {r.html}")
     return 0

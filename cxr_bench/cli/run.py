@@ -35,8 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="never download (pretrained weights must be in the torch hub / Hugging Face caches; "
                         "`cxr-bench weights fetch --suite NAME` fills them where there is a network)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check everything, print the expanded runs (what differs, done or not, expected time) and "
-                        "what would stop the sweep, then exit without writing anything")
+                   help="check everything and print the plan: the runs (what differs, done or not, expected time), "
+                        "hours in total and per block, the disk the image caches, checkpoints and predictions take, "
+                        "and what would stop the sweep; then exit without writing anything")
+    p.add_argument("--wide", action="store_true", help="with --dry-run: every differing factor in its own column")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="device of every run (sets the config key device); with --dry-run, the hours are also "
+                        "given for this machine's CPU or GPU where it was benchmarked (default: the suite's, auto)")
     p.add_argument("--launcher", choices=["local", "submitit"], default="local",
                    help="local: in this process, one run after another; submitit: one job per run "
                         "(a SLURM job array on a cluster)")
@@ -61,18 +67,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import sweep_console
+
+    with sweep_console(args.verbose - args.quiet):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.offline:  # inherited by torchrun ranks and submitit jobs started from here
         os.environ["CXR_BENCH_OFFLINE"] = "1"
-    from ..runner.sweep import plan_sweep, run_suite
+    from ..runner.planning import plan_sweep
+    from ..runner.sweep import run_suite
 
     only = [p for item in args.only for p in item.split(",") if p]
     overrides = parse_overrides(args.overrides)
     if args.cache_dir:
         overrides["data.cache_dir"] = args.cache_dir
+    if args.device:
+        overrides["device"] = args.device
     plan = plan_sweep(args.suite, data_root=args.data_root, profile=args.profile,
                       overrides=overrides, only=only, seeds=args.seeds, dry_run=args.dry_run)
     if plan.banner:
-        print(_boxed(plan.banner), file=sys.stderr)
+        print(plan.banner, file=sys.stderr)
     selected = f"{len(plan.runs)} of {plan.total}" if len(plan.runs) != plan.total else str(plan.total)
     print(f"suite {plan.suite.name} ({plan.suite.path}), profile {plan.profile}: {selected} runs -> "
           f"{Path(args.runs) / plan.suite.name}", file=sys.stderr)
@@ -81,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     launcher, nproc = _launcher(args, plan.suite.slurm, Path(args.runs) / plan.suite.name)
     result = run_suite(plan.suite, plan.runs, profile=plan.profile, out=args.runs, launcher=launcher, nproc=nproc,
                        progress=False if args.no_progress else None)
-    print(result.summary())
+    print(result.summary() if args.verbose - args.quiet > 0 else result.totals())
     for failed in result.failed:
         print(f"FAILED {failed.run_id} {failed.name}: {failed.detail}", file=sys.stderr)
     if not args.no_report:
@@ -95,24 +111,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace, plan) -> int:
-    """The expanded runs, then what the sweep would do first and what would stop it. Exit 0 whenever the
-    suite itself is valid: missing weights, data or disk are this machine's state, and planning on a laptop
-    for a cluster is what a dry run is for; each is said on stderr, as the real run would refuse it."""
-    from ..runner.estimate import estimate_runs
+    """The plan (runs, hours, disk), then what would stop the sweep. Exit 0 whenever the suite itself is valid:
+    missing weights, data, GPU or disk are this machine's state, and planning on a laptop for a cluster is what
+    a dry run is for; each is said on stderr, as the real run would refuse it."""
+    import json
+
+    from ..runner.dryrun import make_dry_run
+    from ..runner.planning import plan_specs
     from ..runner.precheck import check_sweep
     from ..runner.store import RunStore
-    from ..runner.sweep import dry_run_table, plan_specs
 
     store = RunStore(args.runs, plan.suite.name)
     check = check_sweep(plan_specs(plan.suite, plan.runs, plan.profile, args.runs), store, data=not plan.without_data)
-    estimates = estimate_runs({r.run_id: r.config for r in plan.runs})
-    print(dry_run_table(plan.runs, store, estimates.cells))
-    for note in estimates.notes:
-        print(note)
-    for root, n in check.cache_bytes.items():
-        print(f"image caches to build under {root}: {n / 1e9:.2f} GB")
+    dry = make_dry_run(plan, store, check, device=args.device)
+    if args.json:
+        print(json.dumps({**dry.to_json(), "problems": [str(p) for p in check.problems]}, indent=1))
+    else:
+        print(dry.table(wide=args.wide))
+        print()
+        for line in dry.summary():
+            print(line)
     if check.to_fetch:
-        print("pretrained checkpoints downloaded first: " + "; ".join(m.describe() for m in check.to_fetch))
+        print("pretrained checkpoints downloaded first: " + "; ".join(m.describe() for m in check.to_fetch),
+              file=sys.stderr)
     if plan.without_data:
         print(f"no --data-root: the data, image and disk checks wait for it (profile {plan.profile} runs on the "
               "full NIH release)", file=sys.stderr)
@@ -156,8 +177,3 @@ def _check_submitit_cluster(cluster: str | None) -> None:
         hint = "no `srun` on PATH: run it on a SLURM login node" if cluster == "slurm" else "not available here"
         raise ConfigError(f"--submitit-cluster {cluster}: submitit cannot use {cluster} on this machine ({hint}); "
                           "use --submitit-cluster local, or --launcher local")
-
-
-def _boxed(text: str) -> str:
-    bar = "=" * 78
-    return f"{bar}\n{text}\n{bar}"

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..runner.suite import load_suite, shipped_suites
-    from ..utils.text import text_table
+    from ..utils.text import format_table
 
     suites = [load_suite(name) for name in ([args.suite] if args.suite else shipped_suites())]
     if args.json:
@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
         counts = "; ".join(f"{p['name'] or '-'}: {p['runs']}" for p in info["profiles"])
         blocks = ", ".join(f"{b['name']} ({b['grid_points']})" for b in info["blocks"])
         rows.append([suite.name, counts, blocks, suite.description])
-    print(text_table(["suite", "runs per profile", "blocks (grid points)", "description"], rows))
+    print(format_table(["suite", "runs per profile", "blocks (grid points)", "description"], rows))
     if args.suite:
         (suite,) = suites
         print(f"\nfile: {suite.path}")

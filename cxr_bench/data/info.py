@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrBenchError, ImageError
-from ..utils.text import text_table
+from ..utils.text import format_table
 from .labels import LABEL_SETS, NO_FINDING, get_label_set
 from .release import NIHRelease
 
@@ -211,17 +211,7 @@ def parts_on_disk(release: NIHRelease, paths: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ human table
 
 def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -> list[str]:
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return str(v)
-        if isinstance(v, int):
-            return f"{v:,}"
-        if isinstance(v, float):
-            return f"{v:.2f}"
-        return str(v)
-
-    text = text_table(header, [[fmt(v) for v in r] for r in rows], align or ("l" + "r" * (len(header) - 1)))
-    return text.splitlines()
+    return format_table(header, rows, align or ("l" + "r" * (len(header) - 1))).split("\n")
 
 
 def format_data_info(info: dict[str, Any]) -> str:

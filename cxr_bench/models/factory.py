@@ -15,6 +15,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -250,3 +251,18 @@ def complexity_table(img_size: int = 224, *, backbones: Sequence[str] | None = N
                              "params": trunk_params + _params(head_module),
                              "gmacs": (trunk_flops + head_flops) / 2e9})
     return rows
+
+
+# ``cxr-bench models`` at its defaults (224 px, 14 labels, every registered backbone and head) reads this file
+# instead of importing torch and counting FLOPs for each model; a test keeps it equal to complexity_table().
+SHIPPED_COMPLEXITY = Path(__file__).resolve().parents[1] / "bundled" / "complexity_224px_14labels.json"
+
+
+def write_shipped_complexity(path: str | os.PathLike = SHIPPED_COMPLEXITY) -> Path:
+    """Write :func:`complexity_table` at 224 px and 14 labels to the file the CLI ships
+    (``python -c "from cxr_bench.models.factory import write_shipped_complexity as w; w()"``)."""
+    from ..utils.io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(complexity_table(224, num_labels=14), indent=1) + "\n")
+    return path

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -147,6 +148,14 @@ def _pinned_kernel_manager(kernels_dir: Path) -> type:
             if self.shutting_down:  # see the module docstring: no SIGINT into a finished notebook's kernel
                 return
             await super()._async_interrupt_kernel()
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            # The kernel process's own stdout/stderr carry only its log (e.g. "[IPKernelApp] ERROR |
+            # KeyboardInterrupt caught in kernel" when it is shut down); cell output travels over ZMQ into
+            # the notebook, and a failing cell is reported from there.
+            kw.setdefault("stdout", subprocess.DEVNULL)
+            kw.setdefault("stderr", subprocess.DEVNULL)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return PinnedKernelManager
 

@@ -1,111 +1,126 @@
-"""Each run's expected wall time, for a dry run, from the committed benchmark results (benchmarks/results/).
+"""Each run's expected wall time, for a dry run, from the benchmark figures the package ships.
 
-Only measured figures are shown, each with the machine it was measured on: the ``paper_profile`` rows of a
-results CSV (written by benchmarks/bench_cost.py) cost one run of a suite from per-image times measured on
-that machine. A run is matched on what sets its cost (backbone, head, image size, batch, epochs, frozen
-backbone); a run no row matches is ``unmeasured``, never extrapolated here. A figure from a machine with a
-GPU is preferred; a CPU figure says CPU, because a GPU is one to two orders of magnitude faster and that
-ratio has not been measured for these models.
+The figures are ``cxr_bench/bundled/benchmarks.json``, written from the committed
+``benchmarks/results/*.csv`` by :func:`cxr_bench.bench.results.write_bundled_figures` (package data, so an
+installed wheel has them too). Each ``paper_profile`` row of a cost CSV (benchmarks/bench_cost.py) is the
+cost of one run of a suite from per-image times measured on one machine. A run is matched on what sets its
+cost (backbone, head, image size, batch, epochs, frozen backbone); a run no row matches has no figure: it
+is never extrapolated here. GPU and CPU figures are kept apart, because a GPU is one to two orders of
+magnitude faster and that ratio has not been measured for these models.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import RunConfig
 
 log = logging.getLogger(__name__)
 
-# benchmarks/ sits beside the package in a source checkout; an installed wheel has no results.
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+FIGURES = Path(__file__).resolve().parents[1] / "bundled" / "benchmarks.json"
 UNMEASURED = "unmeasured"
+# What measures the missing figures on a machine, and the most it takes per distinct cost setting: one
+# inference and one training phase, each capped by bench_cost.py's default --max-seconds (60).
+MEASURE_COMMAND = "python benchmarks/bench_cost.py --sections paper_profile --device {device}"
+MEASURE_SECONDS_PER_SETTING = 2 * 60
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """One results CSV: the machine it was measured on and the hours of each run setting it measured."""
+
+    file: str
+    machine: Mapping[str, str]
+    hours: Mapping[tuple, float]
+
+    @property
+    def gpu(self) -> str | None:
+        name = self.machine.get("gpu", "")
+        return None if name in ("", "None", "none", "null") else name
+
+    def describe(self) -> str:
+        m = self.machine
+        where = self.gpu or f"{m.get('cpu', 'a CPU')}, {m.get('cpu_usable', '?')} usable cores, no GPU"
+        text = f"{m.get('hostname', 'an unnamed machine')} ({where}) on {m.get('timestamp_utc', '?')[:10]}"
+        return text + (f"; {m['extrapolation']}" if m.get("extrapolation") else "")
+
+
+@dataclass(frozen=True)
+class Figure:
+    hours: float
+    source: Source
+
+    @property
+    def kind(self) -> str:
+        return "GPU" if self.source.gpu else "CPU"
 
 
 @dataclass
 class Estimates:
-    """``cells``: run id -> the text of its time column; ``notes``: where each figure comes from."""
+    """Per run id, the GPU and the CPU figure (None: not measured), and the sources they come from."""
 
-    cells: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    gpu: dict[str, Figure | None] = field(default_factory=dict)
+    cpu: dict[str, Figure | None] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+
+    def cell(self, run_id: str) -> str:
+        """A run's time column: the GPU figure, else the CPU one (saying which), else ``unmeasured``."""
+        fig = self.gpu.get(run_id) or self.cpu.get(run_id)
+        return UNMEASURED if fig is None else f"{format_hours(fig.hours)} {fig.kind}"
+
+    @property
+    def cells(self) -> dict[str, str]:
+        return {run_id: self.cell(run_id) for run_id in self.gpu}
+
+    def notes(self) -> list[str]:
+        used = {f.source for f in (*self.gpu.values(), *self.cpu.values()) if f is not None}
+        notes = [f"est. time: the whole run (all epochs), from {s.file}, measured on {s.describe()}"
+                 for s in self.sources if s in used]
+        if not any(s.gpu for s in self.sources):
+            notes.append("no GPU has been benchmarked (the committed benchmarks/results hold CPU figures only): "
+                         "GPU time is unmeasured")
+        return notes
 
 
-@dataclass(frozen=True)
-class _Source:
-    path: Path
-    machine: str
-    gpu: bool
-    hours: dict[tuple, float]
-
-
-def _cost_key(cfg: RunConfig) -> tuple:
+def cost_key(cfg: RunConfig) -> tuple:
+    """What a run's cost depends on: the columns of ``cxr_bench.bench.results.COST_KEY``, in that order."""
     return (cfg.model.backbone, cfg.model.head, int(cfg.data.image_size), int(cfg.optim.batch_size),
             int(cfg.optim.epochs), bool(cfg.model.freeze_backbone))
 
 
-def _read(path: Path) -> _Source | None:
-    from ..utils.results_csv import read_results_csv
-
+def load_sources(path: str | os.PathLike | None = None) -> list[Source]:
+    """The sources of the shipped figures file (or ``path``); none when it is absent or unreadable."""
+    path = Path(path) if path is not None else FIGURES
     try:
-        table, meta = read_results_csv(path)
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         log.debug("%s: not read (%s)", path, e)
-        return None
-    if not {"section", "backbone", "head", "image_size", "batch_size", "epochs", "hours", "note"} <= set(table):
-        return None
-    hours: dict[tuple, float] = {}
-    for row in table[table["section"] == "paper_profile"].itertuples():
-        frozen = re.search(r"frozen backbone: (True|False)", str(row.note))
-        if frozen is None or not isinstance(row.hours, float) or not math.isfinite(row.hours):
-            continue
-        key = (row.backbone, row.head, int(row.image_size), int(row.batch_size), int(row.epochs),
-               frozen.group(1) == "True")
-        hours[key] = float(row.hours)
-    if not hours:
-        return None
-    gpu = meta.get("gpu", "None") not in ("", "None", "none", "null")
-    where = meta.get("gpu") if gpu else f"{meta.get('cpu', 'a CPU')}, {meta.get('cpu_usable', '?')} usable cores, no GPU"
-    machine = f"{meta.get('hostname', 'an unnamed machine')} ({where}) on {meta.get('timestamp_utc', '?')[:10]}"
-    if meta.get("extrapolation"):
-        machine += f"; {meta['extrapolation']}"
-    return _Source(path, machine, gpu, hours)
+        return []
+    sources = []
+    for s in data.get("sources", []):
+        hours = {(r["backbone"], r["head"], int(r["image_size"]), int(r["batch_size"]), int(r["epochs"]),
+                  bool(r["frozen_backbone"])): float(r["hours"]) for r in s.get("runs", [])}
+        sources.append(Source(str(s.get("file", path)), dict(s.get("machine", {})), hours))
+    return sources
 
 
-def estimate_runs(configs: dict[str, RunConfig], results_dir: str | os.PathLike | None = None) -> Estimates:
-    """The time column of a dry run for ``configs`` (run id -> config) and the notes that source it."""
-    directory = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    sources = [s for s in (_read(p) for p in sorted(directory.glob("*.csv"))) if s is not None] \
-        if directory.is_dir() else []
-    sources.sort(key=lambda s: not s.gpu)  # a GPU figure first
-    out = Estimates()
-    used: list[_Source] = []
+def estimate_runs(configs: Mapping[str, RunConfig], figures: str | os.PathLike | None = None) -> Estimates:
+    """The GPU and CPU figure of each run of ``configs`` (run id -> config), from ``figures`` (default: the
+    shipped file). Where several sources measured a run, the first in the file is taken."""
+    out = Estimates(sources=load_sources(figures))
     for run_id, cfg in configs.items():
-        key = _cost_key(cfg)
-        source = next((s for s in sources if key in s.hours), None)
-        if source is None:
-            out.cells[run_id] = UNMEASURED
-            continue
-        out.cells[run_id] = f"{_hours(source.hours[key])} {'GPU' if source.gpu else 'CPU'}"
-        if source not in used:
-            used.append(source)
-    for s in used:
-        out.notes.append(f"est. time: the whole run (all epochs), from {_shown(s.path)}, measured on {s.machine}")
-    if not any(s.gpu for s in sources):
-        out.notes.append(f"no GPU has been benchmarked ({_shown(directory)} holds CPU figures only): GPU time is "
-                         "unmeasured; benchmarks/README.md says how to measure it on yours")
+        key = cost_key(cfg)
+        for kind, table in (("GPU", out.gpu), ("CPU", out.cpu)):
+            source = next((s for s in out.sources if key in s.hours and bool(s.gpu) == (kind == "GPU")), None)
+            table[run_id] = None if source is None else Figure(source.hours[key], source)
     return out
 
 
-def _hours(h: float) -> str:
+def format_hours(h: float) -> str:
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.0f} h" if h < 100 else f"{h:,.0f} h ({h / 24:.0f} d)"
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(RESULTS_DIR.parents[1]))
-    except ValueError:
-        return str(path)

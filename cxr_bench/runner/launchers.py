@@ -23,10 +23,13 @@ from pathlib import Path
 
 import submitit
 
-from ..utils.progress import progress as progress_bar
+from ..utils.progress import suite_bar
+from .caches import CacheReport, prepare_caches
+from .console import RunLines
+from .planning import RunSpec
 from .slurm import SlurmOptions
 from .store import RunLocked, RunStore, Status
-from .sweep import CacheReport, RunOutcome, RunSpec, execute_run, prepare_caches
+from .sweep import RunOutcome, execute_run
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +46,15 @@ class LocalLauncher:
 
     def launch(self, specs: list[RunSpec], *, progress: bool | None = None) -> list[RunOutcome]:
         outcomes = []
-        bar = progress_bar(total=len(specs), desc="suite", unit="run", enabled=progress)
-        try:
+        lines = RunLines(len(specs))
+        with suite_bar(len(specs), "suite", progress) as bar:
             for spec in specs:
                 bar.set_postfix_str(spec.name, refresh=True)
                 outcome = execute_run(spec, progress=progress)
                 outcomes.append(outcome)
                 bar.update(1)
-                log.info("[%d/%d] %s %s: %s%s", len(outcomes), len(specs), spec.run_id, spec.name,
-                         outcome.label, f" ({outcome.detail})" if outcome.detail else "")
-        finally:
-            bar.close()
+                lines.finished(outcome.run_id, outcome.name, outcome.label, test_mean_auc=outcome.test_mean_auc,
+                               wall_seconds=outcome.wall_seconds, detail=outcome.detail, warnings=outcome.warnings)
         return outcomes
 
 
@@ -111,8 +112,8 @@ class SubmititLauncher:
         waves = [specs] if executor.cluster == "slurm" else [
             specs[i:i + self.local_parallelism] for i in range(0, len(specs), self.local_parallelism)]
         outcomes: dict[str, RunOutcome] = {}
-        bar = progress_bar(total=len(specs), desc="suite jobs", unit="run", enabled=progress)
-        try:
+        lines = RunLines(len(specs))
+        with suite_bar(len(specs), "suite jobs", progress) as bar:
             for wave in waves:
                 jobs = executor.map_array(RunJob(), wave)
                 log.info("submitted %d runs as jobs %s", len(jobs), ", ".join(j.job_id for j in jobs))
@@ -125,8 +126,9 @@ class SubmititLauncher:
                         outcome = _job_died(spec, job, e)
                     outcomes[spec.run_id] = outcome
                     bar.update(1)
-        finally:
-            bar.close()
+                    lines.finished(outcome.run_id, outcome.name, outcome.status,
+                                   test_mean_auc=outcome.test_mean_auc, wall_seconds=outcome.wall_seconds,
+                                   detail=outcome.detail, warnings=outcome.warnings)
         return [outcomes[s.run_id] for s in specs]
 
 

@@ -3,6 +3,7 @@
 ``cxr-bench run`` (and ``--dry-run``) checks, after the suite is expanded and before the first image cache:
 
 - every registry name of every run (:func:`check_registry_names`; numeric fields are checked at load);
+- a run that names a CUDA device (``device = "cuda"`` or ``"cuda:N"``) finds that GPU here;
 - the run store (``--runs``) and each image cache root (``--cache-dir`` / ``data.cache_dir``) are folders,
   or can be made, on a writable filesystem;
 - each data root holds images its metadata lists (none at all is refused; some missing is said once);
@@ -42,8 +43,8 @@ from .store import RunStore, Status, verify_artifacts
 if TYPE_CHECKING:
     from ..data.release import NIHRelease
     from ..models.weights import MissingWeights
+    from .planning import RunSpec
     from .suite import SuiteRun
-    from .sweep import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,21 @@ def cache_root(cache_dir: str | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class CacheNeed:
+    """One image cache the runs read: its settings, its images, where it lives and what it still needs."""
+
+    root: str  # the cache root (--cache-dir / data.cache_dir)
+    image_size: int
+    grayscale: str
+    resize: str
+    n_images: int
+    bytes: int  # its size when complete (:func:`cxr_bench.data.cache.estimate_cache_bytes`)
+    bytes_needed: int  # what building it still writes (0: complete)
+    runs: tuple[str, ...]  # the run ids that read it
+    directory: str | None = None  # known once the images were stat-ed (a data root was given)
+
+
 @dataclass
 class SweepCheck:
     """What :func:`check_sweep` found. ``problems`` would each stop the sweep; ``notes`` are worth saying."""
@@ -136,6 +152,7 @@ class SweepCheck:
     done: set[str] = field(default_factory=set)  # run ids completed with intact files (nothing to do)
     to_fetch: list[MissingWeights] = field(default_factory=list)  # downloadable, downloaded by the sweep
     cache_bytes: dict[str, int] = field(default_factory=dict)  # cache root -> bytes the sweep will write
+    caches: list[CacheNeed] = field(default_factory=list)  # every image cache the runs read (data checked)
 
     def raise_problems(self) -> None:
         """One error for all the problems (of the first problem's type, so the CLI says it in one line)."""
@@ -167,6 +184,7 @@ def check_sweep(specs: Sequence[RunSpec], store: RunStore, *, data: bool = True)
         except RunStoreError:  # a damaged manifest or a linked folder: the run itself reports and redoes it
             continue
     todo = [s for s in specs if s.run_id not in check.done]
+    _check_devices([configs[s.run_id] for s in todo], check)
     _check_weights([configs[s.run_id] for s in todo], check)
     if data:
         releases = _check_data_roots(configs.values(), check)
@@ -189,6 +207,23 @@ def folder_problem(path: str | os.PathLike, what: str, error: type[CxrBenchError
         why = "is on a read-only filesystem" if read_only else "is not writable by this user"
         return error(f"{where} {why}; pass a folder you can write to")
     return None
+
+
+def _check_devices(configs: Sequence[RunConfig], check: SweepCheck) -> None:
+    """A named CUDA device must be visible here: one problem for the sweep instead of a failure per run."""
+    wanted = sorted({c.device for c in configs if c.device.startswith("cuda")})
+    if not wanted:
+        return
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [d for d in wanted if (int(d.split(":")[1]) if ":" in d else 0) >= visible]
+    if missing:
+        have = "no CUDA GPU is visible" if visible == 0 else f"only {visible} CUDA GPU(s) are visible"
+        check.problems.append(ConfigError(
+            f"device = {missing[0]!r} (--device / --set device): {have} on this machine (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); run it where the GPU is, or pass "
+            "--device cpu or --device auto"))
 
 
 def _check_weights(configs: Sequence[RunConfig], check: SweepCheck) -> None:
@@ -258,7 +293,7 @@ def _image_keys(specs: Sequence[RunSpec], configs: dict[str, RunConfig], release
                 store: RunStore, check: SweepCheck) -> None:
     """The image key of every run (one ``stat`` per image and group), the disk the caches still need, and
     the runs whose recorded key is not the current one (stale, see the module docstring)."""
-    from ..data.cache import cache_status, check_free_space
+    from ..data.cache import cache_status, check_free_space, estimate_cache_bytes
 
     groups: dict[tuple, list[RunSpec]] = {}
     for s in specs:
@@ -281,6 +316,11 @@ def _image_keys(specs: Sequence[RunSpec], configs: dict[str, RunConfig], release
             members = [s for s in group if (configs[s.run_id].data.source, configs[s.run_id].data.cache_dir)
                        == (source, cache_dir)]
             check.image_keys.update({s.run_id: status.key for s in members})
+            if source == "cache":
+                check.caches.append(CacheNeed(
+                    str(cache_root(cache_dir)), d.image_size, d.grayscale, d.resize, len(names),
+                    estimate_cache_bytes(len(names), d.image_size), 0 if status.complete else status.bytes_needed,
+                    tuple(s.run_id for s in members), str(status.dir)))
             if source == "cache" and not status.complete and any(s.run_id not in check.done for s in members):
                 to_build.setdefault(cache_root(cache_dir), {})[
                     str(status.dir)] = status.bytes_needed

@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, deep_merge, set_dotted
+from ..config import RunConfig, deep_merge, set_dotted, unknown_key
 from ..errors import ConfigError, RunStoreError
 from ..plugins import check_module_name, import_plugins
 from ..utils.io import sha256_bytes
@@ -938,8 +938,7 @@ def _flatten_into(cls: type, table: Mapping[str, Any], prefix: str, out: dict[st
         if not prefix and head in _NOT_SETTABLE:
             raise ConfigError(f"{where}: {key!r}: {_NOT_SETTABLE[head]}")
         if head not in fields:
-            raise ConfigError(f"{where}: unknown config key {prefix + key!r}; known keys here: "
-                              f"{', '.join(sorted(fields))}")
+            raise ConfigError(f"{where}: {unknown_key(prefix, key, fields)}")
         tp = hints[head]
         if dataclasses.is_dataclass(tp):
             sub = {rest: value} if rest else value

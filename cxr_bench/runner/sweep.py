@@ -24,29 +24,23 @@ one: ``cxr-bench run`` calls it once :func:`run_suite` returns.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
-import subprocess
-import sys
 import time
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import RunConfig, get_dotted
-from ..data.release import PHANTOM_PREFIX
-from ..errors import ConfigError, CxrBenchError, RunStoreError, TrainingError, errno_suffix
-from ..utils.clock import utc_now
+from ..config import RunConfig
+from ..errors import CxrBenchError, RunStoreError, TrainingError, errno_suffix
 from ..utils.io import atomic_write_json, read_json, remove_stale_temps
-from ..utils.text import text_table
-from .precheck import check_registry_names, image_group
+from ..utils.text import format_table, one_line
+from .caches import CacheReport, stops_the_sweep
+from .console import console_digest
+from .planning import RunSpec, plan_specs, write_plan
 from .provenance import collect_provenance
 from .store import (
-    LOCK_HELD_ENV,
     RunDir,
     RunLocked,
     RunStore,
@@ -59,36 +53,7 @@ from .suite import Suite, SuiteRun
 
 log = logging.getLogger(__name__)
 
-SAMPLE_BANNER = (
-    "Running the '{profile}' profile on the bundled real sample (1,673 NIH images stored at 256 px, trained "
-    "at 64 px; no --data-root given).\nThese numbers are NOT comparable with the paper and sit at chance by "
-    "construction: random initialisation, 64 px, a few dozen steps, and a tiny, biased sample (1,000 of its "
-    "images are 500 'Pneumonia' + 500 'No Finding' from a single source). The 'sanity' run (a small network "
-    "on a seeded phantom release with planted lesions) shows the same pipeline learning. For the real "
-    "benchmark pass --data-root /path/to/NIH (see docs/running.md)."
-)
-
-
 # ---------------------------------------------------------------------------------------------- records
-@dataclass
-class RunSpec:
-    """Everything a process needs to execute one run; small and picklable (sent to submitit jobs)."""
-
-    store_root: str
-    suite: str
-    run_id: str
-    config: RunConfig
-    suite_record: dict[str, Any]
-    nproc: int = 1
-    launcher: dict[str, Any] = field(default_factory=dict)
-    cache_key: str | None = None
-    data: dict[str, Any] | None = None  # data_record of the run's root, taken by the sweep; None: at the run
-
-    @property
-    def name(self) -> str:
-        return self.config.name or self.run_id
-
-
 @dataclass
 class RunOutcome:
     """What one run did in this sweep: the run's :class:`Status` afterwards, and ``skipped`` when this sweep
@@ -101,6 +66,7 @@ class RunOutcome:
     wall_seconds: float | None = None
     test_mean_auc: float | None = None
     skipped: bool = False
+    warnings: str = ""  # the run's digest of metric warnings (kept in full in its log.txt)
 
     @property
     def label(self) -> str:
@@ -133,12 +99,15 @@ class SweepResult:
         rows = [[o.run_id, o.name, o.label,
                  "" if o.test_mean_auc is None else f"{o.test_mean_auc:.3f}",
                  "" if o.wall_seconds is None else f"{o.wall_seconds:.0f}s",
-                 _one_line(o.detail, 100)] for o in self.outcomes]
-        table = text_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
-        totals = (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
-                  f"{self.count('skipped')} skipped, {len(self.failed)} failed "
-                  f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
-        return f"{table}\n{totals}"
+                 one_line(o.detail, 100)] for o in self.outcomes]
+        table = format_table(["run id", "name", "status", "test AUC", "wall", "detail"], rows)
+        return f"{table}\n{self.totals()}"
+
+    def totals(self) -> str:
+        """One line: how many runs completed, were skipped and failed, in how long, into which store."""
+        return (f"{self.suite} ({self.profile or 'no profile'}): {self.count('completed')} completed, "
+                f"{self.count('skipped')} skipped, {self.count('failed')} failed "
+                f"in {self.wall_seconds:.0f}s; run store {self.store_dir}")
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -233,7 +202,7 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
                  "resuming from checkpoints/last.pt" if resumed else "starting",
                  f" with torchrun, {spec.nproc} processes" if spec.nproc > 1 else "")
         try:
-            with console_digest(file_handler, f"run {spec.run_id}"):
+            with console_digest(file_handler, f"run {spec.run_id}") as digest:
                 result = _train(cfg, rd, spec.nproc, progress)
         except Exception as e:  # recorded and reported; the sweep goes on unless the disk is full
             log.exception("run %s (%s) failed: %s", spec.run_id, spec.name, e)
@@ -254,86 +223,14 @@ def _execute_locked(spec: RunSpec, cfg: RunConfig, rd: RunDir, progress: bool | 
             log.warning("run %s: could not compact checkpoints/last.pt (%s); the run is complete", spec.run_id, e)
         log.info("run %s (%s): completed in %.0fs", spec.run_id, spec.name, m["wall_seconds"])
     return RunOutcome(spec.run_id, spec.name, Status.COMPLETED, "resumed" if resumed else "",
-                      m["wall_seconds"], _test_auc(rd))
+                      m["wall_seconds"], _test_auc(rd), warnings=digest.summary())
 
 
-# ---------------------------------------------------------------------------------------------- console
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+# ---------------------------------------------------------------------------------------------- disk
 _RERUN_ADVICE = ("free some disk space (or fix the folder) and run the same command again: finished runs are "
                  "kept and this one resumes")
-_WARNINGS_LOG = logging.getLogger("cxr_bench.warnings")
 
 
-def stops_the_sweep(error: BaseException) -> bool:
-    """A full or read-only disk (the error or what caused it): every next cache and run would fail the same
-    way, so the sweep stops with one line instead of recording the same failure for every run."""
-    return any(isinstance(x, OSError) and x.errno in _DISK_ERRNOS
-               for x in (error, error.__cause__, error.__context__))
-
-
-class ConsoleDigest(logging.Filter):
-    """Keeps the metric warnings off the console, counting them for one line per run.
-
-    The bootstrap's dropped resamples and the labels without positives (:mod:`cxr_bench.metrics.roc`) are
-    properties of the data, so every run of a suite warns the same way, several times; the run's
-    ``log.txt`` (a handler this filter is not on) keeps each of them.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bootstrap = 0  # labels whose bootstrap dropped resamples
-        self.undefined: list[str] = []  # "split: labels" whose AUC is undefined
-        self.other = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or not record.name.startswith(("cxr_bench.metrics",
-                                                                             _WARNINGS_LOG.name)):
-            return True
-        if not getattr(record, "_cxr_digested", False):  # counted once, however many handlers see it
-            record._cxr_digested = True
-            msg = str(record.msg)
-            if msg.startswith("bootstrap:"):
-                self.bootstrap += 1
-            elif msg.startswith("%s split") and isinstance(record.args, tuple) and len(record.args) >= 3:
-                self.undefined.append(f"{record.args[0]}: {record.args[2]}")
-            else:
-                self.other += 1
-        return False
-
-    def summary(self) -> str:
-        parts = [f"no positive or no negative case (AUC null) in {'; '.join(self.undefined)}"] \
-            if self.undefined else []
-        if self.bootstrap:
-            parts.append(f"the bootstrap dropped resamples without a positive or negative case for "
-                         f"{self.bootstrap} label(s) (their intervals use the rest)")
-        if self.other:
-            parts.append(f"{self.other} other warning(s)")
-        return "; ".join(parts)
-
-
-@contextlib.contextmanager
-def console_digest(keep: logging.Handler, what: str) -> Iterator[ConsoleDigest]:
-    """During the block, metric warnings and Python warnings reach only the handler ``keep`` (a run's
-    log file; each distinct Python warning once); then one line says what was kept there."""
-    digest = ConsoleDigest()
-    handlers = [h for h in logging.getLogger().handlers if h is not keep]
-    for h in handlers:
-        h.addFilter(digest)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            try:
-                yield digest
-            finally:
-                for key in dict.fromkeys((w.category.__name__, str(w.message), w.filename, w.lineno)
-                                         for w in caught):
-                    _WARNINGS_LOG.warning("%s: %s (%s:%d)", *key)
-    finally:
-        for h in handlers:
-            h.removeFilter(digest)
-    line = digest.summary()
-    if line:
-        where = getattr(keep, "baseFilename", None)
-        log.info("%s: %s%s", what, line, f"; details in {where}" if where else "")
 
 
 def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dict[str, Any]:
@@ -343,29 +240,12 @@ def _train(cfg: RunConfig, rd: RunDir, nproc: int, progress: bool | None) -> dic
 
         train_run(cfg, rd.path, progress=progress)
     else:
-        cmd = torchrun_command(rd.path, nproc)
-        log.info("launching: %s", " ".join(cmd))
-        with open(rd.log_path, "a", encoding="utf-8") as fh:
-            fh.flush()
-            # The ranks write into the run directory whose lock this process holds for them.
-            env = {**os.environ, LOCK_HELD_ENV: str(rd.path)}
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, env=env).returncode
-        if rc != 0:
-            raise TrainingError(f"torchrun exited with status {rc}; the ranks' output is in {rd.log_path}")
+        from .torchrun import run_torchrun
+
+        run_torchrun(rd.path, nproc, rd.log_path)
     if not rd.metrics_path.is_file():
         raise TrainingError(f"the engine finished without writing {rd.metrics_path}")
     return _result_summary(rd)
-
-
-def torchrun_command(run_dir: Path, nproc: int) -> list[str]:
-    """The single-node torchrun command line for one run: ``nproc`` ranks of ``cxr-bench train`` on the
-    run's own ``config.json`` (the one torchrun entry point; the parent process holds the run's lock).
-
-    ``--standalone`` gives the ranks a private rendezvous on localhost, so several runs (or jobs on one
-    node) never collide on a port.
-    """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "cxr_bench", "train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
 
 
 def _result_summary(rd: RunDir) -> dict[str, Any]:
@@ -383,62 +263,6 @@ def _test_auc(rd: RunDir) -> float | None:
     return None if auc is None else float(auc)
 
 
-# ---------------------------------------------------------------------------------------------- caches
-def cache_groups(specs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
-    """Runs grouped by the image cache they read.
-
-    The engine caches exactly the images a run needs (train, possibly capped, + val + test), so the cache
-    key follows the data fields that choose those images as well as the pixel fields.
-    """
-    groups: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        cfg = spec.config
-        if cfg.data.source == "cache":
-            groups.setdefault((*image_group(cfg), cfg.data.cache_dir), []).append(spec)
-    return groups
-
-
-@dataclass
-class CacheReport:
-    """What :func:`prepare_caches` did: the cache key each run reads, the error of each run whose cache
-    could not be built."""
-
-    keys: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    def apply(self, specs: Iterable[RunSpec]) -> None:
-        for spec in specs:
-            spec.cache_key = self.keys.get(spec.run_id, spec.cache_key)
-
-
-def prepare_caches(specs: Sequence[RunSpec], *, progress: bool | None = None) -> CacheReport:
-    """Build every image cache ``specs`` need, once each (a failure is logged once per cache).
-
-    Goes through the engine's own :func:`~cxr_bench.engine.trainer.load_run_data`, so the runs find
-    exactly these caches (same images, same key) and build nothing themselves.
-    """
-    from ..engine.trainer import load_run_data
-
-    report = CacheReport()
-    for group in cache_groups(specs).values():
-        d = group[0].config.data
-        what = f"image cache {d.image_size}px/{d.grayscale} of {d.root or 'the bundled sample'}"
-        t0 = time.monotonic()
-        try:
-            cache = load_run_data(group[0].config, progress=progress).train.cache
-        except Exception as e:  # one report for every run that needs this cache
-            if stops_the_sweep(e):  # a full disk: the next cache, and every run, would fail the same way
-                raise
-            log.error("%s failed (%d runs need it): %s", what, len(group), e,
-                      exc_info=not isinstance(e, CxrBenchError))
-            report.errors.update({spec.run_id: f"{what} failed: {e}" for spec in group})
-            continue
-        log.info("%s ready in %.1fs (key %s, %d rejected images)", what, time.monotonic() - t0, cache.key,
-                 len(cache.rejected))
-        report.keys.update({spec.run_id: cache.key for spec in group})
-    return report
-
-
 # ---------------------------------------------------------------------------------------------- sweep
 class Launcher(Protocol):
     name: str
@@ -446,27 +270,6 @@ class Launcher(Protocol):
     def launch(self, specs: list[RunSpec], *, progress: bool | None = None) -> list[RunOutcome]: ...
 
     def prepare(self, specs: list[RunSpec], *, progress: bool | None = None) -> CacheReport: ...
-
-
-def plan_specs(suite: Suite, runs: Sequence[SuiteRun], profile: str | None, out: str | os.PathLike,
-               *, nproc: int = 1, launcher: str = "local") -> list[RunSpec]:
-    store = RunStore(out, suite.name)
-    return [RunSpec(str(store.root), suite.name, r.run_id, r.config, r.suite_record(suite, profile),
-                    nproc=nproc, launcher={"kind": launcher}) for r in runs]
-
-
-def write_plan(suite: Suite, runs: Sequence[SuiteRun], profile: str | None, store: RunStore) -> Path:
-    """``plan-<profile>.json``: the expanded suite, with every run's blocks and ablation pairs in one file
-    (what a report needs to pair runs without reading every manifest)."""
-    path = store.plan_path(profile)
-    atomic_write_json(path, {
-        "suite": suite.name, "file": str(suite.path), "file_sha256": suite.sha256, "profile": profile,
-        "written_at": utc_now(),
-        "blocks": [{"name": b.name, "description": b.description, "grid": b.grid, "reference": b.reference}
-                   for b in suite.blocks],
-        "runs": [{"run_id": r.run_id, "name": r.name, **r.suite_record(suite, profile)} for r in runs],
-    })
-    return path
 
 
 def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, out: str | os.PathLike,
@@ -532,83 +335,3 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
     return SweepResult(suite.name, profile, store.path, ordered, time.monotonic() - t0)
 
 
-@dataclass
-class SweepPlan:
-    """A suite expanded for one invocation: the profile chosen, the runs selected, what to tell the user."""
-
-    suite: Suite
-    profile: str | None
-    runs: list[SuiteRun]
-    total: int  # runs in the suite before --only
-    banner: str | None  # set when running on the bundled sample
-    without_data: bool = False  # a dry run of a profile that needs --data-root, planned without one
-
-
-def plan_sweep(suite_name: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
-               profile: str | None = None, overrides: dict[str, Any] | None = None,
-               only: Sequence[str] = (), seeds: int | None = None, dry_run: bool = False) -> SweepPlan:
-    """Load and expand a suite the way ``cxr-bench run`` does.
-
-    No ``data_root``: the suite's sample profile on the bundled real sample (with a banner saying so).
-    With one: the suite's full profile (``paper`` for wang2017). ``only`` keeps the runs whose id, name,
-    backbone or block matches one of the fnmatch patterns.
-    """
-    from .suite import load_suite
-
-    suite = load_suite(suite_name if isinstance(suite_name, str) else Path(suite_name))
-    profile = profile if profile is not None else suite.default_profile(str(data_root) if data_root else None)
-    prof = suite.check_profile(profile)
-    overrides = dict(overrides or {})
-    if data_root is not None:
-        root = Path(data_root).expanduser()
-        if not root.is_dir():
-            raise ConfigError(f"--data-root {root} is not a directory (the folder holding Data_Entry_2017*.csv "
-                              "and the images)")
-        overrides["data.root"] = str(root.resolve())
-    elif prof is not None and prof.needs_data_root and not dry_run:  # a dry run may plan without the data
-        raise ConfigError(f"profile {profile!r} of suite {suite.name!r} runs on the full NIH release: pass "
-                          f"--data-root DIR (or use --profile {suite.sample_profile or '<a sample profile>'})")
-    runs = suite.expand(profile, overrides, seeds=seeds)
-    check_registry_names(runs, overrides)
-    total = len(runs)
-    if only:
-        runs = [r for r in runs if r.matches(only)]
-        if not runs:
-            raise ConfigError(f"--only {' '.join(only)} matches none of the {total} runs of {suite.name} "
-                              "(patterns match run id, name, backbone or block; see --dry-run)")
-    without_data = data_root is None and prof is not None and prof.needs_data_root
-    # The bundled sample, possibly beside the sanity block's synthetic phantom release, but no real data.
-    roots = {r.config.data.root for r in runs}
-    is_sample = None in roots and all(r is None or r.startswith(PHANTOM_PREFIX) for r in roots) and not without_data
-    banner = SAMPLE_BANNER.format(profile=profile or "default") if is_sample else None
-    return SweepPlan(suite, profile, runs, total, banner, without_data)
-
-
-# ---------------------------------------------------------------------------------------------- tables
-def dry_run_table(runs: Sequence[SuiteRun], store: RunStore | None = None,
-                  times: dict[str, str] | None = None) -> str:
-    """One row per run: its id, blocks, every factor that differs between the runs, whether it is done, its
-    expected time (``times``: run id -> text, see :mod:`cxr_bench.runner.estimate`) and its ablation pair."""
-    from .suite import varying_factors
-
-    factors = varying_factors(runs)
-    rows = []
-    for r in runs:
-        done = ""
-        if store is not None:
-            try:
-                rd = store.run(r.run_id)
-                done = "done" if rd.completed else str(rd.status) if rd.manifest_path.is_file() else ""
-            except RunStoreError:
-                done = "damaged"
-        rows.append([r.run_id, ",".join(r.blocks), *(str(get_dotted(r.config, f)) for f in factors), done,
-                     *([times.get(r.run_id, "")] if times is not None else []),
-                     ", ".join(f"{p.factor.split('.')[-1]}={p.value}" for p in r.pairs)])
-    heads = [f.split(".")[0] if f.endswith(".name") else f.split(".")[-1] for f in factors]
-    return text_table(["run id", "block(s)", *heads, "status", *(["est. time"] if times is not None else []),
-                         "pair (vs reference)"], rows)
-
-
-def _one_line(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 3] + "..."

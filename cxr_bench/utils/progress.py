@@ -10,10 +10,16 @@ library uses it (iteration, ``update``, ``set_postfix``, ``set_postfix_str``, ``
   a loop that ended within :data:`LOG_MIN_SECONDS`). A bar
   redrawn with carriage returns is unreadable in a SLURM output file; these lines are not.
 - ``CXR_BENCH_PROGRESS``: ``0`` turns progress off, ``1`` forces bars, ``log`` forces log lines.
+
+A sweep's default console has one bar, the suite's (:func:`suite_bar`): inside ``progress_scope(nested=False)``
+every other bar (epochs, evaluation, bootstrap, caches) is off unless its caller asked for it explicitly
+(``enabled=True``), so nothing collides with the suite bar or the per-run lines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import sys
@@ -30,12 +36,19 @@ log = logging.getLogger("cxr_bench.progress")
 ENV = "CXR_BENCH_PROGRESS"
 LOG_EVERY_PERCENT = 5
 LOG_MIN_SECONDS = 2.0
+_NESTED = contextvars.ContextVar("cxr_bench_nested_progress", default=True)
 
 
 def progress_mode(enabled: bool | None = None) -> str:
     """``"bar"``, ``"log"`` or ``"off"`` for ``enabled`` (see the module docstring)."""
     if enabled is not None:
         return "bar" if enabled else "off"
+    if not _NESTED.get():
+        return "off"
+    return _default_mode()
+
+
+def _default_mode() -> str:
     env = os.environ.get(ENV)
     if env is not None:
         env = env.strip().lower()
@@ -155,3 +168,45 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int 
         return LogProgress(iterable, desc=desc, total=total, unit=unit, initial=int(kw.get("initial", 0)))
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=mode == "off",
                 dynamic_ncols=True, **kw)
+
+
+@contextlib.contextmanager
+def progress_scope(*, nested: bool) -> Iterator[None]:
+    """Within the block, ``progress(enabled=None)`` draws nothing when ``nested`` is False (see the module
+    docstring); the suite bar (:func:`suite_bar`) is drawn either way."""
+    token = _NESTED.set(nested)
+    try:
+        yield
+    finally:
+        _NESTED.reset(token)
+
+
+@contextlib.contextmanager
+def suite_bar(total: int, desc: str, enabled: bool | None = None) -> Iterator[Any]:
+    """The one bar over a sweep's runs: a tqdm bar on a terminal (whatever the scope), nothing off it (the
+    per-run lines are the progress there)."""
+    if enabled is None:
+        enabled = _default_mode() == "bar"
+    bar = tqdm(total=total, desc=desc, unit="run", disable=not enabled, dynamic_ncols=True, leave=False)
+    # Log lines go above the bar (tqdm.write clears it, prints, redraws) instead of through it.
+    moved = [(h, h.setStream(_AboveBar(h.stream))) for h in logging.getLogger().handlers
+             if enabled and type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.stdout)]
+    try:
+        yield bar
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
+        bar.close()
+
+
+class _AboveBar:
+    """A console stream whose writes go above the open tqdm bars."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        tqdm.write(text[:-1] if text.endswith("\n") else text, file=self.stream)
+
+    def flush(self) -> None:
+        self.stream.flush()

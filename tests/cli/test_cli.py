@@ -55,28 +55,31 @@ def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
 
 
 def test_paper_dry_run_needs_no_data_and_shows_what_differs(tmp_path, capsys):
-    from cxr_bench.runner.estimate import RESULTS_DIR
-    from cxr_bench.utils.results_csv import read_results_csv
+    from cxr_bench.bench.results import read_results_csv
 
     out = tmp_path / "runs"
-    assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--runs", str(out)]) == 0
+    args = ["run", "--suite", "wang2017", "--profile", "paper", "--dry-run", "--wide", "--runs", str(out)]
+    assert cli_main(args) == 0
     captured = capsys.readouterr()
     table, err = captured.out, captured.err
     header = table.splitlines()[0]
     # both readings of the backbone's training are listed, so the rows are told apart
     assert "freeze_backbone" in header and " True " in table and " False " in table
+    assert "pair (vs reference)" in header
     assert "bundled sample" not in err and "no --data-root: the data, image and disk checks wait for it" in err
     assert not out.exists()
     # The time column: the committed CPU figure where a row matches, on the machine it names; never a GPU time.
     assert "est. time" in header
-    cost, meta = read_results_csv(RESULTS_DIR / "cost_curve.csv")
-    alexnet = cost[(cost["section"] == "paper_profile") & (cost["backbone"] == "alexnet")
-                   & cost["note"].str.contains("frozen backbone: True")]
-    hours = round(float(alexnet["hours"].iloc[0]))
-    rows = [line for line in table.splitlines() if " alexnet " in line and " True " in line]
-    assert rows and all(f" {hours} h (" in line and " CPU " in line for line in rows)
+    cost, meta = read_results_csv(Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cost_curve.csv")
+    prof = cost[cost["section"] == "paper_profile"]
+    trained = prof["frozen_backbone"].astype(str) == "False"
+    mobilenet = prof[(prof["backbone"] == "mobilenet_v1") & (prof["head"] == "wang2017") & trained]
+    hours = float(mobilenet["hours"].iloc[0])
+    rows = [line for line in table.splitlines() if " mobilenet_v1 " in line and " wang2017 " in line
+            and " False " in line and " stem " in line]
+    assert rows and all(f" {hours:,.0f} h (" in line and " CPU " in line for line in rows)
     assert f"measured on {meta['hostname']} ({meta['cpu']}, {meta['cpu_usable']} usable cores, no GPU)" in table
-    assert "GPU time is unmeasured" in table and not re.search(r"(min|h|d\)) GPU", table)
+    assert "GPU time: not measured" in table and not re.search(r"(min|h|d\)) GPU", table)
 
 
 BLOCK_REPORT_PACKAGES = """
@@ -131,3 +134,33 @@ def test_report_cli_choices_and_defaults_are_the_renderer_s():
         assert build_parser().parse_args(["report", "--runs", "r", "--template", name]).template == [name]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["report", "--runs", "r", "--template", "no-such-report"])
+
+
+def _all_parsers():
+    from cxr_bench.cli import _all_subparsers, build_parser
+
+    parser = build_parser()
+    return [parser, *_all_subparsers(parser)]
+
+
+def test_help_is_plain_text_with_every_default():
+    """No reST markup or doubled percent signs reach --help, and every option with a default says it."""
+    for parser in _all_parsers():
+        text = parser.format_help()
+        assert "`" not in text and "%%" not in text, parser.prog
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS==") \
+                    and action.help != "==SUPPRESS==":
+                assert "default" in parser._get_formatter()._expand_help(action).lower(), \
+                    (parser.prog, action.option_strings)
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "--suite", "smoke", "--profiel", "paper"], "cxr-bench run: error: unknown option --profiel (did you mean --profile?)"),
+    (["run", "--suite", "smoke", "--dry-run", "--set", "optim.epoch=1"],
+     "cxr-bench: error: --set optim.epoch=1: unknown config key 'optim.epoch' (did you mean 'optim.epochs'?)"),
+])
+def test_a_misspelled_flag_or_key_is_one_line_with_a_suggestion(argv, expected, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == expected and not any(line.startswith("usage:") for line in err)

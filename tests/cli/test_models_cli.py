@@ -47,3 +47,26 @@ def test_lists_every_backbone_and_head(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {(r["backbone"], r["head"]) for r in rows} == {(b, h) for b in list_models() for h in list_heads()}
     assert all(r["params"] > 1e6 and r["gmacs"] > 0.1 for r in rows)
+
+
+def test_the_shipped_default_table_is_what_the_models_give():
+    """``cxr-bench models`` at its defaults reads cxr_bench/bundled/complexity_224px_14labels.json: it must be
+    complexity_table() of today's registry (regenerate it with write_shipped_complexity when a model changes)."""
+    from cxr_bench.models.factory import SHIPPED_COMPLEXITY, complexity_table
+
+    shipped = json.loads(SHIPPED_COMPLEXITY.read_text())
+    computed = complexity_table(224, num_labels=14)
+    assert [(r["backbone"], r["head"], r["params"], r["feature_shape"]) for r in shipped] == \
+        [(r["backbone"], r["head"], r["params"], r["feature_shape"]) for r in computed]
+    assert [r["gmacs"] for r in shipped] == pytest.approx([r["gmacs"] for r in computed], rel=1e-12)
+
+
+def test_the_default_listing_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\nfrom cxr_bench.cli import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    assert main(['models', '--backbone', 'resnet50']) == 0\n"
+            "assert 'torch' not in sys.modules and 'resnet50' in buf.getvalue()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr

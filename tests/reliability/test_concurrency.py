@@ -15,7 +15,7 @@ def test_two_sweeps_at_once_run_each_run_once(phantom_root, tmp_path):
     suite = H.write_suite(tmp_path / "race.toml", "race", {"optim.lr": [0.01, 0.02, 0.03]})
     cache = tmp_path / "cache"  # empty: both processes reach the cache build at the same moment too
     args = ["-m", "cxr_bench", "run", "--suite", suite, "--data-root", phantom_root, "--runs", tmp_path / "runs",
-            "--no-report"]
+            "--no-report", "-v"]  # -v: the sweep's summary table, parsed below
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [H.spawn(args, log=log, extra_env={"CXR_BENCH_CACHE": str(cache)}) for log in logs]
     try:

@@ -120,7 +120,7 @@ def _tiny_suite(tmp_path: Path, **base) -> Path:
 @pytest.mark.slow
 def test_run_sets_a_damaged_manifest_aside_and_evaluates_the_run_again(phantom_root, tmp_path):
     suite = _tiny_suite(tmp_path)
-    args = ["run", "--suite", suite, "--data-root", phantom_root, "--out", tmp_path / "runs", "--no-report"]
+    args = ["run", "--suite", suite, "--data-root", phantom_root, "--runs", tmp_path / "runs", "--no-report"]
     first = H.cli(args)
     assert first.returncode == 0, first.stderr[-3000:]
     (run,) = H.run_dirs(tmp_path / "runs" / "edit").values()
@@ -142,7 +142,7 @@ def test_train_refuses_a_run_that_run_is_training(phantom_root, tmp_path):
     folder refuses with one line and writes nothing, while ``run`` goes on training it."""
     suite = _tiny_suite(tmp_path, **{"optim.epochs": 2000, "optim.max_steps_per_epoch": 4})
     log = tmp_path / "run.log"
-    proc = H.spawn(["-m", "cxr_bench", "run", "--suite", suite, "--data-root", phantom_root, "--out",
+    proc = H.spawn(["-m", "cxr_bench", "run", "--suite", suite, "--data-root", phantom_root, "--runs",
                     tmp_path / "runs", "--no-report"], log=log)
     try:
         def training() -> Path | None:

@@ -298,7 +298,7 @@ def test_names_refuse_line_breaking_and_format_characters(tmp_path, capsys, char
     with pytest.raises(ConfigError, match=re.escape(code)) as err:
         load_suite(suite)
     assert "evil.toml: [suite] run_name" in str(err.value) and "\n" not in str(err.value)
-    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
+    assert main(["run", "--suite", str(suite), "--runs", str(tmp_path / "runs"), "--dry-run"]) == 2
     err_text = capsys.readouterr().err
     assert err_text.startswith("cxr-bench: error:") and err_text.count("\n") == 1 and code in err_text
 

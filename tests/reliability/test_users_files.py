@@ -59,7 +59,8 @@ def test_leaderboard_rewrites_its_own_files_and_the_file_named(store, tmp_path, 
     (user / "results.csv").write_text("the user named this file: it is replaced\n")
     assert main(["leaderboard", "--runs", str(store), "--out", str(user / "results.csv")]) == 0
     first = {p.name: p.read_bytes() for p in user.iterdir()}
-    assert set(first) == {"results.csv", "results_agg.csv", "results_subgroups.csv"}
+    assert set(first) == {"results.csv", "results_agg.csv", "results_subgroups.csv", "results.csv.json",
+                          "results_agg.csv.json", "results_subgroups.csv.json"}  # the CSVs and their sidecars
     assert main(["leaderboard", "--runs", str(store), "--out", str(user / "results.csv")]) == 0  # its own: fine
     assert {p.name for p in user.iterdir()} == set(first)
     capsys.readouterr()
@@ -121,3 +122,13 @@ def test_a_full_disk_during_report_names_the_path(store, tmp_path):
         line = _one_line(done.stderr, "No space left on device")
         assert f"{small / 'reports'}" in line and "error: :" not in line and "error:: " not in line
         assert not _kernels(small / "reports")
+
+
+def test_leaderboard_never_replaces_a_users_json_beside_the_csv(store, tmp_path):
+    """The sidecar ``<name>.csv.json`` is the tool's only when it says so; a user's file of that name stays."""
+    user = tmp_path / "user"
+    user.mkdir()
+    mine = user / "results_agg.csv.json"
+    mine.write_text('{"my": "notes"}')
+    assert main(["leaderboard", "--runs", str(store), "--out", str(user / "results.csv")]) == 2
+    assert mine.read_text() == '{"my": "notes"}' and not (user / "results.csv").exists()

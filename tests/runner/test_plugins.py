@@ -163,7 +163,7 @@ def test_plugin_reaches_a_worker_process(plugin_dir: Path, tmp_path: Path, phant
     "unknown head 'gem'".
     """
     from cxr_bench.runner.suite import parse_overrides
-    from cxr_bench.runner.sweep import torchrun_command
+    from cxr_bench.runner.torchrun import torchrun_command
 
     path = tmp_path / "gem.toml"
     path.write_text(README_SUITE.replace('"resnet50"', '"timm:test_resnet"'))

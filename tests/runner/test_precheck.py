@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from cxr_bench.cli import main
-from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.errors import CacheError, ConfigError, ImageError, RunStoreError, WeightsError
+from cxr_bench.runner.planning import plan_specs, plan_sweep
 from cxr_bench.runner.precheck import check_sweep, folder_problem
 from cxr_bench.runner.store import RunStore, artifact_record
-from cxr_bench.runner.sweep import plan_specs, plan_sweep
 
 
 def _specs(suite: Path, root: Path, out: Path, **kw):
@@ -169,40 +168,9 @@ def test_runs_computed_on_other_images_are_refused_naming_both_keys(write_suite,
     assert check_sweep(specs, store).problems == []
 
 
-# ---------------------------------------------------------------------------------------------- dry run
-COST_CSV = """# hostname: gpu-box
-# gpu: NVIDIA H200
-# timestamp_utc: 2026-12-01T00:00:00+00:00
-section,backbone,head,image_size,n_images,batch_size,epochs,hours,note
-paper_profile,mobilenet_v1,gap,32,100,8,1,0.25,"x; frozen backbone: False; all epochs"
-paper_profile,mobilenet_v1,wang2017,32,100,8,1,250.0,"x; frozen backbone: True; all epochs"
-image_size,resnet50,gap,128,,2,,,
-"""
-
-
-def test_estimates_show_measured_figures_with_their_machine_and_say_unmeasured(write_suite, two_heads,
-                                                                               phantom_root, tmp_path):
-    from cxr_bench.runner.estimate import estimate_runs
-
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "cost.csv").write_text(COST_CSV)
-    plan = plan_sweep(write_suite(two_heads), data_root=phantom_root)
-    configs = {r.run_id: r.config for r in plan.runs}
-    gap, lse = (next(i for i, c in configs.items() if c.model.head == h) for h in ("gap", "wang2017"))
-    est = estimate_runs(configs, tmp_path / "results")
-    # gap matches the first row (0.25 h); the wang2017 row is for a frozen backbone, which these runs are not
-    assert est.cells == {gap: "15 min GPU", lse: "unmeasured"}
-    assert any("gpu-box (NVIDIA H200) on 2026-12-01" in n for n in est.notes)
-    assert not any("no GPU has been benchmarked" in n for n in est.notes)
-
-    frozen = {lse: RunConfig.from_dict(configs[lse].to_dict()).replace(**{"model.freeze_backbone": True})}
-    assert estimate_runs(frozen, tmp_path / "results").cells == {lse: "250 h (10 d) GPU"}
-    assert estimate_runs(configs, tmp_path / "none").cells == {gap: "unmeasured", lse: "unmeasured"}
-
-
 # ---------------------------------------------------------------------------------------------- console
 def test_console_digest_keeps_metric_warnings_for_the_run_log(tmp_path):
-    from cxr_bench.runner.sweep import console_digest
+    from cxr_bench.runner.console import console_digest
 
     console = logging.StreamHandler(io.StringIO())
     keep = logging.FileHandler(tmp_path / "log.txt")

@@ -81,7 +81,7 @@ def test_wang2017_paper_profile_settings():
 
 def test_wang2017_dry_run_lists_both_readings(capsys, tmp_path):
     assert cli_main(["run", "--suite", "wang2017", "--profile", "paper", "--data-root", str(tmp_path),
-                     "--dry-run"]) == 0
+                     "--dry-run", "--wide"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.match(r"[0-9a-f]{12}  ", line)]
     assert len(rows) == 24 * 5  # 5 seeds

@@ -104,8 +104,9 @@ def _complete(store: RunStore, run: object) -> None:
 
 def test_extending_suite_runs_only_its_block_in_the_parents_store(readme_suite: Path, tmp_path: Path):
     """With every wang2017 sample run finished in the store, the extended suite has exactly one run to do."""
+    from cxr_bench.runner.dryrun import make_dry_run
+    from cxr_bench.runner.planning import plan_specs, plan_sweep
     from cxr_bench.runner.precheck import check_sweep
-    from cxr_bench.runner.sweep import dry_run_table, plan_specs, plan_sweep
 
     out = tmp_path / "runs"
     store = RunStore(out, "wang2017")
@@ -116,9 +117,9 @@ def test_extending_suite_runs_only_its_block_in_the_parents_store(readme_suite: 
     check = check_sweep(plan_specs(plan.suite, plan.runs, plan.profile, out), store, data=False)
     todo = [r for r in plan.runs if r.run_id not in check.done]
     assert [r.blocks for r in todo] == [["mine"]]
-    table = dry_run_table(plan.runs, store).splitlines()
-    assert sum(" done " in f"{line} " for line in table) == 17
-    assert [line for line in table if todo[0].run_id in line and " done" not in line]
+    dry = make_dry_run(plan, store, check)
+    assert sum(v == "done" for v in dry.status.values()) == 17
+    assert dry.status[todo[0].run_id] != "done"
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -20,8 +20,9 @@ from cxr_bench.cli import main as cli_main
 from cxr_bench.config import RunConfig
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.runner.launchers import LocalLauncher
+from cxr_bench.runner.planning import plan_sweep
 from cxr_bench.runner.store import RunStore, Status
-from cxr_bench.runner.sweep import plan_sweep, run_suite
+from cxr_bench.runner.sweep import run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -222,8 +223,8 @@ def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two
     from PIL import Image
 
     from cxr_bench.engine.trainer import load_run_data
+    from cxr_bench.runner.planning import plan_specs
     from cxr_bench.runner.precheck import check_sweep
-    from cxr_bench.runner.sweep import plan_specs
 
     root = make_phantom()
     suite = write_suite(two_heads)
@@ -236,14 +237,15 @@ def test_changed_images_are_not_reused_and_the_console_is_quiet(write_suite, two
     store = RunStore(out, "tiny")
     rds = [store.run(r) for r in store.run_ids()]
     assert len(rds) == 2
-    assert console.count("opened NIH release") == 1
+    assert console.count("opened NIH release") <= 1
     assert "bootstrap: label" not in console and "WARNING cxr_bench.metrics" not in console
+    # The digest of each run's metric warnings, each distinct one said once (the detail in the run's log.txt).
+    notes = [line for line in console.splitlines() if line.startswith("  note") and "bootstrap" in line]
+    assert notes and len(notes) == len(set(notes)) <= 2 and all("details in log.txt" in n for n in notes)
     for rd in rds:
         kept = rd.log_path.read_text().count("WARNING cxr_bench.metrics.roc: bootstrap: label")
         assert kept > 0  # 50 resamples of ~10 test images: some lack a positive case
-        (summary,) = [line for line in console.splitlines() if f"run {rd.run_id}: " in line and "bootstrap" in line]
-        assert f"resamples without a positive or negative case for {kept} label(s)" in summary
-        assert str(rd.log_path) in summary
+        assert any(f"resamples without a positive or negative case for {kept} label(s)" in n for n in notes)
 
     # What the sweep computes cheaply (one stat per image) is what the engine's cache build recorded.
     plan = plan_sweep(suite, data_root=root)
