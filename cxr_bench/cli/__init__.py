@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "compare",
     "report",
     "localize",
+    "export",
 ]
 
 log = logging.getLogger("cxr_bench")

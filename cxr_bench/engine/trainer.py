@@ -8,10 +8,11 @@ What a run writes into its directory (rank 0 only; the runner adds config/manife
     predictions/val.csv      predictions of the best model (image, patient_id, true_*, prob_*)
     predictions/test.csv
     metrics.json             val and test blocks of cxr_bench.metrics.roc.summarize + run facts
+    cost.json                inference cost of the evaluated model on this machine (engine/cost.py)
 
 Reproducibility contract: on CPU with a fixed seed, a run killed at any moment and started again with
 the same config and directory ends with the same metrics.json and predictions, byte for byte, as a run
-that was never interrupted. That holds because a run resumes only from an epoch boundary, and each
+that was never interrupted (cost.json, timings of the machine, is the one file that differs). That holds because a run resumes only from an epoch boundary, and each
 epoch is a pure function of the checkpointed state: the data order and augmentation depend on
 ``(seed, epoch)`` only (see seeding.py), and the global torch RNG state (dropout) is restored.
 """
@@ -38,6 +39,7 @@ from ..metrics.predictions import Predictions
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.progress import progress as progress_bar
 from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
+from .cost import COST_FILE
 from .distributed import DistContext, EpochTagged, ShardedSampler, init_distributed, resolve_device
 from .evaluate import (
     AMP_DTYPES,
@@ -510,6 +512,19 @@ class Trainer:
                      s.history[-1]["train_images_per_s"])
 
     # ------------------------------------------------------------------------------ evaluation
+    def _cost(self) -> dict[str, Any]:
+        """Inference cost of the evaluated weights (engine/cost.py), plus the checkpoint file's size."""
+        from .cost import CostSettings, measure_cost
+
+        e = self.cfg.eval
+        # A CxrModel takes a gray (B, 1, H, W) batch whatever its stem, so one input channel.
+        cost = measure_cost(self.model, self.cfg.data.image_size, in_chans=1, device=self.ctx.device,
+                            settings=CostSettings(repeats=e.cost_repeats, batch=e.cost_batch,
+                                                  budget_s=e.cost_budget_s), seed=self.cfg.seed)
+        best = self.ckpt_dir / BEST
+        cost["checkpoint_mb"] = best.stat().st_size / 2**20 if best.is_file() else None
+        return cost
+
     def evaluate(self) -> dict[str, Any]:
         """Predictions and metrics of the best checkpoint on val and test; written by rank 0."""
         from ..metrics.roc import summarize
@@ -574,6 +589,8 @@ class Trainer:
         metrics["test"].update(extra_metrics(test, metrics["test"], self.data.test.csv, n_bootstrap=e.bootstrap,
                                              level=e.ci_level, seed=self.cfg.seed))
         atomic_write_json(self.run_dir / "metrics.json", metrics)
+        if e.cost_repeats > 0:  # a measurement of this machine: beside metrics.json, which stays reproducible
+            atomic_write_json(self.run_dir / COST_FILE, self._cost())
         return metrics
 
 

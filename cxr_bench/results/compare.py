@@ -664,3 +664,8 @@ __all__ = [
     "pair_summary", "paired_ablation", "protocol_mismatches", "reference_protocol", "sample_banner",
     "write_comparison_csv",
 ]
+
+# The configuration machinery other result tables build on (results/cost.py), under public names.
+run_factors = _factors
+seed_interval = _seed_interval
+config_groups = _config_groups
