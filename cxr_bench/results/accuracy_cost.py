@@ -142,8 +142,8 @@ def mobilenet_vs_baselines(runs: Iterable[RunRecord], lb: pd.DataFrame, *, mobil
         f = run_factors(r)
         facts[r.run_id] = f
         for block in _blocks_of(r):
-            key = (r.suite, block, *(f.get(k, "") for k in _MATCHED))
-            groups.setdefault(key, {}).setdefault(f.get(_BACKBONE, ""), []).append(r)
+            key = (r.suite, block, *(str(r.cfg(k)) for k in _MATCHED))
+            groups.setdefault(key, {}).setdefault(str(r.cfg(_BACKBONE)), []).append(r)
     rows: list[dict[str, Any]] = []
     for (suite, block, label_set, size), by_backbone in sorted(groups.items()):
         mob = by_backbone.get(mobilenet)
