@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +114,46 @@ def time_passes(fn: Callable[[], Any], settings: CostSettings, sync: Callable[[]
     return times
 
 
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages that operators create, while they are alive, and their peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key and key not in self._sizes:  # a view of a tensor already counted is not new memory
+                self._sizes[key] = storage.nbytes()
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, key)
+        return out
+
+
 def peak_forward_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Peak bytes of tensors allocated by one CPU forward of ``x`` (torch profiler's allocator records).
+    """Peak bytes of the tensors that one CPU forward of ``x`` allocates and holds at once.
 
-    The profiler records each operator's own allocations and frees; their running sum in time order is the
-    live memory of the forward, whose maximum is what a device needs on top of the weights.
+    Every operator's outputs are counted while they are alive (a dispatch mode sees each one); the maximum
+    of their sum is what a device needs on top of the weights. Kernels' internal scratch space is not
+    counted. (torch.profiler's memory records would give the same and also print its own log lines to
+    the console; this needs nothing but the dispatcher.)
     """
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(x)
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
-    live = peak = 0
-    for e in events:
-        live += e.self_cpu_memory_usage
-        peak = max(peak, live)
-    return int(peak)
+    mode = _LiveBytes()
+    with torch.inference_mode(), mode:
+        out = model(x)
+    del out
+    return int(mode.peak)
 
 
 def _cpu_block(model: torch.nn.Module, shape: tuple[int, int, int], settings: CostSettings,
