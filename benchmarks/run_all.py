@@ -32,6 +32,7 @@ BENCHMARKS = {
     "train": ("bench_train", "harness overhead: full harness vs the model alone"),
     "metrics": ("bench_metrics", "bootstrap, clustered tests, subgroups and calibration on 25,596 x 14"),
     "models": ("bench_models", "throughput, step time, params, GMACs, peak memory per backbone x head"),
+    "latency": ("bench_latency", "batch-1 CPU latency per backbone x head at 224, 512 and 1024 px"),
     "cost": ("bench_cost", "cost of the wang2017 paper profile; runtime vs image and dataset size"),
     "analysis": ("bench_analysis", "leaderboard, paired ablations, paper comparison and reports at 30 and 120 runs"),
 }

@@ -113,6 +113,11 @@ class EvalConfig:
     # How operating thresholds are chosen on the validation set: youden | f1 | sens90
     threshold: str = "youden"
     batch_size: int = field(default=64, metadata=NOT_IDENTITY)
+    # Inference cost after evaluation (engine/cost.py): timed batch-1 passes on the CPU (and the run's GPU);
+    # 0 skips it. A measurement of the machine, not of the model's training, hence not part of the identity.
+    cost_repeats: int = field(default=30, metadata=NOT_IDENTITY)
+    cost_batch: int = field(default=8, metadata=NOT_IDENTITY)
+    cost_budget_s: float = field(default=30.0, metadata=NOT_IDENTITY)
 
 
 @dataclass
@@ -241,6 +246,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "eval.bootstrap": _at_least(1),
     "eval.ci_level": _fraction(),
     "eval.batch_size": _at_least(1),
+    "eval.cost_repeats": _at_least(0),
+    "eval.cost_batch": _at_least(1),
+    "eval.cost_budget_s": _positive(),
 }
 
 

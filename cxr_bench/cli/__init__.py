@@ -41,6 +41,7 @@ COMMAND_MODULES = [
     "compare",
     "report",
     "localize",
+    "export",
 ]
 
 log = logging.getLogger("cxr_bench")

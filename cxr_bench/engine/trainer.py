@@ -8,10 +8,11 @@ What a run writes into its directory (rank 0 only; the runner adds config/manife
     predictions/val.csv      predictions of the best model (image, patient_id, true_*, prob_*)
     predictions/test.csv
     metrics.json             val and test blocks of cxr_bench.metrics.roc.summarize + run facts
+    cost.json                inference cost of the evaluated model on this machine (engine/cost.py)
 
 Reproducibility contract: on CPU with a fixed seed, a run killed at any moment and started again with
 the same config and directory ends with the same metrics.json and predictions, byte for byte, as a run
-that was never interrupted. That holds because a run resumes only from an epoch boundary, and each
+that was never interrupted (cost.json, timings of the machine, is the one file that differs). That holds because a run resumes only from an epoch boundary, and each
 epoch is a pure function of the checkpointed state: the data order and augmentation depend on
 ``(seed, epoch)`` only (see seeding.py), and the global torch RNG state (dropout) is restored.
 """
@@ -38,6 +39,7 @@ from ..metrics.predictions import Predictions
 from ..utils.io import atomic_write_json, atomic_write_text, sha256_file
 from ..utils.progress import progress as progress_bar
 from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
+from .cost import COST_FILE
 from .distributed import DistContext, EpochTagged, ShardedSampler, init_distributed, resolve_device
 from .evaluate import (
     AMP_DTYPES,
@@ -529,6 +531,9 @@ class Trainer:
                      s.history[-1]["train_images_per_s"])
 
     # ------------------------------------------------------------------------------ evaluation
+    def _cost(self) -> dict[str, Any]:
+        return measure_model_cost(self.model, self.cfg, self.ctx.device, self.ckpt_dir / BEST)
+
     def evaluate(self) -> dict[str, Any]:
         """Predictions and metrics of the best checkpoint on val and test; written by rank 0."""
         from ..metrics.extended import eval_settings, split_metrics
@@ -584,7 +589,24 @@ class Trainer:
             "loader": self.inputs.kind,
         })
         atomic_write_json(self.run_dir / "metrics.json", metrics)
+        if self.cfg.eval.cost_repeats > 0:  # a measurement of this machine: beside metrics.json, which stays reproducible
+            atomic_write_json(self.run_dir / COST_FILE, self._cost())
         return metrics
+
+
+def measure_model_cost(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
+                       weights_file: Path) -> dict[str, Any]:
+    """A run's ``cost.json``: inference cost of the evaluated weights (engine/cost.py) and the size of the
+    file they came from (``best.pt``, or an outside model's weights file)."""
+    from .cost import CostSettings, measure_cost
+
+    e = cfg.eval
+    # A CxrModel takes a gray (B, 1, H, W) batch whatever its stem, so one input channel.
+    cost = measure_cost(model, cfg.data.image_size, in_chans=1, device=device,
+                        settings=CostSettings(repeats=e.cost_repeats, batch=e.cost_batch, budget_s=e.cost_budget_s),
+                        seed=cfg.seed)
+    cost["checkpoint_mb"] = weights_file.stat().st_size / 2**20 if weights_file.is_file() else None
+    return cost
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path, *, progress: bool | None = None) -> dict[str, Any]:
@@ -680,4 +702,6 @@ def evaluate_weights(cfg: RunConfig, weights: str | Path, run_dir: str | Path, *
     metrics.update({"params": complexity["params"], "gmacs": complexity["gmacs"], "world_size": 1,
                     "device": str(ctx.device), "loader": inputs.kind, "weights": info})
     atomic_write_json(run_dir / "metrics.json", metrics)
+    if cfg.eval.cost_repeats > 0:  # what the outside model costs, measured like a trained run's
+        atomic_write_json(run_dir / COST_FILE, measure_model_cost(model, cfg, ctx.device, Path(weights)))
     return metrics

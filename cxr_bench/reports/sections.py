@@ -173,6 +173,21 @@ def training(ctx: ReportContext) -> None:
     figures.show(figures.history_plot(ctx.runs))
 
 
+def accuracy_cost(ctx: ReportContext) -> None:
+    """Mean AUC against GMACs and measured CPU latency, and MobileNetV1 paired against each baseline."""
+    from ..results.accuracy_cost import accuracy_cost_table, mobilenet_vs_baselines
+    from .cost import accuracy_cost_plot, accuracy_cost_view, cost_note, versus_view
+
+    acc = accuracy_cost_table(ctx.table)
+    _display(cost_note(acc))
+    figures.show(accuracy_cost_plot(acc))
+    if len(acc):
+        _display(accuracy_cost_view(acc))
+    vs = mobilenet_vs_baselines(ctx.runs, ctx.table)
+    _display(versus_view(vs) if len(vs) else message(
+        "No MobileNetV1 configuration has a baseline trained in the same block, label set and image size."))
+
+
 def not_completed(ctx: ReportContext) -> None:
     failed = tables.failed_view(ctx.leaderboard)
     _display(failed if failed is not None else message("All runs completed."))

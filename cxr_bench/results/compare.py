@@ -878,3 +878,7 @@ __all__ = [
     "pick_runs", "protocol_mismatches", "reference_factors", "sample_banner", "seed_interval",
     "write_comparison_csv",
 ]
+
+# The configuration machinery other result tables build on (results/accuracy_cost.py), under public names.
+run_factors = _factors
+config_groups = _config_groups

@@ -14,7 +14,9 @@ names lower-cased: ``auc_pleural_thickening``). ``leaderboard.csv``, left to rig
 - how good: ``mean_auc, mean_auc_ci_lo, mean_auc_ci_hi`` (test split, patient bootstrap), then
   ``auc_<label>`` for the 14 ChestX-ray14 labels in the paper's order (empty for labels outside the run's
   label set, or with no positive test image);
-- what it cost: ``param_count, gmacs, train_images_per_s, epochs_run, best_epoch``;
+- what it cost: ``param_count, gmacs, train_images_per_s, epochs_run, best_epoch``, and what inference costs
+  (:data:`cxr_bench.results.cost.COST_COLUMNS`: CPU batch-1 latency, throughput, memory, sizes, GPU and
+  ONNX Runtime latency where measured);
 - where it came from: ``git_commit, git_dirty, metadata_sha256, profile, bundled_sample``, ``data`` (which data
   the run was tested on: ``NIH <version> <sha256[:8]>``, ``bundled sample`` or ``phantom``), ``synthetic``
   (a phantom run: the sanity check, listed but never ranked, compared or paired: :func:`ranked_rows`),
@@ -61,6 +63,8 @@ from ..data.bundled import SAMPLE_N_IMAGES
 from ..data.labels import CHESTXRAY14
 from ..errors import CxrBenchError, RunStoreError
 from ..utils.io import csv_text, sidecar_path, write_csv
+from .cost import COST_COLUMNS as INFERENCE_COST_COLUMNS
+from .cost import COST_DOCS, cost_columns
 from .expert import EXPERT_COLUMNS, expert_columns
 from .runs import RunRecord, iter_runs
 
@@ -130,7 +134,8 @@ SORT_COLUMNS: tuple[str, ...] = (
 )
 AUC_COLUMNS: tuple[str, ...] = tuple(auc_column(lab) for lab in CHESTXRAY14)
 CI_COLUMNS: tuple[str, ...] = tuple(f"{auc_column(lab)}_ci_{end}" for lab in CHESTXRAY14 for end in ("lo", "hi"))
-COST_COLUMNS: tuple[str, ...] = ("param_count", "gmacs", "train_images_per_s", "epochs_run", "best_epoch")
+COST_COLUMNS: tuple[str, ...] = ("param_count", "gmacs", "train_images_per_s", "epochs_run", "best_epoch",
+                                 *INFERENCE_COST_COLUMNS)
 PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "metadata_sha256", "profile", "bundled_sample",
                                        "data", "synthetic", "comparable", "why_not")
 # Weakly-supervised localization (``cxr-bench localize``): accuracy at T(IoBB) and average false
@@ -201,7 +206,7 @@ def _column_docs() -> dict[str, dict[str, str]]:
     cost = {"param_count": "parameters of the model", "gmacs": "multiply-accumulates of one forward pass, in "
             "billions, at the run's image size", "train_images_per_s": "training throughput (median over epochs)",
             "epochs_run": "epochs trained", "best_epoch": "epoch whose weights were scored (best validation "
-            "mean AUC)"}
+            "mean AUC)", **COST_DOCS}
     prov = {"git_commit": "commit of cxr-bench that ran it", "git_dirty": "whether the working tree had "
             "uncommitted changes", "metadata_sha256": "sha256 of the Data_Entry metadata file it used",
             "profile": "the suite profile it ran under (`sample`, `paper`, ...)",
@@ -278,7 +283,7 @@ _STR_COLUMNS = frozenset({"suite", "run_id", "status", "problem", "run_name", "b
                           "reference", "reason"}
                          | {c for c, (_, k) in FACTORS.items() if k in ("str", "json")})
 _INT_COLUMNS = frozenset({"param_count", "epochs_run", "best_epoch", "expert_n", "loc_n_boxes", "n_seeds", "n_pos",
-                          "n_neg", "n_finding", "n_underdiagnosed", "n_images", "n_patients"} | {c for c in EXPERT_COLUMNS if "_pos_" in c}
+                          "n_neg", "n_finding", "n_underdiagnosed", "n_images", "n_patients", "cpu_threads"} | {c for c in EXPERT_COLUMNS if "_pos_" in c}
                          | {c for c, (_, k) in FACTORS.items() if k == "int"})
 _BOOL_COLUMNS = frozenset({"git_dirty", "bundled_sample", "synthetic", "comparable"} | {c for c, (_, k) in FACTORS.items() if k == "bool"})
 _REPR_COLUMNS = frozenset(c for c, (_, k) in FACTORS.items() if k == "float")
@@ -287,8 +292,10 @@ _REPR_COLUMNS = frozenset(c for c, (_, k) in FACTORS.items() if k == "float")
 def _decimals(col: str) -> int:
     if col == "gmacs":
         return 3
-    if col == "train_images_per_s":
+    if col in ("train_images_per_s", "cpu_throughput_img_s", "gpu_throughput_img_s"):
         return 1
+    if col in INFERENCE_COST_COLUMNS:
+        return 3
     return 4  # AUCs and their CIs, as the papers print them
 
 
@@ -450,7 +457,7 @@ def run_row(rec: RunRecord, *, expert: bool = True) -> dict[str, Any]:
         m = {}
     row.update({"param_count": m.get("params"), "gmacs": m.get("gmacs"),
                 "train_images_per_s": m.get("train_images_per_s"), "epochs_run": m.get("epochs_run"),
-                "best_epoch": m.get("best_epoch")})
+                "best_epoch": m.get("best_epoch"), **cost_columns(rec.run_dir)})
     if problems:  # numbers that the saved predictions no longer back are not shown
         return row
     test = m.get("test") or {}

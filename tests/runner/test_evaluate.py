@@ -253,6 +253,10 @@ def test_torchvision_checkpoint_is_scored_with_the_networks_own_outputs(tmp_path
     assert config["model"]["backbone"] == "timm:resnet18" and config["model"]["pretrained"] == str(weights.resolve())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["weights"]["layout"] == "native" and "val" in metrics and metrics["test"]["n_images"] > 0
+    # Its inference cost is measured like a trained run's, the weights file's size included.
+    cost = json.loads((run_dir / "cost.json").read_text())
+    assert cost["image_size"] == 64 and cost["cpu"]["batch1_latency_ms"] > 0
+    assert cost["checkpoint_mb"] == pytest.approx(weights.stat().st_size / 2**20)
 
     pred = pd.read_csv(run_dir / "predictions" / "test.csv")
     images = np.stack([np.asarray(Image.open(phantom_root / "images" / name).convert("L")) for name in pred["image"]])
