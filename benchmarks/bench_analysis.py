@@ -45,8 +45,8 @@ from cxr_bench.data.splits import make_splits
 from cxr_bench.metrics.extended import extra_metrics
 from cxr_bench.metrics.predictions import Predictions, write_predictions
 from cxr_bench.metrics.roc import summarize
+from cxr_bench.runner.planning import plan_specs, plan_sweep
 from cxr_bench.runner.store import RunStore, artifact_record
-from cxr_bench.runner.sweep import plan_specs, plan_sweep
 from cxr_bench.utils.io import atomic_write_json, sha256_file, write_csv
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="CSV (or .parquet) of test-set predictions: image + one column per label")
     src.add_argument("--model", metavar="BACKBONE", help="a backbone of the registry (`cxr-bench models`) or "
                      "timm:<name>, with --weights")
-    src.add_argument("--run", metavar="RUN_DIR", help="a finished run, scored on --dataset")
+    src.add_argument("--run-dir", dest="run", metavar="RUN_DIR", help="a finished run, scored on --dataset")
     p.add_argument("--val-predictions", metavar="FILE", help="validation-set predictions in the same format; they "
                    "choose the operating thresholds (sensitivity, specificity, underdiagnosis), as for a trained "
                    "run. Without them those columns stay empty")
@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the suite whose runs are scored")
     p.add_argument("--dataset", metavar="NAME", help="an external test set to score --run (or --runs/--suite) on")
     p.add_argument("--json", action="store_true", help="print the run's metrics.json summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines instead)")
     p.set_defaults(func=run)
 
 
@@ -83,14 +84,14 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
     if args.dataset is not None:
-        from cxr_bench.external import evaluate_external_cli  # type: ignore[import-not-found]
+        from ..external import evaluate_external_cli
 
         return int(evaluate_external_cli(args))
     modes = [m for m in ("predictions", "model") if getattr(args, m) is not None]
     if len(modes) != 1:
         raise ConfigError("cxr-bench evaluate needs one of --predictions FILE or --model BACKBONE --weights FILE"
                           + (" (not both)" if len(modes) > 1 else "")
-                          + ("; --run is scored on an external test set with --dataset NAME" if args.run else ""))
+                          + ("; --run-dir is scored on an external test set with --dataset NAME" if args.run else ""))
     suite = args.suite or "evaluate"
     if args.model is not None:
         if args.weights is None:
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         from ..runner.evaluate import evaluate_checkpoint_file
 
         result = evaluate_checkpoint_file(args.weights, args.model, args.head, store=args.runs, suite=suite,
-                                          name=args.name, overrides=_overrides(args), command=_command(args))
+                                          name=args.name, overrides=_overrides(args), command=_command(args),
+                                          progress=False if args.no_progress else None)
     else:
         if args.weights is not None:
             raise ConfigError("--weights goes with --model, not with --predictions")

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "kept. The input contract (size, channels, normalisation, label order) is written beside the "
                     "file as FILE.json, with ONNX Runtime's batch-1 CPU latency for ONNX.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run's folder (<runs>/<suite>/<run_id>)")
+    p.add_argument("--run-dir", dest="run", required=True, metavar="RUN_DIR", help="a finished run's folder (<runs>/<suite>/<run_id>)")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="export format")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to write the model (default: RUN_DIR/export/model.onnx or model.ts)")

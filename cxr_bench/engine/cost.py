@@ -28,7 +28,6 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,24 +37,13 @@ from torch.utils._pytree import tree_leaves
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COST_FILE", "CostSettings", "cpu_model_name", "latency_summary", "measure_cost", "peak_forward_bytes", "read_cost", "time_passes",
+__all__ = ["COST_FILE", "CostSettings", "cpu_model_name", "latency_summary", "measure_cost", "peak_forward_bytes", "time_passes",
            "weights_bytes"]
 
 
-# Beside metrics.json in a run's folder: timings describe the machine, so they stay out of the file that a
-# resumed run reproduces byte for byte.
+# Beside metrics.json in a run's folder (cxr_bench.runner.store.COST_FILE reads it back): timings describe the
+# machine, so they stay out of the file that a resumed run reproduces byte for byte.
 COST_FILE = "cost.json"
-
-
-def read_cost(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """A run's ``cost.json``, or None when it was not measured (or the file is unreadable)."""
-    import json
-
-    try:
-        data = json.loads((Path(run_dir) / COST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ The tolerance: fp32 kernels of two runtimes sum in different orders, so logits a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -184,12 +183,3 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "onnx", *, out: str | os.P
     }
     target = Path(out) if out is not None else run_dir / "export" / FORMATS[fmt]
     return export_model(model, fmt, target, images, contract=contract, measure=measure, settings=settings)
-
-
-def read_export_info(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The ONNX export's contract of a run (``export/model.onnx.json``), or None when it was never exported."""
-    path = Path(run_dir) / "export" / (FORMATS["onnx"] + ".json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -230,7 +230,7 @@ def _fmt(v: Any) -> str:
 
 
 def evaluate_external_cli(args: argparse.Namespace) -> int:
-    """``cxr-bench evaluate --dataset NAME --data-root DIR (--run RUN | --runs STORE [--suite S])``."""
+    """``cxr-bench evaluate --dataset NAME --data-root DIR (--run-dir RUN_DIR | --runs STORE [--suite S])``."""
     from ..data.external import get_spec, nih_overlap_note, open_external
 
     dataset = str(args.dataset).lower()
@@ -248,7 +248,7 @@ def evaluate_external_cli(args: argparse.Namespace) -> int:
             raise RunStoreError(f"no completed, intact run under {runs}"
                                 + (f" (suite {args.suite})" if getattr(args, "suite", None) else ""))
     else:
-        raise ConfigError("--dataset needs --run RUN_DIR or --runs STORE [--suite S]")
+        raise ConfigError("--dataset needs --run-dir RUN_DIR or --runs STORE [--suite S]")
     for rec in recs:  # every run checked before any work
         _check_run(rec, dataset)
     ext = open_external(dataset, args.data_root)

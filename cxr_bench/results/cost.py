@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.cost import read_cost
-from ..engine.export import read_export_info
+from ..runner.store import read_cost, read_export_info
 
 __all__ = ["COST_COLUMNS", "COST_DOCS", "cost_columns", "pareto_front"]
 

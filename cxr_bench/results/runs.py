@@ -218,7 +218,7 @@ class RunRecord:
         path = self.external_dir(dataset) / "metrics.json"
         m = read_json_object(path)
         if m is None:
-            raise RunStoreError(f"{path}: missing; score the run with `cxr-bench evaluate --run {self.run_dir} "
+            raise RunStoreError(f"{path}: missing; score the run with `cxr-bench evaluate --run-dir {self.run_dir} "
                                 f"--dataset {dataset} --data-root DIR`")
         return m
 

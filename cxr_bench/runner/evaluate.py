@@ -20,8 +20,6 @@ the finished run, and another file is another run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -36,7 +34,15 @@ from ..config import RunConfig
 from ..errors import CxrBenchError, RunStoreError
 from ..utils.io import atomic_write_json, sha256_file
 from .provenance import collect_provenance
-from .store import RunDir, RunStore, artifact_record, read_json_object, validate_name, verify_artifacts
+from .store import (
+    RunDir,
+    RunStore,
+    artifact_record,
+    evaluated_run_id,
+    read_json_object,
+    validate_name,
+    verify_artifacts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +254,6 @@ def outside_config(name: str, overrides: dict[str, Any] | None = None) -> RunCon
     return cfg
 
 
-def _run_id(cfg: RunConfig, scored: dict[str, Any]) -> str:
-    blob = json.dumps({"config": cfg.identity_dict(), "scored": scored}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def _suite_record(suite: str, cfg: RunConfig) -> dict[str, Any]:
     from .suite import configuration_id
 
@@ -329,14 +330,18 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
     evaluated = {"kind": "predictions", **files, "logits": bool(logits), "label_set": split.label_set.name,
                  "split": {"protocol": cfg.data.split, "val_fraction": cfg.data.val_fraction,
                            "split_seed": cfg.data.split_seed, "root": cfg.data.root}, "command": command}
-    run_id = _run_id(cfg, {k: v["sha256"] for k, v in files.items()} | {"logits": bool(logits)})
+    scored_files: dict[str, Any] = {k: v["sha256"] for k, v in files.items()} | {"logits": bool(logits)}
+    evaluated["scored"] = scored_files
+    run_id = evaluated_run_id(cfg, scored_files)
 
     def produce(run_dir: Path) -> dict[str, Any]:
         for split_name, pred in (("test", test), ("val", val)):
             if pred is not None:
                 write_predictions(run_dir / "predictions" / f"{split_name}.csv", list(pred.images),
                                   list(pred.patient_ids), pred.y_true, pred.y_prob, labels)
-        metrics = split_metrics(test, val, split.test, label_set=split.label_set.name, **eval_settings(cfg))
+        metrics = split_metrics(test, val, split.test, label_set=split.label_set.name,
+                                predictions_sha256=sha256_file(run_dir / "predictions" / "test.csv"),
+                                **eval_settings(cfg))
         atomic_write_json(run_dir / "metrics.json", metrics)
         return metrics
 
@@ -370,7 +375,9 @@ def evaluate_checkpoint_file(weights: str | os.PathLike, backbone: str, head: st
     with scoped_rng(cfg.seed, "torch-global"):
         load_model_weights(build_model(cfg, labels), path)  # type: ignore[arg-type]
     sha = sha256_file(path)
-    evaluated = {"kind": "weights", "weights": {"path": str(path.resolve()), "sha256": sha}, "command": command}
-    run_id = _run_id(cfg, {"weights": sha})
+    scored_files: dict[str, Any] = {"weights": sha}
+    evaluated = {"kind": "weights", "weights": {"path": str(path.resolve()), "sha256": sha}, "command": command,
+                 "scored": scored_files}
+    run_id = evaluated_run_id(cfg, scored_files)
     return _write_run(store, suite, run_id, cfg, evaluated,
                       lambda run_dir: evaluate_weights(cfg, path, run_dir, progress=progress))

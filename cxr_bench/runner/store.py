@@ -24,6 +24,8 @@ This module owns the layout and the :class:`Status` values; the writers (the run
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
@@ -129,6 +131,14 @@ def validate_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> dict
     return manifest
 
 
+def evaluated_run_id(config: RunConfig, scored: dict[str, Any]) -> str:
+    """The id of a run made by ``cxr-bench evaluate``: its config and what it scored (the files' sha256), so
+    scoring the same file again finds the same run and another file makes another run. The manifest keeps
+    ``scored`` (``evaluated.scored``), so the id can be checked against the folder like a trained run's."""
+    blob = json.dumps({"config": config.identity_dict(), "scored": scored}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def check_own_folder(run_dir: str | os.PathLike, config: RunConfig | dict[str, Any] | None,
                      manifest: dict[str, Any] | None) -> None:
     """A run's folder must be its own: not a link (to another run's folder), and, for a run the runner
@@ -146,9 +156,11 @@ def check_own_folder(run_dir: str | os.PathLike, config: RunConfig | dict[str, A
         from ..errors import ConfigError
 
         try:
-            run_id = (config if isinstance(config, RunConfig) else RunConfig.from_dict(config)).run_id()
+            cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         except ConfigError as e:
             raise RunStoreError(f"{path / 'config.json'}: not a valid run config ({e})") from None
+        scored = manifest.get("evaluated", {}).get("scored") if isinstance(manifest.get("evaluated"), dict) else None
+        run_id = evaluated_run_id(cfg, scored) if isinstance(scored, dict) else cfg.run_id()
         if run_id != path.name:
             raise RunStoreError(f"{path / 'config.json'} is the config of run {run_id}, not {path.name!r} (edited "
                                 "or copied from another run?); `cxr-bench run` writes it again")
@@ -199,6 +211,22 @@ def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
 # completes, so a later reader can tell an intact run from one whose files were cut or replaced.
 ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
 # Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
+# Written beside metrics.json after evaluation (engine/cost.py) and by `cxr-bench export` (engine/export.py):
+# timings of a machine and a model file, read back by the leaderboard without importing the engine (torch).
+COST_FILE = "cost.json"
+ONNX_EXPORT_INFO = "export/model.onnx.json"
+
+
+def read_cost(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A run's ``cost.json``, or None when it was not measured (or is unreadable)."""
+    return read_json_object(Path(run_dir) / COST_FILE)
+
+
+def read_export_info(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The contract of a run's ONNX export (``export/model.onnx.json``), or None when it was never exported."""
+    return read_json_object(Path(run_dir) / ONNX_EXPORT_INFO)
+
+
 EXTERNAL_DIR = "external"
 EXTERNAL_FILES = ("predictions.csv", "metrics.json")
 

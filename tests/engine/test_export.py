@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from cxr_bench.cli import main as cli_main
-from cxr_bench.engine.export import export_model, export_run, read_export_info, tolerance
+from cxr_bench.engine.export import FORMATS, export_model, export_run, tolerance
 from cxr_bench.engine.localize import load_run_model
 from cxr_bench.engine.trainer import load_run_data, train_run
 from cxr_bench.errors import TrainingError
+from cxr_bench.runner.store import ONNX_EXPORT_INFO, read_export_info
 from cxr_bench.utils.io import atomic_write_json, sha256_file
 
 
@@ -43,9 +44,10 @@ def _test_images(run_dir, n):
 
 
 def test_onnx_export_matches_pytorch_and_writes_its_contract(run_dir, capsys):
-    assert cli_main(["export", "--run", str(run_dir), "--check-images", "6"]) == 0
+    assert cli_main(["export", "--run-dir", str(run_dir), "--check-images", "6"]) == 0
     onnx_path = run_dir / "export" / "model.onnx"
     info = read_export_info(run_dir)
+    assert ONNX_EXPORT_INFO == f"export/{FORMATS['onnx']}.json"  # the store reads what the export writes
     assert info is not None and onnx_path.is_file()
     assert info["sha256"] == sha256_file(onnx_path)
     assert info["output"]["labels"][:2] == ["Atelectasis", "Cardiomegaly"] and len(info["output"]["labels"]) == 8
@@ -93,11 +95,11 @@ def test_an_export_that_disagrees_is_not_kept(tmp_path):
 
 
 def test_export_cli_refuses_bad_input(tmp_path, run_dir, capsys):
-    assert cli_main(["export", "--run", str(tmp_path)]) == 2
+    assert cli_main(["export", "--run-dir", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
     user = tmp_path / "mine.onnx"
     user.write_text("not ours")
-    assert cli_main(["export", "--run", str(run_dir), "--out", str(user)]) == 2
+    assert cli_main(["export", "--run-dir", str(run_dir), "--out", str(user)]) == 2
     err = capsys.readouterr().err
     assert "exists" in err and err.count("\n") == 1
     assert user.read_text() == "not ours"

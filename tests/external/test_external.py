@@ -181,7 +181,7 @@ def test_user_errors_are_one_line(scored, tmp_path: Path) -> None:
     store, run_dir, roots = scored
     with pytest.raises(CxrBenchError, match="needs --data-root DIR"):
         evaluate_external_cli(_args(run=str(run_dir), dataset="openi"))
-    with pytest.raises(CxrBenchError, match="needs --run RUN_DIR or --runs STORE"):
+    with pytest.raises(CxrBenchError, match="needs --run-dir RUN_DIR or --runs STORE"):
         evaluate_external_cli(_args(dataset="openi", data_root=str(roots["openi"])))
     no_ckpt = _copy_completed(run_dir, tmp_path / "outside")
     with pytest.raises(RunStoreError, match="has no checkpoints/best.pt: a run made from outside predictions .* put "
@@ -235,3 +235,17 @@ def test_report_section_renders(scored, tmp_path: Path) -> None:
     assert "Generalization report" in html and "NIH test AUC [95% CI]" in html
     assert "WARNING: SIIM-ACR Pneumothorax Segmentation" in html
     assert "padchest: NIH label -&gt; the set&#x27;s label" in html or "padchest: NIH label" in html
+
+
+def test_the_evaluate_command_scores_an_external_set(scored, tmp_path: Path, capsys) -> None:
+    """`cxr-bench evaluate --run-dir RUN --dataset NAME --data-root DIR`: the real command line, wired to the same
+    library call; a second scoring of the same set gives the same metrics."""
+    from cxr_bench.cli import main
+
+    _, run_dir, roots = scored
+    before = RunRecord.load(run_dir).external_metrics("siim")["test"]["per_label"]
+    assert main(["evaluate", "--run-dir", str(run_dir), "--dataset", "siim", "--data-root", str(roots["siim"]),
+                 "--no-progress"]) == 0
+    assert RunRecord.load(run_dir).external_metrics("siim")["test"]["per_label"] == before
+    assert main(["evaluate", "--run-dir", str(run_dir), "--dataset", "openi"]) == 2
+    assert "needs --data-root" in capsys.readouterr().err

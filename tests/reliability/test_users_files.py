@@ -83,7 +83,7 @@ def test_report_never_overwrites_a_users_page_and_leaves_no_kernels_folder(store
     out.mkdir()
     page = out / "leaderboard.html"
     page.write_text("<html><title>my leaderboard</title></html>")
-    args = ["report", "--runs", str(store), "--out", str(out), "--only", "leaderboard"]
+    args = ["report", "--runs", str(store), "--out-dir", str(out), "--template", "leaderboard"]
     assert main(args) == 2
     _one_line(capsys.readouterr().err, str(page), "not written by cxr-bench")
     assert page.read_text() == "<html><title>my leaderboard</title></html>"
@@ -100,7 +100,7 @@ def test_report_never_overwrites_a_users_page_and_leaves_no_kernels_folder(store
 def test_report_interrupted_leaves_no_kernels_folder(store, tmp_path):
     out = tmp_path / "out"
     log = tmp_path / "report.log"
-    proc = H.spawn(["-m", "cxr_bench", "report", "--runs", store, "--out", out, "--only", "leaderboard"], log=log)
+    proc = H.spawn(["-m", "cxr_bench", "report", "--runs", store, "--out-dir", out, "--template", "leaderboard"], log=log)
     try:
         H.wait_for(lambda: _kernels(out), proc, "the kernel spec folder", log=log, interval=0.005)
         time.sleep(0.5)
@@ -115,8 +115,8 @@ def test_report_interrupted_leaves_no_kernels_folder(store, tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_during_report_names_the_path(store, tmp_path):
     with H.tmpfs(tmp_path / "small", "256k") as small:
-        done = subprocess.run([sys.executable, "-m", "cxr_bench", "report", "--runs", str(store), "--out",
-                               str(small / "reports"), "--only", "leaderboard"], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "cxr_bench", "report", "--runs", str(store), "--out-dir",
+                               str(small / "reports"), "--template", "leaderboard"], capture_output=True, text=True,
                               timeout=600, env=H.env())
         assert done.returncode == 2, done.stderr[-2000:]
         line = _one_line(done.stderr, "No space left on device")

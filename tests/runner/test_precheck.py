@@ -227,8 +227,10 @@ def test_a_plugins_optimizer_and_augmentation_are_known_names(tmp_path, monkeypa
     from cxr_bench.data.augment import AUGMENTATIONS
     from cxr_bench.engine.optim import OPTIMIZERS
 
-    (tmp_path / "x2_plugin.py").write_text(PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    lib = tmp_path / "lib"  # installed elsewhere: plugins are never imported from the suite's own folder
+    lib.mkdir()
+    (lib / "x2_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(lib))
     suite = tmp_path / "p.toml"
     block = '[[block]]\nname = "b"\nset = { "optim.optimizer" = "x2_rmsprop", "data.augment" = "x2_flip" }\n'
     suite.write_text('[suite]\nname = "p"\nimports = ["x2_plugin"]\n' + block)
