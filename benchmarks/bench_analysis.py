@@ -4,8 +4,7 @@ A synthetic run store of the wang2017 ``paper`` profile's shape is built through
 the suite is expanded by the runner (``plan_sweep``: 24 configurations x 5 seeds, their blocks and
 ablation pairs in each manifest), each run directory is opened and closed by ``runner.store.RunDir``
 (manifest, artifact hashes), its predictions are written by ``metrics.predictions.write_predictions`` and
-its ``metrics.json`` by the functions the trainer calls (``metrics.roc.summarize``,
-``metrics.extended.extra_metrics``). Only the model outputs are synthetic: seeded scores separating the
+its ``metrics.json`` by the function the trainer calls (``metrics.extended.split_metrics``). Only the model outputs are synthetic: seeded scores separating the
 real labels of the official test list (25,596 images, 2,797 patients, from the bundled metadata) and of
 the validation split (about 8,650 images) with a per-configuration strength.
 
@@ -17,7 +16,7 @@ seconds and peak resident memory.
     python benchmarks/bench_analysis.py --runs 30 --steps leaderboard,ablations
 
 Results: ``benchmarks/results/analysis.csv``, one row per (runs, step), with the machine and commit in
-columns (a plain CSV). ``--quick`` builds 4 runs on 300 test images (what the tests run).
+columns (a plain CSV). ``--quick`` builds 4 runs on 300 test images (what the tests run), written to ``analysis_quick.csv``.
 """
 
 from __future__ import annotations
@@ -42,9 +41,8 @@ from cxr_bench.bench.measure import machine_info
 from cxr_bench.data.labels import get_label_set
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.data.splits import make_splits
-from cxr_bench.metrics.extended import extra_metrics
+from cxr_bench.metrics.extended import split_metrics
 from cxr_bench.metrics.predictions import Predictions, write_predictions
-from cxr_bench.metrics.roc import summarize
 from cxr_bench.runner.planning import plan_specs, plan_sweep
 from cxr_bench.runner.store import RunStore, artifact_record
 from cxr_bench.utils.io import atomic_write_json, sha256_file, write_csv
@@ -123,7 +121,7 @@ def build_store(root: Path, n_runs: int, *, seed: int = 0, metrics_bootstrap: in
     for i, (run, spec) in enumerate(zip(runs, specs)):
         rd = RunStore(root, SUITE).run(spec.run_id)
         rd.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(rd.config_path, spec.config)
+        atomic_write_json(rd.config_path, spec.config.to_dict())
         attempt = rd.start({"name": run.name, "seed": run.config.seed, "suite": spec.suite_record,
                             "data": {"root": str(fake_root), "file_hashes": {}},
                             "git": {"commit": "0" * 40, "dirty": False}})
@@ -139,16 +137,13 @@ def build_store(root: Path, n_runs: int, *, seed: int = 0, metrics_bootstrap: in
             p = _scores(y, patients, strength, rng)
             write_predictions(rd.path / "predictions" / f"{split}.csv", df["image"].tolist(), patients, y, p, labels)
             preds[split] = Predictions(df["image"].astype(str).to_numpy(), patients, y, p, tuple(labels))
-        common = dict(n_bootstrap=metrics_bootstrap, seed=run.config.seed)
-        metrics: dict[str, Any] = {
-            "label_set": run.config.data.label_set, "labels": list(labels),
-            "val": summarize(preds["val"], val=preds["val"], split="val", **common),
-            "test": summarize(preds["test"], val=preds["val"], split="test", **common),
-            "best_epoch": 3, "epochs_run": 4, "steps": 4000, "train_images_per_s": 100.0 + i,
-            "params": 7_000_000 + i, "gmacs": 5.7, "world_size": 1, "device": "cpu",
-        }
-        metrics["test"].update(extra_metrics(preds["test"], metrics["test"], frames["test"], **common,
-                                             predictions_sha256=sha256_file(rd.path / "predictions" / "test.csv")))
+        # The trainer's own scoring (metrics.extended.split_metrics): only the model outputs are synthetic.
+        metrics: dict[str, Any] = split_metrics(
+            preds["test"], preds["val"], frames["test"], val_metadata=frames["val"],
+            label_set=run.config.data.label_set, predictions_sha256=sha256_file(rd.path / "predictions" / "test.csv"),
+            n_bootstrap=metrics_bootstrap, seed=run.config.seed)
+        metrics.update({"best_epoch": 3, "epochs_run": 4, "steps": 4000, "train_images_per_s": 100.0 + i,
+                        "params": 7_000_000 + i, "gmacs": 5.7, "world_size": 1, "device": "cpu"})
         atomic_write_json(rd.metrics_path, metrics)
         attempt.manifest["artifacts"] = artifact_record(rd.path)
         rd.finish(attempt, "completed", result={"test_mean_auc": metrics["test"]["mean_auc"]})
@@ -266,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows, columns=list(COLUMNS + MACHINE_COLUMNS))
-    write_csv(df, args.out / CSV_NAME, float_format=None)
-    log.info("wrote %s", args.out / CSV_NAME)
+    # A smoke run never replaces the committed figures.
+    name = CSV_NAME.replace(".csv", "_quick.csv") if args.quick else CSV_NAME
+    write_csv(df, args.out / name, float_format=None)
+    log.info("wrote %s", args.out / name)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 
 

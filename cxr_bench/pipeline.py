@@ -31,8 +31,8 @@ def finish_outputs(out: str | os.PathLike, suite: str) -> list[str]:
             lines += step(store)
         except Exception as e:  # reported, with its traceback in the log when it is not a user error
             log.error("%s failed: %s", step.__name__, e, exc_info=not isinstance(e, CxrBenchError))
-            lines.append(f"{step.__name__.replace('_', ' ')} failed ({e}); retry: {_RETRY[step.__name__]}"
-                         .format(store=store.path, suite=suite))
+            retry = _RETRY[step.__name__].format(store=store.path, suite=suite)  # before the message: it may hold braces
+            lines.append(f"{step.__name__.replace('_', ' ')} failed ({e}); retry: {retry}")
     return lines
 
 

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         from ..external import evaluate_external_cli
 
-        return int(evaluate_external_cli(args))
+        return int(evaluate_external_cli(args, echo=print))
     modes = [m for m in ("predictions", "model") if getattr(args, m) is not None]
     if len(modes) != 1:
         raise ConfigError("cxr-bench evaluate needs one of --predictions FILE or --model BACKBONE --weights FILE"

@@ -30,19 +30,21 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..engine.export import export_run
-    from ..errors import RunStoreError
-    from ..runner.store import RunDir
+    from ..errors import ConfigError, RunStoreError
+    from ..runner.store import writer_lock
 
     run_dir = Path(args.run)
     if not (run_dir / "config.json").is_file():
-        raise RunStoreError(f"{run_dir}: not a run folder (no config.json); pass --run <runs>/<suite>/<run_id>")
+        raise RunStoreError(f"{run_dir}: not a run folder (no config.json); pass --run-dir <runs>/<suite>/<run_id>")
     if args.check_images < 1:
-        raise RunStoreError(f"--check-images must be at least 1, got {args.check_images}")
+        raise ConfigError(f"--check-images must be at least 1, got {args.check_images}")
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists():
-        raise RunStoreError(f"{out} exists; name a new file (export never writes over a file)")
+    if out is not None:
+        for p in (out, out.with_name(out.name + ".json")):
+            if p.exists() or p.is_symlink():
+                raise RunStoreError(f"{p} exists; name a new file (export never writes over a file it did not make)")
     # The run's lock: an export reads the checkpoint another process may be rewriting.
-    with RunDir(run_dir, run_dir.name).lock():
+    with writer_lock(run_dir, "cxr-bench export"):
         res = export_run(run_dir, args.format, out=out, checkpoint=args.checkpoint, n_check=args.check_images,
                          measure=not args.no_latency)
     lat = f", ONNX Runtime batch-1 {res.latency['batch1_latency_ms']:.1f} ms" if res.latency else ""

@@ -70,6 +70,15 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Pat
         torch.jit.save(traced, str(path))
 
 
+def _require_onnx() -> None:
+    """One line, before any work, when the ``export`` extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"an ONNX export needs {' and '.join(missing)}: pip install 'cxr-bench[export]'")
+
+
 def _onnx_session(path: Path) -> Any:
     try:
         import onnxruntime as ort
@@ -117,6 +126,8 @@ def export_model(model: torch.nn.Module, fmt: str, path: str | os.PathLike, imag
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "onnx":
+        _require_onnx()
     model = model.to("cpu").float().eval()
     x = images.to("cpu", torch.float32).contiguous()
     tmp = path.with_name(f".{path.name}.tmp")
@@ -128,6 +139,9 @@ def export_model(model: torch.nn.Module, fmt: str, path: str | os.PathLike, imag
     except (RuntimeError, ValueError, OSError) as e:
         tmp.unlink(missing_ok=True)
         raise TrainingError(f"exporting {path.name} failed ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
     atol = tolerance(ref)
     if got.shape != ref.shape or not np.isfinite(diff) or diff > atol:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,8 +229,9 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def evaluate_external_cli(args: argparse.Namespace) -> int:
-    """``cxr-bench evaluate --dataset NAME --data-root DIR (--run-dir RUN_DIR | --runs STORE [--suite S])``."""
+def evaluate_external_cli(args: argparse.Namespace, echo: Callable[[str], None] = log.info) -> int:
+    """``cxr-bench evaluate --dataset NAME --data-root DIR (--run-dir RUN_DIR | --runs STORE [--suite S])``;
+    one line per scored run goes to ``echo`` (the CLI passes ``print``)."""
     from ..data.external import get_spec, nih_overlap_note, open_external
 
     dataset = str(args.dataset).lower()
@@ -255,13 +256,13 @@ def evaluate_external_cli(args: argparse.Namespace) -> int:
     progress = False if getattr(args, "no_progress", False) else None
     note = nih_overlap_note(spec)
     if note:
-        print(f"WARNING: {note}")  # noqa: T201 - the CLI entry point of `evaluate --dataset`
+        log.warning("%s", note)
     for rec in recs:
         evaluate_run_external(rec, ext, progress=progress)
     for row in external_summary_rows(recs, dataset):
         ci = row["ci"] or [None, None]
-        print(f"{row['run_id']}  {dataset}: {row['n_images']} images, mean AUC {_fmt(row['mean_auc'])} "  # noqa: T201
-              f"[{_fmt(ci[0])}, {_fmt(ci[1])}]; NIH test, same labels {_fmt(row['nih_mean_auc_same_labels'])}")
-    print(f"wrote external/{dataset}/metrics.json and predictions.csv in {len(recs)} run(s); "  # noqa: T201
-          "`cxr-bench leaderboard` adds leaderboard_generalization.csv")
+        echo(f"{row['run_id']}  {dataset}: {row['n_images']} images, mean AUC {_fmt(row['mean_auc'])} "
+             f"[{_fmt(ci[0])}, {_fmt(ci[1])}]; NIH test, same labels {_fmt(row['nih_mean_auc_same_labels'])}")
+    echo(f"wrote external/{dataset}/metrics.json and predictions.csv in {len(recs)} run(s); "
+         "`cxr-bench leaderboard` adds leaderboard_generalization.csv")
     return 0

@@ -395,7 +395,9 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
     blocks = [np.ones((n_groups, 1), dtype=blocks[0].dtype), *blocks]
     auc = [np.full((len(side), n_labels), np.nan) for side in (a, b)]
     reps = [np.full((len(side), n, n_labels), np.nan) for side in (a, b)]
-    keys = model_keys if cache is not None and model_keys is not None else None
+    # Replicates are reusable only for a fixed integer seed: a Generator draws other resamples on every call.
+    keys = model_keys if cache is not None and model_keys is not None and isinstance(seed, (int, np.integer)) \
+        else None
     if keys is not None and (len(keys[0]) != len(a) or len(keys[1]) != len(b)):
         raise ValueError(f"model_keys: {len(keys[0])} and {len(keys[1])} keys for {len(a)} and {len(b)} models")
     for j in progress(np.flatnonzero(usable), desc="paired bootstrap", unit="label", enabled=show_progress):

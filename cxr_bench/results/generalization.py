@@ -86,7 +86,8 @@ def compare_external(a: RunRecord, b: RunRecord, dataset: str, *, n_bootstrap: i
     labels = [lab for lab in pa.labels if lab in pb.labels]
     if not labels:
         raise RunStoreError(f"runs {a.run_id} and {b.run_id} share no scored label on {dataset}")
-    common = [img for img in pa.images if img in set(pb.images)]
+    in_b = set(pb.images)
+    common = [img for img in pa.images if img in in_b]
     if not common:
         raise RunStoreError(f"runs {a.run_id} and {b.run_id} have no {dataset} image in common")
     pa, pb = take_rows(pa.select(labels), common), take_rows(pb.select(labels), common)

@@ -62,7 +62,7 @@ from ..config import RunConfig, get_dotted
 from ..data.bundled import SAMPLE_N_IMAGES
 from ..data.labels import CHESTXRAY14
 from ..errors import CxrBenchError, RunStoreError
-from ..utils.io import csv_text, sidecar_path, write_csv
+from ..utils.io import csv_text, is_own_sidecar, sidecar_path, write_csv
 from .cost import COST_COLUMNS as INFERENCE_COST_COLUMNS
 from .cost import COST_DOCS, cost_columns
 from .expert import EXPERT_COLUMNS, expert_columns
@@ -733,17 +733,6 @@ def is_own_leaderboard_file(path: str | Path, kind: str) -> bool:
     return set(want) <= set(header) and header[:1] == [want[0]]
 
 
-def _is_own_sidecar(path: Path) -> bool:
-    """A ``<name>.csv.json`` that :func:`cxr_bench.utils.io.write_csv` wrote (its ``written_by`` field)."""
-    if path.is_symlink() or not path.is_file():
-        return False
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and str(doc.get("written_by", "")).startswith("cxr-bench ")
-
-
 def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named: bool = True) -> Path:
     """Write the leaderboard CSV and its two companions (:func:`output_paths`), each atomically (a reader
     never sees a half-written file); returns ``path``.
@@ -764,7 +753,7 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named
             raise RunStoreError(f"leaderboard output {p} is a directory; pass a file name (e.g. "
                                 f"{p / 'leaderboard.csv'})")
         side = sidecar_path(p)
-        if (side.exists() or side.is_symlink()) and not _is_own_sidecar(side):
+        if (side.exists() or side.is_symlink()) and not is_own_sidecar(side):
             raise RunStoreError(f"{side} exists and is not a sidecar cxr-bench wrote; writing the leaderboard "
                                 f"{paths['table'].name} would replace it. Move it away or pass another --out; "
                                 "nothing was written")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig, get_dotted
-from ..errors import CxrBenchError
+from ..errors import CxrBenchError, RunStoreError
 from ..utils.text import format_table, one_line
 from .estimate import MEASURE_COMMAND, MEASURE_SECONDS_PER_SETTING, Estimates, cost_key, estimate_runs, format_hours
 from .precheck import CacheNeed, SweepCheck, cache_root, image_group, run_image_names
@@ -268,10 +268,13 @@ def make_dry_run(plan: SweepPlan, store: RunStore, check: SweepCheck, *, device:
 def _status(run_id: str, store: RunStore, check: SweepCheck) -> str:
     if run_id in check.done:
         return "done"
-    rd = store.run(run_id)
-    if not rd.manifest_path.is_file():
-        return "to do"
-    state = str(rd.status)
+    try:
+        rd = store.run(run_id)
+        if not rd.manifest_path.is_file():
+            return "to do"
+        state = str(rd.status)
+    except RunStoreError:  # a linked folder or a damaged manifest: the run is evaluated again
+        return "damaged (done again)"
     return {"failed": "failed", "running": "resumes"}.get(state, "to do")
 
 

@@ -37,6 +37,7 @@ from .provenance import collect_provenance
 from .store import (
     RunDir,
     RunStore,
+    Status,
     artifact_record,
     evaluated_run_id,
     read_json_object,
@@ -280,12 +281,12 @@ def _write_run(store_root: str | os.PathLike, suite: str, run_id: str, cfg: RunC
         with rd.log_to_file():
             try:
                 metrics = produce(rd.path)
-            except BaseException as e:
-                rd.finish(attempt, "failed", error=e)
+            except Exception as e:  # an interrupt leaves the run "running": the next evaluate finishes it
+                rd.finish(attempt, Status.FAILED, error=e)
                 raise
             attempt.manifest["artifacts"] = artifact_record(rd.path)
             test = metrics.get("test") or {}
-            rd.finish(attempt, "completed", result={"test_mean_auc": test.get("mean_auc"),
+            rd.finish(attempt, Status.COMPLETED, result={"test_mean_auc": test.get("mean_auc"),
                                                     "test_mean_auc_ci": test.get("mean_auc_ci")})
     return EvaluatedRun(rd.path, run_id, suite, cfg.name, metrics)
 
@@ -339,7 +340,7 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
             if pred is not None:
                 write_predictions(run_dir / "predictions" / f"{split_name}.csv", list(pred.images),
                                   list(pred.patient_ids), pred.y_true, pred.y_prob, labels)
-        metrics = split_metrics(test, val, split.test, label_set=split.label_set.name,
+        metrics = split_metrics(test, val, split.test, val_metadata=split.train_val, label_set=split.label_set.name,
                                 predictions_sha256=sha256_file(run_dir / "predictions" / "test.csv"),
                                 **eval_settings(cfg))
         atomic_write_json(run_dir / "metrics.json", metrics)

@@ -126,7 +126,7 @@ class SubmititLauncher:
                         outcome = _job_died(spec, job, e)
                     outcomes[spec.run_id] = outcome
                     bar.update(1)
-                    lines.finished(outcome.run_id, outcome.name, outcome.status,
+                    lines.finished(outcome.run_id, outcome.name, outcome.label,
                                    test_mean_auc=outcome.test_mean_auc, wall_seconds=outcome.wall_seconds,
                                    detail=outcome.detail, warnings=outcome.warnings)
         return [outcomes[s.run_id] for s in specs]

@@ -300,9 +300,9 @@ def run_suite(suite: Suite, runs: Sequence[SuiteRun], *, profile: str | None, ou
     records: dict[str | None, dict[str, Any]] = {}  # one data record per root, for this sweep
     for spec in specs:
         spec.cache_key = check.image_keys.get(spec.run_id)  # the built cache's key replaces it (same value)
-        rd = store.run(spec.run_id)
         root = spec.config.data.root
         try:
+            rd = store.run(spec.run_id)  # e.g. a linked run folder: that run fails, the others go on
             if root not in records:
                 records[root] = data_record(root)
             spec.data = records[root]

@@ -165,6 +165,18 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def is_own_sidecar(path: str | os.PathLike) -> bool:
+    """A ``<name>.csv.json`` that :func:`write_csv` wrote (its ``written_by`` field), not a user's file."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and str(doc.get("written_by", "")).startswith("cxr-bench ")
+
+
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = "%.6g",
               header_lines: list[str] | None = None, provenance: dict[str, Any] | None = None) -> Path:
     """Atomically write ``df`` as a plain results CSV (header first: ``pd.read_csv(path)`` reads it with no
@@ -173,8 +185,15 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | 
     The sidecar holds what a reader of the CSV must know but that is not a cell: ``notes`` (``header_lines``,
     e.g. why a table's runs are not comparable with any paper; the rows say so too, in their own columns)
     and ``provenance`` (whatever the writer passes: commit, store, settings). Every CSV the suite writes for
-    a person goes through here.
+    a person goes through here. A file at the sidecar's name that this function did not write (a user's) is
+    never replaced: :class:`~cxr_bench.errors.RunStoreError` naming it, before anything is written.
     """
+    side_path = sidecar_path(path)
+    if (side_path.exists() or side_path.is_symlink()) and not is_own_sidecar(side_path):
+        from ..errors import RunStoreError
+
+        raise RunStoreError(f"{side_path} exists and is not a sidecar cxr-bench wrote; writing {Path(path).name} "
+                            "would replace it. Move it away or write the table elsewhere; nothing was written")
     text = csv_text(df, float_format=float_format)
     atomic_write_text(path, text)
     from .. import __version__

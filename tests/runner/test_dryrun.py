@@ -64,7 +64,8 @@ def test_paper_profile_plan_counts_hours_and_every_cache_by_hand(tmp_path):
     assert f"x {n_images:,} images x" in text and "besides the NIH images themselves (about 42 GB)" in text
 
 
-def test_plan_says_which_caches_are_already_there(write_suite, two_heads, phantom_root, tmp_path):
+def test_plan_says_which_caches_are_already_there(write_suite, two_heads, phantom_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_BENCH_CACHE", str(tmp_path / "cache"))  # empty: the session's may hold this cache
     plan = plan_sweep(write_suite(two_heads), data_root=phantom_root)
     store = RunStore(tmp_path / "runs", plan.suite.name)
     specs = plan_specs(plan.suite, plan.runs, plan.profile, tmp_path / "runs")

@@ -103,3 +103,21 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_are_neutralised(tmp_path):
     back = pd.read_csv(path)
     assert back["name"].tolist() == ["'=cmd|' /C calc'!A0", "ok"]
     assert back["auc"].tolist() == [-0.25, 0.75] and list(back.columns) == ["name", "auc", "'=col"]
+
+
+def test_write_csv_never_replaces_a_users_file_at_the_sidecars_name(tmp_path):
+    import pandas as pd
+
+    from cxr_bench.errors import RunStoreError
+    from cxr_bench.utils.io import is_own_sidecar, sidecar_path, write_csv
+
+    df = pd.DataFrame({"a": [1, 2]})
+    out = tmp_path / "table.csv"
+    write_csv(df, out)
+    assert is_own_sidecar(sidecar_path(out))
+    write_csv(df, out)  # its own sidecar: rewritten
+    mine = tmp_path / "mine.csv"
+    sidecar_path(mine).write_text('{"my": "notes"}')
+    with pytest.raises(RunStoreError, match="not a sidecar cxr-bench wrote"):
+        write_csv(df, mine)
+    assert sidecar_path(mine).read_text() == '{"my": "notes"}' and not mine.exists()
