@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 ABLATION_SHOWN = ("factor", "value_a", "value_b", "seeds_a", "seeds_b", "label", "delta", "ci_lo", "ci_hi",
                   "p_bootstrap", "p_bootstrap_holm", "p_clustered", "p_clustered_holm", "p_delong_image_level",
-                  "verdict")
+                  "p_suite", "family", "verdict")
 REFERENCE_SHOWN = ("run_id", "n_seeds", "backbone", "label_set", "setting", "label", "ours", "ours_ci_lo",
                    "ours_ci_hi", "paper", "delta", "delta_ci_lo", "delta_ci_hi", "verdict", "comparable")
 

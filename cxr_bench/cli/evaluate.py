@@ -86,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         from ..external import evaluate_external_cli
 
+        other = [f"--{k.replace('_', '-')}" for k in ("predictions", "model", "weights", "val_predictions")
+                 if getattr(args, k) is not None] + (["--set"] if args.overrides else []) + \
+            (["--logits"] if args.logits else []) + (["--json"] if args.json else [])
+        if other:
+            raise ConfigError(f"--dataset scores finished runs on an external set; {', '.join(other)} belong to "
+                              "scoring a predictions file or weights (run those first, then --dataset)")
+
         return int(evaluate_external_cli(args, echo=print))
     modes = [m for m in ("predictions", "model") if getattr(args, m) is not None]
     if len(modes) != 1:

@@ -124,7 +124,7 @@ _FROM_NIH = ("its images are NIH ChestX-ray14 images: a model trained on NIH's t
 DATASETS: dict[str, ExternalSpec] = {
     "openi": ExternalSpec(
         "openi", "OpenI (Indiana University)",
-        access="open: `cxr-bench data download --dataset openi --to DIR` (NLMCXR_png.tgz and NLMCXR_reports.tgz "
+        access="open: `cxr-bench data download --dataset openi --data-root DIR` (NLMCXR_png.tgz and NLMCXR_reports.tgz "
                "from https://openi.nlm.nih.gov/faq)",
         layout="the PNGs of NLMCXR_png.tgz anywhere under the data root (e.g. images/CXR1_1_IM-0001-3001.png), "
                "optionally NLMCXR_reports.tgz beside them",
