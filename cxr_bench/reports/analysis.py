@@ -33,7 +33,7 @@ CACHE_FORMAT = 1
 # Run files whose content a report shows (hashed whole), and files hashed by size and modification time
 # (the predictions: megabytes each, and the manifest records their sha256 anyway).
 _CONTENT_FILES = ("config.json", "manifest.json", "metrics.json", "history.csv", "localization.csv",
-                  "localization.json")
+                  "localization.json", "cost.json", "export/model.onnx.json")
 _STAT_DIRS = ("predictions", "figures")
 
 

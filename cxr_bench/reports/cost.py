@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from pandas.io.formats.style import Styler
 
 from .formatting import fmt as _fmt
@@ -19,6 +20,8 @@ from .styles import styled
 
 __all__ = ["accuracy_cost_plot", "accuracy_cost_view", "cost_note", "versus_view"]
 
+# One colour per backbone (as in every figure), one marker per head: a configuration is backbone/head.
+HEAD_MARKERS = {"gap": "o", "wang2017": "s", "attention": "^", "simple": "v"}
 COST_AXES = (("gmacs", "GMACs per image (log scale)", "pareto_gmacs"),
              ("cpu_latency_ms", "measured CPU batch-1 latency, ms (log scale)", "pareto_latency"))
 
@@ -56,13 +59,17 @@ def accuracy_cost_plot(acc: pd.DataFrame) -> Figure:
                 lo, hi = r["ci_lo"], r["ci_hi"]
                 if pd.notna(lo) and pd.notna(hi):
                     ax.plot([xi, xi], [lo, hi], color=c, lw=1.5)
-                ax.plot(xi, r["mean_auc"], "o", color=c, ms=7, label=str(r["config"]))
+                ax.plot(xi, r["mean_auc"], HEAD_MARKERS.get(str(r["head"]), "P"), color=c, ms=7, ls="",
+                        label=str(r["config"]))
                 if pd.notna(r["paper_mean_auc"]):
                     ax.plot(xi, r["paper_mean_auc"], "D", mfc="none", mec=c, ms=7)
             f = g[ok & g[front].astype(bool)].assign(_x=x[ok]).sort_values("_x")
             if len(f) > 1:
                 ax.plot(f["_x"], f["mean_auc"], "-", color="0.3", lw=1, zorder=0)
             ax.set_xscale("log")
+            # Plain numbers: the report's style turns mathtext off, so the default 10^k labels would print raw.
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(xlabel)
             ax.set_ylabel("mean test ROC AUC")
             ax.set_title(f"{ls}: AUC against {'GMACs' if col == 'gmacs' else 'CPU latency'}", loc="left", fontsize=9)

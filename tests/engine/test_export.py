@@ -103,3 +103,13 @@ def test_export_cli_refuses_bad_input(tmp_path, run_dir, capsys):
     err = capsys.readouterr().err
     assert "exists" in err and err.count("\n") == 1
     assert user.read_text() == "not ours"
+
+
+def test_the_wang2017_heads_lse_pooling_exports(tmp_path):
+    """LSE pooling uses expm1, which ONNX lacks: exported as exp(x) - 1 and held to PyTorch's outputs."""
+    from cxr_bench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("timm:test_resnet", head="wang2017", num_labels=3).eval()
+    res = export_model(model, "onnx", tmp_path / "m.onnx", torch.rand(5, 1, 64, 64), contract={}, measure=False)
+    assert res.max_abs_diff <= res.atol and res.n_checked == 5
