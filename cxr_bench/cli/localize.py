@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,12 +28,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..engine.localize import localize_run
+    from ..errors import ConfigError, RunStoreError
     from ..results.localization import localization_report_table
     from ..runner.store import writer_lock
 
-    # Without --out the results go into the run's own folder: take its lock like every writer of a run.
-    with writer_lock(args.run_dir, "cxr-bench localize") if args.out is None else contextlib.nullcontext():
+    if not (Path(args.run_dir) / "config.json").is_file():
+        raise RunStoreError(f"{args.run_dir}: not a run folder (no config.json); pass --run-dir <runs>/<suite>/<run_id>")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix.lower() == ".json":
+            raise ConfigError(f"--out {out}: the table is a CSV; its summary is written beside it as {out.stem}.json")
+        for extra in (out.with_suffix(".json"), out.with_name(f"{out.stem}_boxes.csv")):
+            if extra.exists() or extra.is_symlink():
+                raise RunStoreError(f"{extra} exists: --out {out.name} also writes {extra.name}, and a file the user "
+                                    "did not name is never replaced; move it away or choose another --out")
+    # The figure always goes into the run's own folder: take its lock like every writer of a run.
+    with writer_lock(args.run_dir, "cxr-bench localize"):
         res = localize_run(args.run_dir, data_root=args.data_root, out=args.out, checkpoint=args.checkpoint,
                            device=args.device, batch_size=args.batch_size, n_figure=args.figure_images,
                            progress=False if args.no_progress else None)

@@ -164,3 +164,18 @@ def test_a_misspelled_flag_or_key_is_one_line_with_a_suggestion(argv, expected, 
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == expected and not any(line.startswith("usage:") for line in err)
+
+
+def test_localize_refuses_before_any_work(tmp_path, capsys):
+    """No run folder, a JSON --out (the summary's own name), or a companion file the user did not name: one
+    line each, nothing written."""
+    assert cli_main(["localize", "--run-dir", str(tmp_path / "nope")]) == 2
+    assert "not a run folder" in capsys.readouterr().err and not (tmp_path / "nope").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert cli_main(["localize", "--run-dir", str(run), "--out", str(tmp_path / "t.json")]) == 2
+    assert "summary is written beside it" in capsys.readouterr().err
+    (tmp_path / "t_boxes.csv").write_text("mine\n")
+    assert cli_main(["localize", "--run-dir", str(run), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "never replaced" in capsys.readouterr().err and (tmp_path / "t_boxes.csv").read_text() == "mine\n"
