@@ -56,10 +56,10 @@ REFERENCE_SHOWN = ("run_id", "n_seeds", "backbone", "label_set", "setting", "lab
 
 def _run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..reports.tables import text_table
     from ..results import compare
     from ..results.leaderboard import read_leaderboard
     from ..results.runs import load_runs
+    from ..utils.text import text_table
 
     if not 0.0 < args.alpha < 1.0:
         raise ConfigError(f"--alpha must be in (0, 1), got {args.alpha}")

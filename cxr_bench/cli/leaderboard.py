@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..reports.tables import text_table
     from ..results.leaderboard import build_leaderboard, generalization_path, output_paths, write_leaderboard
+    from ..utils.text import text_table
 
     boards = [(build_leaderboard(src, args.suite, expert=not args.no_expert), out) for src, out in _targets(args)]
     boards = [(lb, out) for lb, out in boards if len(lb.table) or len(lb.failed)]

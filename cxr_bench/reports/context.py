@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import RunStoreError
-from ..results.leaderboard import Leaderboard
+from ..results.leaderboard import Leaderboard, truthy
 from ..results.runs import RunRecord
 from .analysis import Analysis
 from .escape import esc
@@ -31,8 +31,7 @@ def synthetic_ids(table: pd.DataFrame) -> set[str]:
     ``synthetic`` column."""
     if "synthetic" not in table.columns:
         return set()
-    flags = table["synthetic"].map(lambda v: v is True or str(v).strip().lower() in ("true", "1"))
-    return set(table.loc[flags, "run_id"].astype(str))
+    return set(table.loc[truthy(table["synthetic"]), "run_id"].astype(str))
 
 
 class ReportContext:

@@ -480,22 +480,6 @@ def expert_note(df: pd.DataFrame) -> str:
                    "shown. On the full release the expert labels cover 1,962 test images.")
 
 
-# ----------------------------------------------------------------------------------------- plain text
-
-
-def text_table(df: pd.DataFrame, decimals: int = 4, max_colwidth: int = 40) -> str:
-    """A DataFrame as aligned text for the terminal (floats with ``decimals``, NaN empty)."""
-    if df.empty:
-        return "(no rows)"
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.{decimals}f}"
-        return str(v)[:max_colwidth]
-
-    return df.to_string(index=False, formatters={c: fmt for c in df.columns})
-
-
 # ------------------------------------------------------------------------------------ localization
 def localized_runs(ctx: ReportContext) -> list[RunRecord]:
     """Runs with a ``localization.csv`` (written by ``cxr-bench localize`` or at the end of a sweep)."""

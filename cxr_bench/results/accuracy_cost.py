@@ -28,6 +28,7 @@ import pandas as pd
 
 from .compare import AblationPair, config_groups, paired_ablation, run_factors, seed_interval
 from .cost import pareto_front
+from .leaderboard import ranked_rows
 from .references import match_reference
 from .runs import RunRecord
 
@@ -49,19 +50,6 @@ def _num(v: Any) -> float:
     return f
 
 
-def _is_true(v: Any) -> bool:
-    return v is True or (isinstance(v, (bool, np.bool_)) and bool(v)) or str(v).lower() == "true"
-
-
-def _results_rows(lb: pd.DataFrame) -> pd.DataFrame:
-    """Completed rows tested on real data: the synthetic sanity run answers no accuracy question."""
-    if "status" in lb.columns:
-        lb = lb[lb["status"].astype(str) == "completed"]
-    if "synthetic" in lb.columns:
-        lb = lb[[not _is_true(v) for v in lb["synthetic"]]]
-    return lb
-
-
 def _config_name(row: dict[str, Any]) -> str:
     return f"{row.get('backbone')}/{row.get('head')}"
 
@@ -70,7 +58,7 @@ def accuracy_cost_table(lb: pd.DataFrame, *, level: float = 0.95, reference: str
     """One row per configuration of the leaderboard ``lb`` (see the module docstring), sorted by label set
     and GMACs."""
     rows: list[dict[str, Any]] = []
-    for g in config_groups(_results_rows(lb)):
+    for g in config_groups(ranked_rows(lb)):
         first = g.iloc[0].to_dict()
         values = pd.to_numeric(g["mean_auc"], errors="coerce").to_numpy(dtype=np.float64)
         lo = pd.to_numeric(g["mean_auc_ci_lo"], errors="coerce").to_numpy(dtype=np.float64)
@@ -132,7 +120,7 @@ def mobilenet_vs_baselines(runs: Iterable[RunRecord], lb: pd.DataFrame, *, mobil
     ``lb`` is the leaderboard of the same runs (for the cost columns); ``runs`` their records. Runs on
     synthetic data are left out, as everywhere accuracy is compared.
     """
-    real = _results_rows(lb)
+    real = ranked_rows(lb)
     keep = set(real["run_id"].astype(str))
     recs = [r for r in runs if r.completed and r.run_id in keep]
     cost = real.set_index(real["run_id"].astype(str))

@@ -57,7 +57,15 @@ from ..metrics.paired import (
     verdict,
 )
 from ..utils.io import atomic_write_text, sha256_bytes, write_csv
-from .leaderboard import FACTOR_COLUMNS, FACTORS, auc_column, factor_values, format_leaderboard
+from .leaderboard import (
+    FACTOR_COLUMNS,
+    FACTORS,
+    auc_column,
+    factor_values,
+    format_leaderboard,
+    ranked_rows,
+    truthy,
+)
 from .references import REFERENCES, ReferenceMatch, ReplicationRun, match_reference
 from .runs import RunRecord, take_rows
 
@@ -365,19 +373,20 @@ def _cell(v: Any) -> str:
 def _config_groups(lb: pd.DataFrame) -> list[pd.DataFrame]:
     """Leaderboard rows grouped into configurations: equal suite and factor columns except ``seed`` (every
     identity field of the config is a factor column, so such rows differ only in their seed). Damaged
-    rows (``status`` not ``completed``) are left out."""
-    if "status" in lb.columns:
-        bad = lb["status"].astype(str) != "completed"
+    rows (``status`` not ``completed``, logged as a warning) and runs tested on synthetic data are left out:
+    the rows kept are :func:`~.leaderboard.ranked_rows`."""
+    kept = ranked_rows(lb)
+    if len(kept) < len(lb):  # say which rows are left out, and why
+        none = np.zeros(len(lb), dtype=bool)
+        bad = (lb["status"].astype(str) != "completed").to_numpy() if "status" in lb.columns else none
+        fake = ~bad & (truthy(lb["synthetic"]) if "synthetic" in lb.columns else none)
         if bad.any():
             log.warning("%d damaged leaderboard row(s) left out of the comparison: %s", int(bad.sum()),
                         ", ".join(lb.loc[bad, "run_id"].astype(str)))
-        lb = lb[~bad]
-    if "synthetic" in lb.columns:
-        fake = lb["synthetic"].astype(str).str.lower().isin(("true", "1"))
         if fake.any():
             log.info("%d run(s) tested on synthetic data left out of the comparison: %s", int(fake.sum()),
                      ", ".join(lb.loc[fake, "run_id"].astype(str)))
-        lb = lb[~fake]
+    lb = kept
     cols = ["suite"] + [c for c in FACTOR_COLUMNS if c != "seed" and c in lb.columns]
     keys: dict[tuple[str, ...], list[Any]] = {}
     for i, rec in zip(lb.index, lb[cols].to_dict("records")):

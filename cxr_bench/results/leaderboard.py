@@ -49,7 +49,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -428,13 +428,22 @@ def data_columns(rec: RunRecord) -> dict[str, Any]:
     return {"data": rec.data_name, "synthetic": synthetic, "comparable": not why, "why_not": why}
 
 
+def truthy(values: Iterable[Any]) -> np.ndarray:
+    """A boolean column of a leaderboard (``synthetic``, ``bundled_sample``, ``comparable`` ...) as a numpy
+    mask, whether it holds booleans or the text a CSV reads back: ``True``, ``"true"`` or ``"1"`` (any case,
+    blanks around ignored) are true, anything else (``False``, NaN, empty) is false."""
+    return np.array([v is True or (isinstance(v, (bool, np.bool_)) and bool(v))
+                     or str(v).strip().lower() in ("true", "1") for v in values], dtype=bool)
+
+
 def ranked_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows that may be ranked or compared: completed, not damaged, not tested on synthetic data."""
+    """The rows that may be ranked or compared: completed (not damaged) and tested on real data (not
+    ``synthetic``, see :func:`truthy`). Every ranking, comparison and accuracy figure starts from these rows."""
     keep = np.ones(len(table), dtype=bool)
     if "status" in table.columns:
         keep &= (table["status"].astype(str) == "completed").to_numpy()
     if "synthetic" in table.columns:
-        keep &= ~_truthy(table["synthetic"])
+        keep &= ~truthy(table["synthetic"])
     return table[keep]
 
 
@@ -638,18 +647,13 @@ def _format_cell(col: str, v: Any) -> str:
     return f"{f:.{_decimals(col)}f}"
 
 
-def _truthy(values: pd.Series) -> np.ndarray:
-    return np.array([v is True or (isinstance(v, (bool, np.bool_)) and bool(v)) or str(v).lower() == "true"
-                     for v in values], dtype=bool)
-
-
 def sample_banner(table: pd.DataFrame) -> list[str]:
     """The ``# ...`` lines that tell a reader of the CSV itself (not only the terminal) that the runs on the
     bundled sample are a smoke test at chance level and why, from the rows' own factors; ``[]`` when no
     run trained on the bundled sample."""
     if "bundled_sample" not in table.columns or table.empty:
         return []
-    s = table[_truthy(table["bundled_sample"])]
+    s = table[truthy(table["bundled_sample"])]
     if s.empty:
         return []
     auc = pd.to_numeric(s.get("mean_auc"), errors="coerce").dropna()
@@ -692,12 +696,12 @@ def _provenance(table: pd.DataFrame, kind: str) -> dict[str, Any]:
     def distinct(col: str) -> list[str]:
         return sorted({str(v) for v in table[col].dropna()} - {""}) if col in table.columns else []
 
-    synthetic = int(_truthy(table["synthetic"]).sum()) if "synthetic" in table.columns and len(table) else 0
+    synthetic = int(truthy(table["synthetic"]).sum()) if "synthetic" in table.columns and len(table) else 0
     return {"kind": {"table": "leaderboard", "aggregate": "leaderboard over seeds",
                      "subgroups": "leaderboard by subgroup"}[kind],
             "runs": int(len(table)), "suites": distinct("suite"), "git_commits": distinct("git_commit"),
             "data": distinct("data"), "synthetic_runs": synthetic,
-            "not_comparable_runs": int((~_truthy(table["comparable"])).sum())
+            "not_comparable_runs": int((~truthy(table["comparable"])).sum())
             if "comparable" in table.columns and len(table) else 0,
             "column_dictionary": "docs/columns.md (cxr_bench.results.leaderboard.COLUMN_DOCS)"}
 

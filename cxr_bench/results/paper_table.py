@@ -113,9 +113,10 @@ def leaderboard_tables(table: pd.DataFrame, *, level: float = 0.95) -> list[Pape
     AUC over seeds and the interval :func:`cxr_bench.results.compare.compare_reference` uses (test sampling
     plus seed variance; a single seed's own patient-bootstrap CI)."""
     from .compare import _config_groups, seed_interval
+    from .leaderboard import ranked_rows, truthy
 
     tables = []
-    done = table[table["status"] == "completed"] if "status" in table.columns else table
+    done = ranked_rows(table)
     for suite, runs in done.groupby("suite", sort=False):
         rows, sample, single = [], False, False
         for g in _config_groups(runs):
@@ -124,7 +125,7 @@ def leaderboard_tables(table: pd.DataFrame, *, level: float = 0.95) -> list[Pape
             mean, _sd, ci_lo, ci_hi, _how = seed_interval(vals, lo, hi, level)
             k = int(np.isfinite(vals).sum())
             single |= k == 1
-            sample |= bool(g.get("bundled_sample", pd.Series([False])).astype(str).str.lower().eq("true").any())
+            sample |= "bundled_sample" in g.columns and bool(truthy(g["bundled_sample"]).any())
             rows.append([_config_name(g), str(g.iloc[0].get("label_set")), _with_ci(_auc(mean), ci_lo, ci_hi),
                          str(k)])
         notes = []

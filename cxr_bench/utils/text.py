@@ -1,14 +1,19 @@
-"""Text for people: fixed-width tables for the terminal (a sweep's summary, a dry run, ``data info``,
-``models``), and the check that text a user or a file gives, which becomes a name (a run name, a file name, an
-sbatch value), is one line of visible characters. Judged by Unicode category, not by code points below 32:
-U+0085 (NEL), U+2028/U+2029 (line and paragraph separators) end a line in many readers, and the bidirectional
-controls (U+202E ...) make a name read differently from what it is."""
+"""Text for people: fixed-width tables for the terminal (a sweep's summary, a dry run, ``data info``, ``models``,
+and a DataFrame such as the leaderboard or a comparison: :func:`text_table`), and the check that text a user
+or a file gives, which becomes a name (a run name, a file name, an sbatch value), is one line of visible
+characters. Judged by Unicode category, not by code points below 32: U+0085 (NEL), U+2028/U+2029 (line and
+paragraph separators) end a line in many readers, and the bidirectional controls (U+202E ...) make a name read
+differently from what it is."""
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for the annotation: this module is imported at CLI start-up, without pandas
+    import pandas as pd
 
 # Cc controls, Cf format (bidi controls, zero-width), Cs surrogates, Co private use, Cn unassigned, Zl/Zp
 # line and paragraph separators.
@@ -54,6 +59,23 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: s
         return "  ".join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(vals, widths, align)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def text_table(df: pd.DataFrame, decimals: int = 4, max_colwidth: int = 40) -> str:
+    """A DataFrame as a :func:`format_table` for the terminal, without its index: floats with ``decimals``
+    (NaN empty), every other cell on one line of at most ``max_colwidth`` characters (:func:`one_line`);
+    numeric columns right aligned, the others left. ``(no rows)`` when it is empty."""
+    if df.empty:
+        return "(no rows)"
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.{decimals}f}"
+        return one_line(v, max_colwidth)
+
+    align = "".join("r" if df[c].dtype.kind in "iuf" else "l" for c in df.columns)
+    rows = [[cell(v) for v in r] for r in df.itertuples(index=False, name=None)]
+    return format_table([str(c) for c in df.columns], rows, align)
 
 
 def one_line(text: Any, n: int) -> str:
