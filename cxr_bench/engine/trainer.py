@@ -89,23 +89,31 @@ class RunRows:
         return np.unique(np.concatenate([self.train, self.val, self.test]))
 
 
-def run_rows(cfg: RunConfig, release: Any) -> RunRows:
-    """The one choice of a run's images: its split of ``release``, the training rows capped to a subset drawn
-    by the split seed (kept in metadata order). The runner's checks ask this too, so they see what the run
-    reads."""
+def split_rows(cfg: RunConfig, release: Any) -> RunRows:
+    """``cfg``'s split of ``release`` before ``data.max_train_images``: val and test are the rows a run of
+    ``cfg`` scores, train the whole training split (:func:`run_rows` caps it)."""
     from ..data.splits import make_splits
 
     d = cfg.data
     splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
                          random_fractions=cast(tuple[float, float, float], tuple(d.random_fractions)))
-    train = np.asarray(splits.train)
+    return RunRows(np.asarray(splits.train), np.asarray(splits.val), np.asarray(splits.test))
+
+
+def run_rows(cfg: RunConfig, release: Any) -> RunRows:
+    """The one choice of a run's images: its split of ``release`` (:func:`split_rows`), the training rows
+    capped to a subset drawn by the split seed (kept in metadata order). The runner's checks ask this too, so
+    they see what the run reads."""
+    d = cfg.data
+    splits = split_rows(cfg, release)
+    train = splits.train
     cap = d.max_train_images
     if cap is not None and cap < len(train):
         if cap < 1:
             raise ConfigError(f"data.max_train_images must be >= 1, got {cap}")
         rng = np.random.default_rng(derive_seed(d.split_seed, "max_train_images"))
         train = np.sort(rng.choice(train, size=cap, replace=False))
-    return RunRows(train, np.asarray(splits.val), np.asarray(splits.test))
+    return RunRows(train, splits.val, splits.test)
 
 
 def _import_plugins(cfg: RunConfig) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import CxrBenchError
-from .precheck import image_group
+from .precheck import cache_groups
 
 if TYPE_CHECKING:
     from .planning import RunSpec
@@ -25,20 +25,6 @@ def stops_the_sweep(error: BaseException) -> bool:
     way, so the sweep stops with one line instead of recording the same failure for every run."""
     return any(isinstance(x, OSError) and x.errno in _DISK_ERRNOS
                for x in (error, error.__cause__, error.__context__))
-
-
-def cache_groups(specs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
-    """Runs grouped by the image cache they read.
-
-    The engine caches exactly the images a run needs (train, possibly capped, + val + test), so the cache
-    key follows the data fields that choose those images as well as the pixel fields.
-    """
-    groups: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        cfg = spec.config
-        if cfg.data.source == "cache":
-            groups.setdefault((*image_group(cfg), cfg.data.cache_dir), []).append(spec)
-    return groups
 
 
 @dataclass
@@ -63,7 +49,7 @@ def prepare_caches(specs: Sequence[RunSpec], *, progress: bool | None = None) ->
     from ..engine.trainer import load_run_data
 
     report = CacheReport()
-    for group in cache_groups(specs).values():
+    for group in cache_groups(specs, lambda spec: spec.config).values():
         d = group[0].config.data
         what = f"image cache {d.image_size}px/{d.grayscale} of {d.root or 'the bundled sample'}"
         t0 = time.monotonic()

@@ -25,7 +25,7 @@ from ..config import RunConfig, get_dotted
 from ..errors import CxrBenchError, RunStoreError
 from ..utils.text import format_table, one_line
 from .estimate import MEASURE_COMMAND, MEASURE_SECONDS_PER_SETTING, Estimates, cost_key, estimate_runs, format_hours
-from .precheck import CacheNeed, SweepCheck, cache_root, image_group, run_image_names
+from .precheck import CacheNeed, SweepCheck, cache_groups, cache_root, image_group, run_image_names
 from .store import RunStore
 
 if TYPE_CHECKING:
@@ -307,12 +307,8 @@ def _caches_from_metadata(runs: Sequence[SuiteRun]) -> list[CacheNeed]:
     from ..data.release import NIHRelease
 
     release = NIHRelease.bundled_full()
-    groups: dict[tuple, list[SuiteRun]] = {}
-    for r in runs:
-        if r.config.data.source == "cache":
-            groups.setdefault((*image_group(r.config), r.config.data.cache_dir), []).append(r)
     caches = []
-    for members in groups.values():
+    for members in cache_groups(runs, lambda r: r.config).values():
         d = members[0].config.data
         n = len(run_image_names(members[0].config, release))
         size = estimate_cache_bytes(n, d.image_size)
@@ -324,7 +320,7 @@ def _caches_from_metadata(runs: Sequence[SuiteRun]) -> list[CacheNeed]:
 def _eval_rows(cfg: RunConfig, releases: dict[str | None, NIHRelease], without_data: bool) -> int:
     """Images in the val and test splits of ``cfg`` (the rows of its two predictions files)."""
     from ..data.release import NIHRelease
-    from ..data.splits import make_splits
+    from ..engine.trainer import split_rows
 
     root = None if without_data else cfg.data.root
     if root not in releases:
@@ -332,10 +328,8 @@ def _eval_rows(cfg: RunConfig, releases: dict[str | None, NIHRelease], without_d
             releases[root] = NIHRelease.bundled_full() if without_data else NIHRelease.open(root)
         except CxrBenchError:  # already one of the checks' problems; count the NIH lists instead
             releases[root] = NIHRelease.bundled_full()
-    d = cfg.data
-    splits = make_splits(releases[root], protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
-                         random_fractions=tuple(d.random_fractions))  # type: ignore[arg-type]  # length checked at load
-    return len(splits.val) + len(splits.test)
+    rows = split_rows(cfg, releases[root])
+    return len(rows.val) + len(rows.test)
 
 
 def _num_labels(cfg: RunConfig) -> int:

@@ -89,15 +89,14 @@ def split_images(cfg: RunConfig) -> SplitImages:
     test images a trained run of that config would score, on a release whose images are all readable)."""
     from ..data.labels import get_label_set
     from ..data.release import NIHRelease
-    from ..data.splits import make_splits
+    from ..engine.trainer import split_rows
 
     d = cfg.data
     release = NIHRelease.open(d.root)
-    splits = make_splits(release, protocol=d.split, val_fraction=d.val_fraction, seed=d.split_seed,
-                         random_fractions=tuple(d.random_fractions))  # type: ignore[arg-type]
+    splits = split_rows(cfg, release)
     meta = release.metadata
     where = "the bundled sample" if d.root is None else str(release.root)
-    return SplitImages(meta.iloc[np.asarray(splits.test)].reset_index(drop=True),
+    return SplitImages(meta.iloc[splits.test].reset_index(drop=True),
                        meta.iloc[np.union1d(splits.train, splits.val)].reset_index(drop=True),
                        get_label_set(d.label_set), f"split {d.split!r} of {where}")
 

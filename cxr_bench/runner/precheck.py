@@ -31,10 +31,10 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import RunConfig, get_dotted
 from ..errors import CacheError, ConfigError, CxrBenchError, ImageError, RunStoreError, WeightsError
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .suite import SuiteRun
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")  # a run of any kind (RunSpec, SuiteRun)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -117,6 +118,27 @@ def image_group(cfg: RunConfig) -> tuple:
     d = cfg.data
     return (d.root, d.split, d.val_fraction, d.split_seed, tuple(d.random_fractions), d.max_train_images,
             d.image_size, d.resize, d.grayscale)
+
+
+def cache_group(cfg: RunConfig) -> tuple:
+    """Runs with the same value read the same image cache: the same images at the same pixel settings
+    (:func:`image_group`) under the same cache root (``data.cache_dir``)."""
+    return (*image_group(cfg), cfg.data.cache_dir)
+
+
+def cache_groups(runs: Iterable[R], config: Callable[[R], RunConfig]) -> dict[tuple, list[R]]:
+    """The runs that read an image cache (``data.source = "cache"``), grouped by that cache
+    (:func:`cache_group`), in first-seen order; ``config`` gives a run's config.
+
+    The engine caches exactly the images a run needs (train, possibly capped, + val + test), so the cache
+    key follows the data fields that choose those images as well as the pixel fields.
+    """
+    groups: dict[tuple, list[R]] = {}
+    for run in runs:
+        cfg = config(run)
+        if cfg.data.source == "cache":
+            groups.setdefault(cache_group(cfg), []).append(run)
+    return groups
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -309,12 +331,13 @@ def _image_keys(specs: Sequence[RunSpec], configs: dict[str, RunConfig], release
         except CxrBenchError as e:
             check.problems.append(e)
             continue
-        for source, cache_dir in sorted({(configs[s.run_id].data.source, configs[s.run_id].data.cache_dir)
-                                          for s in group}, key=str):
+        by_cache: dict[tuple, list[RunSpec]] = {}  # the group's runs by source and cache (cache_group)
+        for s in group:
+            by_cache.setdefault((configs[s.run_id].data.source, cache_group(configs[s.run_id])), []).append(s)
+        for (source, key), members in sorted(by_cache.items(), key=lambda kv: str(kv[0])):
+            cache_dir = key[-1]
             status = cache_status(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
                                   cache_dir=cache_dir)
-            members = [s for s in group if (configs[s.run_id].data.source, configs[s.run_id].data.cache_dir)
-                       == (source, cache_dir)]
             check.image_keys.update({s.run_id: status.key for s in members})
             if source == "cache":
                 check.caches.append(CacheNeed(
