@@ -1,25 +1,6 @@
-"""A run's test predictions against radiologist-adjudicated labels (Majkowska et al., Radiology 2019).
-
-The NIH labels were mined from reports by NLP; Google's 2019 re-labelling of 4,376 NIH images by panels of
-radiologists gives four findings with adjudicated YES/NO labels. Scoring the same predictions on the same
-images against both label sources shows how the NLP labels flatter or hide a model.
-
-Our labels map to theirs as follows (documented in docs and the leaderboard):
-
-- ``pneumothorax``: p(Pneumothorax); NIH truth = Pneumothorax.
-- ``nodule_or_mass``: max(p(Nodule), p(Mass)); NIH truth = Nodule or Mass.
-- ``airspace_opacity``: max of p over Consolidation, Pneumonia, Infiltration and Edema, those in the run's
-  label set (chestxray8 has Infiltration and Pneumonia only); NIH truth = any of the same labels.
-- ``Fracture`` has no NIH label and is skipped.
-
-Taking the max of probabilities is the simplest score that is high when any member finding is; it is not
-calibrated, but ROC AUC only needs a ranking.
-
-Each AUC has a 95% patient-bootstrap interval (:func:`cxr_bench.metrics.roc.bootstrap_auc`, 1,000
-resamples of the covered images' patients, seed 0); the expert and NIH AUCs of a target are computed on the
-same resampled patients, so ``nih_minus_expert`` gets a paired interval too. They cover the sampling of
-test patients, not training randomness; fewer than 2 positive or 2 negative covered images give no
-interval (NaN).
+"""The expert-label block of each run, read back from its metrics.json (recomputed only when missing or stale),
+as the leaderboard's ``expert_*`` columns and the reports' table. What is scored and how the labels map is
+:mod:`cxr_bench.metrics.expert`'s docstring.
 """
 
 from __future__ import annotations
