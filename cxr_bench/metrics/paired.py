@@ -102,6 +102,14 @@ PAIRED_COLUMNS = (
 )
 
 
+def _finite_order(pvalues: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(p, out, order)``: the p-values as floats, a NaN result of their shape, and the positions of the
+    finite ones in ascending order (ties in input order): what both multiplicity adjustments start from."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(p))
+    return p, np.full(p.shape, np.nan), ok[np.argsort(p[ok], kind="mergesort")]
+
+
 def holm(pvalues: Any) -> np.ndarray:
     """Holm's (1979) step-down adjusted p-values; NaN entries stay NaN and are not counted in the family.
 
@@ -109,15 +117,10 @@ def holm(pvalues: Any) -> np.ndarray:
     ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting where it is below alpha controls the family-wise
     error rate at alpha under any dependence between the tests.
     """
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="mergesort")]
-    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    out[order] = np.maximum.accumulate(stepped)
+    p, out, order = _finite_order(pvalues)
+    m = order.size
+    if m:
+        out[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
     return out
 
 
@@ -126,15 +129,11 @@ def benjamini_hochberg(pvalues: Any) -> np.ndarray:
     is not counted. With the ``m`` finite p-values sorted, the adjusted ``p_(i)`` is ``min_{j >= i} min(1,
     m p_(j) / j)``; rejecting where it is below alpha controls the FDR at alpha for independent or
     positively dependent tests."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="mergesort")]
-    stepped = np.minimum(1.0, p[order] * m / np.arange(1, m + 1))
-    out[order] = np.minimum.accumulate(stepped[::-1])[::-1]
+    p, out, order = _finite_order(pvalues)
+    m = order.size
+    if m:
+        stepped = np.minimum(1.0, p[order] * m / np.arange(1, m + 1))
+        out[order] = np.minimum.accumulate(stepped[::-1])[::-1]
     return out
 
 

@@ -36,16 +36,6 @@ METADATA = ("Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt", 
 import range_server as rs  # noqa: E402 - tests/helpers is on pytest's pythonpath
 
 
-def _targz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     """(root, parts): a 24-image phantom release and its images cut into 3 archives of sorted names."""
@@ -53,7 +43,7 @@ def phantom(tmp_path_factory):
                                 size=32, seed=3)
     names = sorted(p.name for p in (root / "images").iterdir())
     chunks = [names[:8], names[8:16], names[16:]]
-    archives = [_targz({f"images/{n}": (root / "images" / n).read_bytes() for n in c}) for c in chunks]
+    archives = [rs.targz({f"images/{n}": (root / "images" / n).read_bytes() for n in c}) for c in chunks]
     return root, chunks, archives
 
 
@@ -165,7 +155,7 @@ def test_official_list_metadata_comes_from_the_bundled_copies(phantom, tmp_path)
 # ------------------------------------------------------------------------------------------ resuming
 def test_killed_mid_file_resumes_with_a_range_request(tmp_path):
     payload = os.urandom(3 << 20)  # random bytes do not compress: the archive is ~3 MiB
-    archive = _targz({"images/00000001_000.png": payload})
+    archive = rs.targz({"images/00000001_000.png": payload})
     site = rs.Site(files={"/big.tar.gz": archive})
     release = threading.Event()
     site.stall["/big.tar.gz"] = (1 << 20, release)  # send 1 MiB, then hang until the test kills the client
@@ -196,7 +186,7 @@ def test_killed_mid_file_resumes_with_a_range_request(tmp_path):
 
 
 def test_dropped_connection_resumes_in_the_same_call(tmp_path):
-    archive = _targz({"images/00000001_000.png": os.urandom(400_000)})
+    archive = rs.targz({"images/00000001_000.png": os.urandom(400_000)})
     site = rs.Site(files={"/big.tar.gz": archive}, cut={"/big.tar.gz": 150_000})
     with rs.serve(site) as base:
         download_release(tmp_path, parts=load_part_list(_one_archive_list(tmp_path, base)), keep_archives=True,
@@ -206,7 +196,7 @@ def test_dropped_connection_resumes_in_the_same_call(tmp_path):
 
 
 def test_a_server_ignoring_range_is_fetched_again_from_the_start(tmp_path):
-    archive = _targz({"images/00000001_000.png": os.urandom(200_000)})
+    archive = rs.targz({"images/00000001_000.png": os.urandom(200_000)})
     site = rs.Site(files={"/big.tar.gz": archive}, ignore_range={"/big.tar.gz"})
     (tmp_path / "archives").mkdir()
     (tmp_path / "archives" / "big.tar.gz.part").write_bytes(b"garbage from an older attempt")
@@ -271,7 +261,7 @@ def test_unsafe_members_are_refused(tmp_path):
                              show_progress=False)
     assert not list(tmp_path.rglob("*.png"))
 
-    evil = _targz({"../../escaped.png": b"x"})
+    evil = rs.targz({"../../escaped.png": b"x"})
     site = rs.Site(files={"/big.tar.gz": evil})
     with rs.serve(site) as base:
         with pytest.raises(DownloadError, match="unsafe member '../../escaped.png'"):
@@ -417,7 +407,7 @@ def test_a_web_page_instead_of_an_archive_is_refused(tmp_path):
 
 
 def test_size_given_by_the_list_is_enforced(tmp_path):
-    archive = _targz({"images/00000001_000.png": b"x" * 100})
+    archive = rs.targz({"images/00000001_000.png": b"x" * 100})
     site = rs.Site(files={"/big.tar.gz": archive})
     with rs.serve(site) as base:
         path = tmp_path / "l.json"

@@ -7,10 +7,8 @@ built here, never from the download code."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 import time
 from pathlib import Path
 
@@ -20,16 +18,6 @@ import range_server as rs  # tests/helpers is on pytest's pythonpath
 from cxr_bench.cli import main
 from cxr_bench.data import download as dl
 from cxr_bench.data.download import DownloadError, download_release, load_part_list
-
-
-def _targz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _list(tmp_path: Path, base: str, file: str = "big.tar.gz", kind: str = "images", **extra) -> Path:
@@ -50,8 +38,8 @@ def _fetch(tmp_path: Path, base: str, dest: Path, **kw):
 @pytest.mark.parametrize("validator", ["ETag", "Last-Modified"])
 @pytest.mark.parametrize("honours_if_range", [True, False])
 def test_a_file_replaced_mid_download_is_never_stitched(tmp_path, validator, honours_if_range):
-    a = _targz({"images/00000001_000.png": os.urandom(300_000)})
-    b = _targz({"images/00000001_000.png": os.urandom(300_000)})
+    a = rs.targz({"images/00000001_000.png": os.urandom(300_000)})
+    b = rs.targz({"images/00000001_000.png": os.urandom(300_000)})
     tag = {"ETag": ('"A"', '"B"'), "Last-Modified": ("Mon, 01 Jan 2024 00:00:00 GMT",
                                                      "Tue, 02 Jan 2024 00:00:00 GMT")}[validator]
     site = rs.Site(files={"/big.tar.gz": a}, headers={"/big.tar.gz": {validator: tag[0]}},
@@ -152,7 +140,7 @@ def test_every_nih_archive_has_a_recorded_bound_and_unknown_files_a_cap():
 
 
 def test_a_decompression_bomb_is_refused_before_it_fills_the_disk(tmp_path):
-    bomb = _targz({"images/00000001_000.png": bytes(200 << 20)})  # 200 MiB of zeros, ~200 KiB packed
+    bomb = rs.targz({"images/00000001_000.png": bytes(200 << 20)})  # 200 MiB of zeros, ~200 KiB packed
     assert len(bomb) < 1 << 20
     site = rs.Site(files={"/big.tar.gz": bomb})
     with rs.serve(site) as base, pytest.raises(DownloadError, match="expands to more than"):
@@ -163,7 +151,7 @@ def test_a_decompression_bomb_is_refused_before_it_fills_the_disk(tmp_path):
 
 # ----------------------------------------------------------------------------------- redirects
 def test_redirects_are_followed_to_http_only(tmp_path):
-    data = _targz({"images/00000001_000.png": b"png"})
+    data = rs.targz({"images/00000001_000.png": b"png"})
     site = rs.Site(files={"/real.tar.gz": data},
                    redirect={"/big.tar.gz": "ftp://127.0.0.1/big.tar.gz", "/ok.tar.gz": "/real.tar.gz"})
     with rs.serve(site) as base:
@@ -234,7 +222,7 @@ def test_verify_never_hashes_a_file_outside_the_data_root(tmp_path, capsys, monk
 
 # ----------------------------------------------------------------------------------- a user's files
 def _flat_site(members: dict[str, bytes]) -> rs.Site:
-    return rs.Site(files={"/big.tar.gz": _targz({f"images/{n}": d for n, d in members.items()})})
+    return rs.Site(files={"/big.tar.gz": rs.targz({f"images/{n}": d for n, d in members.items()})})
 
 
 def test_flat_layout_never_overwrites_a_users_image(tmp_path, capsys):

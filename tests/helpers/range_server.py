@@ -21,7 +21,9 @@ download asked for the missing bytes only.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,3 +165,13 @@ def serve(site: Site) -> Iterator[str]:
         server.shutdown()
         server.server_close()
 
+
+def targz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz holding ``members`` (name -> bytes), as the archives a server in these tests serves."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
