@@ -3,8 +3,8 @@
 A synthetic run store of the wang2017 ``paper`` profile's shape is built through the project's own code:
 the suite is expanded by the runner (``plan_sweep``: 24 configurations x 5 seeds, their blocks and
 ablation pairs in each manifest), each run directory is opened and closed by ``runner.store.RunDir``
-(manifest, artifact hashes), its predictions are written by ``metrics.predictions.write_predictions`` and
-its ``metrics.json`` by the function the trainer calls (``metrics.extended.split_metrics``). Only the model outputs are synthetic: seeded scores separating the
+(manifest, artifact hashes), its predictions, their bootstrap replicates and its ``metrics.json`` by the function the trainer calls when a run
+completes (``metrics.extended.score_run``). Only the model outputs are synthetic: seeded scores separating the
 real labels of the official test list (25,596 images, 2,797 patients, from the bundled metadata) and of
 the validation split (about 8,650 images) with a per-configuration strength.
 
@@ -41,11 +41,11 @@ from cxr_bench.bench.measure import machine_info
 from cxr_bench.data.labels import get_label_set
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.data.splits import make_splits
-from cxr_bench.metrics.extended import split_metrics
-from cxr_bench.metrics.predictions import Predictions, write_predictions
+from cxr_bench.metrics.extended import score_run
+from cxr_bench.metrics.predictions import Predictions
 from cxr_bench.runner.planning import plan_specs, plan_sweep
 from cxr_bench.runner.store import RunStore, artifact_record
-from cxr_bench.utils.io import atomic_write_json, sha256_file, write_csv
+from cxr_bench.utils.io import atomic_write_json, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +135,12 @@ def build_store(root: Path, n_runs: int, *, seed: int = 0, metrics_bootstrap: in
             y = get_label_set(run.config.data.label_set).encode(df["finding_labels"]).astype(np.int8)
             patients = df["patient_id"].astype(str).to_numpy()
             p = _scores(y, patients, strength, rng)
-            write_predictions(rd.path / "predictions" / f"{split}.csv", df["image"].tolist(), patients, y, p, labels)
             preds[split] = Predictions(df["image"].astype(str).to_numpy(), patients, y, p, tuple(labels))
-        # The trainer's own scoring (metrics.extended.split_metrics): only the model outputs are synthetic.
-        metrics: dict[str, Any] = split_metrics(
-            preds["test"], preds["val"], frames["test"], val_metadata=frames["val"],
-            label_set=run.config.data.label_set, predictions_sha256=sha256_file(rd.path / "predictions" / "test.csv"),
-            n_bootstrap=metrics_bootstrap, seed=run.config.seed)
+        # What the trainer calls when a run completes (metrics.extended.score_run: predictions, the test set's
+        # bootstrap replicates, the metrics): only the model outputs are synthetic.
+        metrics: dict[str, Any] = score_run(
+            rd.path, preds["test"], preds["val"], frames["test"], val_metadata=frames["val"],
+            label_set=run.config.data.label_set, n_bootstrap=metrics_bootstrap, seed=run.config.seed)
         metrics.update({"best_epoch": 3, "epochs_run": 4, "steps": 4000, "train_images_per_s": 100.0 + i,
                         "params": 7_000_000 + i, "gmacs": 5.7, "world_size": 1, "device": "cpu"})
         atomic_write_json(rd.metrics_path, metrics)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig
 from ..errors import ConfigError, TrainingError
 from ..metrics.predictions import Predictions
-from ..utils.io import atomic_write_json, atomic_write_text, sha256_file
+from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.progress import progress as progress_bar
 from .checkpoint import BEST, LAST, load_checkpoint, load_model_state, load_training_state, save_checkpoint
 from .cost import COST_FILE
@@ -48,7 +48,6 @@ from .evaluate import (
     predict,
     split_predictions,
     to_model_input,
-    write_split_predictions,
 )
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule
@@ -544,7 +543,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Predictions and metrics of the best checkpoint on val and test; written by rank 0."""
-        from ..metrics.extended import eval_settings, split_metrics
+        from ..metrics.extended import eval_settings, score_run
         from ..models import model_complexity
 
         s = self.state
@@ -571,18 +570,14 @@ class Trainer:
             return {}
         val = split_predictions(self.data.val, outs["val"], self.labels)
         test = split_predictions(self.data.test, outs["test"], self.labels)
-        pred_dir = self.run_dir / "predictions"
-        write_split_predictions(pred_dir / "val.csv", val)
-        write_split_predictions(pred_dir / "test.csv", test)
         rates = [r["train_images_per_s"] for r in s.history if r.get("train_images_per_s")]
         m = self.cfg.model
         # By name: built on the meta device and cached per process, so a suite pays for it once per model.
         complexity = model_complexity(m.backbone, self.cfg.data.image_size, head=m.head, num_labels=len(self.labels),
                                       channels=self.cfg.data.channels, head_kwargs=dict(m.head_kwargs),
                                       drop_rate=m.drop_rate)
-        metrics = split_metrics(test, val, self.data.test.csv, val_metadata=self.data.val.csv,
-                                label_set=self.data.label_set, predictions_sha256=sha256_file(pred_dir / "test.csv"),
-                                **eval_settings(self.cfg))
+        metrics = score_run(self.run_dir, test, val, self.data.test.csv, val_metadata=self.data.val.csv,
+                            label_set=self.data.label_set, **eval_settings(self.cfg))
         metrics.update({
             "best_epoch": used,
             "epochs_run": s.epoch,
@@ -687,7 +682,7 @@ def evaluate_weights(cfg: RunConfig, weights: str | Path, run_dir: str | Path, *
     :func:`cxr_bench.models.model_weights.load_model_weights`), predict val and test, and write
     ``predictions/`` and ``metrics.json`` into ``run_dir`` exactly as a trained run's evaluation does (the same
     data, prediction path and :func:`~cxr_bench.metrics.extended.split_metrics`). Returns the metrics."""
-    from ..metrics.extended import eval_settings, split_metrics
+    from ..metrics.extended import eval_settings, score_run
     from ..models import model_complexity
     from ..models.model_weights import load_model_weights
 
@@ -699,11 +694,8 @@ def evaluate_weights(cfg: RunConfig, weights: str | Path, run_dir: str | Path, *
         model = build_model(cfg, data.labels)
     info = load_model_weights(cast(Any, model), weights)
     preds, inputs = _predict_splits(cfg, ctx, data, model, ("val", "test"), progress)
-    write_split_predictions(run_dir / "predictions" / "val.csv", preds["val"])
-    write_split_predictions(run_dir / "predictions" / "test.csv", preds["test"])
-    metrics = split_metrics(preds["test"], preds["val"], data.test.csv, val_metadata=data.val.csv,
-                            label_set=data.label_set,
-                            predictions_sha256=sha256_file(run_dir / "predictions" / "test.csv"), **eval_settings(cfg))
+    metrics = score_run(run_dir, preds["test"], preds["val"], data.test.csv, val_metadata=data.val.csv,
+                        label_set=data.label_set, **eval_settings(cfg))
     m = cfg.model
     complexity = model_complexity(m.backbone, cfg.data.image_size, head=m.head, num_labels=len(data.labels),
                                   channels=cfg.data.channels, head_kwargs=dict(m.head_kwargs), drop_rate=m.drop_rate)

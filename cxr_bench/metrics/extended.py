@@ -2,6 +2,10 @@
 block with its ``calibration``, ``subgroups`` and ``expert`` blocks), the one function every run's numbers come
 from, whether the model was trained here or its predictions were made elsewhere (``cxr-bench evaluate``).
 
+:func:`score_run` is what a run's three writers (training, re-scoring a checkpoint, ``cxr-bench evaluate``) call
+when a run completes: it writes the predictions and the test set's bootstrap replicates that the comparisons read
+back, and returns the metrics.
+
 ``metrics["test"].update(extra_metrics(test_predictions, val_predictions, test_metadata, ...))`` adds them next
 to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_table`,
 :func:`.subgroups.subgroup_table` and :func:`.subgroups.underdiagnosis_table` read them back as tables.
@@ -10,15 +14,19 @@ to the AUC block of :func:`.roc.summarize`; :func:`.calibration.calibration_tabl
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..config import RunConfig
+from ..utils.io import sha256_file
 from .calibration import calibration_block, calibration_table
 from .expert import expert_block
-from .predictions import Predictions
+from .paired import save_replicates
+from .predictions import Predictions, write_predictions
 from .roc import SeedLike, summarize
 from .subgroups import (
     bundled_metadata,
@@ -31,7 +39,10 @@ from .subgroups import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BLOCK_TABLES", "eval_settings", "extra_metrics", "split_metrics"]
+__all__ = ["BLOCK_TABLES", "REPLICATES_NAME", "eval_settings", "extra_metrics", "score_run", "split_metrics"]
+
+# Beside predictions/test.csv: its per-label AUC under the paired comparisons' default patient bootstrap.
+REPLICATES_NAME = "test.replicates.npz"
 
 
 # The readers of a split block's ``calibration`` and ``subgroups`` entries, by name: the leaderboard and the
@@ -89,6 +100,27 @@ def split_metrics(test: Predictions, val: Predictions | None, test_metadata: pd.
     out["test"].update(extra_metrics(test, val, test_metadata, val_metadata=val_metadata, n_bootstrap=n_bootstrap,
                                      level=level, seed=seed, predictions_sha256=predictions_sha256))
     return out
+
+
+def score_run(run_dir: str | os.PathLike, test: Predictions, val: Predictions | None,
+              test_metadata: pd.DataFrame | None, *, val_metadata: pd.DataFrame | None = None, label_set: str,
+              **settings: Any) -> dict[str, Any]:
+    """What a run's predictions determine, computed once when it completes: writes
+    ``predictions/test.csv`` (and ``val.csv``), then ``predictions/test.replicates.npz`` (each label's AUC
+    on the full test set and on the patient resamples that ``compare --ablations`` / ``--pair`` and the
+    reports draw by default, tagged with the test file's sha256: :func:`.paired.save_replicates`), and
+    returns :func:`split_metrics` (``settings``: its keyword arguments, e.g. :func:`eval_settings`) for the
+    caller to complete and write as ``metrics.json``."""
+    pred_dir = Path(run_dir) / "predictions"
+    for name, pred in (("val", val), ("test", test)):
+        if pred is not None:
+            write_predictions(pred_dir / f"{name}.csv", list(pred.images), list(pred.patient_ids), pred.y_true,
+                              pred.y_prob, pred.labels)
+    sha = sha256_file(pred_dir / "test.csv")
+    save_replicates(pred_dir / REPLICATES_NAME, test.y_true, test.y_prob, test.patient_ids, test.labels,
+                    model_key=sha)
+    return split_metrics(test, val, test_metadata, val_metadata=val_metadata, label_set=label_set,
+                         predictions_sha256=sha, **settings)
 
 
 def eval_settings(cfg: RunConfig) -> dict[str, Any]:

@@ -66,15 +66,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import zipfile
 from collections.abc import Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..utils.io import atomic_write_with
 from ..utils.progress import progress
 from .clustered import _Components, _obuchowski_cov, _reason, cluster_index
 from .delong import _covariance, _structural_components, z_test
@@ -93,7 +97,8 @@ from .roc import (
 log = logging.getLogger(__name__)
 
 __all__ = ["CONSERVATIVE_LABELS", "LIBERAL_LABELS", "PAIRED_COLUMNS", "VERDICTS", "PairedBootstrap", "benjamini_hochberg", "caution",
-           "holm", "paired_bootstrap", "paired_comparison", "seed_note", "verdict"]
+           "DEFAULT_BOOTSTRAP", "DEFAULT_SEED", "holm", "load_replicates", "model_replicates", "paired_bootstrap",
+           "paired_comparison", "replicate_key", "save_replicates", "seed_note", "verdict"]
 
 VERDICTS = ("better", "worse", "no evidence")
 PAIRED_COLUMNS = (
@@ -350,9 +355,87 @@ def _resample_blocks(n_groups: int, n: int, seed: int) -> CountBlocks:
     return count_blocks(_counts(resample_groups(n_groups, n, seed), n_groups))
 
 
-# Replicate AUCs of one model and label, keyed by the caller's model key (e.g. a run's predictions hash),
-# the label and the bootstrap (n, seed, patients): what a run contributes to every pair it is part of.
+def _auc_blocks(n_groups: int, n: int, seed: SeedLike) -> list[np.ndarray]:
+    """Column 0 weighs every patient once (the AUC on the full test set, from the same pass as the
+    replicates), then the ``n`` resamples of ``resample_groups(n_groups, n, seed)`` (a new list: the cached
+    draws are shared by every pair)."""
+    if isinstance(seed, (int, np.integer)):
+        blocks = _resample_blocks(n_groups, n, int(seed))
+    else:
+        blocks = count_blocks(_counts(resample_groups(n_groups, n, seed), n_groups))
+    return [np.ones((n_groups, 1), dtype=blocks[0].dtype), *blocks]
+
+
+# Replicate AUCs of one model and label, keyed by :func:`replicate_key`: the caller's model key (e.g. a run's
+# predictions hash), the label and the bootstrap (n, seed, patients): what a run contributes to every pair.
 ReplicateCache = MutableMapping[Hashable, np.ndarray]
+
+# The bootstrap of `compare --ablations`, `compare --pair` and the reports unless told otherwise. A run's own
+# replicates under these draws are computed when it completes (:func:`model_replicates`, saved beside its
+# predictions by :func:`save_replicates`) and read back by the comparisons (:func:`load_replicates`).
+DEFAULT_BOOTSTRAP = 1000
+DEFAULT_SEED = 0
+REPLICATES_FORMAT = 1
+
+
+def replicate_key(model_key: Hashable, label: str, n: int, seed: int, n_groups: int, n_images: int,
+                  n_pos: int) -> tuple[Hashable, ...]:
+    """What one model's replicate AUCs of one label depend on besides its scores (which ``model_key``
+    names): the label, the draws (``n``, ``seed``, the number of patients) and the test set's size and
+    positives (a cheap guard; the model key pins the images)."""
+    return (model_key, label, int(n), int(seed), int(n_groups), int(n_images), int(n_pos))
+
+
+def model_replicates(y_true: Any, scores: Any, groups: Any, *, n: int = DEFAULT_BOOTSTRAP,
+                     seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``(L, n + 1)``: per label, one model's AUC on the full test set (column 0) and on each of the ``n``
+    patient resamples :func:`paired_bootstrap` draws with the same ``seed`` (exactly its numbers); NaN rows
+    for labels with fewer than 2 positive or 2 negative images."""
+    t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
+    (s,) = _stack_side([scores], t.shape, "A")
+    group, n_groups = cluster_index(groups, t.shape[0])
+    blocks = _auc_blocks(n_groups, n, seed)
+    n_pos = t.sum(axis=0)
+    out = np.full((t.shape[1], n + 1), np.nan)
+    for j in np.flatnonzero((n_pos >= 2) & (t.shape[0] - n_pos >= 2)):
+        out[j] = _weighted_auc(t[:, j], s[:, j], group, blocks)
+    return out
+
+
+def save_replicates(path: str | os.PathLike, y_true: Any, scores: Any, groups: Any, labels: Sequence[str], *,
+                    model_key: str, n: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED) -> Path:
+    """Write :func:`model_replicates` with what they were computed from (``model_key``: the sha256 of the
+    predictions file they score) to ``path`` (an ``.npz``, atomically)."""
+    t, _ = _as_2d(y_true, np.zeros(np.shape(y_true)))
+    _, n_groups = cluster_index(groups, t.shape[0])
+    arrays = {"auc": model_replicates(t, scores, groups, n=n, seed=seed),
+              "labels": np.asarray(list(labels), dtype=str), "n_pos": t.sum(axis=0).astype(np.int64),
+              "meta": np.asarray([REPLICATES_FORMAT, n, seed, n_groups, t.shape[0]], dtype=np.int64),
+              "model_key": np.asarray(model_key, dtype=str)}
+    if arrays["labels"].size != t.shape[1]:
+        raise ValueError(f"{arrays['labels'].size} label names for {t.shape[1]} columns")
+    atomic_write_with(path, lambda fh: np.savez(fh, allow_pickle=False, **arrays))
+    return Path(path)
+
+
+def load_replicates(path: str | os.PathLike, model_key: str) -> dict[tuple[Hashable, ...], np.ndarray]:
+    """The :data:`ReplicateCache` entries a file of :func:`save_replicates` holds, keyed by
+    :func:`replicate_key`; ``{}`` (and a debug log line) when it is missing, unreadable, of another format
+    or computed from another predictions file than ``model_key``, so a comparison then computes them."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            auc, labels, n_pos, meta = z["auc"], z["labels"], z["n_pos"], z["meta"]
+            key = str(z["model_key"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        log.debug("replicates %s not used: %s", path, e)
+        return {}
+    if (meta.shape != (5,) or int(meta[0]) != REPLICATES_FORMAT or key != model_key
+            or auc.shape != (labels.size, int(meta[1]) + 1) or n_pos.shape != labels.shape):
+        log.debug("replicates %s not used: another format or predictions file", path)
+        return {}
+    _, n, seed, n_groups, n_images = (int(x) for x in meta)
+    return {replicate_key(model_key, str(lab), n, seed, n_groups, n_images, int(k)): auc[j]
+            for j, (lab, k) in enumerate(zip(labels, n_pos)) if np.isfinite(auc[j]).any()}
 
 
 def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], groups: Any, n: int = 1000,
@@ -381,17 +464,11 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
         raise ValueError(f"level must be in (0, 1), got {level}")
     group, n_groups = cluster_index(groups, t.shape[0])
     names = _label_names(labels, t.shape[1])
-    if isinstance(seed, (int, np.integer)):
-        blocks = _resample_blocks(n_groups, n, int(seed))
-    else:
-        blocks = count_blocks(_counts(resample_groups(n_groups, n, seed), n_groups))
+    blocks = _auc_blocks(n_groups, n, seed)
     n_labels = t.shape[1]
     # A label needs 2 positive and 2 negative images to be compared (the same rule as the analytic tests).
     n_pos = t.sum(axis=0)
     usable = (n_pos >= 2) & (t.shape[0] - n_pos >= 2)
-    # Column 0 weighs every patient once: the AUC on the full test set, from the same pass as the replicates
-    # (a new list: the cached draws are shared by every pair).
-    blocks = [np.ones((n_groups, 1), dtype=blocks[0].dtype), *blocks]
     auc = [np.full((len(side), n_labels), np.nan) for side in (a, b)]
     reps = [np.full((len(side), n, n_labels), np.nan) for side in (a, b)]
     # Replicates are reusable only for a fixed integer seed: a Generator draws other resamples on every call.
@@ -402,8 +479,8 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
     for j in progress(np.flatnonzero(usable), desc="paired bootstrap", unit="label", enabled=show_progress):
         for i_side, (side, au, rep) in enumerate(zip((a, b), auc, reps)):
             for k, s in enumerate(side):
-                key = None if keys is None else (keys[i_side][k], names[j], n, seed, n_groups, t.shape[0],
-                                                 int(n_pos[j]))
+                key = None if keys is None else replicate_key(keys[i_side][k], names[j], n, int(seed), n_groups,
+                                                              t.shape[0], int(n_pos[j]))
                 if key is not None and cache is not None and key in cache:
                     out = cache[key]
                 else:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import RunStoreError
+from ..metrics.paired import DEFAULT_BOOTSTRAP, DEFAULT_SEED
 from ..results.runs import RunRecord, load_runs, suite_dirs
 from ..utils.io import atomic_write_text
 
@@ -177,7 +178,7 @@ class Analysis:
 
         return self._part("leaderboard", lambda: build_leaderboard(self.runs_dir, self.suite), dump, read)
 
-    def ablations(self, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    def ablations(self, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED) -> pd.DataFrame:
         """:func:`cxr_bench.results.compare.ablation_table` of the completed runs."""
         from ..results.compare import ablation_table
 

@@ -48,6 +48,8 @@ from ..config import RunConfig, get_dotted
 from ..data.labels import CHESTXRAY14
 from ..errors import ConfigError, RunStoreError
 from ..metrics.paired import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_SEED,
     PAIRED_COLUMNS,
     ReplicateCache,
     benjamini_hochberg,
@@ -696,17 +698,22 @@ def _aligned(pair: AblationPair, split: str) -> tuple[list[Any], list[str]]:
     return aligned, labels
 
 
-def paired_ablation(pair: AblationPair, *, split: str = "test", n_bootstrap: int = 1000, level: float = 0.95,
-                    seed: int = 0, alpha: float = 0.05, replicates: ReplicateCache | None = None) -> pd.DataFrame:
+def paired_ablation(pair: AblationPair, *, split: str = "test", n_bootstrap: int = DEFAULT_BOOTSTRAP, level: float = 0.95,
+                    seed: int = DEFAULT_SEED, alpha: float = 0.05, replicates: ReplicateCache | None = None) -> pd.DataFrame:
     """Per label and for the mean: variant ``b`` minus baseline ``a`` on the images both scored, with the
     columns of :data:`ABLATION_COLUMNS` (see :func:`cxr_bench.metrics.paired.paired_comparison`).
 
     ``replicates``: one dict shared by the pairs of a store, so that a run's bootstrap replicates are
-    computed once however many pairs it is part of. The runs' predictions are released afterwards.
+    computed once however many pairs it is part of; the replicates a run saved when it completed
+    (:meth:`RunRecord.stored_replicates`) are used where they are for these draws, the others computed. The
+    runs' predictions are released afterwards.
     """
+    replicates = {} if replicates is None else replicates
     try:
         aligned, labels = _aligned(pair, split)
         keys = tuple(tuple(r.predictions_sha256(split) for r in side) for side in (pair.a, pair.b))
+        for r, key in zip((*pair.a, *pair.b), (*keys[0], *keys[1])):
+            replicates.update(r.stored_replicates(split, key))
     finally:
         for r in (*pair.a, *pair.b):
             r.release_predictions()
@@ -738,8 +745,8 @@ def pick_runs(runs: Iterable[RunRecord], ref: str) -> tuple[RunRecord, ...]:
     return _seed_sorted(found)
 
 
-def paired_runs(runs: Iterable[RunRecord], ref_a: str, ref_b: str, *, split: str = "test", n_bootstrap: int = 1000,
-                level: float = 0.95, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+def paired_runs(runs: Iterable[RunRecord], ref_a: str, ref_b: str, *, split: str = "test", n_bootstrap: int = DEFAULT_BOOTSTRAP,
+                level: float = 0.95, seed: int = DEFAULT_SEED, alpha: float = 0.05) -> pd.DataFrame:
     """Any two runs (or configurations over their seeds) scored on the same test images: ``b`` minus
     baseline ``a`` per label and for the mean, with the columns of :func:`paired_ablation` (factor ``run``).
     This is how a model scored with ``cxr-bench evaluate`` is tested against a suite's baseline."""
@@ -761,8 +768,8 @@ def _ablation_banner(runs: Sequence[RunRecord], alpha: float, multiplicity: str 
     return lines + [ABLATION_NOTE.format(alpha=alpha, family=MULTIPLICITY[multiplicity])]
 
 
-def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstrap: int = 1000,
-                   level: float = 0.95, seed: int = 0, alpha: float = 0.05, factors: Iterable[str] | None = None,
+def ablation_table(runs: Iterable[RunRecord], *, split: str = "test", n_bootstrap: int = DEFAULT_BOOTSTRAP,
+                   level: float = 0.95, seed: int = DEFAULT_SEED, alpha: float = 0.05, factors: Iterable[str] | None = None,
                    multiplicity: str = "pair", use_cache: bool = True) -> pd.DataFrame:
     """:func:`paired_ablation` for every pair of :func:`find_ablation_pairs` (optionally only ``factors``).
 
@@ -809,8 +816,8 @@ ABLATION_CACHE_VERSION = 2
 CACHE_DIR = ".cache"  # under a suite's directory; the tool owns it and may delete it at any time
 
 
-def pair_cache_key(pair: AblationPair, *, split: str = "test", n_bootstrap: int = 1000, level: float = 0.95,
-                   seed: int = 0, alpha: float = 0.05) -> str:
+def pair_cache_key(pair: AblationPair, *, split: str = "test", n_bootstrap: int = DEFAULT_BOOTSTRAP, level: float = 0.95,
+                   seed: int = DEFAULT_SEED, alpha: float = 0.05) -> str:
     """sha256 of everything :func:`paired_ablation` of ``pair`` depends on: the code's version, the pair
     (factor, values, block, runs) and each run's predictions hash, and the bootstrap settings."""
     doc = {"version": ABLATION_CACHE_VERSION, "suite": pair.suite, "block": pair.block, "factor": pair.factor,

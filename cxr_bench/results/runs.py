@@ -185,6 +185,19 @@ class RunRecord:
             self._predictions[split] = read_predictions(self.predictions_path(split), self.labels)
         return self._predictions[split]
 
+    def stored_replicates(self, split: str, predictions_sha256: str) -> dict[Any, Any]:
+        """The bootstrap replicates the run saved beside its ``split`` predictions when it completed
+        (:func:`cxr_bench.metrics.extended.score_run`), as :data:`cxr_bench.metrics.paired.ReplicateCache`
+        entries for the predictions whose sha256 is given; ``{}`` for another split, a run without them
+        (completed before they were saved) or a run whose files changed since (:attr:`problems`)."""
+        from ..metrics.extended import REPLICATES_NAME
+        from ..metrics.paired import load_replicates
+
+        path = self.run_dir / "predictions" / REPLICATES_NAME
+        if split != "test" or not path.is_file() or self.problems:
+            return {}
+        return load_replicates(path, predictions_sha256)
+
     def release_predictions(self) -> None:
         """Drop the predictions read so far (a comparison of many pairs keeps one pair's in memory)."""
         self._predictions.clear()

@@ -301,8 +301,8 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
     ``overrides``: dotted config keys (``data.root``, ``data.label_set``, ``data.split``, ``seed``,
     ``eval.bootstrap`` ...). Nothing is written unless every file passes every check.
     """
-    from ..metrics.extended import eval_settings, split_metrics
-    from ..metrics.predictions import Predictions, write_predictions
+    from ..metrics.extended import eval_settings, score_run
+    from ..metrics.predictions import Predictions
 
     path = Path(predictions)
     validate_name(suite, "--suite")
@@ -335,13 +335,8 @@ def evaluate_predictions(predictions: str | os.PathLike, *, store: str | os.Path
     run_id = evaluated_run_id(cfg, scored_files)
 
     def produce(run_dir: Path) -> dict[str, Any]:
-        for split_name, pred in (("test", test), ("val", val)):
-            if pred is not None:
-                write_predictions(run_dir / "predictions" / f"{split_name}.csv", list(pred.images),
-                                  list(pred.patient_ids), pred.y_true, pred.y_prob, labels)
-        metrics = split_metrics(test, val, split.test, val_metadata=split.train_val, label_set=split.label_set.name,
-                                predictions_sha256=sha256_file(run_dir / "predictions" / "test.csv"),
-                                **eval_settings(cfg))
+        metrics = score_run(run_dir, test, val, split.test, val_metadata=split.train_val,
+                            label_set=split.label_set.name, **eval_settings(cfg))
         atomic_write_json(run_dir / "metrics.json", metrics)
         return metrics
 

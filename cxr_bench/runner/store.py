@@ -209,7 +209,8 @@ def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
 
 # The files a completed run's numbers stand on; their sha256 and row counts go into the manifest when the run
 # completes, so a later reader can tell an intact run from one whose files were cut or replaced.
-ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
+# predictions/test.replicates.npz: the test predictions' bootstrap replicates (metrics.extended.score_run).
+ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "predictions/test.replicates.npz", "metrics.json")
 # Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
 # Written beside metrics.json after evaluation (engine/cost.py) and by `cxr-bench export` (engine/export.py):
 # timings of a machine and a model file, read back by the leaderboard without importing the engine (torch).

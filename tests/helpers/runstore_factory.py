@@ -16,11 +16,13 @@ import numpy as np
 from cxr_bench.config import RunConfig
 from cxr_bench.data.bundled import full_metadata_root
 from cxr_bench.data.labels import get_label_set
+from cxr_bench.metrics.extended import REPLICATES_NAME
+from cxr_bench.metrics.paired import save_replicates
 from cxr_bench.metrics.predictions import write_predictions
 from cxr_bench.metrics.roc import summarize
 from cxr_bench.results.expert import expert_labels
 from cxr_bench.runner.store import artifact_record
-from cxr_bench.utils.io import atomic_write_json
+from cxr_bench.utils.io import atomic_write_json, sha256_file
 
 N_EXPERT = 30  # test images that the Google 2019 labels cover
 N_OTHER = 60
@@ -61,10 +63,11 @@ def _scores(y: np.ndarray, strength: float, seed: int) -> np.ndarray:
 def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: float, profile: str = "sample",
               pairs: list[dict[str, Any]] | None = None, status: str = "completed",
               n_bootstrap: int = 100, test_extra: dict[str, Any] | None = None,
-              extended: bool = False) -> tuple[str, Path]:
+              extended: bool = False, replicates: bool = False) -> tuple[str, Path]:
     """One run directory; returns (run_id, path). ``extended`` adds the trainer's ``calibration`` and
     ``subgroups`` blocks to metrics.json's test block (:func:`cxr_bench.metrics.extended.extra_metrics`);
-    ``test_extra`` is merged into that block last."""
+    ``test_extra`` is merged into that block last; ``replicates`` saves the test predictions' bootstrap
+    replicates beside them, as a run completed by the trainer has them."""
     cfg = RunConfig().replace(**overrides)
     run_id = cfg.run_id()
     run_dir = root / suite / run_id
@@ -96,6 +99,10 @@ def write_run(root: Path, suite: str, overrides: dict[str, Any], *, strength: fl
     from cxr_bench.metrics.predictions import read_predictions
 
     val = read_predictions(run_dir / "predictions" / "val.csv")
+    if replicates:  # as metrics.extended.score_run saves them when a run completes
+        test = read_predictions(run_dir / "predictions" / "test.csv")
+        save_replicates(run_dir / "predictions" / REPLICATES_NAME, test.y_true, test.y_prob, test.patient_ids,
+                        test.labels, model_key=sha256_file(run_dir / "predictions" / "test.csv"))
     for split in ("test", "val"):
         pred = read_predictions(run_dir / "predictions" / f"{split}.csv")
         blocks[split] = summarize(pred, val=val, n_bootstrap=n_bootstrap, seed=0, split=split)

@@ -128,6 +128,27 @@ def test_equals_brute_force_structural_components(seed):
     assert r.auc_a == pytest.approx(roc_auc_score(y, a), abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_one_sort_placements_equal_the_three_midrankings_bit_for_bit(seed):
+    # Several models, heavy ties inside and across the classes, 1-positive and 1-negative edge cases.
+    from cxr_bench.metrics.delong import _structural_components, _structural_components_midranks
+
+    rng = np.random.default_rng(seed)
+    for m, n in ((1, 1), (1, 7), (9, 1), (40, 55), (300, 2000)):
+        levels = int(rng.integers(2, 30))
+        pos = rng.integers(0, levels, size=(3, m)) / levels
+        neg = rng.integers(0, levels, size=(3, n)) / levels
+        for got, want in zip(_structural_components(pos, neg), _structural_components_midranks(pos, neg)):
+            assert got.shape == want.shape and np.array_equal(got, want)
+    # Against the kernel definition too (not only against the formula it replaces).
+    y = (rng.random(120) < 0.3).astype(int)
+    s = np.round(rng.normal(size=120) + y, 1)
+    auc, v10, v01 = _structural_components(s[None, y == 1], s[None, y == 0])
+    psi = (s[y == 1][:, None] > s[y == 0][None, :]) + 0.5 * (s[y == 1][:, None] == s[y == 0][None, :])
+    np.testing.assert_allclose(v10[0], psi.mean(axis=1), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(v01[0], psi.mean(axis=0), rtol=0, atol=1e-15)
+
+
 def test_identical_and_undefined():
     r = delong_test(OUTCOME, MARKER["wfns"], MARKER["wfns"])
     assert r.z == 0.0 and r.p == 1.0 and r.ci == (0.0, 0.0)

@@ -268,3 +268,59 @@ def test_a_label_with_a_liberal_test_says_so_in_its_verdict():
     assert verdict(0.0, 0.5, label="Emphysema") == "no evidence"  # a liberal label's "no evidence" stands
     assert verdict(0.0, 0.5, label="Hernia").startswith("no evidence (conservative test")
     assert verdict(0.1, 0.001, label="Hernia") == "better"  # a conservative test's rejection stands
+
+
+# ------------------------------------------------------------------------------------------ stored replicates
+
+
+def test_a_models_replicates_are_the_paired_bootstraps_and_round_trip(tmp_path):
+    from cxr_bench.metrics.paired import load_replicates, model_replicates, replicate_key, save_replicates
+
+    y, a, b, patient = _data(seed=4, n_labels=4)
+    y[:, 3] = 0
+    y[0, 3] = 1  # one positive: no replicates for that label
+    boot = paired_bootstrap(y, [a], [b], patient, n=120, seed=3)
+    reps = model_replicates(y, a, patient, n=120, seed=3)
+    assert reps.shape == (4, 121)
+    np.testing.assert_array_equal(reps[:3, 1:], boot.replicates_a[0].T[:3])
+    np.testing.assert_array_equal(reps[:3, 0], boot.auc_a[:3])
+    assert np.isnan(reps[3]).all()
+    path = save_replicates(tmp_path / "r.npz", y, a, patient, ["w", "x", "y", "z"], model_key="abc", n=120, seed=3)
+    got = load_replicates(path, "abc")
+    n_groups = np.unique(patient).size
+    assert set(got) == {replicate_key("abc", lab, 120, 3, n_groups, y.shape[0], int(y[:, j].sum()))
+                        for j, lab in enumerate("wxy")}
+    np.testing.assert_array_equal(got[replicate_key("abc", "x", 120, 3, n_groups, y.shape[0], int(y[:, 1].sum()))],
+                                  reps[1])
+    # Another predictions file, a damaged file, a missing one: nothing is used.
+    assert load_replicates(path, "other") == {}
+    (tmp_path / "bad.npz").write_bytes(path.read_bytes()[:200])
+    assert load_replicates(tmp_path / "bad.npz", "abc") == {}
+    assert load_replicates(tmp_path / "none.npz", "abc") == {}
+
+
+def test_a_comparison_from_stored_replicates_equals_one_computed():
+    from cxr_bench.metrics.paired import load_replicates, save_replicates
+
+    y, a, b, patient = _data(seed=5, n_labels=3)
+    a2 = np.clip(a + 0.05 * np.random.default_rng(1).normal(size=a.shape), 0, 1)
+    labels = ["p", "q", "r"]
+    fresh = paired_comparison(y, [a, a2], [b], patient, labels=labels, n_bootstrap=300, seed=2)
+    import tempfile
+    from pathlib import Path
+
+    cache: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        for key, s in (("ka", a), ("ka2", a2), ("kb", b)):
+            cache.update(load_replicates(save_replicates(Path(d) / f"{key}.npz", y, s, patient, labels,
+                                                         model_key=key, n=300, seed=2), key))
+    assert len(cache) == 9
+    stored = paired_comparison(y, [a, a2], [b], patient, labels=labels, n_bootstrap=300, seed=2,
+                               model_keys=(("ka", "ka2"), ("kb",)), cache=cache)
+    pd.testing.assert_frame_equal(stored, fresh)
+    # The stored numbers are what the comparison reads: a changed entry changes the table.
+    key = next(k for k in cache if k[0] == "kb" and k[1] == "q")
+    cache[key] = cache[key] * 0.5
+    changed = paired_comparison(y, [a, a2], [b], patient, labels=labels, n_bootstrap=300, seed=2,
+                                model_keys=(("ka", "ka2"), ("kb",)), cache=cache)
+    assert changed.set_index("label").loc["q", "delta"] != fresh.set_index("label").loc["q", "delta"]

@@ -317,6 +317,43 @@ def test_paired_ablation_numbers(run_store):
     assert "labels_p_lt_0.05" not in summary.columns and banner(summary)[0].startswith("NOT COMPARABLE")
 
 
+def test_ablations_from_the_replicates_runs_saved_equal_ablations_computed(tmp_path, store_factory):
+    # The fast path (each run's replicates saved at completion, read back) against the computation from the
+    # predictions alone (a store of runs completed before replicates were saved: no file, none recorded).
+    from cxr_bench.metrics.paired import DEFAULT_BOOTSTRAP
+
+    root = tmp_path / "runs"
+    abl = {"optim.epochs": 3, "data.image_size": 64, "model.backbone": "mobilenet_v1"}
+    ids = {}
+    for seed in (0, 1):
+        ids["base", seed], _ = store_factory.write_run(root, "s", {**abl, "seed": seed}, strength=0.8, replicates=True)
+    for seed in (0, 1, 2):
+        ids["gamma", seed], _ = store_factory.write_run(root, "s", {**abl, "data.grayscale": "gamma", "seed": seed}, strength=1.0,
+                                          replicates=True, pairs=[{"block": "grayscale", "factor": "data.grayscale",
+                                                                   "reference": ids["base", 0],
+                                                                   "reference_value": "identity", "value": "gamma"}])
+    runs = load_runs(root, "s")
+    assert all(r.stored_replicates("test", r.predictions_sha256()) for r in runs) and not any(r.problems for r in runs)
+    fast = ablation_table(runs, use_cache=False)
+    plain = tmp_path / "plain"
+    shutil.copytree(root, plain)
+    for npz in plain.glob("s/*/predictions/test.replicates.npz"):
+        npz.unlink()
+        manifest = npz.parent.parent / "manifest.json"
+        m = json.loads(manifest.read_text())
+        del m["artifacts"]["predictions/test.replicates.npz"]
+        manifest.write_text(json.dumps(m))
+    slow_runs = load_runs(plain, "s")
+    assert not any(r.stored_replicates("test", r.predictions_sha256()) for r in slow_runs)
+    assert not any(r.problems for r in slow_runs)
+    slow = ablation_table(slow_runs, use_cache=False)
+    assert len(fast) == 15 and fast["seeds_a"].iloc[0] == 2 and fast["seeds_b"].iloc[0] == 3
+    pd.testing.assert_frame_equal(fast, slow)
+    # Other draws than the stored ones are computed, not read.
+    assert ablation_table(runs, use_cache=False, n_bootstrap=DEFAULT_BOOTSTRAP // 10).equals(
+        ablation_table(slow_runs, use_cache=False, n_bootstrap=DEFAULT_BOOTSTRAP // 10))
+
+
 def test_suite_wide_multiplicity_across_pairs(run_store):
     multitest = pytest.importorskip("statsmodels.stats.multitest")
     root, _ = run_store
