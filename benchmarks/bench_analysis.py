@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.results import write_results_csv
 from cxr_bench.data.labels import get_label_set
 from cxr_bench.data.release import NIHRelease
 from cxr_bench.data.splits import make_splits
@@ -45,7 +46,7 @@ from cxr_bench.metrics.extended import score_run
 from cxr_bench.metrics.predictions import Predictions
 from cxr_bench.runner.planning import plan_specs, plan_sweep
 from cxr_bench.runner.store import RunStore, artifact_record
-from cxr_bench.utils.io import atomic_write_json, write_csv
+from cxr_bench.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     df = pd.DataFrame(rows, columns=list(COLUMNS + MACHINE_COLUMNS))
     # A smoke run never replaces the committed figures.
     name = CSV_NAME.replace(".csv", "_quick.csv") if args.quick else CSV_NAME
-    write_csv(df, args.out / name, float_format=None)
-    log.info("wrote %s", args.out / name)
+    write_results_csv(args.out / name, df, machine, float_format=None)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 
 

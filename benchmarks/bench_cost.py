@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cxr_bench.bench.args import comma_ints
 from cxr_bench.bench.measure import fit_power_law, machine_info, measure_model, resolve_device
 from cxr_bench.bench.results import read_results_csv, write_results_csv
 from cxr_bench.errors import CxrBenchError
@@ -45,10 +46,6 @@ SIZES = (128, 224, 320, 512)
 QUICK_SIZES = (32, 48, 64, 96)
 DATASET_SIZES = (256, 512, 1024)
 QUICK_DATASET_SIZES = (32, 64, 128)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,15 +66,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-size-cap", type=int, default=None,
                    help="measure profile runs at no more than this size and scale by pixel count (quick: 64)")
     p.add_argument("--scaling-backbone", default="resnet50", help="backbone of the image-size section")
-    p.add_argument("--sizes", type=_ints, default=None, help="image sizes (default 128,224,320,512)")
+    p.add_argument("--sizes", type=comma_ints, default=None, help="image sizes (default 128,224,320,512)")
     p.add_argument("--harness-backbone", default="mobilenet_v1")
     p.add_argument("--harness-size", type=int, default=None, help="image size of the harness runs (default 64)")
-    p.add_argument("--dataset-sizes", type=_ints, default=None, help="training images (default 256,512,1024)")
+    p.add_argument("--dataset-sizes", type=comma_ints, default=None, help="training images (default 256,512,1024)")
     return p.parse_args(argv)
 
 
 def _row(section: str, **kw: Any) -> dict[str, Any]:
-    row = dict.fromkeys(COLUMNS)
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(section=section, **kw)
     if row.get("seconds") is not None:
         row["hours"] = row["seconds"] / 3600

@@ -32,11 +32,10 @@ import argparse
 import logging
 import multiprocessing
 import os
-import resource
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.measure import machine_info, timed
 from cxr_bench.bench.results import write_results_csv
 from cxr_bench.data.cache import build_cache, prepare_cache
 from cxr_bench.data.datasets import CXRDataset
@@ -62,16 +61,10 @@ PREPARE_TARGET = 0.9
 READ_TARGET = 5000.0
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its reaped children (pool workers are reaped at pool shutdown)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
-    t0, c0 = time.perf_counter(), _cpu()
-    fn()
-    return time.perf_counter() - t0, _cpu() - c0
+    """(wall, CPU) seconds of ``fn()``; the CPU seconds count the pool's workers (reaped at pool shutdown)."""
+    _, wall, cpu = timed(fn)
+    return wall, cpu
 
 
 def _bare_image(path: str, size: int = 256) -> np.ndarray:
@@ -122,8 +115,8 @@ def decode_benchmark(fullres: Path, copies: int, repeats: int, size: int,
             timings: dict[str, list[tuple[float, float]]] = {"bare_pil": [], "prepare": []}
             bare_pil(paths[: 2 * workers], workers, size)  # warm-up (imports, pool start paths)
             for _ in range(repeats):
-                timings["bare_pil"].append(_timed(lambda w=workers: bare_pil(paths, w, size)))
-                timings["prepare"].append(_timed(lambda w=workers: prepare(w)))
+                timings["bare_pil"].append(_timed(partial(bare_pil, paths, workers, size)))
+                timings["prepare"].append(_timed(partial(prepare, workers)))
             for name, ts in timings.items():
                 wall = statistics.median(t[0] for t in ts)
                 cpu = statistics.median(t[1] for t in ts)

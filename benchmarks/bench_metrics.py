@@ -24,7 +24,7 @@ the official set's patient sizes, 15% prevalence from a patient-level propensity
 sd of 0.7 and one seed per side; its rates here are per label.
 
 Run ``python benchmarks/bench_metrics.py`` (or ``python benchmarks/run_all.py --only metrics``); results
-go to ``benchmarks/results/``, headed by ``# key: value`` lines naming the machine and library versions.
+go to ``benchmarks/results/``, each CSV with the machine and library versions in its sidecar (``<name>.csv.json``).
 ``--no-simulation`` skips the simulation (minutes); ``--quick`` runs both at a tenth of the size.
 """
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,7 +42,7 @@ import pandas as pd
 import scipy
 import sklearn
 
-from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.measure import load_average, machine_info, timed
 from cxr_bench.bench.results import write_results_csv
 from cxr_bench.data.bundled import full_metadata_root
 from cxr_bench.data.labels import get_label_set
@@ -51,7 +50,6 @@ from cxr_bench.data.metadata import read_split_list
 from cxr_bench.metrics import Predictions, bootstrap_auc, delong_per_label, extra_metrics, paired_comparison
 from cxr_bench.metrics.simulation import NullScenario, rejection_table
 from cxr_bench.metrics.subgroups import bundled_metadata
-from cxr_bench.runner.provenance import git_info
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +82,6 @@ def official_test_predictions(seed: int = 0, n_images: int | None = None
     return preds[0], preds[1], test
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    # Wall time is what the targets are about; CPU time of this process says how much of it was ours on a
-    # shared machine (wall >> cpu means the cores were busy with something else).
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t0, time.process_time() - c0
-
-
 def run(n_resamples: int = 1_000, seed: int = 0, n_images: int | None = None) -> list[dict[str, Any]]:
     """Time each measurement once; one row per measurement."""
     a, b, meta = official_test_predictions(seed, n_images)
@@ -108,14 +98,15 @@ def run(n_resamples: int = 1_000, seed: int = 0, n_images: int | None = None) ->
               "n_resamples": n_resamples}
     rows = []
     for name, fn in measurements.items():
-        out, seconds, cpu = _timed(fn)
+        # Wall time is what the targets are about; CPU time says how much of it was ours.
+        out, seconds, cpu = timed(fn)
         if name == "paired_comparison":
             log.info("paired: mean delta %.4f, %d labels better by the Holm-adjusted bootstrap",
                      out["delta"].iloc[-1], int((out["verdict"] == "better").sum()))
         target = TARGETS.get(name)
         rows.append({"benchmark": name, **common, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
                      "target_seconds": target, "meets_target": None if target is None else bool(seconds < target),
-                     "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None})
+                     "loadavg_1m": load_average()})
     return rows
 
 
@@ -129,12 +120,6 @@ SCENARIOS = (
 # 1-seed set); the Monte Carlo SE of a 5% rate is 0.9% at 600 sets and 1.5% at 200.
 N_SETS = (600, 200, 200)
 QUICK_LABELS = ("Atelectasis", "Hernia")
-
-
-def repo_git() -> dict[str, Any]:
-    """Commit and dirty flag of the whole checkout (benchmarks/ included), not only of the package."""
-    info = git_info(Path(__file__).resolve().parents[1])
-    return {"git_commit": info["commit"], "git_dirty": info["dirty"]}
 
 
 def simulate(quick: bool, seed: int, n_sets: Sequence[int] = N_SETS,
@@ -172,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="simulated test sets per scenario, comma-separated (default %(default)s)")
     args = parser.parse_args(argv)
     out_dir = args.out if args.out is not None else (None if args.quick else RESULTS_DIR)
+    # Taken before the minutes of simulation: the code that runs is the code at this commit.
     meta = {**machine_info(), "scipy": scipy.__version__, "sklearn": sklearn.__version__,
             "benchmark": "bench_metrics.py", "seed": args.seed}
     rc = 0
@@ -184,16 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"written: {write_results_csv(Path(out_dir) / CSV_NAME, df, meta)}")
         rc = 0 if df["meets_target"].dropna().all() else 1
     if not args.no_simulation:
-        git = repo_git()  # before the minutes of simulation: the code that runs is the code at this commit
-
         def write(sim: pd.DataFrame) -> None:
             sim = sim.assign(quick=args.quick)
             if out_dir is not None:
                 # A plain CSV: the commit and machine in columns, the commit first (the code that made it).
-                prov: dict[str, Any] = {**git, **{k: meta[k] for k in ("timestamp_utc", "cpu", "cpu_usable", "loadavg_1m",
-                                                                       "numpy", "scipy") if k in meta}}
+                prov = {k: meta[k] for k in ("git_commit", "git_dirty", "timestamp_utc", "cpu", "cpu_usable",
+                                             "loadavg_1m", "numpy", "scipy")}
                 sim = pd.concat([pd.DataFrame([prov] * len(sim)), sim], axis=1)
-                log.info("written: %s", write_results_csv(Path(out_dir) / SIMULATION_CSV, sim, meta={}))
+                log.info("written: %s", write_results_csv(Path(out_dir) / SIMULATION_CSV, sim, meta))
 
         sim = simulate(args.quick, args.seed, args.sets, done=write)
         print(sim.filter(regex="^(scenario|label|n_pos_patients|reject_.*)$").to_string(index=False))

@@ -2,7 +2,7 @@
 
 One row per (backbone, head, image size) in ``results/models_<device>.csv``, timm's ``benchmark.py``
 column names (``infer_samples_per_sec``, ``train_step_time`` in ms, ``param_count`` in millions), the
-machine and versions as leading ``# key: value`` lines. Inputs are pre-made random tensors, so this is
+machine and versions in the CSV's sidecar (``models_<device>.csv.json``). Inputs are pre-made random tensors, so this is
 the model alone (the harness's overhead on top is ``bench_train.py``).
 
 On CUDA the fast paths are on by default (channels_last, bf16 autocast, ``torch.compile``); on CPU they
@@ -27,6 +27,7 @@ import logging
 import sys
 from pathlib import Path
 
+from cxr_bench.bench.args import comma_ints, comma_strs
 from cxr_bench.bench.measure import (
     MODEL_COLUMNS,
     machine_info,
@@ -48,14 +49,6 @@ CPU_BATCH = {224: 8, 512: 2}
 CUDA_BATCH = {224: 64, 512: 16}
 
 
-def _csv_ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v)
-
-
-def _csv_strs(text: str) -> tuple[str, ...]:
-    return tuple(v for v in text.split(",") if v)
-
-
 def _settings(text: str) -> tuple[tuple[str, str, int, int, bool], ...]:
     out = []
     for item in text.split(","):
@@ -70,9 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--quick", action="store_true", help="224 px only, batch 4, 1 warm-up + 2 timed steps")
-    p.add_argument("--backbones", type=_csv_strs, default=BACKBONES)
-    p.add_argument("--heads", type=_csv_strs, default=HEADS)
-    p.add_argument("--sizes", type=_csv_ints, default=None, help="image sizes (default 224,512; quick: 224)")
+    p.add_argument("--backbones", type=comma_strs, default=BACKBONES)
+    p.add_argument("--heads", type=comma_strs, default=HEADS)
+    p.add_argument("--sizes", type=comma_ints, default=None, help="image sizes (default 224,512; quick: 224)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 8 at 224 / 2 at 512 on CPU")
     p.add_argument("--iters", type=int, default=None, help="timed steps (default CPU 2, CUDA 30)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default CPU 1, CUDA 10)")

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.measure import load_average, machine_info
 from cxr_bench.bench.results import write_results_csv
 from cxr_bench.config import RunConfig
 from cxr_bench.engine.distributed import init_distributed
@@ -167,9 +167,12 @@ class GpuBusy:
         return read
 
     def _loop(self) -> None:
+        read = self._read
+        if read is None:
+            return
         while not self._stop.wait(self.interval):
             try:
-                value = self._read()
+                value = read()
             except Exception:
                 value = None
             if value is not None:
@@ -358,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("deadline reached: %s and later settings not measured", setting.name)
                 break
             rows.append(measure(args, setting, steps, repeats, cache_dir))
-            meta["loadavg_1m_end"] = machine_info()["loadavg_1m"]
+            meta["loadavg_1m_end"] = load_average()
             meta["complete"] = len(rows) == len(todo)
             # Rewritten after every setting: a run stopped by a time limit keeps what it measured.
             write_results_csv(out, rows, meta=meta, columns=COLUMNS)

@@ -10,7 +10,8 @@
 # Everything lands in one folder, at most 8 files (what a device call brings back):
 #   summary.csv (stage, status, seconds), gpu_check.log (machine, stage tails, projection), cuda_tests.xml,
 #   models_cuda.csv, harness_overhead_cuda.csv, harness_overhead_cuda_compiled.csv, demo_runs.csv,
-#   details.tar.gz (every stage's full log, the demo's run files without checkpoints).
+#   details.tar.gz (every stage's full log, the CSVs' sidecars with the machine, the demo's run files without
+#   checkpoints).
 #
 # Usage: benchmarks/gpu_check.sh [OUT_DIR] [--cpu-smoke]
 #   OUT_DIR       default: $OUT, else ./gpu_check_out
@@ -104,8 +105,11 @@ done = [r for r in rows if r["status"] == "completed"]
 print(f"demo: {len(done)}/{len(rows)} runs completed, sum of run wall times "
       f"{sum(float(r['wall_seconds'] or 0) for r in rows):.1f} s")
 PYEOF
+  # The CSVs' sidecars (machine and settings, <name>.csv.json) travel in the archive: the folder keeps 8 files.
+  mkdir -p "$WORK/sidecars"
+  for side in "$OUTDIR"/*.csv.json; do [ -e "$side" ] && mv "$side" "$WORK/sidecars/"; done
   tar -czf "$OUTDIR/details.tar.gz" -C "$WORK" --exclude='*.pt' --exclude='cache' --exclude='phantom' \
-    logs $( [ -d "$WORK/demo" ] && echo demo ) 2>> "$LOG" || true
+    logs sidecars $( [ -d "$WORK/demo" ] && echo demo ) 2>> "$LOG" || true
   say "total $(($(date +%s) - START)) s; results in $OUTDIR: $(cd "$OUTDIR" && ls | tr '\n' ' ')"
   rm -rf "$WORK"
   exit $rc
@@ -180,7 +184,7 @@ for name in ("harness_overhead_cuda.csv", "harness_overhead_cuda_compiled.csv"):
     path = out / name
     if not path.is_file():
         continue
-    df = pd.read_csv(path, comment="#")
+    df = pd.read_csv(path)
     print(df[["setting", "harness_images_per_s", "bare_images_per_s", "ratio", "gpu_busy_pct",
               "eval_images_per_s"]].to_string(index=False))
     for _, r in df.iterrows():

@@ -4,8 +4,8 @@
     python benchmarks/run_all.py --quick         # smoke run: small batches, few steps, small sizes
     python benchmarks/run_all.py --only models -- --backbones resnet50 --sizes 224,512 --iters 10
 
-Each script is an ordinary module of this folder with a ``main(argv)``; it writes one CSV into
-``results/`` headed by the machine it ran on. A failing script is reported and the others still run;
+Each script is an ordinary module of this folder with a ``main(argv)``; it writes one plain CSV into
+``results/``, the machine it ran on in the CSV's sidecar (``<name>.csv.json``). A failing script is reported and the others still run;
 ``results/machine.json`` records each script's status and duration.
 """
 
@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-from cxr_bench.bench.measure import machine_info
+from cxr_bench.bench.measure import load_average, machine_info
 from cxr_bench.bench.readme import update_readme
 from cxr_bench.bench.results import write_bundled_figures
 from cxr_bench.utils.clock import utc_now
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     outcomes = run(names, quick=args.quick, out_dir=args.out, extra=extra)
-    machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    machine["loadavg_1m_end"] = load_average()
     machine["quick"] = args.quick
     previous = args.out / "machine.json"  # earlier --only runs into the same folder are kept
     machine["outcomes"] = {**(read_json(previous).get("outcomes", {}) if previous.is_file() else {}), **outcomes}

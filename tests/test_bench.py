@@ -1,13 +1,15 @@
 """Benchmarks (cxr_bench.bench, benchmarks/*.py, benchmarks/run_all.py): the files and arithmetic, never timings.
 
 The scripts run for real at a tiny setting (one backbone, 32 px, 2 steps): the assertions are on what
-they write (columns, positive numbers, machine lines), the power-law fit, the cost extrapolation and the
+they write (columns, positive numbers, the machine in the sidecar), the power-law fit, the cost extrapolation and the
 README rendering; no test asserts how fast anything is.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import bench_cost  # benchmarks/ is on pytest's pythonpath: the scripts are plain modules
@@ -17,10 +19,12 @@ import pytest
 import run_all
 
 import cxr_bench
-from cxr_bench.bench.measure import MODEL_COLUMNS, fit_power_law
+from cxr_bench.bench.args import comma_ints, comma_strs
+from cxr_bench.bench.measure import MODEL_COLUMNS, fit_power_law, timed
 from cxr_bench.bench.readme import README_END, README_START, render_markdown_table, update_readme
 from cxr_bench.bench.results import BUNDLED_FIGURES, bundled_figures, read_results_csv, write_results_csv
 from cxr_bench.runner.suite import load_suite
+from cxr_bench.utils.io import sidecar_path
 
 
 def test_power_law_fit_recovers_the_exponent():
@@ -33,17 +37,49 @@ def test_power_law_fit_recovers_the_exponent():
         fit_power_law([1], [1])
 
 
-def test_results_csv_round_trip_keeps_machine_lines(tmp_path):
-    rows = [{"model": "a+gap", "img_size": 224, "value": 1.5}, {"model": "b+gap", "img_size": 512, "value": 2.0}]
-    path = write_results_csv(tmp_path / "r.csv", rows, {"cpu": "Some CPU # 2", "torch": "2.x"},
-                             columns=("model", "img_size"))
-    df, meta = read_results_csv(path)
-    assert meta == {"cpu": "Some CPU no. 2", "torch": "2.x"}  # '#' would end the field for comment readers
-    assert list(df.columns) == ["model", "img_size", "value"]
-    assert df["value"].tolist() == [1.5, 2.0]
-    assert pd.read_csv(path, comment="#").equals(df)
+def test_results_csv_is_plain_and_its_sidecar_keeps_the_machine(tmp_path):
+    rows = [{"value": 1.5, "model": "a+gap", "img_size": 224}, {"value": 2.0, "model": "b+gap", "img_size": 512}]
+    meta = {"cpu": "Some CPU # 2", "cpu_usable": 2, "gpu": None, "git_dirty": False}
+    path = write_results_csv(tmp_path / "r.csv", rows, meta, columns=("model", "img_size"))
+    assert path.read_text().splitlines()[0] == "model,img_size,value"  # header first, given columns first
+    df, back = read_results_csv(path)
+    assert back == meta  # typed values and a '#' kept as they were
+    assert json.loads(sidecar_path(path).read_text())["provenance"] == meta
+    assert list(df.columns) == ["model", "img_size", "value"] and df["value"].tolist() == [1.5, 2.0]
+    assert pd.read_csv(path).equals(df)
     with pytest.raises(ValueError, match="lack columns"):
         write_results_csv(tmp_path / "bad.csv", rows, {}, columns=("model", "missing"))
+    assert not (tmp_path / "bad.csv").exists()
+    # without a sidecar (a table from elsewhere) the table still reads, with no provenance
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert read_results_csv(tmp_path / "other.csv")[1] == {}
+
+
+def test_committed_results_are_plain_csvs_with_their_machine_beside_them():
+    """Every benchmarks/results/*.csv is read by pandas with no options (no '#' banner), and each of the
+    benchmark tables that name a machine has it in its sidecar, with the commit."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    for path in sorted(results.glob("*.csv")):
+        text = path.read_text(encoding="utf-8")
+        assert not text.startswith("#") and "\n#" not in text, path.name
+        df = pd.read_csv(path)
+        assert len(df) > 0 and not any(str(c).startswith("#") for c in df.columns), path.name
+    for name in ("cost_curve", "data_pipeline", "harness_overhead", "metrics", "models_cpu"):
+        df, meta = read_results_csv(results / f"{name}.csv")
+        assert json.loads(sidecar_path(results / f"{name}.csv").read_text())["columns"] == list(df.columns)
+        assert meta["cpu"] and meta["cpu_usable"] >= 1 and len(meta["git_commit"]) == 40, name
+
+
+def test_comma_list_arguments():
+    assert comma_ints("128, 224,") == (128, 224) and comma_strs("resnet50,,gap") == ("resnet50", "gap")
+    with pytest.raises(ValueError):
+        comma_ints("224,big")
+
+
+def test_timed_counts_the_cpu_of_a_waited_for_child():
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    rc, wall, cpu = timed(lambda: subprocess.run([sys.executable, "-c", burn], check=True).returncode)
+    assert rc == 0 and cpu >= 0.3 and wall >= 0.3
 
 
 def test_markdown_table_and_readme_block(tmp_path):

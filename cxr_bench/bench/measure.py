@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,16 +43,24 @@ MODEL_COLUMNS = (
 
 
 # ---------------------------------------------------------------------------------------------- machine
+# The checkout the benchmark scripts and the package share: a change to a script makes the figures dirty too.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def machine_info() -> dict[str, Any]:
-    """The machine and software a number was measured on, flat (one ``# key: value`` line each).
+    """The machine, software and commit a number was measured on, flat: what every benchmark's results
+    carry (:func:`cxr_bench.bench.results.write_results_csv` puts it in the CSV's sidecar, or a script copies
+    keys of it into columns).
 
     Built from :mod:`cxr_bench.runner.provenance` (the record every run's manifest carries) plus the load
     average at the time: on a shared machine it says how much of the CPU the measurement actually had.
+    ``git_commit``/``git_dirty`` are those of the whole checkout (``benchmarks/`` included), None in an
+    installed wheel.
     """
     from ..runner.provenance import git_info, hardware_info, package_versions
 
     hw = hardware_info()
-    git = git_info()
+    git = git_info(CHECKOUT)
     versions = package_versions(("torch", "torchvision", "timm", "numpy"))
     return {
         "timestamp_utc": utc_now(),
@@ -63,7 +72,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": hw["torch_threads"],
         "memory_gb": round(hw["ram_bytes"] / 2**30, 1) if hw["ram_bytes"] else None,
         "gpu": ", ".join(g["name"] for g in hw["gpus"]) or None,
-        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "loadavg_1m": load_average(),
         "python": platform.python_version(),
         **versions,
         "git_commit": git["commit"],
@@ -71,11 +80,32 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, to 2 decimals (None where the OS has none): beside a timing, how busy the
+    machine was."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 # ---------------------------------------------------------------------------------------------- timing
 def current_maxrss_mb() -> float:
     """This process's resident-set high-water mark in MiB (Linux reports KiB, macOS bytes)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its children already reaped (a finished
+    ``multiprocessing.Pool``'s workers, a waited-for subprocess)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``(fn(), wall seconds, CPU seconds)`` of one call. On a shared machine wall >> CPU means the cores
+    were busy with something else."""
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    out = fn()
+    return out, time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -90,7 +120,10 @@ def resolve_device(device: str = "auto") -> str:
 def _timed_loop(step: Callable[[], None], *, warmup: int, iters: int, max_seconds: float | None,
                 sync: Callable[[], None]) -> tuple[list[float], int]:
     """Run ``warmup`` untimed then up to ``iters`` timed steps (at least one; fewer if ``max_seconds``
-    of timed steps have passed). Returns per-step seconds."""
+    of timed steps have passed). Returns per-step seconds.
+
+    Not :func:`cxr_bench.engine.cost.time_passes`: that one always times three passes, and a training step
+    of a large model at 1024 px on a CPU is timed once (``--iters 1``)."""
     for _ in range(warmup):
         step()
     sync()

@@ -1,5 +1,10 @@
-"""The benchmark results format (one flat CSV per benchmark, machine lines first) and the figures the package
-ships from it.
+"""The benchmark results format (one plain CSV per benchmark, the machine in its sidecar) and the figures the
+package ships from it.
+
+A results file is a plain CSV (header first: ``pandas.read_csv(path)`` reads it) with one row per measured
+setting, and beside it ``<name>.csv.json`` (:func:`cxr_bench.utils.io.sidecar_path`) whose ``provenance`` is
+the machine, library versions, commit (:func:`~cxr_bench.bench.measure.machine_info`) and the script's
+settings: a throughput number without the machine that produced it cannot be compared with anything.
 
 A dry run (:mod:`cxr_bench.runner.estimate`) reads the committed cost figures through
 ``cxr_bench/bundled/benchmarks.json``: package data, present in an installed wheel, written from
@@ -9,7 +14,6 @@ checks the shipped copy equals what the committed CSVs give).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -20,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_write_text, read_json, sidecar_path, write_csv
 from .measure import machine_info
 
 log = logging.getLogger(__name__)
@@ -29,10 +33,13 @@ RESULTS_DIRNAME = "results"
 
 
 def write_results_csv(path: str | os.PathLike, rows: pd.DataFrame | Sequence[dict[str, Any]],
-                      meta: dict[str, Any] | None = None, columns: Sequence[str] | None = None) -> Path:
-    """Write a results CSV atomically: ``# key: value`` lines (machine, versions, settings), then the table.
+                      meta: dict[str, Any] | None = None, columns: Sequence[str] | None = None, *,
+                      float_format: str | None = "%.6g") -> Path:
+    """Write a benchmark's results atomically: a plain CSV (``columns`` first, in that order, then any
+    others) and its sidecar, whose ``provenance`` is ``meta`` (default :func:`machine_info`: pass
+    ``machine_info()`` updated with the script's settings).
 
-    Read it back with :func:`read_results_csv` (``pandas.read_csv(path, comment="#")`` works too).
+    Read it back with :func:`read_results_csv`; ``pandas.read_csv(path)`` reads the table alone.
     """
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if columns is not None:
@@ -40,43 +47,31 @@ def write_results_csv(path: str | os.PathLike, rows: pd.DataFrame | Sequence[dic
         if missing:
             raise ValueError(f"results for {path} lack columns {missing}")
         df = df[list(columns) + [c for c in df.columns if c not in columns]]
-    buf = io.StringIO()
-    for key, value in (meta if meta is not None else machine_info()).items():
-        # '#' inside a value would end the field for readers that treat '#' as a comment anywhere.
-        buf.write(f"# {key}: {str(value).replace(chr(10), ' ').replace('#', 'no.')}\n")
-    df.to_csv(buf, index=False, lineterminator="\n", float_format="%.6g")
-    path = Path(path)
-    atomic_write_text(path, buf.getvalue())
+    path = write_csv(df, path, float_format=float_format,
+                     provenance=meta if meta is not None else machine_info())
     log.info("wrote %s (%d rows)", path, len(df))
     return path
 
 
-def read_results_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, str]]:
-    """A results CSV as (table, metadata from its leading ``# key: value`` lines)."""
-    meta: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            key, _, value = line[1:].partition(":")
-            meta[key.strip()] = value.strip()
-    return pd.read_csv(path, comment="#"), meta
-
-
+def read_results_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A results CSV as (table, the provenance of its sidecar; empty where it has none)."""
+    side = sidecar_path(path)
+    meta = read_json(side).get("provenance", {}) if side.is_file() else {}
+    return pd.read_csv(path), dict(meta)
 
 
 # ---------------------------------------------------------------------------------------------- shipped figures
 BUNDLED_FIGURES = Path(__file__).resolve().parents[1] / "bundled" / "benchmarks.json"
 # What a run's cost depends on, as columns of a cost CSV (the key :mod:`cxr_bench.runner.estimate` matches).
 COST_KEY = ("backbone", "head", "image_size", "batch_size", "epochs", "frozen_backbone")
-# The machine lines a dry run quotes beside a figure.
+# The provenance a dry run quotes beside a figure (as text: the shipped file maps names to strings).
 MACHINE_KEYS = ("hostname", "timestamp_utc", "cpu", "cpu_usable", "gpu", "torch", "extrapolation", "seconds",
                 "suite", "profile")
 
 
 def bundled_figures(results_dir: str | os.PathLike) -> dict[str, Any]:
     """The figures :mod:`cxr_bench.runner.estimate` needs from the results CSVs in ``results_dir``: for each
-    CSV with ``paper_profile`` rows, its machine lines and each measured run's hours, keyed by the columns
+    CSV with ``paper_profile`` rows, its machine (from the sidecar) and each measured run's hours, keyed by the columns
     that set a run's cost (:data:`COST_KEY`)."""
     sources = []
     for path in sorted(Path(results_dir).glob("*.csv")):
@@ -94,7 +89,7 @@ def bundled_figures(results_dir: str | os.PathLike) -> dict[str, Any]:
                          "hours": hours})
         if runs:
             sources.append({"file": f"benchmarks/{RESULTS_DIRNAME}/{path.name}",
-                            "machine": {k: meta[k] for k in MACHINE_KEYS if k in meta}, "runs": runs})
+                            "machine": {k: str(meta[k]) for k in MACHINE_KEYS if k in meta}, "runs": runs})
     return {"about": "generated from benchmarks/results/*.csv by cxr_bench.bench.results.write_bundled_figures "
                      "(benchmarks/run_all.py); do not edit by hand", "sources": sources}
 

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import ast
+import io
 from pathlib import Path
 
+import pandas as pd
+
 import cxr_bench
-from cxr_bench.bench.results import write_bundled_figures
+from cxr_bench.bench.results import write_bundled_figures, write_results_csv
 from cxr_bench.config import RunConfig
 from cxr_bench.runner.estimate import estimate_runs, load_sources
 from cxr_bench.runner.planning import plan_sweep
 
-COST_CSV = """# hostname: gpu-box
-# gpu: NVIDIA H200
-# timestamp_utc: 2026-12-01T00:00:00+00:00
-section,backbone,head,image_size,n_images,batch_size,epochs,frozen_backbone,hours,note
+GPU_BOX = {"hostname": "gpu-box", "gpu": "NVIDIA H200", "timestamp_utc": "2026-12-01T00:00:00+00:00"}
+COST_CSV = """section,backbone,head,image_size,n_images,batch_size,epochs,frozen_backbone,hours,note
 paper_profile,mobilenet_v1,gap,32,100,8,1,False,0.25,x
 paper_profile,mobilenet_v1,wang2017,32,100,8,1,True,250.0,"y; frozen backbone: False"
 image_size,resnet50,gap,128,,2,,,,
 """
 
 
-def figures_file(tmp_path: Path, csv_text: str = COST_CSV) -> Path:
-    (tmp_path / "results").mkdir(exist_ok=True)
-    (tmp_path / "results" / "cost.csv").write_text(csv_text)
+def figures_file(tmp_path: Path, machine: dict = GPU_BOX) -> Path:
+    """A cost CSV as bench_cost.py writes it (the machine in its sidecar) and the figures file made from it."""
+    write_results_csv(tmp_path / "results" / "cost.csv", pd.read_csv(io.StringIO(COST_CSV)), machine)
     return write_bundled_figures(tmp_path / "results", tmp_path / "figures.json")
 
 
@@ -47,7 +48,7 @@ def test_estimates_show_measured_figures_with_their_machine_and_say_unmeasured(w
 
 
 def test_a_cpu_figure_says_cpu_and_that_no_gpu_was_measured(write_suite, two_heads, phantom_root, tmp_path):
-    figures = figures_file(tmp_path, COST_CSV.replace("# gpu: NVIDIA H200", "# gpu: None\n# cpu: AMD EPYC"))
+    figures = figures_file(tmp_path, {**GPU_BOX, "gpu": None, "cpu": "AMD EPYC"})
     plan = plan_sweep(write_suite(two_heads), data_root=phantom_root)
     est = estimate_runs({r.run_id: r.config for r in plan.runs}, figures)
     assert sorted(est.cells.values()) == ["15 min CPU", "unmeasured"]
