@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import platform
 import time
 import weakref
 from collections.abc import Callable
@@ -34,6 +33,8 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from ..utils.host import cpu_model_name as host_cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,8 @@ class CostSettings:
 
 
 def cpu_model_name() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    """The CPU's marketing name (:func:`cxr_bench.utils.host.cpu_model_name`), ``"unknown"`` when none."""
+    return host_cpu_model() or "unknown"
 
 
 def weights_bytes(model: torch.nn.Module) -> int:

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..utils.host import cpu_model_name
+
 log = logging.getLogger(__name__)
 
 # Distribution names (as pip knows them) whose versions go into every manifest.
@@ -62,17 +64,6 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return out
 
 
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def _ram_bytes() -> int | None:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -108,7 +99,7 @@ def hardware_info() -> dict[str, Any]:
     except ImportError:
         threads = None
     return {
-        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_usable": usable,
+        "cpu_model": cpu_model_name(), "cpu_count": os.cpu_count(), "cpu_usable": usable,
         "torch_threads": threads, "ram_bytes": _ram_bytes(), "gpus": _gpus(),
         "machine": platform.machine(), "platform": platform.platform(),
     }
