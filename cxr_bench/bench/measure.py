@@ -117,28 +117,6 @@ def resolve_device(device: str = "auto") -> str:
     return dev.type if dev.index in (None, 0) and device in ("auto", "cuda", "cpu") else str(dev)
 
 
-def _timed_loop(step: Callable[[], None], *, warmup: int, iters: int, max_seconds: float | None,
-                sync: Callable[[], None]) -> tuple[list[float], int]:
-    """Run ``warmup`` untimed then up to ``iters`` timed steps (at least one; fewer if ``max_seconds``
-    of timed steps have passed). Returns per-step seconds.
-
-    Not :func:`cxr_bench.engine.cost.time_passes`: that one always times three passes, and a training step
-    of a large model at 1024 px on a CPU is timed once (``--iters 1``)."""
-    for _ in range(warmup):
-        step()
-    sync()
-    times: list[float] = []
-    start = time.perf_counter()
-    for _ in range(max(1, iters)):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            break
-    return times, len(times)
-
-
 def measure_model(backbone: str, head: str = "gap", img_size: int = 224, *, batch_size: int = 8,
                   infer_batch_size: int | None = None, iters: int = 5, warmup: int = 2,
                   device: str = "auto", threads: int | None = None, amp: str | None = None,
@@ -158,6 +136,7 @@ def measure_model(backbone: str, head: str = "gap", img_size: int = 224, *, batc
     """
     import torch
 
+    from ..engine.cost import CostSettings, time_passes
     from ..models import create_model, model_complexity
 
     device = resolve_device(device)
@@ -215,7 +194,9 @@ def measure_model(backbone: str, head: str = "gap", img_size: int = 224, *, batc
     def phase(prefix: str, step_fn: Callable[[], None], n_batch: int) -> dict[str, Any]:
         """Time one phase: median step time, images/s, timed steps, peak memory above the baseline."""
         start = memory_mark()
-        times, n = _timed_loop(step_fn, warmup=warmup, iters=iters, max_seconds=max_seconds, sync=sync)
+        budget = math.inf if max_seconds is None else max_seconds
+        times = time_passes(step_fn, CostSettings(repeats=iters, warmup=warmup, budget_s=budget), sync, min_passes=1)
+        n = len(times)
         step = float(np.median(times))
         return {f"{prefix}_batch_size": n_batch, f"{prefix}_samples_per_sec": n_batch / step,
                 f"{prefix}_step_time": step * 1e3, f"{prefix}_iters": n, f"{prefix}_peak_mem_mb": peak_mb(start)}
