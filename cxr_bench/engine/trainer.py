@@ -57,7 +57,7 @@ from .tensorboard import RunBoard
 log = logging.getLogger(__name__)
 
 __all__ = ["train_run", "evaluate_checkpoint", "evaluate_weights", "build_model", "RunData", "load_run_data",
-           "HISTORY_COLUMNS"]
+           "HISTORY_COLUMNS", "history_csv"]
 
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_mean_auc", "lr", "epoch_seconds",
                    "train_images_per_s")
@@ -244,7 +244,8 @@ class InputPath:
 
 
 # ----------------------------------------------------------------------------------------- history
-def _history_csv(rows: list[dict[str, Any]]) -> str:
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    """``history.csv``'s text: :data:`HISTORY_COLUMNS`, one row per epoch."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(HISTORY_COLUMNS), lineterminator="\n")
     w.writeheader()
@@ -530,7 +531,7 @@ class Trainer:
             # best.pt is written before last.pt: last.pt naming a best epoch implies best.pt holds it.
             self._save_last()
             if self.ctx.is_main:
-                atomic_write_text(self.run_dir / "history.csv", _history_csv(s.history))
+                atomic_write_text(self.run_dir / "history.csv", history_csv(s.history))
                 board.epoch(s.history[-1], dict(zip(self.labels, val_per_label.tolist())))
             log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val mean AUC %.4f%s, lr %.3g, %.1f s "
                      "(%.1f img/s)", s.epoch, o.epochs, train_loss, val_loss, val_auc,
@@ -548,7 +549,7 @@ class Trainer:
 
         s = self.state
         if self.ctx.is_main:  # also repairs a history.csv older than last.pt (a kill between the two writes)
-            atomic_write_text(self.run_dir / "history.csv", _history_csv(s.history))
+            atomic_write_text(self.run_dir / "history.csv", history_csv(s.history))
         best_path = self.ckpt_dir / BEST
         if s.best_epoch is not None and best_path.is_file():
             load_model_state(self.model, load_checkpoint(best_path, map_location=self.ctx.device).get("model"),

@@ -436,7 +436,9 @@ def history_plot(runs: Sequence[RunRecord]) -> Figure:
     blocks = sorted(curves)
     ncols = 2 if len(blocks) > 1 else 1
     nrows = math.ceil(len(blocks) / ncols)
-    fig = _figure(figsize=(6.2 * ncols + 0.4, 3.3 * nrows + 0.3))
+    # Each panel's legend goes below it (two columns), never over the curves: rows grow with the longest.
+    legend_rows = max(math.ceil(len(curves[b]) / 2) for b in blocks)
+    fig = _figure(figsize=(6.2 * ncols + 0.4, (3.0 + 0.17 * legend_rows) * nrows + 0.3))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     styles = ("-", "--", ":", "-.")
     for ax, block in zip(axes.flat, blocks):
@@ -457,7 +459,8 @@ def history_plot(runs: Sequence[RunRecord]) -> Figure:
         ax.set_ylabel("val mean AUC")
         ax.set_xlabel("epoch")
         ax.set_title(f"block: {block}", fontsize=9, loc="left")
-        ax.legend(loc="lower right", fontsize=7, borderaxespad=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False,
+                  borderaxespad=0.0)
     for ax in list(axes.flat)[len(blocks):]:
         ax.axis("off")
     fig.suptitle("Validation mean AUC per epoch: line = mean over seeds, band = lowest to highest seed",
