@@ -131,7 +131,6 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     with the same data settings finds the same cache key and builds nothing. Under torchrun, rank 0
     builds it while the other ranks wait, then they open the finished cache.
     """
-    from ..data.cache import prepare_cache
     from ..data.datasets import CXRDataset
     from ..data.labels import get_label_set
     from ..data.release import NIHRelease
@@ -148,17 +147,11 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
 
     cache = None
     if d.source == "cache":
-        names = release.metadata["image"].to_numpy(dtype=object)[splits.union()].tolist()
-
-        def build() -> Any:
-            return prepare_cache(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
-                                 cache_dir=d.cache_dir, workers=d.workers, progress=progress)
-
         if ctx.is_main:
-            cache = build()
+            cache = run_cache(cfg, release, splits, progress=progress)
         ctx.barrier()
         if not ctx.is_main:
-            cache = build()
+            cache = run_cache(cfg, release, splits, progress=progress)
     elif d.source != "png":
         raise ConfigError(f"data.source must be 'cache' or 'png', got {d.source!r}")
 
@@ -169,6 +162,18 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     return RunData(labels=tuple(label_set.labels), label_set=label_set.name,
                    train=dataset(splits.train, d.augment), val=dataset(splits.val, "none"),
                    test=dataset(splits.test, "none"))
+
+
+def run_cache(cfg: RunConfig, release: Any, rows: RunRows | None = None, *, progress: bool | None = None) -> Any:
+    """The run's image cache (:class:`~cxr_bench.data.cache.ImageCache`): every row it reads (``rows``, default
+    :func:`run_rows`), in metadata order, at its data settings; found, not rebuilt, once made."""
+    from ..data.cache import prepare_cache
+
+    d = cfg.data
+    rows = rows if rows is not None else run_rows(cfg, release)
+    names = release.metadata["image"].to_numpy(dtype=object)[rows.union()].tolist()
+    return prepare_cache(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
+                         cache_dir=d.cache_dir, workers=d.workers, progress=progress)
 
 
 def build_model(cfg: RunConfig, labels: tuple[str, ...]) -> torch.nn.Module:

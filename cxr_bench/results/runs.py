@@ -252,7 +252,7 @@ def sample_facts(runs: Sequence[RunRecord], *, n_total: int | None = None,
             blocks.append(r.metrics)
         except RunStoreError:
             blocks.append({})
-    tests = [b.get("test") if isinstance(b.get("test"), dict) else {} for b in blocks]
+    tests: list[dict[str, Any]] = [t if isinstance(t := b.get("test"), dict) else {} for b in blocks]
     steps = [finite([b.get("steps")]) for b in blocks]
     seen = [s[0] * r.config.optim.batch_size * r.config.optim.accum_steps for r, s in zip(runs, steps) if s]
     profiles = {str(get_dotted(r.manifest, "suite.profile", "")) for r in runs} - {"", "None"}
@@ -260,10 +260,11 @@ def sample_facts(runs: Sequence[RunRecord], *, n_total: int | None = None,
         n_runs=len(runs), n_total=n_total, profiles=tuple(sorted(profiles)),
         image_sizes=tuple(r.config.data.image_size for r in runs),
         pretrained=tuple(r.config.model.pretrained or "none" for r in runs),
-        steps=whole(s[0] for s in steps if s), epochs=whole(b.get("epochs_run", r.config.optim.epochs) for r, b in zip(runs, blocks)),
+        steps=whole(s[0] for s in steps if s),
+        epochs=whole(b.get("epochs_run", r.config.optim.epochs) for r, b in zip(runs, blocks)),
         images_seen=whole(seen), mean_aucs=finite(t.get("mean_auc") for t in tests),
-        test_images=whole(t.get("n_images") for t in tests), test_patients=whole(t.get("n_patients") for t in tests),
-        sanity=sanity)
+        test_images=whole(t.get("n_images") for t in tests),
+        test_patients=whole(t.get("n_patients") for t in tests), sanity=sanity)
 
 
 def _suite_name(manifest: dict[str, Any]) -> str | None:

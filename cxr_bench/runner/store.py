@@ -40,6 +40,7 @@ from typing import Any
 import filelock
 
 from ..config import RunConfig
+from ..engine.artifacts import COST_FILE
 from ..errors import RunStoreError, errno_suffix
 from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json
@@ -211,9 +212,6 @@ def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
 # completes, so a later reader can tell an intact run from one whose files were cut or replaced.
 ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
 # Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
-# Written beside metrics.json after evaluation (engine/cost.py) and by `cxr-bench export` (engine/export.py):
-# timings of a machine and a model file, read back by the leaderboard without importing the engine (torch).
-COST_FILE = "cost.json"
 ONNX_EXPORT_INFO = "export/model.onnx.json"
 
 
