@@ -73,29 +73,33 @@ def _initialisation(pretrained: tuple[str, ...]) -> str:
     return f"initialised from {', '.join(named)}" + (" for some runs, randomly for the others" if some else "")
 
 
-def sample_note_lines(f: SampleFacts) -> list[str]:
-    """The message, three lines: the warning (with the runs' mean-AUC range), why (initialisation, image
-    size, training budget, the sample's size and bias), and where real numbers come from."""
+def sample_note_lines(f: SampleFacts, *, why: bool = True) -> list[str]:
+    """The message, three lines: the warning (image size, the runs' mean-AUC range), why (initialisation,
+    image size, training budget, the sample's size and bias), and where real numbers come from.
+    ``why=False`` leaves the middle line out, for a console with a line budget (a sweep's leaderboard notes
+    and reports give it)."""
     who = f"{f.n_runs} of {f.n_total} run(s)" if f.n_total not in (None, f.n_runs) else f"{f.n_runs} run(s)"
     profile = f" (profile {', '.join(repr(p) for p in sorted(set(f.profiles)))})" if f.profiles else ""
     seen = f"; here {_span(f.mean_aucs, '.2f')}" if f.mean_aucs else ""
-    why = [_initialisation(f.pretrained) if f.pretrained else "",
-           f"{_span(f.image_sizes)} px images (papers: 224-1024)" if f.image_sizes else ""]
+    px = f" at {_span(f.image_sizes)} px" if f.image_sizes else ""
+    causes = [_initialisation(f.pretrained) if f.pretrained else "",
+              "small images (papers: 224-1024 px)" if f.image_sizes else ""]
     if f.steps:
         images = f", {_span(f.images_seen)} images seen" if f.images_seen else ""
-        why.append(f"{'at most ' if f.steps_capped else ''}{_span(f.steps)} optimizer steps{images} (papers: "
+        causes.append(f"{'at most ' if f.steps_capped else ''}{_span(f.steps)} optimizer steps{images} (papers: "
                    "tens of thousands)")
     elif f.epochs:
-        why.append(f"{_span(f.epochs)} epoch(s) of training")
+        causes.append(f"{_span(f.epochs)} epoch(s) of training")
     test = ""
     if f.test_images:
         test = f"{_span(f.test_images)} test images" + (
             f" of {_span(f.test_patients)} patients" if f.test_patients else "") + "; "
-    why.append(f"a small, biased sample at {SAMPLE_STORED_PX} px ({test}{SAMPLE_BIAS})")
-    return [
-        f"NOT COMPARABLE WITH ANY PAPER: {who} on the bundled {SAMPLE_N_IMAGES:,}-image NIH sample{profile}, "
-        f"a smoke test: test AUCs near chance (about 0.5{seen}) by construction.",
-        "Why: " + ", ".join(w for w in why if w) + ".",
+    causes.append(f"a small, biased sample at {SAMPLE_STORED_PX} px ({test}{SAMPLE_BIAS})")
+    lines = [
+        f"NOT COMPARABLE WITH ANY PAPER: {who} on the bundled {SAMPLE_N_IMAGES:,}-image NIH sample{profile}{px}: "
+        f"a smoke test, AUCs at chance (about 0.5{seen}) by design.",
+        "Why: " + ", ".join(c for c in causes if c) + ".",
         ("A phantom 'sanity' run checks that the pipeline learns. " if f.sanity else "")
         + "Real numbers: --data-root DIR on the full NIH release (replication/README.md).",
     ]
+    return lines if why else [lines[0], lines[2]]

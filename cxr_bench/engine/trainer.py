@@ -164,14 +164,20 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
                    test=dataset(splits.test, "none"))
 
 
+def run_image_names(cfg: RunConfig, release: Any, rows: RunRows | None = None) -> list[str]:
+    """The images a run reads (``rows``, default :func:`run_rows`), once each, in metadata order: what its image
+    cache holds."""
+    rows = rows if rows is not None else run_rows(cfg, release)
+    return list(release.metadata["image"].to_numpy(dtype=object)[rows.union()])
+
+
 def run_cache(cfg: RunConfig, release: Any, rows: RunRows | None = None, *, progress: bool | None = None) -> Any:
-    """The run's image cache (:class:`~cxr_bench.data.cache.ImageCache`): every row it reads (``rows``, default
-    :func:`run_rows`), in metadata order, at its data settings; found, not rebuilt, once made."""
+    """The run's image cache (:class:`~cxr_bench.data.cache.ImageCache`) of :func:`run_image_names`, at its
+    data settings; found, not rebuilt, once made."""
     from ..data.cache import prepare_cache
 
     d = cfg.data
-    rows = rows if rows is not None else run_rows(cfg, release)
-    names = release.metadata["image"].to_numpy(dtype=object)[rows.union()].tolist()
+    names = run_image_names(cfg, release, rows)
     return prepare_cache(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
                          cache_dir=d.cache_dir, workers=d.workers, progress=progress)
 

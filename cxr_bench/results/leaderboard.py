@@ -719,16 +719,13 @@ _OWN_HEADER = {"table": ("suite", "run_id", "status"), "aggregate": AGG_COLUMNS[
 
 def is_own_leaderboard_file(path: str | Path, kind: str) -> bool:
     """Whether ``path`` is a leaderboard file of ``kind`` (``table``/``aggregate``/``subgroups``) that
-    cxr-bench wrote: a plain file whose header (after any ``#`` banner lines) holds that kind's columns."""
+    cxr-bench wrote: a plain file whose header holds that kind's columns."""
     path = Path(path)
     if path.is_symlink() or not path.is_file():
         return False
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            for _ in range(20):
-                line = fh.readline(1 << 16)
-                if not line.startswith("#"):
-                    break
+            line = fh.readline(1 << 16)
     except (OSError, UnicodeDecodeError):
         return False
     header = next(csv.reader([line]), [])
@@ -787,19 +784,12 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named
 
 # ------------------------------------------------------------------------------------------ reading
 def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """Read a leaderboard CSV back (banner lines skipped, text columns kept as text: run ids and commits can
-    look numeric)."""
+    """Read a leaderboard CSV back (text columns kept as text: run ids and commits can look numeric)."""
     path = Path(path)
     if not path.is_file():
         raise RunStoreError(f"leaderboard {path} does not exist; write one with `cxr-bench leaderboard`")
-    with open(path, encoding="utf-8") as fh:
-        skip = 0
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            skip += 1
     try:
-        df = pd.read_csv(path, skiprows=skip, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
+        df = pd.read_csv(path, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
                          na_values={c: [""] for c in COLUMNS if c not in _STR_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise RunStoreError(f"{path}: not a readable CSV ({e})") from None

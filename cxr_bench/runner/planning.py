@@ -20,9 +20,9 @@ from .suite import Suite, SuiteRun
 
 
 def sample_banner(profile: str | None, runs: Sequence[SuiteRun]) -> str:
-    """The bundled-sample message (:func:`~cxr_bench.data.sample_note.sample_note_lines`) for a sweep, from
-    the planned runs: their profile, image sizes, weights, step caps and whether a phantom sanity run is
-    among them."""
+    """The bundled-sample message (:func:`~cxr_bench.data.sample_note.sample_note_lines`, without its middle
+    line: the console's budget) for a sweep, from the planned runs: their profile, image sizes, weights, step
+    caps and whether a phantom sanity run is among them."""
     real = [r.config for r in runs if r.config.data.root is None]
     caps = [c.optim.epochs * c.optim.max_steps_per_epoch for c in real if c.optim.max_steps_per_epoch]
     facts = SampleFacts(
@@ -31,7 +31,7 @@ def sample_banner(profile: str | None, runs: Sequence[SuiteRun]) -> str:
         steps=tuple(caps) if len(caps) == len(real) else (), steps_capped=True,
         epochs=tuple(c.optim.epochs for c in real),
         sanity=any((r.config.data.root or "").startswith(PHANTOM_PREFIX) for r in runs))
-    return "\n".join(sample_note_lines(facts))
+    return "\n".join(sample_note_lines(facts, why=False))
 
 
 @dataclass

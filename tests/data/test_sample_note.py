@@ -15,8 +15,8 @@ def test_every_fact_given_is_said_and_none_other():
     first, why, real = sample_note_lines(full)
     assert first.startswith("NOT COMPARABLE WITH ANY PAPER: 3 of 5 run(s) on the bundled 1,673-image NIH sample "
                             "(profile 'sample')")
-    assert "here 0.48-0.52" in first
-    assert why.startswith("Why: random init (no ImageNet weights), 32-64 px images")
+    assert "(profile 'sample') at 32-64 px" in first and "here 0.48-0.52" in first
+    assert why.startswith("Why: random init (no ImageNet weights), small images (papers: 224-1024 px)")
     assert "8-16 optimizer steps, 128-256 images seen" in why and "at most" not in why
     assert "265 test images of 186 patients" in why and "500 'Pneumonia' + 500 'No Finding'" in why
     assert real.startswith("A phantom 'sanity' run") and "--data-root DIR" in real
@@ -25,7 +25,8 @@ def test_every_fact_given_is_said_and_none_other():
     assert bare[0].startswith("NOT COMPARABLE WITH ANY PAPER: 2 run(s) on") and "here" not in bare[0]
     assert bare[1] == ("Why: a small, biased sample at 256 px (1,000 images are 500 'Pneumonia' + 500 'No Finding' "
                        "from one source).")
-    assert not bare[2].startswith("A phantom")
+    assert not bare[2].startswith("A phantom") and " px" not in bare[0]
+    assert sample_note_lines(full, why=False) == [first, real]
 
 
 def test_caps_epochs_and_weights_are_told_apart():

@@ -251,7 +251,7 @@ def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
     n_real = sum(r.config.data.root is None for r in expanded)
     assert (f"NOT COMPARABLE WITH ANY PAPER: {n_real} run(s) on the bundled 1,673-image NIH sample (profile "
             "'sample')") in captured.err
-    assert "64 px images" in captured.err and "A phantom 'sanity' run" in captured.err
+    assert "'sample') at 64 px" in captured.err and "A phantom 'sanity' run" in captured.err
     ids = {r.run_id for r in expanded}
     rows = _table_rows(captured.out)
     assert len(rows) == WANG_RUNS_PER_SEED['sample'] and {x.split()[0] for x in rows} == ids
