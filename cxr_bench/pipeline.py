@@ -39,24 +39,38 @@ def finish_outputs(out: str | os.PathLike, suite: str) -> list[str]:
 def localize_completed(store: RunStore) -> list[str]:
     """Score the heatmaps of every completed, not yet localized run against BBox_List (Wang Table 4).
 
-    Runs whose release has no box file, or whose label set has no box label, are skipped; a failure is
-    reported, never raised (the leaderboard then leaves that run's localization columns empty).
+    Each run goes with its typed config as the store's records read it, and each distinct data root is
+    opened once for all its runs. Runs whose release has no box file, or whose label set has no box label,
+    are skipped; a failure is reported, never raised (the leaderboard then leaves that run's localization
+    columns empty).
     """
+    from .data.release import NIHRelease
     from .engine.localize import localize_run
+    from .results.runs import iter_runs
 
+    if not store.path.is_dir():
+        return []
+    todo = [r for r in iter_runs(store.path) if not (r.run_dir / "localization.csv").is_file()]
+    releases: dict[str | None, NIHRelease | CxrBenchError] = {}
     done, failed = 0, []
-    for run_id in store.run_ids():
+    for rec in todo:
+        root = rec.config.data.root
         try:
-            rd = store.run(run_id)
-            if not rd.completed or (rd.path / "localization.csv").is_file():
-                continue
-            localize_run(rd.path, progress=False)
+            if root not in releases:
+                try:
+                    releases[root] = NIHRelease.open(root)
+                except CxrBenchError as e:  # said once per root, for each of its runs
+                    releases[root] = e
+            release = releases[root]
+            if isinstance(release, CxrBenchError):
+                raise release
+            localize_run(rec.run_dir, config=rec.config, release=release, progress=False)
             done += 1
         except CxrBenchError as e:
-            log.info("run %s: not localized: %s", run_id, e)
+            log.info("run %s: not localized: %s", rec.run_id, e)
         except Exception as e:  # reported with its traceback; the other runs go on
-            log.error("run %s: localization failed: %s", run_id, e, exc_info=True)
-            failed.append(run_id)
+            log.error("run %s: localization failed: %s", rec.run_id, e, exc_info=True)
+            failed.append(rec.run_id)
     lines = [f"localization: {done} run(s) scored against BBox_List_2017"] if done else []
     if failed:
         lines.append(f"localization failed for {', '.join(failed)}; retry: cxr-bench localize --run-dir RUN_DIR")

@@ -80,7 +80,7 @@ def _plain(text: str) -> str:
 class ArgumentParser(argparse.ArgumentParser):
     """Errors as one line naming the command, with the closest option for a misspelled one."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]  # argparse's is typed NoReturn too
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.reference:
             tables = paper_table.reference_tables(table)
         elif "summary" in extra:
-            tables = paper_table.pair_tables(extra["summary"])  # type: ignore[arg-type]
+            tables = paper_table.pair_tables(extra["summary"])
         else:
             raise ConfigError("--format makes a paper table of --reference, --pair or --ablations, not of A B")
         print(paper_table.render(tables, args.format), end="")

@@ -47,6 +47,9 @@ def _split_rows(release: NIHRelease) -> dict[str, Any]:
     return out
 
 
+SPLIT_KEYS = ("train_val", "test", "unlisted", "total")  # the official lists, images on neither, all
+
+
 def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
               check_images: bool | None = None) -> dict[str, Any]:
     """Counts of ``release`` for ``cxr-bench data info``: a JSON-able dict with stable keys.
@@ -64,48 +67,11 @@ def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
     md = release.metadata
     pid = md["patient_id"].to_numpy()
     rows = _split_rows(release)
-    split_keys = ("train_val", "test", "unlisted", "total")
-
-    tv_pat = np.unique(pid[rows["train_val"]])
-    te_pat = np.unique(pid[rows["test"]])
-    shared = np.intersect1d(tv_pat, te_pat)
-    both_names = sorted(set(release.train_val_names) & set(release.test_names))
-    missing = rows["train_val_missing"] + rows["test_missing"]
-    overlap = {
-        "shared_patients": int(shared.size),
-        "shared_patient_examples": [int(p) for p in shared[:5]],
-        "images_on_both_lists": len(both_names),
-        "listed_images_not_in_metadata": len(missing),
-        "listed_images_not_in_metadata_examples": missing[:5],
-        "ok": bool(shared.size == 0 and not both_names and not missing),
-    }
-
     views_all = sorted(md["view"].unique().tolist())
-    views = {k: {v: int(n) for v, n in md["view"].iloc[rows[k]].value_counts().reindex(views_all, fill_value=0)
-                 .items()} for k in split_keys}
-
-    labels: dict[str, Any] = {}
-    for name in LABEL_SETS.names():
-        ls = get_label_set(name)
-        y = ls.encode(md["finding_labels"].to_numpy(dtype=object))
-        labels[name] = {
-            "labels": list(ls.labels),
-            "positives": {k: {lab: int(v) for lab, v in zip(ls.labels, y[rows[k]].sum(axis=0))} for k in split_keys},
-            "all_zero_images": {k: int((y[rows[k]].sum(axis=1) == 0).sum()) for k in split_keys},
-        }
     no_finding = (md["finding_labels"] == NO_FINDING).to_numpy()
-    boxes = release.bboxes
-
     info: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
-        "release": {
-            "kind": release.kind,
-            "root": str(release.root),
-            "data_entry_file": release.data_entry_path.name,
-            "data_entry_format": release.data_entry_format,
-            "files": release.file_hashes(),
-            "has_images": release.has_images,
-        },
+        "release": _release_block(release),
         "population": {
             "description": POPULATION_NOTE,
             "views": views_all,
@@ -114,38 +80,85 @@ def data_info(release: NIHRelease, *, val_fraction: float = 0.1, seed: int = 0,
             "images": int(len(md)),
             "patients": int(np.unique(pid).size),
         },
-        "images": {k: int(len(rows[k])) for k in split_keys},
-        "patients": {k: int(np.unique(pid[rows[k]]).size) for k in split_keys},
-        "patient_overlap": overlap,
-        "views": views,
-        "labels": labels,
-        "no_finding": {k: int(no_finding[rows[k]].sum()) for k in split_keys},
-        "bboxes": {
-            "file": release.bbox_path.name if release.bbox_path is not None else None,
-            "boxes": int(len(boxes)),
-            "images": int(boxes["image"].nunique()),
-            "per_label": {lab: int(n) for lab, n in boxes["label"].value_counts().sort_index().items()},
-        },
+        "images": {k: int(len(rows[k])) for k in SPLIT_KEYS},
+        "patients": {k: int(np.unique(pid[rows[k]]).size) for k in SPLIT_KEYS},
+        "patient_overlap": _patient_overlap(release, rows),
+        "views": {k: {v: int(n) for v, n in md["view"].iloc[rows[k]].value_counts().reindex(views_all, fill_value=0)
+                      .items()} for k in SPLIT_KEYS},
+        "labels": _label_counts(md, rows),
+        "no_finding": {k: int(no_finding[rows[k]].sum()) for k in SPLIT_KEYS},
+        "bboxes": _box_counts(release),
+        "official_split": _official_split(release, val_fraction, seed),
+    }
+    if check_images:
+        info.update(_image_check(release))
+    return info
+
+
+def _release_block(release: NIHRelease) -> dict[str, Any]:
+    return {"kind": release.kind, "root": str(release.root), "data_entry_file": release.data_entry_path.name,
+            "data_entry_format": release.data_entry_format, "files": release.file_hashes(),
+            "has_images": release.has_images}
+
+
+def _patient_overlap(release: NIHRelease, rows: dict[str, Any]) -> dict[str, Any]:
+    """The check that the official lists are patient-disjoint, name each image once and name only images of
+    the metadata."""
+    pid = release.metadata["patient_id"].to_numpy()
+    shared = np.intersect1d(np.unique(pid[rows["train_val"]]), np.unique(pid[rows["test"]]))
+    both_names = sorted(set(release.train_val_names) & set(release.test_names))
+    missing = rows["train_val_missing"] + rows["test_missing"]
+    return {
+        "shared_patients": int(shared.size),
+        "shared_patient_examples": [int(p) for p in shared[:5]],
+        "images_on_both_lists": len(both_names),
+        "listed_images_not_in_metadata": len(missing),
+        "listed_images_not_in_metadata_examples": missing[:5],
+        "ok": bool(shared.size == 0 and not both_names and not missing),
     }
 
+
+def _label_counts(md: pd.DataFrame, rows: dict[str, Any]) -> dict[str, Any]:
+    """Per label set: its labels in order, positives per list, all-zero rows per list."""
+    labels: dict[str, Any] = {}
+    for name in LABEL_SETS.names():
+        ls = get_label_set(name)
+        y = ls.encode(md["finding_labels"].to_numpy(dtype=object))
+        labels[name] = {
+            "labels": list(ls.labels),
+            "positives": {k: {lab: int(v) for lab, v in zip(ls.labels, y[rows[k]].sum(axis=0))} for k in SPLIT_KEYS},
+            "all_zero_images": {k: int((y[rows[k]].sum(axis=1) == 0).sum()) for k in SPLIT_KEYS},
+        }
+    return labels
+
+
+def _box_counts(release: NIHRelease) -> dict[str, Any]:
+    boxes = release.bboxes
+    return {"file": release.bbox_path.name if release.bbox_path is not None else None, "boxes": int(len(boxes)),
+            "images": int(boxes["image"].nunique()),
+            "per_label": {lab: int(n) for lab, n in boxes["label"].value_counts().sort_index().items()}}
+
+
+def _official_split(release: NIHRelease, val_fraction: float, seed: int) -> dict[str, Any]:
+    """The official split's train/val/test carve, or the error that prevents it."""
     from .splits import make_splits  # splits imports release; keep module import order simple
 
     try:
-        sp = make_splits(release, "official", val_fraction=val_fraction, seed=seed)
-        info["official_split"] = sp.summary(release)
+        return make_splits(release, "official", val_fraction=val_fraction, seed=seed).summary(release)
     except CxrBenchError as e:
-        info["official_split"] = {"error": str(e)}
+        return {"error": str(e)}
 
-    if check_images:
-        try:
-            paths = release.image_paths() if release.has_images else {}
-        except ImageError as e:  # e.g. an image present twice: report it, the counts above still hold
-            info["images_on_disk"] = {"checked": False, "reason": str(e)}
-            return info
-        info["images_on_disk"] = _images_on_disk(release, paths)
-        if release.kind == "data-root":
-            info["parts"] = parts_on_disk(release, paths)
-    return info
+
+def _image_check(release: NIHRelease) -> dict[str, Any]:
+    """``images_on_disk`` (and, for a ``--data-root`` release, ``parts``: which image archives are there)."""
+    try:
+        paths = release.image_paths() if release.has_images else {}
+    except ImageError as e:  # e.g. an image present twice: report it, the counts still hold
+        return {"images_on_disk": {"checked": False, "reason": str(e)}}
+    out: dict[str, Any] = {"images_on_disk": _images_on_disk(release, paths)}
+    if release.kind == "data-root":
+        out["parts"] = parts_on_disk(release, paths)
+    return out
 
 
 def _images_on_disk(release: NIHRelease, paths: dict[str, Any]) -> dict[str, Any]:

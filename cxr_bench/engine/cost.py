@@ -35,16 +35,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..utils.host import cpu_model_name as host_cpu_model
+from .artifacts import COST_FILE
 
 log = logging.getLogger(__name__)
 
 __all__ = ["COST_FILE", "CostSettings", "cpu_model_name", "latency_summary", "measure_cost", "peak_forward_bytes", "time_passes",
            "weights_bytes"]
-
-
-# Beside metrics.json in a run's folder (cxr_bench.runner.store.COST_FILE reads it back): timings describe the
-# machine, so they stay out of the file that a resumed run reproduces byte for byte.
-COST_FILE = "cost.json"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from ..config import RunConfig
+from ..data.release import NIHRelease
 from ..errors import ConfigError, RunStoreError
 from ..metrics.localization import BBOX_LABELS, IOBB_THRESHOLDS, heatmap_to_boxes, localization_table
 from ..utils.io import atomic_write_json, atomic_write_text, read_json
@@ -97,10 +98,12 @@ def _find_checkpoint(run_dir: Path, checkpoint: str) -> Path:
                         "finish the run first (`cxr-bench run` resumes it)")
 
 
-def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto",
-                   device: str | torch.device = "cpu") -> tuple[RunConfig, torch.nn.Module, Path]:
+def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto", device: str | torch.device = "cpu",
+                   config: RunConfig | None = None) -> tuple[RunConfig, torch.nn.Module, Path]:
     """The run's config and its trained model (eval mode, on ``device``), and the checkpoint used.
 
+    ``config`` is the run's config when the caller holds it typed (a sweep's run record, in the process
+    that imported its plugins); None reads ``config.json`` and imports the plugins it names.
     ``checkpoint`` is ``auto`` (``best.pt``, else ``last.pt``), a file name in ``checkpoints/`` or a path.
     The checkpoint is read with ``weights_only=True`` (no code runs); the model is rebuilt from the config
     with :func:`cxr_bench.models.create_model` and gets the checkpoint's state dict, strictly.
@@ -111,8 +114,10 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto",
     from .trainer import build_model
 
     run_dir = Path(run_dir)
-    cfg = _read_run_config(run_dir)
-    import_plugins(cfg.imports, f"{run_dir / 'config.json'}: config key 'imports'")
+    cfg = config
+    if cfg is None:
+        cfg = _read_run_config(run_dir)
+        import_plugins(cfg.imports, f"{run_dir / 'config.json'}: config key 'imports'")
     path = _find_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
     if "model" not in state:
@@ -145,16 +150,16 @@ def _dataset(cfg: RunConfig, release: Any, rows: np.ndarray) -> Any:
     """The images of ``rows`` at the run's size, from the run's image source.
 
     With ``data.source = "cache"`` this is the run's own cache, found by the engine's
-    :func:`~cxr_bench.engine.trainer.load_run_data` under the same key (nothing is rebuilt), so the model
+    :func:`~cxr_bench.engine.trainer.run_cache` under the same key (nothing is rebuilt), so the model
     sees exactly the pixels it was evaluated on; images outside that cache, or a PNG-source run, are
     decoded from the PNGs with the run's resize method (the cache's decoder, identical pixels).
     """
     from ..data.datasets import CXRDataset
-    from .trainer import load_run_data
+    from .trainer import run_cache
 
     cache = None
     if cfg.data.source == "cache":
-        cache = load_run_data(cfg).test.cache
+        cache = run_cache(cfg, release)
         names = release.metadata["image"].to_numpy(dtype=object)[rows]
         if cache is not None and (cache.slots(names) < 0).any():
             log.info("some box images are not in the run's cache %s; decoding the PNGs instead", cache.dir)
@@ -307,27 +312,29 @@ def plot_localization(path: str | os.PathLike, images: np.ndarray, heatmaps: np.
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def localize_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
-                 out: str | os.PathLike | None = None, checkpoint: str = "auto", device: str = "auto",
-                 batch_size: int | None = None, n_figure: int = 4,
+def localize_run(run_dir: str | os.PathLike, *, config: RunConfig | None = None, release: NIHRelease | None = None,
+                 data_root: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                 checkpoint: str = "auto", device: str = "auto", batch_size: int | None = None, n_figure: int = 4,
                  progress: bool | None = None) -> LocalizationResult:
     """Heatmaps -> boxes -> Table 4 for one finished run; writes the files listed in the module docstring.
 
-    ``data_root`` overrides the run's ``data.root`` (None keeps it: the bundled sample when the run used
-    it). ``out`` is the table's path (default ``<run_dir>/localization.csv``); the summary, detections
-    and figure go beside it (``<stem>.json``, ``<stem>_boxes.csv``) and to ``<run_dir>/figures/``.
+    ``config`` is the run's config when the caller holds it typed (None: read from ``config.json``, see
+    :func:`load_run_model`); ``release`` the release already open at the run's data root (None: opened
+    here), so a caller localizing several runs of one root opens it once. ``data_root`` overrides the
+    run's ``data.root`` (None keeps it: the bundled sample when the run used it). ``out`` is the table's
+    path (default ``<run_dir>/localization.csv``); the summary, detections and figure go beside it
+    (``<stem>.json``, ``<stem>_boxes.csv``) and to ``<run_dir>/figures/``.
     """
     from ..data.labels import get_label_set
-    from ..data.release import NIHRelease
     from .distributed import resolve_device
 
     run_dir = Path(run_dir)
     dev = resolve_device(device)
-    cfg, model, ckpt = load_run_model(run_dir, checkpoint=checkpoint, device=dev)
+    cfg, model, ckpt = load_run_model(run_dir, checkpoint=checkpoint, device=dev, config=config)
     if data_root is not None:
         cfg = cfg.replace(**{"data.root": str(data_root)})  # where, not what: the run id is unchanged
     root = cfg.data.root
-    release = NIHRelease.open(root)
+    release = release if release is not None else NIHRelease.open(root)
     label_set = get_label_set(cfg.data.label_set)
     scored = [lab for lab in BBOX_LABELS if lab in label_set.labels]
     if not scored:

@@ -130,7 +130,6 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     with the same data settings finds the same cache key and builds nothing. Under torchrun, rank 0
     builds it while the other ranks wait, then they open the finished cache.
     """
-    from ..data.cache import prepare_cache
     from ..data.datasets import CXRDataset
     from ..data.labels import get_label_set
     from ..data.release import NIHRelease
@@ -147,17 +146,11 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
 
     cache = None
     if d.source == "cache":
-        names = release.metadata["image"].to_numpy(dtype=object)[splits.union()].tolist()
-
-        def build() -> Any:
-            return prepare_cache(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
-                                 cache_dir=d.cache_dir, workers=d.workers, progress=progress)
-
         if ctx.is_main:
-            cache = build()
+            cache = run_cache(cfg, release, splits, progress=progress)
         ctx.barrier()
         if not ctx.is_main:
-            cache = build()
+            cache = run_cache(cfg, release, splits, progress=progress)
     elif d.source != "png":
         raise ConfigError(f"data.source must be 'cache' or 'png', got {d.source!r}")
 
@@ -168,6 +161,24 @@ def load_run_data(cfg: RunConfig, ctx: DistContext | None = None, *, progress: b
     return RunData(labels=tuple(label_set.labels), label_set=label_set.name,
                    train=dataset(splits.train, d.augment), val=dataset(splits.val, "none"),
                    test=dataset(splits.test, "none"))
+
+
+def run_image_names(cfg: RunConfig, release: Any, rows: RunRows | None = None) -> list[str]:
+    """The images a run reads (``rows``, default :func:`run_rows`), once each, in metadata order: what its image
+    cache holds."""
+    rows = rows if rows is not None else run_rows(cfg, release)
+    return list(release.metadata["image"].to_numpy(dtype=object)[rows.union()])
+
+
+def run_cache(cfg: RunConfig, release: Any, rows: RunRows | None = None, *, progress: bool | None = None) -> Any:
+    """The run's image cache (:class:`~cxr_bench.data.cache.ImageCache`) of :func:`run_image_names`, at its
+    data settings; found, not rebuilt, once made."""
+    from ..data.cache import prepare_cache
+
+    d = cfg.data
+    names = run_image_names(cfg, release, rows)
+    return prepare_cache(release, d.image_size, names=names, resize=d.resize, conversion=d.grayscale,
+                         cache_dir=d.cache_dir, workers=d.workers, progress=progress)
 
 
 def build_model(cfg: RunConfig, labels: tuple[str, ...]) -> torch.nn.Module:

@@ -472,14 +472,14 @@ def paired_bootstrap(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[An
     auc = [np.full((len(side), n_labels), np.nan) for side in (a, b)]
     reps = [np.full((len(side), n, n_labels), np.nan) for side in (a, b)]
     # Replicates are reusable only for a fixed integer seed: a Generator draws other resamples on every call.
-    keys = model_keys if cache is not None and model_keys is not None and isinstance(seed, (int, np.integer)) \
-        else None
+    int_seed = int(seed) if isinstance(seed, (int, np.integer)) else None
+    keys = model_keys if cache is not None and model_keys is not None and int_seed is not None else None
     if keys is not None and (len(keys[0]) != len(a) or len(keys[1]) != len(b)):
         raise ValueError(f"model_keys: {len(keys[0])} and {len(keys[1])} keys for {len(a)} and {len(b)} models")
     for j in progress(np.flatnonzero(usable), desc="paired bootstrap", unit="label", enabled=show_progress):
         for i_side, (side, au, rep) in enumerate(zip((a, b), auc, reps)):
             for k, s in enumerate(side):
-                key = None if keys is None else replicate_key(keys[i_side][k], names[j], n, int(seed), n_groups,
+                key = None if keys is None else replicate_key(keys[i_side][k], names[j], n, int_seed or 0, n_groups,
                                                               t.shape[0], int(n_pos[j]))
                 if key is not None and cache is not None and key in cache:
                     out = cache[key]

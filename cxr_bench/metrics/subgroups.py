@@ -259,27 +259,32 @@ def subgroup_block(pred: Predictions, metadata: pd.DataFrame, normal_threshold: 
             res: dict[str, tuple[dict[str, Any], np.ndarray | None, float]] = {}
             for g in order:
                 rows = masks[g]
-                tj, sj = t[rows, j], s[rows, j]
-                n_pos, n_neg = int(tj.sum()), int((~tj).sum())
-                rec = {"auc": None, "ci": None, "n_pos": n_pos, "n_neg": n_neg, "reason": ""}
-                if n_pos < 2 or n_neg < 2:
-                    rec["reason"] = f"{n_pos} positive and {n_neg} negative images (needs at least 2 of each)"
-                    res[g] = (rec, None, math.nan)
-                    continue
-                auc = _midrank_auc(tj, sj)
-                reps = _weighted_auc(tj, sj, group[rows], blocks)
-                rec.update(auc=auc, ci=_json_pair(percentile_ci(reps, level)))
-                dropped = int(np.isnan(reps).sum())
-                if dropped:
-                    rec["reason"] = (f"{dropped} of {n_bootstrap} resamples had no positive or no negative image "
-                                     "and were left out of the interval")
-                res[g] = (rec, reps, auc)
+                res[g] = _auc_record(t[rows, j], s[rows, j], group[rows], blocks, level, n_bootstrap)
             for g in order:
                 rec, reps, auc = res[g]
                 _, ref_reps, ref_auc = res[ref]
                 block["auc"].append({"attribute": attr, "group": g, "label": label, **info[g], "reference": ref,
                                      **rec, **_gap(auc, ref_auc, reps, ref_reps, g == ref, level)})
     return block
+
+
+def _auc_record(tj: np.ndarray, sj: np.ndarray, groups: np.ndarray, blocks: Any, level: float,
+                n_bootstrap: int) -> tuple[dict[str, Any], np.ndarray | None, float]:
+    """One label's AUC in one subgroup, with its patient-bootstrap interval: ``(record, replicates, auc)``;
+    fewer than 2 positives or negatives leave it empty with the reason."""
+    n_pos, n_neg = int(tj.sum()), int((~tj).sum())
+    rec: dict[str, Any] = {"auc": None, "ci": None, "n_pos": n_pos, "n_neg": n_neg, "reason": ""}
+    if n_pos < 2 or n_neg < 2:
+        rec["reason"] = f"{n_pos} positive and {n_neg} negative images (needs at least 2 of each)"
+        return rec, None, math.nan
+    auc = _midrank_auc(tj, sj)
+    reps = _weighted_auc(tj, sj, groups, blocks)
+    rec.update(auc=auc, ci=_json_pair(percentile_ci(reps, level)))
+    dropped = int(np.isnan(reps).sum())
+    if dropped:
+        rec["reason"] = (f"{dropped} of {n_bootstrap} resamples had no positive or no negative image "
+                         "and were left out of the interval")
+    return rec, reps, auc
 
 
 def _table(records: list[Mapping[str, Any]], columns: Sequence[str], value: str) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """What the reports show, computed once per set of inputs and shared by every report of a render.
 
-A render used to build the leaderboard in two notebooks, score the expert labels three times, verify every
-run's artifacts in each notebook and recompute the paired ablation table. Here each of those is one part of
-an :class:`Analysis`, computed by the first report that asks for it through the public functions of
+The leaderboard, the expert-label scores, the runs' verified artifacts and the paired ablation table are
+each one part of an :class:`Analysis`, computed once by the first report that asks for it through the public
+functions of
 :mod:`cxr_bench.results` (``build_leaderboard``, which also scores the expert labels, and
 ``ablation_table``) and saved as JSON in a cache folder the tool owns (``<out>/.cache/``), keyed by
 :func:`inputs_key`: a hash of every run's config, manifest, metrics, history and localization files, the
@@ -146,7 +146,7 @@ class Analysis:
             total = len(load_runs(self.runs_dir, self.suite, include_incomplete=True))
             return {"run_dirs": [str(r.run_dir) for r in runs], "n_not_completed": total - len(runs)}
 
-        return self._part("runs", compute, lambda v: v, lambda v: v)  # type: ignore[no-any-return]
+        return self._part("runs", compute, lambda v: v, lambda v: v)
 
     def runs(self) -> list[RunRecord]:
         """The completed runs whose saved artifacts are intact (verified once per set of inputs)."""
@@ -158,7 +158,7 @@ class Analysis:
                 except RunStoreError as e:  # removed since the key was taken: left out, said in the log
                     log.warning("%s: %s", d, e)
             self._parts["records"] = [r for r in out if not self.suite or r.suite == self.suite]
-        return self._parts["records"]  # type: ignore[no-any-return]
+        return self._parts["records"]
 
     @property
     def n_not_completed(self) -> int:
@@ -182,6 +182,6 @@ class Analysis:
         """:func:`cxr_bench.results.compare.ablation_table` of the completed runs."""
         from ..results.compare import ablation_table
 
-        return self._part(f"ablations-b{n_bootstrap}-s{seed}",  # type: ignore[no-any-return]
+        return self._part(f"ablations-b{n_bootstrap}-s{seed}",
                           lambda: ablation_table(self.runs(), n_bootstrap=n_bootstrap, seed=seed),
                           frame_to_json, frame_from_json)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.sample_note import sample_note_lines
 from ..errors import RunStoreError
 from ..results.leaderboard import Leaderboard, truthy
-from ..results.runs import RunRecord
+from ..results.runs import RunRecord, sample_facts
 from .analysis import Analysis
 from .escape import esc
 from .formatting import fmt, fmt_ci, num
@@ -110,12 +111,7 @@ class ReportContext:
             out = (
                 '<div style="border:3px solid #b00020;background:#fdecea;padding:12px 16px;margin:8px 0;'
                 'font-size:1.05em">'
-                f"<b>&#9888; NOT COMPARABLE WITH THE PAPERS.</b> {len(sample)} of {len(self.runs)} run(s) were "
-                "trained and tested on the <b>bundled sample</b> (1,673 NIH images stored at 256 px, profile "
-                f"{esc(', '.join(_profiles(sample)))}): a check that the pipeline runs end to end. Their AUCs, "
-                "intervals and p-values describe a few hundred test images and say nothing about the published "
-                "results; run the suite with <code>--data-root</code> on the full NIH release for a replication."
-                f"{sample_note_html(sample)}</div>{out}"
+                f"{sample_note_html(sample, n_total=len(self.runs), sanity=bool(self.sanity_runs))}</div>{out}"
             )
         return out + self.sanity_html()
 
@@ -174,22 +170,20 @@ def _profiles(runs: Iterable[RunRecord]) -> list[str]:
     return sorted(out)
 
 
-def _range(values: Iterable[Any], unit: str = "") -> str:
-    vals = sorted({v for v in (num(x) for x in values) if math.isfinite(v)})
-    if not vals:
-        return "?"
-    def f(v: Any) -> str:
-        return f"{v:g}{unit}"
-
-    return f(vals[0]) if len(vals) == 1 else f"{f(vals[0])}-{f(vals[-1])}"
-
-
-def sample_note_html(runs: Sequence[RunRecord]) -> str:
-    """Why the bundled-sample runs score near chance, from their own records: how many are below 0.5 or
-    have a whole CI below it, and the four causes with this store's numbers (initialisation, image size,
-    optimizer steps, the sample's size and bias)."""
+def sample_note_html(runs: Sequence[RunRecord], *, n_total: int | None = None, sanity: bool = False) -> str:
+    """The bundled-sample message (:func:`~cxr_bench.data.sample_note.sample_note_lines` of the runs'
+    :func:`~cxr_bench.results.runs.sample_facts`), escaped, with the report's own count of where the runs'
+    mean AUCs and intervals fall against 0.5."""
     if not runs:
         return ""
+    first, *rest = sample_note_lines(sample_facts(runs, n_total=n_total, sanity=sanity))
+    rest.insert(1, _chance_verdict(runs))
+    return f"<b>&#9888; {esc(first)}</b>" + "".join(f'<p style="margin:6px 0 0 0">{esc(line)}</p>'
+                                                    for line in rest if line)
+
+
+def _chance_verdict(runs: Sequence[RunRecord]) -> str:
+    """How many runs have a mean test AUC, or a whole 95% CI, below or above 0.5, and what that means here."""
     means, below, ci_below, ci_above = [], 0, 0, 0
     for r in runs:
         if not _has_metrics(r):
@@ -202,45 +196,20 @@ def sample_note_html(runs: Sequence[RunRecord]) -> str:
             below += m < 0.5
         ci_below += num(ci[1]) < 0.5
         ci_above += num(ci[0]) > 0.5
-    pretrained = {r.cfg("model.pretrained") for r in runs}
-    init = ("random initialisation (no ImageNet weights)" if pretrained <= {None, "", "none"}
-            else "ImageNet weights for some runs, random initialisation for the others"
-            if {None, "", "none"} & pretrained else "ImageNet weights")
-    steps = [num(r.metrics.get("steps")) if _has_metrics(r) else math.nan for r in runs]
-    batch = [num(r.cfg("optim.batch_size", math.nan)) * num(r.cfg("optim.accum_steps", 1)) for r in runs]
-    seen = [s * b for s, b in zip(steps, batch)]
-    n_test = [num((r.metrics.get("test") or {}).get("n_images")) if _has_metrics(r) else math.nan
-              for r in runs]
+    if not means:
+        return ""
+    verdict = (f"Test mean AUC {min(means):.2f}-{max(means):.2f}: {below} of {len(means)} run(s) below 0.5, "
+               f"{ci_below} with the whole 95% CI below 0.5, {ci_above} with the whole CI above 0.5.")
     # No run reaching a mean AUC of 0.6, or any run confidently *below* chance, is a pipeline that has not
     # learned the findings: an interval above 0.5 next to one below it reflects the sample, not skill.
-    at_chance = bool(means) and (max(means) < 0.6 or ci_below > 0)
-    verdict = ""
-    if means:
-        verdict = (f"Test mean AUC {min(means):.2f}-{max(means):.2f}: {below} of {len(means)} run(s) below "
-                   f"0.5, {ci_below} with the whole 95% CI below 0.5, {ci_above} with the whole CI above "
-                   "0.5. ")
-        if at_chance and ci_above and ci_below:
-            verdict += ("Intervals wholly above and wholly below 0.5 side by side are the small, biased test "
-                        "set speaking, not skill. ")
-        verdict += ("These models are at chance, as expected on this sample, for known reasons:" if at_chance
-                    else "Whatever they show, they are limited by:")
-    heading = "Why these numbers are near chance." if at_chance else "What limits these numbers."
-    steps_item = ""
-    if any(math.isfinite(x) for x in steps):
-        steps_item = (f"<li>{esc(_range(steps))} optimizer steps per run ({esc(_range(seen))} images seen in "
-                      "training), where the papers train for tens of thousands;</li>")
-    return (
-        f'<p style="margin:8px 0 0 0"><b>{heading}</b> {esc(verdict)}</p><ul style="margin:4px 0 0 0">'
-        f"<li>{esc(init)}: the network starts knowing nothing about images;</li>"
-        f"<li>{esc(_range((r.cfg('data.image_size') for r in runs), ' px'))} inputs (the papers: 224-1024 "
-        "px), where small findings (nodules, pneumothorax) are a pixel or two;</li>"
-        f"{steps_item}"
-        f"<li>a small, biased sample: {esc(_range(n_test))} test images, a few positives for rare labels, "
-        "and 1,000 of the 1,673 images are 500 'Pneumonia' + 500 'No Finding' from a single source, so a "
-        "model can learn the source rather than the findings.</li></ul>"
-        "<p style=\"margin:4px 0 0 0\">A pipeline that learns shows it on data made for that check (the "
-        "phantom releases with planted lesions), not here.</p>"
-    )
+    at_chance = max(means) < 0.6 or ci_below > 0
+    if at_chance and ci_above and ci_below:
+        verdict += (" Intervals wholly above and wholly below 0.5 side by side are the small, biased test set "
+                    "speaking, not skill.")
+    if at_chance:
+        verdict += " These models are at chance, as expected on this sample."
+    return verdict + (" At these sizes a small finding (a nodule, a pneumothorax) is a pixel or two, a rare label "
+                      "has a few positives, and a model can learn the sample's source rather than the findings.")
 
 
 def _has_metrics(r: RunRecord) -> bool:

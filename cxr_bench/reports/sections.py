@@ -42,11 +42,11 @@ def footer(ctx: ReportContext) -> None:
 
 
 def _comparison(ctx: ReportContext) -> pd.DataFrame:
-    return ctx.shared("comparison", lambda: tables.replication_comparison(ctx))  # type: ignore[no-any-return]
+    return ctx.shared("comparison", lambda: tables.replication_comparison(ctx))
 
 
 def _shown(ctx: ReportContext) -> list[Any]:
-    return ctx.shared("shown", lambda: tables.replication_runs(ctx, _comparison(ctx)))  # type: ignore[no-any-return]
+    return ctx.shared("shown", lambda: tables.replication_runs(ctx, _comparison(ctx)))
 
 
 def published_counterparts(ctx: ReportContext) -> None:
@@ -133,7 +133,7 @@ def _ablations(ctx: ReportContext) -> tuple[pd.DataFrame, set[tuple[str, str, st
         abl = tables.ablations(ctx)
         return abl, tables.ablation_few(abl, all_label_counts(ctx))
 
-    return ctx.shared("ablations", compute)  # type: ignore[no-any-return]
+    return ctx.shared("ablations", compute)
 
 
 def ablation_summary(ctx: ReportContext) -> None:

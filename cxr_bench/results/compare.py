@@ -46,6 +46,7 @@ from scipy import stats
 
 from ..config import RunConfig, get_dotted
 from ..data.labels import CHESTXRAY14
+from ..data.sample_note import sample_note_lines
 from ..errors import ConfigError, RunStoreError
 from ..metrics.paired import (
     DEFAULT_BOOTSTRAP,
@@ -66,10 +67,12 @@ from .leaderboard import (
     factor_values,
     format_leaderboard,
     ranked_rows,
+    sample_facts,
     truthy,
 )
 from .references import REFERENCES, ReferenceMatch, ReplicationRun, match_reference
 from .runs import RunRecord, take_rows
+from .runs import sample_facts as run_sample_facts
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +80,10 @@ KEYS = ("config", "run_id")
 
 # ------------------------------------------------------------------------------------- banners
 
-SAMPLE_BANNER = (
-    "NOT COMPARABLE WITH ANY PAPER: these runs were trained and tested on the bundled 1,673-image sample "
-    "(profile 'sample'), not on the NIH release.",
-    "Mean test AUC here: {range}. Models of the sample profile score near chance by design: random "
-    "initialisation (no ImageNet weights), 64-px images, a few dozen optimisation steps (2 epochs x 8 steps), "
-    "and a small, biased sample (60% of it picked as 'No Finding' vs 'Pneumonia'; 265 test images of 186 "
-    "patients).",
-    "They show that the pipeline runs, not how good any model is. For real numbers: "
-    "cxr-bench run --suite wang2017 --data-root /path/to/NIH (profile 'paper').",
-)
-
-
 def _sample_metadata_sha() -> str:
     from ..data.bundled import BUNDLED_SHA256
 
     return BUNDLED_SHA256["nih-sample/Data_Entry_2017_v2020.csv"]
-
-
-def sample_banner(mean_aucs: Iterable[Any]) -> list[str]:
-    """The banner of a table computed from bundled-sample runs, quoting their mean-AUC range."""
-    vals = [float(v) for v in mean_aucs if v is not None and np.isfinite(_num(v))]
-    shown = f"{min(vals):.2f}-{max(vals):.2f}" if vals else "not available"
-    return [SAMPLE_BANNER[0], SAMPLE_BANNER[1].format(range=shown), SAMPLE_BANNER[2]]
 
 
 def _run_is_sample(rec: RunRecord) -> bool:
@@ -189,8 +173,8 @@ def compare_leaderboards(a: pd.DataFrame, b: pd.DataFrame, *, key: str = "config
     order = {"both": 0, "only_a": 1, "only_b": 2}
     out = out.sort_values(["present", *cols], key=lambda s: s.map(order) if s.name == "present" else s,
                           kind="mergesort").reset_index(drop=True)
-    sample = [r.get("mean_auc") for df in (a, b) for r in df.to_dict("records") if _row_is_sample(r)]
-    out.attrs["banner"] = sample_banner(sample) if sample else []
+    sample = [r for df in (a, b) for r in df.to_dict("records") if _row_is_sample(r)]
+    out.attrs["banner"] = sample_note_lines(sample_facts(pd.DataFrame(sample))) if sample else []
     return out
 
 
@@ -425,7 +409,7 @@ def compare_reference(lb: pd.DataFrame, reference: str = "wang2017", *, level: f
         raise ConfigError(f"unknown reference {reference!r}; known: {', '.join(REFERENCES.names())}")
     rows: list[dict[str, Any]] = []
     skipped = 0
-    sample_means: list[Any] = []
+    sample_groups: list[pd.DataFrame] = []
     for g in _config_groups(lb):
         g = g.sort_values("seed") if "seed" in g.columns else g
         first = g.iloc[0].to_dict()
@@ -434,7 +418,7 @@ def compare_reference(lb: pd.DataFrame, reference: str = "wang2017", *, level: f
             skipped += 1
             continue
         if _row_is_sample(first):
-            sample_means.extend(g["mean_auc"].tolist() if "mean_auc" in g.columns else [])
+            sample_groups.append(g)
         why = protocol_mismatches(match, first)
         base = {k: first.get(k) for k in ("suite", "backbone", "head", "label_set", "split", "loss", "image_size",
                                           "pretrained", "profile")}
@@ -455,8 +439,8 @@ def compare_reference(lb: pd.DataFrame, reference: str = "wang2017", *, level: f
         log.info("%d configurations have no %s counterpart (other backbone or label set)", skipped, reference)
     out = pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS))
     lines = []
-    if sample_means:
-        lines += sample_banner(sample_means)
+    if sample_groups:
+        lines += sample_note_lines(sample_facts(pd.concat(sample_groups)))
     if len(out) and not out["comparable"].all():
         lines.append("comparable = False: the protocol differs from the paper's in the fields listed in why_not; "
                      "such a delta is not a replication result")
@@ -764,7 +748,7 @@ def _ablation_banner(runs: Sequence[RunRecord], alpha: float, multiplicity: str 
     lines = []
     sample = [r for r in runs if _run_is_sample(r)]
     if sample:
-        lines += sample_banner((r.metrics.get("test") or {}).get("mean_auc") for r in sample)
+        lines += sample_note_lines(run_sample_facts(sample))
     return lines + [ABLATION_NOTE.format(alpha=alpha, family=MULTIPLICITY[multiplicity])]
 
 
@@ -891,7 +875,7 @@ __all__ = [
     "ABLATION_CACHE_VERSION", "ABLATION_COLUMNS", "ALLOWED_DIFFERENCES", "MULTIPLICITY", "REFERENCE_COLUMNS",
     "SUMMARY_COLUMNS", "AblationPair", "ablation_table", "banner", "compare_leaderboards", "compare_reference",
     "comparison_json", "find_ablation_pairs", "pair_cache_key", "pair_summary", "paired_ablation", "paired_runs",
-    "pick_runs", "protocol_mismatches", "reference_factors", "sample_banner", "seed_interval",
+    "pick_runs", "protocol_mismatches", "reference_factors", "seed_interval",
     "write_comparison_csv",
 ]
 

@@ -61,6 +61,7 @@ import pandas as pd
 from ..config import RunConfig, get_dotted
 from ..data.bundled import SAMPLE_N_IMAGES
 from ..data.labels import CHESTXRAY14
+from ..data.sample_note import SampleFacts, finite, sample_note_lines, whole
 from ..errors import CxrBenchError, RunStoreError
 from ..utils.io import csv_text, is_own_sidecar, sidecar_path, write_csv
 from .cost import COST_COLUMNS as INFERENCE_COST_COLUMNS
@@ -647,34 +648,32 @@ def _format_cell(col: str, v: Any) -> str:
     return f"{f:.{_decimals(col)}f}"
 
 
+def sample_facts(rows: pd.DataFrame, *, n_total: int | None = None, sanity: bool = False) -> SampleFacts:
+    """:class:`~cxr_bench.data.sample_note.SampleFacts` of leaderboard rows on the bundled sample, from their
+    own columns (a CSV read back included): the steps are the caps, epochs x ``max_steps_per_epoch``."""
+    def col(name: str) -> pd.Series:
+        return rows[name] if name in rows.columns else pd.Series([None] * len(rows), index=rows.index, dtype=object)
+
+    epochs = pd.to_numeric(col("epochs_run"), errors="coerce").fillna(pd.to_numeric(col("epochs"), errors="coerce"))
+    caps = (epochs * pd.to_numeric(col("max_steps_per_epoch"), errors="coerce")).dropna()
+    return SampleFacts(
+        n_runs=len(rows), n_total=n_total,
+        profiles=tuple(sorted({str(p) for p in col("profile").dropna()} - {""})),
+        image_sizes=whole(col("image_size")), pretrained=tuple(str(p) for p in col("pretrained").dropna()),
+        steps=whole(caps), steps_capped=True, epochs=whole(epochs), mean_aucs=finite(col("mean_auc")), sanity=sanity)
+
+
 def sample_banner(table: pd.DataFrame) -> list[str]:
-    """The ``# ...`` lines that tell a reader of the CSV itself (not only the terminal) that the runs on the
-    bundled sample are a smoke test at chance level and why, from the rows' own factors; ``[]`` when no
-    run trained on the bundled sample."""
+    """The sidecar notes that tell a reader of the CSV itself (not only the terminal) that the runs on the
+    bundled sample are a smoke test at chance level and why (:func:`sample_facts` of those rows); ``[]`` when
+    no run trained on the bundled sample."""
     if "bundled_sample" not in table.columns or table.empty:
         return []
     s = table[truthy(table["bundled_sample"])]
     if s.empty:
         return []
-    auc = pd.to_numeric(s.get("mean_auc"), errors="coerce").dropna()
-    seen = f" (here {auc.min():.2f} to {auc.max():.2f})" if len(auc) else ""
-    pretrained = sorted({str(p) for p in s.get("pretrained", pd.Series(dtype=str)).dropna()} - {""})
-    init = "random initialisation" if pretrained in ([], ["none"]) else "initialised from " + ", ".join(pretrained)
-    sizes = sorted({int(x) for x in pd.to_numeric(s.get("image_size"), errors="coerce").dropna()})
-    epochs = pd.to_numeric(s.get("epochs_run"), errors="coerce").fillna(pd.to_numeric(s.get("epochs"),
-                                                                                       errors="coerce"))
-    cap = pd.to_numeric(s.get("max_steps_per_epoch"), errors="coerce")
-    steps = (epochs * cap).dropna()
-    budget = (f"at most {int(steps.max())} training steps" if len(steps)
-              else f"at most {int(epochs.max())} epoch(s)" if epochs.notna().any() else "a short training run")
-    return [
-        f"NOT COMPARABLE WITH ANY PAPER: {len(s)} of {len(table)} run(s) trained on the bundled "
-        f"{SAMPLE_N_IMAGES:,}-image NIH sample, a smoke test of the pipeline: their test AUCs are expected at "
-        f"chance level, about 0.5{seen}, and say nothing about the models.",
-        f"Why: {init}, {'/'.join(map(str, sizes)) or '?'} px images, {budget}, and a small, biased sample (1,000 "
-        "of its images are 500 Pneumonia + 500 No Finding from one source). For real numbers run with "
-        "--data-root on the full NIH release (docs/running.md).",
-    ]
+    sanity = "synthetic" in table.columns and bool(truthy(table["synthetic"]).any())
+    return sample_note_lines(sample_facts(s, n_total=len(table), sanity=sanity))
 
 
 def leaderboard_csv(df: pd.DataFrame) -> str:
@@ -720,16 +719,13 @@ _OWN_HEADER = {"table": ("suite", "run_id", "status"), "aggregate": AGG_COLUMNS[
 
 def is_own_leaderboard_file(path: str | Path, kind: str) -> bool:
     """Whether ``path`` is a leaderboard file of ``kind`` (``table``/``aggregate``/``subgroups``) that
-    cxr-bench wrote: a plain file whose header (after any ``#`` banner lines) holds that kind's columns."""
+    cxr-bench wrote: a plain file whose header holds that kind's columns."""
     path = Path(path)
     if path.is_symlink() or not path.is_file():
         return False
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            for _ in range(20):
-                line = fh.readline(1 << 16)
-                if not line.startswith("#"):
-                    break
+            line = fh.readline(1 << 16)
     except (OSError, UnicodeDecodeError):
         return False
     header = next(csv.reader([line]), [])
@@ -788,19 +784,12 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, path: str | Path, *, named
 
 # ------------------------------------------------------------------------------------------ reading
 def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """Read a leaderboard CSV back (banner lines skipped, text columns kept as text: run ids and commits can
-    look numeric)."""
+    """Read a leaderboard CSV back (text columns kept as text: run ids and commits can look numeric)."""
     path = Path(path)
     if not path.is_file():
         raise RunStoreError(f"leaderboard {path} does not exist; write one with `cxr-bench leaderboard`")
-    with open(path, encoding="utf-8") as fh:
-        skip = 0
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            skip += 1
     try:
-        df = pd.read_csv(path, skiprows=skip, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
+        df = pd.read_csv(path, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False,
                          na_values={c: [""] for c in COLUMNS if c not in _STR_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise RunStoreError(f"{path}: not a readable CSV ({e})") from None

@@ -16,7 +16,7 @@ report never mixes numbers from files that disagree, and the leaderboard lists t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..config import RunConfig, get_dotted
 from ..data.release import PHANTOM_PREFIX
+from ..data.sample_note import SampleFacts, finite, whole
 from ..errors import ConfigError, RunStoreError
 from ..metrics.predictions import Predictions, read_predictions, take_rows  # noqa: F401 - re-exported
 from ..runner.store import (
@@ -251,6 +252,32 @@ class RunRecord:
 
     def __repr__(self) -> str:
         return f"RunRecord({self.suite}/{self.run_id}, status={self.status!r})"
+
+
+def sample_facts(runs: Sequence[RunRecord], *, n_total: int | None = None,
+                 sanity: bool = False) -> SampleFacts:
+    """:class:`~cxr_bench.data.sample_note.SampleFacts` of runs on the bundled sample, from their records:
+    the profile of their manifests, their configs and what their metrics.json measured (steps taken, images
+    seen, mean test AUC, test images and patients); a run without readable metrics adds its config only."""
+    blocks = []
+    for r in runs:
+        try:
+            blocks.append(r.metrics)
+        except RunStoreError:
+            blocks.append({})
+    tests: list[dict[str, Any]] = [t if isinstance(t := b.get("test"), dict) else {} for b in blocks]
+    steps = [finite([b.get("steps")]) for b in blocks]
+    seen = [s[0] * r.config.optim.batch_size * r.config.optim.accum_steps for r, s in zip(runs, steps) if s]
+    profiles = {str(get_dotted(r.manifest, "suite.profile", "")) for r in runs} - {"", "None"}
+    return SampleFacts(
+        n_runs=len(runs), n_total=n_total, profiles=tuple(sorted(profiles)),
+        image_sizes=tuple(r.config.data.image_size for r in runs),
+        pretrained=tuple(r.config.model.pretrained or "none" for r in runs),
+        steps=whole(s[0] for s in steps if s),
+        epochs=whole(b.get("epochs_run", r.config.optim.epochs) for r, b in zip(runs, blocks)),
+        images_seen=whole(seen), mean_aucs=finite(t.get("mean_auc") for t in tests),
+        test_images=whole(t.get("n_images") for t in tests),
+        test_patients=whole(t.get("n_patients") for t in tests), sanity=sanity)
 
 
 def _suite_name(manifest: dict[str, Any]) -> str | None:

@@ -368,7 +368,7 @@ def evaluate_checkpoint_file(weights: str | os.PathLike, backbone: str, head: st
         cfg.name = name or f"{backbone.replace(':', '-')}-{head}-{path.stem}"
     labels = tuple(get_label_set(cfg.data.label_set).labels)
     with scoped_rng(cfg.seed, "torch-global"):
-        load_model_weights(build_model(cfg, labels), path)  # type: ignore[arg-type]
+        load_model_weights(build_model(cfg, labels), path)  # type: ignore[arg-type]  # build_model is typed nn.Module; it makes a CxrModel
     sha = sha256_file(path)
     scored_files: dict[str, Any] = {"weights": sha}
     evaluated = {"kind": "weights", "weights": {"path": str(path.resolve()), "sha256": sha}, "command": command,

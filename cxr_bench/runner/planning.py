@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..data.release import PHANTOM_PREFIX
+from ..data.sample_note import SampleFacts, sample_note_lines
 from ..errors import ConfigError
 from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json
@@ -19,19 +20,18 @@ from .suite import Suite, SuiteRun
 
 
 def sample_banner(profile: str | None, runs: Sequence[SuiteRun]) -> str:
-    """Three lines for a sweep on the bundled real sample: what it trains on, that its numbers are not the
-    paper's, and where the real benchmark is. Said from the runs themselves (sizes, a phantom sanity run)."""
-    real = [r for r in runs if r.config.data.root is None]
-    sizes = sorted({r.config.data.image_size for r in real})
-    px = "/".join(map(str, sizes)) or "?"
-    sanity = any(r.config.data.root and r.config.data.root.startswith(PHANTOM_PREFIX) for r in runs)
-    return "\n".join([
-        f"Profile '{profile or 'default'}': the bundled sample of 1,673 NIH images, trained at {px} px.",
-        "NOT comparable with the paper: chance by construction (replication/README.md).",
-        ("Phantom 'sanity' run: the pipeline learns. " if sanity else "")
-        + "Real benchmark: --data-root DIR.",
-    ])
-
+    """The bundled-sample message (:func:`~cxr_bench.data.sample_note.sample_note_lines`, without its middle
+    line: the console's budget) for a sweep, from the planned runs: their profile, image sizes, weights, step
+    caps and whether a phantom sanity run is among them."""
+    real = [r.config for r in runs if r.config.data.root is None]
+    caps = [c.optim.epochs * c.optim.max_steps_per_epoch for c in real if c.optim.max_steps_per_epoch]
+    facts = SampleFacts(
+        n_runs=len(real), profiles=(profile or "default",), image_sizes=tuple(c.data.image_size for c in real),
+        pretrained=tuple(c.model.pretrained or "none" for c in real),
+        steps=tuple(caps) if len(caps) == len(real) else (), steps_capped=True,
+        epochs=tuple(c.optim.epochs for c in real),
+        sanity=any((r.config.data.root or "").startswith(PHANTOM_PREFIX) for r in runs))
+    return "\n".join(sample_note_lines(facts, why=False))
 
 
 @dataclass

@@ -106,11 +106,11 @@ def check_registry_names(runs: Sequence[SuiteRun], overrides: dict[str, Any] | N
 
 # ---------------------------------------------------------------------------------------------- images
 def run_image_names(cfg: RunConfig, release: NIHRelease) -> list[str]:
-    """The images a run reads (:func:`cxr_bench.engine.trainer.run_rows`), in metadata order: exactly the
-    ``names`` :func:`cxr_bench.engine.trainer.load_run_data` gives the image cache."""
-    from ..engine.trainer import run_rows
+    """:func:`cxr_bench.engine.trainer.run_image_names` (the images of the run's cache), imported when asked:
+    the engine imports torch."""
+    from ..engine import trainer
 
-    return release.metadata["image"].to_numpy(dtype=object)[run_rows(cfg, release).union()].tolist()
+    return trainer.run_image_names(cfg, release)
 
 
 def image_group(cfg: RunConfig) -> tuple:

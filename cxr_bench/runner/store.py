@@ -40,6 +40,7 @@ from typing import Any
 import filelock
 
 from ..config import RunConfig
+from ..engine.artifacts import COST_FILE
 from ..errors import RunStoreError, errno_suffix
 from ..utils.clock import utc_now
 from ..utils.io import atomic_write_json, read_json
@@ -139,7 +140,7 @@ def evaluated_run_id(config: RunConfig, scored: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def check_own_folder(run_dir: str | os.PathLike, config: RunConfig | dict[str, Any] | None,
+def check_own_folder(run_dir: str | os.PathLike, config: RunConfig | None,
                      manifest: dict[str, Any] | None) -> None:
     """A run's folder must be its own: not a link (to another run's folder), and, for a run the runner
     made (it has a manifest), the manifest's and the config's run id are the folder's name."""
@@ -153,14 +154,8 @@ def check_own_folder(run_dir: str | os.PathLike, config: RunConfig | dict[str, A
         raise RunStoreError(f"{path}: its manifest is of run {manifest.get('run_id')!r}, not {path.name!r} (a "
                             "folder renamed or copied over another run's?); move it back or remove it")
     if config is not None:
-        from ..errors import ConfigError
-
-        try:
-            cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
-        except ConfigError as e:
-            raise RunStoreError(f"{path / 'config.json'}: not a valid run config ({e})") from None
         scored = manifest.get("evaluated", {}).get("scored") if isinstance(manifest.get("evaluated"), dict) else None
-        run_id = evaluated_run_id(cfg, scored) if isinstance(scored, dict) else cfg.run_id()
+        run_id = evaluated_run_id(config, scored) if isinstance(scored, dict) else config.run_id()
         if run_id != path.name:
             raise RunStoreError(f"{path / 'config.json'} is the config of run {run_id}, not {path.name!r} (edited "
                                 "or copied from another run?); `cxr-bench run` writes it again")
@@ -212,9 +207,6 @@ def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
 # predictions/test.replicates.npz: the test predictions' bootstrap replicates (metrics.extended.score_run).
 ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "predictions/test.replicates.npz", "metrics.json")
 # Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
-# Written beside metrics.json after evaluation (engine/cost.py) and by `cxr-bench export` (engine/export.py):
-# timings of a machine and a model file, read back by the leaderboard without importing the engine (torch).
-COST_FILE = "cost.json"
 ONNX_EXPORT_INFO = "export/model.onnx.json"
 
 

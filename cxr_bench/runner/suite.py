@@ -587,98 +587,11 @@ def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
         raise ConfigError(f"{path}: a suite needs at least one [[block]] (an array of tables)")
     blocks: list[Block] = []
     for i, b in enumerate(blocks_raw):
-        where = f"{path}: [[block]] #{i + 1}"
-        b = _table(b, where)
-        _check_keys(b, _BLOCK_KEYS, where)
-        if "name" not in b:
-            raise ConfigError(f"{where} has no name")
-        bname = b["name"]
-        _check_name(bname, path, f"[[block]] #{i + 1} name")
-        where = f"{path}: block {bname!r}"
-        if any(x.name == bname for x in blocks):
-            raise ConfigError(f"{where} is defined twice; block names must be unique")
-        grid = _partial(b.get("grid", {}), f"{where} grid")
-        for axis, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{where} grid axis {axis!r} must be a non-empty list, got {values!r}")
-            if len({_freeze(v) for v in values}) != len(values):
-                raise ConfigError(f"{where} grid axis {axis!r} lists a value twice: {values!r}")
-        bset = _partial(b.get("set", {}), f"{where} set")
-        both = sorted(set(bset) & set(grid))
-        if both:
-            raise ConfigError(f"{where}: {both[0]!r} is both in set and grid; keep one")
-        bseeds = _seeds_key(b, where)
-        if bseeds is not None and "seed" in grid:
-            raise ConfigError(f"{where}: seeds and a grid axis 'seed' both choose the seed; keep one")
-        reference = _partial(b.get("reference", {}), f"{where} reference")
-        for axis, value in reference.items():
-            if axis not in grid:
-                raise ConfigError(f"{where} reference key {axis!r} is not a grid axis of the block "
-                                  f"(axes: {', '.join(grid) or 'none'})")
-            if value not in grid[axis]:
-                raise ConfigError(f"{where} reference {axis} = {value!r} is not one of the axis "
-                                  f"values {grid[axis]!r}")
-        blocks.append(Block(bname, str(b.get("description", "")), bset, grid, reference, bseeds))
+        blocks.append(_parse_block(b, i, path, blocks))
     all_axes = {a for blk in blocks for a in blk.grid}
-    by_name = {blk.name: blk for blk in blocks}
 
-    profiles: dict[str, Profile] = {}
-    for pname, p in _table(raw.get("profiles", {}), f"{path}: [profiles]").items():
-        _check_name(pname, path, "profile name")
-        where = f"{path}: [profiles.{pname}]"
-        p = _table(p, where)
-        _check_keys(p, _PROFILE_KEYS, where)
-        pseeds = _seeds_key(p, where)
-        pset = _partial(p.get("set", {}), f"{where} set")
-        _no_axes(pset, all_axes, f"{where} set")
-        if pseeds is not None:
-            _no_axes({"seed": None}, all_axes, f"{where} seeds")
-        own: dict[str, BlockSettings] = {}
-        for bname, t in _table(p.get("block", {}), f"{where} block").items():
-            bwhere = f"{path}: [profiles.{pname}.block.{bname}]"
-            if bname not in by_name:
-                raise ConfigError(f"{bwhere}: {bname!r} is not a block of the suite (blocks: {', '.join(by_name)})")
-            t = _table(t, bwhere)
-            _check_keys(t, _PROFILE_BLOCK_KEYS, bwhere)
-            oseeds = _seeds_key(t, bwhere)
-            oset = _partial(t.get("set", {}), f"{bwhere} set")
-            _no_axes(oset, set(by_name[bname].grid), f"{bwhere} set")
-            if oseeds is not None:
-                _no_axes({"seed": None}, set(by_name[bname].grid), f"{bwhere} seeds")
-            if "seed" in oset and oseeds is not None:
-                raise ConfigError(f"{bwhere}: seed and seeds both choose the seed; keep one")
-            skip = t.get("skip", False)
-            if not isinstance(skip, bool):
-                raise ConfigError(f"{bwhere}: skip must be true or false, got {skip!r}")
-            own[bname] = BlockSettings(oset, oseeds, skip)
-        for blk in blocks:  # level 2: the profile's and a block's settings may not disagree
-            _agree(pset, pseeds, pname, blk, own.get(blk.name), path)
-        rules = []
-        when = p.get("when", [])
-        if not isinstance(when, list):
-            raise ConfigError(f"{where} when must be an array of tables ([[profiles.{pname}.when]])")
-        for j, r in enumerate(when):
-            rwhere = f"{path}: [[profiles.{pname}.when]] #{j + 1}"
-            r = _table(r, rwhere)
-            _check_keys(r, _RULE_KEYS, rwhere)
-            match_raw = _table(r.get("match", {}), f"{rwhere} match")
-            block_match = {"block": match_raw.pop("block")} if "block" in match_raw else {}
-            match = {k: (v if isinstance(v, list) else [v])
-                     for k, v in {**block_match, **_partial(match_raw, f"{rwhere} match")}.items()}
-            for blk_name in match.get("block", []):
-                if blk_name not in by_name:
-                    raise ConfigError(f"{rwhere} match block {blk_name!r} is not a block of the suite")
-            rset = _partial(r.get("set", {}), f"{rwhere} set")
-            if not rset:
-                raise ConfigError(f"{rwhere} has no set table")
-            if "seed" in rset:
-                raise ConfigError(f"{rwhere} set: a when rule may not choose the seed; use seeds = [...] in "
-                                  f"[profiles.{pname}] or [profiles.{pname}.block.NAME]")
-            _no_axes(rset, all_axes, f"{rwhere} set")
-            rules.append(WhenRule(match, rset))
-        needs = _typed(p.get("needs_data_root", False), bool, f"{where} needs_data_root")
-        profiles[pname] = Profile(pname, str(p.get("description", "")), needs, pset, tuple(rules), pseeds, own)
-
+    profiles = {pname: _parse_profile(pname, p, path, blocks, all_axes)
+                for pname, p in _table(raw.get("profiles", {}), f"{path}: [profiles]").items()}
     sample_profile = meta.get("sample_profile", "sample" if "sample" in profiles else None)
     full_profile = meta.get("full_profile", "paper" if "paper" in profiles else None)
     for key, value in (("sample_profile", sample_profile), ("full_profile", full_profile)):
@@ -696,6 +609,109 @@ def parse_suite(raw: dict[str, Any], path: Path, sha256: str = "") -> Suite:
     for prof in [None] if not profiles else list(profiles):
         suite.expand(prof)
     return suite
+
+
+def _parse_block(b: Any, i: int, path: Path, blocks: Sequence[Block]) -> Block:
+    """``[[block]]`` number ``i`` (from 0) of the file, after the ``blocks`` before it."""
+    where = f"{path}: [[block]] #{i + 1}"
+    b = _table(b, where)
+    _check_keys(b, _BLOCK_KEYS, where)
+    if "name" not in b:
+        raise ConfigError(f"{where} has no name")
+    bname = b["name"]
+    _check_name(bname, path, f"[[block]] #{i + 1} name")
+    where = f"{path}: block {bname!r}"
+    if any(x.name == bname for x in blocks):
+        raise ConfigError(f"{where} is defined twice; block names must be unique")
+    grid = _partial(b.get("grid", {}), f"{where} grid")
+    for axis, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where} grid axis {axis!r} must be a non-empty list, got {values!r}")
+        if len({_freeze(v) for v in values}) != len(values):
+            raise ConfigError(f"{where} grid axis {axis!r} lists a value twice: {values!r}")
+    bset = _partial(b.get("set", {}), f"{where} set")
+    both = sorted(set(bset) & set(grid))
+    if both:
+        raise ConfigError(f"{where}: {both[0]!r} is both in set and grid; keep one")
+    bseeds = _seeds_key(b, where)
+    if bseeds is not None and "seed" in grid:
+        raise ConfigError(f"{where}: seeds and a grid axis 'seed' both choose the seed; keep one")
+    reference = _partial(b.get("reference", {}), f"{where} reference")
+    for axis, value in reference.items():
+        if axis not in grid:
+            raise ConfigError(f"{where} reference key {axis!r} is not a grid axis of the block "
+                              f"(axes: {', '.join(grid) or 'none'})")
+        if value not in grid[axis]:
+            raise ConfigError(f"{where} reference {axis} = {value!r} is not one of the axis "
+                              f"values {grid[axis]!r}")
+    return Block(bname, str(b.get("description", "")), bset, grid, reference, bseeds)
+
+
+def _parse_profile(pname: str, p: Any, path: Path, blocks: Sequence[Block], all_axes: set[str]) -> Profile:
+    """``[profiles.<pname>]``: its settings, its blocks' settings and its ``when`` rules."""
+    by_name = {blk.name: blk for blk in blocks}
+    _check_name(pname, path, "profile name")
+    where = f"{path}: [profiles.{pname}]"
+    p = _table(p, where)
+    _check_keys(p, _PROFILE_KEYS, where)
+    pseeds = _seeds_key(p, where)
+    pset = _partial(p.get("set", {}), f"{where} set")
+    _no_axes(pset, all_axes, f"{where} set")
+    if pseeds is not None:
+        _no_axes({"seed": None}, all_axes, f"{where} seeds")
+    own = {bname: _parse_profile_block(pname, bname, t, path, by_name)
+           for bname, t in _table(p.get("block", {}), f"{where} block").items()}
+    for blk in blocks:  # level 2: the profile's and a block's settings may not disagree
+        _agree(pset, pseeds, pname, blk, own.get(blk.name), path)
+    when = p.get("when", [])
+    if not isinstance(when, list):
+        raise ConfigError(f"{where} when must be an array of tables ([[profiles.{pname}.when]])")
+    rules = [_parse_rule(pname, j, r, path, by_name, all_axes) for j, r in enumerate(when)]
+    needs = _typed(p.get("needs_data_root", False), bool, f"{where} needs_data_root")
+    return Profile(pname, str(p.get("description", "")), needs, pset, tuple(rules), pseeds, own)
+
+
+def _parse_profile_block(pname: str, bname: str, t: Any, path: Path, by_name: Mapping[str, Block]) -> BlockSettings:
+    """``[profiles.<pname>.block.<bname>]``: one block's settings under one profile."""
+    bwhere = f"{path}: [profiles.{pname}.block.{bname}]"
+    if bname not in by_name:
+        raise ConfigError(f"{bwhere}: {bname!r} is not a block of the suite (blocks: {', '.join(by_name)})")
+    t = _table(t, bwhere)
+    _check_keys(t, _PROFILE_BLOCK_KEYS, bwhere)
+    oseeds = _seeds_key(t, bwhere)
+    oset = _partial(t.get("set", {}), f"{bwhere} set")
+    _no_axes(oset, set(by_name[bname].grid), f"{bwhere} set")
+    if oseeds is not None:
+        _no_axes({"seed": None}, set(by_name[bname].grid), f"{bwhere} seeds")
+    if "seed" in oset and oseeds is not None:
+        raise ConfigError(f"{bwhere}: seed and seeds both choose the seed; keep one")
+    skip = t.get("skip", False)
+    if not isinstance(skip, bool):
+        raise ConfigError(f"{bwhere}: skip must be true or false, got {skip!r}")
+    return BlockSettings(oset, oseeds, skip)
+
+
+def _parse_rule(pname: str, j: int, r: Any, path: Path, by_name: Mapping[str, Block],
+                all_axes: set[str]) -> WhenRule:
+    """``[[profiles.<pname>.when]]`` number ``j`` (from 0): a conditional override."""
+    rwhere = f"{path}: [[profiles.{pname}.when]] #{j + 1}"
+    r = _table(r, rwhere)
+    _check_keys(r, _RULE_KEYS, rwhere)
+    match_raw = _table(r.get("match", {}), f"{rwhere} match")
+    block_match = {"block": match_raw.pop("block")} if "block" in match_raw else {}
+    match = {k: (v if isinstance(v, list) else [v])
+             for k, v in {**block_match, **_partial(match_raw, f"{rwhere} match")}.items()}
+    for blk_name in match.get("block", []):
+        if blk_name not in by_name:
+            raise ConfigError(f"{rwhere} match block {blk_name!r} is not a block of the suite")
+    rset = _partial(r.get("set", {}), f"{rwhere} set")
+    if not rset:
+        raise ConfigError(f"{rwhere} has no set table")
+    if "seed" in rset:
+        raise ConfigError(f"{rwhere} set: a when rule may not choose the seed; use seeds = [...] in "
+                          f"[profiles.{pname}] or [profiles.{pname}.block.NAME]")
+    _no_axes(rset, all_axes, f"{rwhere} set")
+    return WhenRule(match, rset)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

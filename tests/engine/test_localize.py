@@ -152,3 +152,10 @@ def test_trained_model_boxes_hit_the_planted_lesions(tmp_path, capsys):
     assert res.json_path == tmp_path / "elsewhere" / "loc.json" and res.json_path.is_file()
     assert res.summary["n_boxes"] == len(boxes)
     pd.testing.assert_frame_equal(pd.read_csv(res.csv_path), table)
+
+    # The sweep's way: the run's typed config and a release already open; config.json is not read again.
+    (run_dir / "config.json").rename(run_dir / "config.json.away")
+    typed = localize_run(run_dir, config=cfg, release=NIHRelease.open(root), checkpoint="last.pt",
+                         out=tmp_path / "typed" / "loc.csv", n_figure=0)
+    assert typed.csv_path.read_bytes() == res.csv_path.read_bytes()
+    assert typed.boxes_path.read_bytes() == res.boxes_path.read_bytes()

@@ -120,7 +120,7 @@ def test_smoke_suite_fits_25_screen_lines_in_a_terminal_and_the_demo_120_off_it(
     # one line per run, the banner, the reports; nothing from the kernel, traitlets, tqdm or papermill
     runs = [line for line in screen if re.match(r"\[\d/2\] mobilenet_v1-", line)]
     assert len(runs) == 2 and all("test AUC 0." in line for line in runs), shown
-    assert "NOT comparable with the paper" in shown and shown.count("report: ") == 3
+    assert "NOT COMPARABLE WITH ANY PAPER: 2 run(s)" in shown and shown.count("report: ") == 3
     for noise in ("IPKernelApp", "KeyboardInterrupt", "traitlets", "papermill", "Traceback", "epoch 1/1"):
         assert noise not in text, noise
     # Off a terminal the same lines print, without the suite bar (its redraws are gone from the screen

@@ -130,4 +130,4 @@ def test_shell_quoting_alone_would_not_have_been_enough():
         except tok.Fatal:
             continue
         assert argv != [f"--account={value}"], value
-        assert not re.fullmatch(ALLOWED["account"].pattern, value)  # type: ignore[union-attr]
+        assert not re.fullmatch(ALLOWED["account"].pattern, value)

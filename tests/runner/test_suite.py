@@ -247,8 +247,12 @@ def test_cli_suites_lists_counts(capsys):
 def test_cli_dry_run_prints_runs(capsys, tmp_path: Path):
     assert cli_main(["run", "--suite", "wang2017", "--dry-run", "--runs", str(tmp_path)]) == 0
     captured = capsys.readouterr()
-    assert "NOT comparable with the paper" in captured.err
-    ids = {r.run_id for r in load_suite("wang2017").expand("sample")}
+    expanded = load_suite("wang2017").expand("sample")
+    n_real = sum(r.config.data.root is None for r in expanded)
+    assert (f"NOT COMPARABLE WITH ANY PAPER: {n_real} run(s) on the bundled 1,673-image NIH sample (profile "
+            "'sample')") in captured.err
+    assert "'sample') at 64 px" in captured.err and "A phantom 'sanity' run" in captured.err
+    ids = {r.run_id for r in expanded}
     rows = _table_rows(captured.out)
     assert len(rows) == WANG_RUNS_PER_SEED['sample'] and {x.split()[0] for x in rows} == ids
     assert not any(tmp_path.iterdir())  # a dry run writes nothing

@@ -485,7 +485,8 @@ def open_external(name: str, root: str | os.PathLike) -> ExternalSet:
     overlap = nih_overlap_note(spec)
     if overlap:
         log.warning("%s", overlap)
+    found = {n: p for n, p in located.items() if p is not None}  # all of them: none is missing
     if spec.name != "chexpert":  # the file's own name (an RSNA image may be .png or .jpg)
-        frame["image"] = [located[n].name for n in frame["image"]]  # type: ignore[union-attr]
-    paths = dict(zip(frame["image"], (located[n] for n in located)))
+        frame["image"] = [found[n].name for n in frame["image"]]
+    paths = dict(zip(frame["image"], found.values()))
     return ExternalSet(spec, root, frame, meta, paths, excluded, notes)
