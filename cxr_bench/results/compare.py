@@ -197,13 +197,19 @@ _SAME_VALUE: dict[str, dict[str, str]] = {"pretrained": {"cache": "imagenet"}}
 
 
 @functools.cache
+def _expanded(suite: str, profile: str, overrides: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:
+    """The runs of a shipped suite under a profile: several papers' references share one expansion."""
+    from ..runner.suite import load_suite
+
+    return tuple(load_suite(suite).expand(profile, dict(overrides)))
+
+
+@functools.cache
 def reference_factors(run: ReplicationRun) -> dict[str, tuple[str, str]]:
     """``leaderboard column -> (dotted config key, value as the leaderboard writes it)`` of the run that
     replicates a paper: ``run.block`` of the shipped suite ``run.suite`` expanded under ``run.profile``
     (seed 0), the one whose config matches ``run.select``; the suite machinery decides every value."""
-    from ..runner.suite import load_suite
-
-    runs = load_suite(run.suite).expand(run.profile, dict(run.overrides))
+    runs = _expanded(run.suite, run.profile, run.overrides)
     found = [r for r in runs if run.block in r.blocks and r.config.seed == 0
              and all(get_dotted(r.config, k) == v for k, v in run.select)]
     if len(found) != 1:
