@@ -102,8 +102,9 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto", devi
                    config: RunConfig | None = None) -> tuple[RunConfig, torch.nn.Module, Path]:
     """The run's config and its trained model (eval mode, on ``device``), and the checkpoint used.
 
-    ``config`` is the run's config when the caller holds it typed (a sweep's run record, in the process
-    that imported its plugins); None reads ``config.json`` and imports the plugins it names.
+    ``config`` is the run's config when the caller holds it typed (a sweep's run record); None reads
+    ``config.json``. The plugins the config names are imported either way (those already imported are not
+    re-run).
     ``checkpoint`` is ``auto`` (``best.pt``, else ``last.pt``), a file name in ``checkpoints/`` or a path.
     The checkpoint is read with ``weights_only=True`` (no code runs); the model is rebuilt from the config
     with :func:`cxr_bench.models.create_model` and gets the checkpoint's state dict, strictly.
@@ -114,10 +115,9 @@ def load_run_model(run_dir: str | os.PathLike, *, checkpoint: str = "auto", devi
     from .trainer import build_model
 
     run_dir = Path(run_dir)
-    cfg = config
-    if cfg is None:
-        cfg = _read_run_config(run_dir)
-        import_plugins(cfg.imports, f"{run_dir / 'config.json'}: config key 'imports'")
+    cfg = config if config is not None else _read_run_config(run_dir)
+    # A no-op for modules already imported (a sweep's own plugins); a run of an earlier sweep may name others.
+    import_plugins(cfg.imports, f"{run_dir / 'config.json'}: config key 'imports'")
     path = _find_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
     if "model" not in state:
