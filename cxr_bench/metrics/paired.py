@@ -429,7 +429,7 @@ def load_replicates(path: str | os.PathLike, model_key: str) -> dict[tuple[Hasha
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         log.debug("replicates %s not used: %s", path, e)
         return {}
-    if (meta.shape != (5,) or int(meta[0]) != REPLICATES_FORMAT or key != model_key
+    if (meta.shape != (5,) or int(meta[0]) != REPLICATES_FORMAT or key != model_key or auc.dtype != np.float64
             or auc.shape != (labels.size, int(meta[1]) + 1) or n_pos.shape != labels.shape):
         log.debug("replicates %s not used: another format or predictions file", path)
         return {}
