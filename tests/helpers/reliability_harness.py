@@ -52,7 +52,14 @@ def spawn(argv: Sequence[str], *, log: Path, cwd: Path | None = None,
     """Start ``python ARGV`` in its own process group (killed with :func:`kill_group`), output to ``log``."""
     fh = open(log, "ab")  # noqa: SIM115 - the child owns it; closed when the Popen object is collected
     return subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env(**(extra_env or {})),
-                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # A suite started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt: the child gets the default, as a terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
