@@ -110,7 +110,7 @@ def _structural_components(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray
     """
     m, n = pos.shape[1], neg.shape[1]
     k = pos.shape[0]
-    z = np.concatenate([pos, neg], axis=1)
+    z = np.concatenate([pos, neg], axis=1).astype(np.float64, copy=False)
     order = np.argsort(z, axis=1)  # ties are grouped below, so their order does not matter
     zs = np.take_along_axis(z, order, axis=1)
     is_pos = order < m
@@ -128,7 +128,7 @@ def _structural_components(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray
     first = np.repeat(row_start, np.diff(np.r_[row_start, n_g]))
     pos_below = pos_before - pos_before[first] + pos_g / 2.0  # within the row
     neg_below = neg_before - neg_before[first] + neg_g / 2.0
-    placed = np.empty_like(zs)
+    placed = np.empty(zs.shape)
     flat_gid = gid.reshape(k, m + n)
     placed[is_pos] = neg_below[flat_gid[is_pos]] / n
     placed[~is_pos] = 1.0 - pos_below[flat_gid[~is_pos]] / m

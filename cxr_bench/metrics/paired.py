@@ -67,7 +67,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import zipfile
 from collections.abc import Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -420,19 +419,27 @@ def save_replicates(path: str | os.PathLike, y_true: Any, scores: Any, groups: A
 
 def load_replicates(path: str | os.PathLike, model_key: str) -> dict[tuple[Hashable, ...], np.ndarray]:
     """The :data:`ReplicateCache` entries a file of :func:`save_replicates` holds, keyed by
-    :func:`replicate_key`; ``{}`` (and a debug log line) when it is missing, unreadable, of another format
-    or computed from another predictions file than ``model_key``, so a comparison then computes them."""
+    :func:`replicate_key`; ``{}`` (and a debug log line) when it is missing, unreadable, damaged, of another
+    format or computed from another predictions file than ``model_key``, so a comparison then computes them.
+    Never raises: the file only saves time."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            auc, labels, n_pos, meta = z["auc"], z["labels"], z["n_pos"], z["meta"]
-            key = str(z["model_key"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        log.debug("replicates %s not used: %s", path, e)
+        return _read_replicates(path, model_key)
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, the numbers are computed instead
+        log.debug("replicates %s not used: %s: %s", path, type(e).__name__, e)
         return {}
-    if (meta.shape != (5,) or int(meta[0]) != REPLICATES_FORMAT or key != model_key or auc.dtype != np.float64
-            or auc.shape != (labels.size, int(meta[1]) + 1) or n_pos.shape != labels.shape):
-        log.debug("replicates %s not used: another format or predictions file", path)
-        return {}
+
+
+def _read_replicates(path: str | os.PathLike, model_key: str) -> dict[tuple[Hashable, ...], np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        auc, labels, n_pos, meta, key = (z[k] for k in ("auc", "labels", "n_pos", "meta", "model_key"))
+    ok = (meta.shape == (5,) and meta.dtype == np.int64 and n_pos.dtype == np.int64 and auc.dtype == np.float64
+          and labels.ndim == 1 and labels.dtype.kind == "U" and key.shape == () and key.dtype.kind == "U"
+          and n_pos.shape == labels.shape)
+    if not ok or int(meta[0]) != REPLICATES_FORMAT or str(key) != model_key \
+            or auc.shape != (labels.size, int(meta[1]) + 1):
+        raise ValueError("another format or predictions file")
     _, n, seed, n_groups, n_images = (int(x) for x in meta)
     return {replicate_key(model_key, str(lab), n, seed, n_groups, n_images, int(k)): auc[j]
             for j, (lab, k) in enumerate(zip(labels, n_pos)) if np.isfinite(auc[j]).any()}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..data.sample_note import sample_note_lines
+from ..data.sample_note import SMALL_IMAGE_PX, sample_note_lines
 from ..errors import RunStoreError
 from ..results.leaderboard import Leaderboard, truthy
 from ..results.runs import RunRecord, sample_facts
@@ -190,7 +190,8 @@ def _chance_verdict(runs: Sequence[RunRecord]) -> str:
             continue
         t = r.metrics.get("test") or {}
         m = num(t.get("mean_auc"))
-        ci = t.get("mean_auc_ci") or [math.nan, math.nan]
+        ci = t.get("mean_auc_ci")
+        ci = list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else [math.nan, math.nan]
         if math.isfinite(m):
             means.append(m)
             below += m < 0.5
@@ -208,8 +209,10 @@ def _chance_verdict(runs: Sequence[RunRecord]) -> str:
                     "speaking, not skill.")
     if at_chance:
         verdict += " These models are at chance, as expected on this sample."
-    return verdict + (" At these sizes a small finding (a nodule, a pneumothorax) is a pixel or two, a rare label "
-                      "has a few positives, and a model can learn the sample's source rather than the findings.")
+    small = min((int(r.config.data.image_size) for r in runs), default=SMALL_IMAGE_PX) < SMALL_IMAGE_PX
+    return verdict + (" At these sizes a small finding (a nodule, a pneumothorax) is a pixel or two;" if small else "") + (
+        " A rare label has a few positives in this test set, and a model can learn the sample's source rather than "
+        "the findings.")
 
 
 def _has_metrics(r: RunRecord) -> bool:

@@ -685,6 +685,10 @@ def _aligned(pair: AblationPair, split: str) -> tuple[list[Any], list[str]]:
         if not np.array_equal(aligned[0].y_true, p.y_true):
             raise RunStoreError(f"runs {ref.run_id} and {rec.run_id} disagree on the true labels of the same "
                                 "images; they used different metadata and cannot be paired")
+        # The bootstrap resamples patients: every side must group the images into the same patients.
+        if not np.array_equal(aligned[0].patient_ids.astype(str), p.patient_ids.astype(str)):
+            raise RunStoreError(f"runs {ref.run_id} and {rec.run_id} disagree on the patients of the same images; "
+                                "they used different metadata and cannot be paired")
     return aligned, labels
 
 

@@ -189,13 +189,19 @@ class RunRecord:
     def stored_replicates(self, split: str, predictions_sha256: str) -> dict[Any, Any]:
         """The bootstrap replicates the run saved beside its ``split`` predictions when it completed
         (:func:`cxr_bench.metrics.extended.score_run`), as :data:`cxr_bench.metrics.paired.ReplicateCache`
-        entries for the predictions whose sha256 is given; ``{}`` for another split, a run without them
-        (completed before they were saved) or a run whose files changed since (:attr:`problems`)."""
+        entries for the predictions whose sha256 is given; ``{}`` (the comparison computes them) for another
+        split, a run without them, a file whose sha256 is not the one the manifest recorded at completion, or a
+        run whose files changed since (:attr:`problems`)."""
         from ..metrics.extended import REPLICATES_NAME
         from ..metrics.paired import load_replicates
+        from ..utils.io import sha256_file
 
-        path = self.run_dir / "predictions" / REPLICATES_NAME
-        if split != "test" or not path.is_file() or self.problems:
+        rel = f"predictions/{REPLICATES_NAME}"
+        path = self.run_dir / rel
+        artifacts = self.manifest.get("artifacts")
+        recorded = artifacts.get(rel) if isinstance(artifacts, dict) else None
+        if (split != "test" or not path.is_file() or not isinstance(recorded, dict) or self.problems
+                or sha256_file(path) != recorded.get("sha256")):
             return {}
         return load_replicates(path, predictions_sha256)
 

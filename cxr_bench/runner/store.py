@@ -122,8 +122,8 @@ def validate_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> dict
         if not isinstance(attempt, dict):
             raise bad(f"'attempts'[{i}]", f"is a {type(attempt).__name__}, expected an object")
     for rel, rec in (manifest.get("artifacts") or {}).items():
-        if rel not in ARTIFACTS and not _is_external_artifact(rel):
-            raise bad(f"'artifacts'[{rel!r}]", f"is not one of the run's artifacts ({', '.join(ARTIFACTS)}, "
+        if rel not in ARTIFACTS + DERIVED_ARTIFACTS and not _is_external_artifact(rel):
+            raise bad(f"'artifacts'[{rel!r}]", f"is not one of the run's artifacts ({', '.join(ARTIFACTS + DERIVED_ARTIFACTS)}, "
                       f"{EXTERNAL_DIR}/<dataset>/{{{','.join(EXTERNAL_FILES)}}})")
         if not (isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and _SHA256_HEX.fullmatch(rec["sha256"])
                 and all(isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool)
@@ -204,8 +204,11 @@ def writer_lock(run_dir: str | os.PathLike, command: str) -> Iterator[None]:
 
 # The files a completed run's numbers stand on; their sha256 and row counts go into the manifest when the run
 # completes, so a later reader can tell an intact run from one whose files were cut or replaced.
-# predictions/test.replicates.npz: the test predictions' bootstrap replicates (metrics.extended.score_run).
-ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "predictions/test.replicates.npz", "metrics.json")
+ARTIFACTS = ("predictions/test.csv", "predictions/val.csv", "metrics.json")
+# Recorded with the artifacts but derived from them (the test predictions' bootstrap replicates, written by
+# metrics.extended.score_run): a reader uses one only while its hash is the recorded one, and a missing or
+# changed one never makes the run damaged (the comparisons then compute the replicates again).
+DERIVED_ARTIFACTS = ("predictions/test.replicates.npz",)
 # Scores of the run on an external test set: ``external/<dataset>/{metrics.json,predictions.csv}``.
 ONNX_EXPORT_INFO = "export/model.onnx.json"
 
@@ -241,12 +244,12 @@ def external_artifacts(run_dir: str | os.PathLike) -> tuple[str, ...]:
 
 
 def artifact_record(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS` (and external-set
-    files) that exist."""
+    """``{relative path: {"sha256", "bytes", "rows"}}`` of the run's :data:`ARTIFACTS`, :data:`DERIVED_ARTIFACTS`
+    and external-set files that exist."""
     from ..utils.io import sha256_file
 
     out = {}
-    for rel in ARTIFACTS + external_artifacts(run_dir):
+    for rel in ARTIFACTS + DERIVED_ARTIFACTS + external_artifacts(run_dir):
         path = Path(run_dir) / rel
         if path.is_file():
             rec: dict[str, Any] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
@@ -280,6 +283,8 @@ def verify_artifacts(run_dir: str | os.PathLike) -> list[str]:
     current = artifact_record(run_dir)
     problems = []
     for rel, rec in sorted(recorded.items()):
+        if rel in DERIVED_ARTIFACTS:
+            continue
         now = current.get(rel)
         if now is None:
             problems.append(f"{rel} is missing")

@@ -34,8 +34,21 @@ def test_caps_epochs_and_weights_are_told_apart():
     assert "at most 4 optimizer steps" in capped[1] and "epoch" not in capped[1] and "1 run(s)" in capped[0]
     assert "2 epoch(s) of training" in sample_note_lines(SampleFacts(n_runs=1, epochs=(2, 2)))[1]
     mixed = sample_note_lines(SampleFacts(n_runs=2, pretrained=("imagenet", "none")))[1]
-    assert "initialised from imagenet for some runs, randomly for the others" in mixed
-    assert "initialised from imagenet," in sample_note_lines(SampleFacts(n_runs=1, pretrained=("imagenet",)))[1]
+    assert "random init for some runs (the others initialised from imagenet)" in mixed
+    assert "init" not in sample_note_lines(SampleFacts(n_runs=1, pretrained=("imagenet",)))[1]
+
+
+def test_only_what_is_a_cause_is_said_to_be_one():
+    # A sample run that reached a high AUC at a paper's size, from ImageNet weights, after a paper's training:
+    # none of those is given as a reason, and it is not called "at chance".
+    good = SampleFacts(n_runs=1, image_sizes=(512,), pretrained=("imagenet",), steps=(20_000,), mean_aucs=(0.97,))
+    first, why, _ = sample_note_lines(good)
+    assert "at chance" not in first and "mean AUCs 0.97 here" in first and "NOT COMPARABLE" in first
+    assert why == ("Why: a small, biased sample at 256 px (1,000 images are 500 'Pneumonia' + 500 'No Finding' "
+                   "from one source).")
+    chance = sample_note_lines(SampleFacts(n_runs=2, image_sizes=(224, 64), steps=(9_999, 20_000), mean_aucs=(0.5, 0.59)))
+    assert "AUCs at chance (about 0.5; here 0.50-0.59)" in chance[0]
+    assert "small images" in chance[1] and "9999-20000 optimizer steps" in chance[1]
 
 
 def test_cells_read_back_from_a_csv_become_numbers():

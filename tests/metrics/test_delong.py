@@ -140,6 +140,12 @@ def test_one_sort_placements_equal_the_three_midrankings_bit_for_bit(seed):
         neg = rng.integers(0, levels, size=(3, n)) / levels
         for got, want in zip(_structural_components(pos, neg), _structural_components_midranks(pos, neg)):
             assert got.shape == want.shape and np.array_equal(got, want)
+    # Integer and float32 scores give the float64 placements of the same values.
+    ints = rng.integers(0, 5, size=(2, 30)), rng.integers(0, 5, size=(2, 40))
+    for cast in (np.int64, np.float32):
+        got = _structural_components(ints[0].astype(cast), ints[1].astype(cast))
+        want = _structural_components_midranks(ints[0].astype(np.float64), ints[1].astype(np.float64))
+        assert all(g.dtype == np.float64 and np.array_equal(g, w) for g, w in zip(got, want))
     # Against the kernel definition too (not only against the formula it replaces).
     y = (rng.random(120) < 0.3).astype(int)
     s = np.round(rng.normal(size=120) + y, 1)

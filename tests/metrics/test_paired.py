@@ -301,6 +301,21 @@ def test_a_models_replicates_are_the_paired_bootstraps_and_round_trip(tmp_path):
         arrays = {k: z[k] for k in z.files}
     np.savez(tmp_path / "f32.npz", **{**arrays, "auc": arrays["auc"].astype(np.float32)})
     assert load_replicates(tmp_path / "f32.npz", "abc") == {}
+    # Damaged or hostile files of every other shape are ignored, never raised.
+    bad = {"nan_meta": {**arrays, "meta": np.full(5, np.nan)}, "labels_2d": {**arrays, "labels": arrays["labels"][None]},
+           "npos_text": {**arrays, "n_pos": arrays["n_pos"].astype(str)}, "no_key": {k: v for k, v in arrays.items()
+                                                                                    if k != "model_key"},
+           "key_array": {**arrays, "model_key": np.asarray(["abc", "abc"])}}
+    for name, content in bad.items():
+        np.savez(tmp_path / f"{name}.npz", **content)
+        assert load_replicates(tmp_path / f"{name}.npz", "abc") == {}, name
+    np.save(tmp_path / "plain.npy", arrays["auc"])
+    assert load_replicates(tmp_path / "plain.npy", "abc") == {}
+    np.savez_compressed(tmp_path / "z.npz", **arrays)
+    raw = bytearray((tmp_path / "z.npz").read_bytes())
+    raw[len(raw) // 3: len(raw) // 3 + 40] = b"\x00" * 40
+    (tmp_path / "z.npz").write_bytes(bytes(raw))  # a compressed member whose data is damaged
+    assert load_replicates(tmp_path / "z.npz", "abc") == {}
 
 
 def test_a_comparison_from_stored_replicates_equals_one_computed():

@@ -34,6 +34,7 @@ from cxr_bench.results.leaderboard import FACTORS, build_leaderboard, factor_val
 from cxr_bench.results.references import match_reference, wang2017_table17
 from cxr_bench.results.runs import RunRecord, load_runs
 from cxr_bench.runner.suite import load_suite
+from cxr_bench.utils.io import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -337,21 +338,49 @@ def test_ablations_from_the_replicates_runs_saved_equal_ablations_computed(tmp_p
     fast = ablation_table(runs, use_cache=False)
     plain = tmp_path / "plain"
     shutil.copytree(root, plain)
-    for npz in plain.glob("s/*/predictions/test.replicates.npz"):
+    npzs = sorted(plain.glob("s/*/predictions/test.replicates.npz"))
+    # A missing file (one run), and one replaced by other numbers of the right form (another run): neither is
+    # used, and neither makes its run damaged; the file only saves time.
+    npzs[0].unlink()
+    with np.load(npzs[1]) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(npzs[1], **{**arrays, "auc": arrays["auc"] * 0.9})
+    # The others as runs completed before replicates were saved: no file, none recorded.
+    for npz in npzs[2:]:
         npz.unlink()
         manifest = npz.parent.parent / "manifest.json"
         m = json.loads(manifest.read_text())
         del m["artifacts"]["predictions/test.replicates.npz"]
         manifest.write_text(json.dumps(m))
     slow_runs = load_runs(plain, "s")
+    assert len(slow_runs) == 5 and not any(r.problems for r in slow_runs)
     assert not any(r.stored_replicates("test", r.predictions_sha256()) for r in slow_runs)
-    assert not any(r.problems for r in slow_runs)
     slow = ablation_table(slow_runs, use_cache=False)
     assert len(fast) == 15 and fast["seeds_a"].iloc[0] == 2 and fast["seeds_b"].iloc[0] == 3
     pd.testing.assert_frame_equal(fast, slow)
     # Other draws than the stored ones are computed, not read.
     assert ablation_table(runs, use_cache=False, n_bootstrap=DEFAULT_BOOTSTRAP // 10).equals(
         ablation_table(slow_runs, use_cache=False, n_bootstrap=DEFAULT_BOOTSTRAP // 10))
+
+
+def test_runs_that_group_the_same_images_into_other_patients_cannot_be_paired(run_store, tmp_path):
+    # The patient bootstrap resamples patients: a side whose file names the patients otherwise (here: every
+    # patient id renamed, so they sort in another order) would not be resampled with the other side.
+    root, ids = run_store
+    copy = tmp_path / "runs"
+    shutil.copytree(root / "ablations", copy / "ablations")
+    test_csv = copy / "ablations" / ids["gamma"] / "predictions" / "test.csv"
+    df = pd.read_csv(test_csv, dtype={"patient_id": str})
+    df["patient_id"] = "x" + df["patient_id"].str[::-1]
+    df.to_csv(test_csv, index=False)
+    manifest = test_csv.parent.parent / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["artifacts"]["predictions/test.csv"]["sha256"] = sha256_file(test_csv)
+    manifest.write_text(json.dumps(m))
+    runs = {r.run_id: r for r in load_runs(copy, "ablations")}
+    with pytest.raises(RunStoreError, match="disagree on the patients"):
+        paired_ablation(AblationPair("ablations", "data.grayscale", "identity", "gamma", runs[ids["baseline"]],
+                                     runs[ids["gamma"]]), n_bootstrap=20)
 
 
 def test_suite_wide_multiplicity_across_pairs(run_store):

@@ -144,7 +144,7 @@ def test_sorted_and_byte_stable(run_store, tmp_path):
     # The notes state the rows' own facts (data/sample_note.py): every run on the sample, their AUC range.
     auc = a["mean_auc"].astype(float)
     assert side["notes"][0].startswith(f"NOT COMPARABLE WITH ANY PAPER: {len(a)} run(s) on the bundled 1,673-image")
-    assert f"here {auc.min():.2f}-{auc.max():.2f}" in side["notes"][0]
+    assert f"{auc.min():.2f}-{auc.max():.2f}" in side["notes"][0] and "NOT COMPARABLE" in side["notes"][0]
     assert " at 64 px: a smoke test" in side["notes"][0]
     assert side["notes"][1].startswith("Why: random init (no ImageNet weights), small images (papers: 224-1024 px)")
     assert side["provenance"]["runs"] == 6 and side["provenance"]["data"] == ["bundled sample"]
