@@ -329,6 +329,8 @@ def localize_run(run_dir: str | os.PathLike, *, config: RunConfig | None = None,
     from .distributed import resolve_device
 
     run_dir = Path(run_dir)
+    if release is not None and data_root is not None:
+        raise ValueError("localize_run: pass the open release or a data root, not both")
     dev = resolve_device(device)
     cfg, model, ckpt = load_run_model(run_dir, checkpoint=checkpoint, device=dev, config=config)
     if data_root is not None:
