@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from small_run import SMALL_RUN  # tests/helpers is on pytest's pythonpath
 
 from cxr_bench.config import RunConfig, deep_merge
 
@@ -31,15 +32,9 @@ def _fp32_reference_precision():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-# The engine tests' small run (timm's 0.37 M-parameter test network at 64 px), on the GPU.
-BASE: dict[str, Any] = {
-    "data": {"label_set": "chestxray8", "image_size": 64, "val_fraction": 0.25, "workers": 0, "augment": "flip"},
-    "model": {"backbone": "timm:test_resnet"},
-    "optim": {"epochs": 3, "batch_size": 16, "lr": 1e-2, "scheduler": "cosine"},
-    "eval": {"bootstrap": 20, "batch_size": 16},
-    "device": "cuda",
-    "seed": 0,
-}
+# The engine tests' small run (tests/helpers/small_run.py), on the GPU at 64 px with a larger batch.
+BASE: dict[str, Any] = deep_merge(SMALL_RUN, {"data": {"image_size": 64}, "optim": {"epochs": 3, "batch_size": 16},
+                                              "eval": {"bootstrap": 20}, "device": "cuda"})
 
 
 @pytest.fixture
